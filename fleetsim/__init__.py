@@ -1,0 +1,49 @@
+"""fleetsim: performance simulator and planner for LLM training and serving on GPU clusters.
+
+The public API is re-exported here lazily (PEP 562) so that importing a lower layer such as
+``fleetsim.hardware`` does not pull in the simulator and planner.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # hardware
+    "get_gpu": "fleetsim.hardware.catalog",
+    "get_link": "fleetsim.hardware.catalog",
+    "get_system": "fleetsim.hardware.catalog",
+    "load_cluster": "fleetsim.hardware.cluster",
+    "GPUSpec": "fleetsim.hardware.specs",
+    "ClusterSpec": "fleetsim.hardware.specs",
+    "FleetsimError": "fleetsim.hardware.errors",
+    "InfeasibleError": "fleetsim.hardware.errors",
+    # models and operators
+    "load_model": "fleetsim.workloads.models",
+    "ModelSpec": "fleetsim.workloads.models",
+    "Seq": "fleetsim.workloads.parallel",
+    "Parallel": "fleetsim.workloads.parallel",
+    "ParallelConfig": "fleetsim.workloads.parallel",
+    # estimates, simulation, planning
+    "estimate_forward": "fleetsim.api",
+    "get_cost_model": "fleetsim.api",
+    "simulate_serving": "fleetsim.api",
+    "estimate_train_step": "fleetsim.api",
+    "plan_serving": "fleetsim.api",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetsim' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,166 @@
+"""Validated hardware specs in SI units.
+
+One frozen pydantic model per *kind* of part (never one class per GPU model). Field names
+carry their unit: ``_bytes``, ``_bps`` (bytes per second), ``_flops`` (FLOP/s), ``_w``,
+``_s``, ``_hz``. Every catalog number carries a source note in ``sources``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
+"""Data types a peak FLOP/s figure can be given for (dense, no sparsity)."""
+
+DTYPE_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
+
+
+class Frozen(BaseModel):
+    """Base for every spec: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LinkSpec(Frozen):
+    """A point-to-point or fabric link. ``bandwidth_bps`` is per direction, per GPU/port."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    kind: Literal["scale_up", "scale_out", "host", "memory"]
+    bandwidth_bps: float = Field(gt=0)
+    latency_s: float = Field(ge=0)
+    efficiency: float = Field(default=0.8, gt=0, le=1)
+    """Achievable share of ``bandwidth_bps`` for large messages (bus-bandwidth efficiency)."""
+    sources: dict[str, str] = {}
+
+
+class MemoryTierSpec(Frozen):
+    """A memory tier (HBM, host DDR, CXL, NVMe) with its capacity and bandwidth."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    kind: Literal["hbm", "ddr", "cxl", "nvme"]
+    capacity_bytes: float = Field(gt=0)
+    bandwidth_bps: float = Field(gt=0)
+    sources: dict[str, str] = {}
+
+
+class GPUSpec(Frozen):
+    """One accelerator (GPU, NPU or TPU chip).
+
+    ``peak_flops`` holds *dense* peak FLOP/s per dtype; a dtype the part lacks is absent.
+    ``mem_bw_efficiency`` and ``flops_efficiency`` are named empirical corrections used by the
+    roofline fallback (achievable / peak), not magic constants in code.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    vendor: str
+    architecture: str
+    device_type: Literal["gpu", "npu", "tpu"] = "gpu"
+    peak_flops: dict[str, float]
+    memory_bytes: float = Field(gt=0)
+    memory_bw_bps: float = Field(gt=0)
+    l2_bytes: float = Field(gt=0)
+    compute_units: int = Field(gt=0)
+    max_clock_hz: float = Field(gt=0)
+    tdp_w: float = Field(gt=0)
+    idle_power_w: float = Field(gt=0)
+    min_power_cap_w: float = Field(gt=0)
+    scale_up_link: str
+    host_link: str
+    mem_bw_efficiency: float = Field(default=0.8, gt=0, le=1)
+    flops_efficiency: float = Field(default=0.75, gt=0, le=1)
+    kernel_overhead_s: float = Field(default=4e-6, ge=0)
+    """Per-kernel fixed cost in eager mode (launch + tail), used by the roofline."""
+    graph_kernel_overhead_s: float = Field(default=1.5e-6, ge=0)
+    """Per-kernel fixed cost under CUDA-graph replay."""
+    price_per_hour_usd: float | None = Field(default=None, gt=0)
+    price_source: str | None = None
+    price_date: str | None = None
+    sources: dict[str, str] = {}
+
+    @field_validator("peak_flops")
+    @classmethod
+    def _check_flops(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if k not in DTYPES:
+                raise ValueError(f"unknown dtype {k!r} in peak_flops (known: {', '.join(DTYPES)})")
+            if not x > 0:
+                raise ValueError(f"peak_flops[{k!r}] must be > 0, got {x}")
+        if not v:
+            raise ValueError("peak_flops must list at least one dtype")
+        return v
+
+    @model_validator(mode="after")
+    def _check_power(self) -> GPUSpec:
+        if not self.idle_power_w < self.tdp_w:
+            raise ValueError(f"idle_power_w ({self.idle_power_w}) must be < tdp_w ({self.tdp_w})")
+        if not self.min_power_cap_w <= self.tdp_w:
+            raise ValueError(f"min_power_cap_w ({self.min_power_cap_w}) must be <= tdp_w ({self.tdp_w})")
+        return self
+
+    def flops(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; falls back to the nearest wider type the part has."""
+        order = {"fp4": ["fp4", "fp8", "bf16"], "fp8": ["fp8", "bf16", "fp16"], "int8": ["int8", "fp8", "bf16"],
+                 "bf16": ["bf16", "fp16"], "fp16": ["fp16", "bf16"], "tf32": ["tf32", "fp32"], "fp32": ["fp32"]}
+        for d in order.get(dtype, [dtype]):
+            if d in self.peak_flops:
+                return self.peak_flops[d]
+        from .errors import SpecError
+
+        raise SpecError(f"GPU {self.name!r} has no peak FLOP/s for dtype {dtype!r}")
+
+
+class NodeSpec(Frozen):
+    """A system/node: accelerators, their scale-up domain, NICs and host."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    gpu: str
+    gpus_per_node: int = Field(gt=0)
+    scale_up_domain: int = Field(gt=0)
+    """How many accelerators share the scale-up link (8 in a DGX, 72 in an NVL72 rack)."""
+    scale_up_link: str
+    nics_per_node: int = Field(ge=0)
+    nic_link: str
+    host_memory_bytes: float = Field(gt=0)
+    host_link: str
+    nvme_bytes: float = Field(default=0.0, ge=0)
+    nvme_bw_bps: float = Field(default=0.0, ge=0)
+    tdp_w: float | None = Field(default=None, gt=0)
+    price_per_hour_usd: float | None = Field(default=None, gt=0)
+    price_source: str | None = None
+    price_date: str | None = None
+    sources: dict[str, str] = {}
+
+
+class PoolSpec(Frozen):
+    """Identical nodes in a cluster."""
+
+    node: NodeSpec
+    num_nodes: int = Field(gt=0)
+    gpus_per_node: int | None = Field(default=None, gt=0)
+    """Accelerators used per node when fewer than ``node.gpus_per_node`` (e.g. ``4xH100``)."""
+
+    @property
+    def gpus(self) -> int:
+        return self.num_nodes * (self.gpus_per_node or self.node.gpus_per_node)
+
+
+class ClusterSpec(Frozen):
+    """Pools of nodes (several GPU types allowed) joined by a scale-out fabric."""
+
+    name: str
+    pools: tuple[PoolSpec, ...] = Field(min_length=1)
+    scale_out_link: str
+    oversubscription: float = Field(default=1.0, ge=1.0)
+    power_budget_w: float | None = Field(default=None, gt=0)
+    price_per_hour_usd: float | None = Field(default=None, gt=0)
+    sources: dict[str, str] = {}
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(p.gpus for p in self.pools)

@@ -1,0 +1,1 @@
+"""fleetsim.sim.serving."""
