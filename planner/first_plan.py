@@ -1,0 +1,252 @@
+"""A first analytic serving plan: which TP x replicas to run on each GPU pool.
+
+For every GPU type of the cluster and every tensor-parallel size that divides the model and
+fits inside one node, the plan sizes the KV cache, then models one replica in steady state
+with continuous batching:
+
+* ``P``    = prefill time of one prompt of ``isl`` tokens (eager),
+* ``D(b)`` = one decode iteration of ``b`` sequences at mean context ``isl + osl/2``
+  (CUDA graphs),
+* every ``osl`` decode iterations the replica also prefills ``b`` new prompts, so a
+  sequence sees ``TPOT(b) = D(b) + b * P / osl`` per output token,
+* request throughput ``X(b) = b / (osl * TPOT(b))`` and output tokens/s ``X(b) * osl``,
+* ``TTFT`` ~ ``P`` plus the one iteration in flight when the request arrives, ``TPOT(b)``.
+
+The batch ``b`` is the largest that the KV cache holds (``b * (isl + osl)`` tokens), that the
+scheduler allows (``max_num_seqs``) and that meets the TPOT and TTFT targets. With a request
+rate the plan asks for ``ceil(rate / X(b))`` replicas and flags a shortfall. The discrete-event
+simulator (``fleetsim simulate``) checks a plan under real arrivals; this module is the fast
+pre-filter the full planner builds on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fleetsim.hardware.errors import ConfigError, FleetsimError
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
+
+
+@dataclass(frozen=True)
+class ServingTargets:
+    """What the user asks of the deployment: lengths, an optional rate and latency targets."""
+
+    isl: int
+    osl: int
+    rate_rps: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    max_num_seqs: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("isl", "osl", "max_num_seqs"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v > 0):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("rate_rps", "ttft_s", "tpot_s"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ReplicaTimer:
+    """Step times of one replica configuration (seconds), supplied by the cost model."""
+
+    prefill_s: Callable[[int], float]
+    """Prefill of one prompt of n tokens."""
+    decode_s: Callable[[int, int], float]
+    """One decode iteration of b sequences at context c."""
+    kv_capacity_tokens: int
+    """Tokens of KV cache the replica holds."""
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One candidate: a GPU type, a TP size and how many replicas of it."""
+
+    gpu: str
+    tp: int
+    replicas: int
+    gpus_used: int
+    batch: int
+    kv_capacity_tokens: int
+    prefill_s: float
+    decode_step_s: float
+    ttft_s: float
+    tpot_s: float
+    replica_rps: float
+    output_tok_s: float
+    meets_latency: bool
+    replicas_needed: int | None
+    meets_rate: bool
+    price_per_hour_usd: float | None
+    usd_per_million_output_tokens: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    gpu: str
+    tp: int
+    reason: str
+
+
+@dataclass
+class FirstPlan:
+    targets: ServingTargets
+    rows: list[PlanRow] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def best(self) -> PlanRow | None:
+        return self.rows[0] if self.rows else None
+
+
+def tp_candidates(num_heads: int, num_kv_heads: int, gpus_per_node: int) -> list[int]:
+    """Powers of two up to one node whose TP divides the attention heads."""
+    out = []
+    tp = 1
+    while tp <= gpus_per_node:
+        kv_ok = num_kv_heads % tp == 0 or tp % num_kv_heads == 0
+        if num_heads % tp == 0 and kv_ok:
+            out.append(tp)
+        tp *= 2
+    return out
+
+
+def size_replica(
+    targets: ServingTargets, timer: ReplicaTimer
+) -> tuple[int, float, float, float, float, float] | str:
+    """Pick the batch for one replica. Returns (b, P, D(b), TTFT, TPOT, X) or a reason string."""
+    isl, osl = targets.isl, targets.osl
+    ctx = isl + osl // 2
+    b_max = min(targets.max_num_seqs, timer.kv_capacity_tokens // (isl + osl))
+    if b_max < 1:
+        return (
+            f"KV cache holds {timer.kv_capacity_tokens} tokens, less than one request "
+            f"of {isl + osl} tokens"
+        )
+    p = timer.prefill_s(isl)
+    if targets.ttft_s is not None and p > targets.ttft_s:
+        return f"prefill of {isl} tokens takes {p * 1e3:.1f} ms > TTFT target {targets.ttft_s * 1e3:.1f} ms"
+
+    def metrics(b: int) -> tuple[float, float, float, float]:
+        d = timer.decode_s(b, ctx)
+        tpot = d + b * p / osl
+        ttft = p + tpot
+        x = b / (osl * tpot)
+        return d, ttft, tpot, x
+
+    def ok(b: int) -> bool:
+        _, ttft, tpot, _ = metrics(b)
+        if targets.tpot_s is not None and tpot > targets.tpot_s:
+            return False
+        return not (targets.ttft_s is not None and ttft > targets.ttft_s)
+
+    if not ok(1):
+        d, ttft, tpot, _ = metrics(1)
+        return (
+            f"even one sequence misses the latency targets (TPOT {tpot * 1e3:.2f} ms, "
+            f"TTFT {ttft * 1e3:.1f} ms)"
+        )
+    # Latency grows with b, so binary-search the largest b that meets the targets.
+    lo, hi = 1, b_max
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    d, ttft, tpot, x = metrics(lo)
+    return lo, p, d, ttft, tpot, x
+
+
+def plan_pool(
+    pool: PoolSpec,
+    gpu: GPUSpec,
+    targets: ServingTargets,
+    tps: list[int],
+    make_timer: Callable[[GPUSpec, int], ReplicaTimer],
+) -> tuple[list[PlanRow], list[Rejected]]:
+    """All TP candidates of one pool."""
+    rows: list[PlanRow] = []
+    rejected: list[Rejected] = []
+    per_node = pool.gpus_per_node or pool.node.gpus_per_node
+    for tp in tps:
+        if tp > per_node:
+            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPUs per node"))
+            continue
+        try:
+            timer = make_timer(gpu, tp)
+        except FleetsimError as exc:
+            rejected.append(Rejected(gpu.name, tp, str(exc)))
+            continue
+        sized = size_replica(targets, timer)
+        if isinstance(sized, str):
+            rejected.append(Rejected(gpu.name, tp, sized))
+            continue
+        b, p, d, ttft, tpot, x = sized
+        replicas = (per_node // tp) * pool.num_nodes
+        needed = math.ceil(targets.rate_rps / x) if targets.rate_rps else None
+        used = replicas if needed is None else min(replicas, needed)
+        price = gpu.price_per_hour_usd * used * tp if gpu.price_per_hour_usd else None
+        out_tok_s = x * targets.osl * used
+        usd_per_m = price / (out_tok_s * 3600) * 1e6 if price else None
+        rows.append(
+            PlanRow(
+                gpu=gpu.name,
+                tp=tp,
+                replicas=used,
+                gpus_used=used * tp,
+                batch=b,
+                kv_capacity_tokens=timer.kv_capacity_tokens,
+                prefill_s=p,
+                decode_step_s=d,
+                ttft_s=ttft,
+                tpot_s=tpot,
+                replica_rps=x,
+                output_tok_s=out_tok_s,
+                meets_latency=True,
+                replicas_needed=needed,
+                meets_rate=needed is None or needed <= replicas,
+                price_per_hour_usd=price,
+                usd_per_million_output_tokens=usd_per_m,
+                note="" if needed is None or needed <= replicas else f"needs {needed} replicas, has {replicas}",
+            )
+        )
+    return rows, rejected
+
+
+def rank(rows: list[PlanRow], with_rate: bool) -> list[PlanRow]:
+    """Rows that meet the rate first; then fewest GPUs (with a rate) or most tokens/s."""
+    if with_rate:
+        return sorted(rows, key=lambda r: (not r.meets_rate, r.gpus_used, -r.output_tok_s, r.tp))
+    return sorted(rows, key=lambda r: (-r.output_tok_s, r.tp))
+
+
+def first_plan(
+    cluster: ClusterSpec,
+    gpus: dict[str, GPUSpec],
+    num_heads: int,
+    num_kv_heads: int,
+    targets: ServingTargets,
+    make_timer: Callable[[GPUSpec, int], ReplicaTimer],
+) -> FirstPlan:
+    """Plan every pool of ``cluster``; ``gpus`` maps each pool's GPU name to its spec."""
+    plan = FirstPlan(targets)
+    rows: list[PlanRow] = []
+    for pool in cluster.pools:
+        gpu = gpus[pool.node.gpu]
+        per_node = pool.gpus_per_node or pool.node.gpus_per_node
+        tps = tp_candidates(num_heads, num_kv_heads, per_node)
+        if not tps:
+            plan.rejected.append(Rejected(gpu.name, 0, f"no TP size up to {per_node} divides {num_heads} heads"))
+            continue
+        r, rej = plan_pool(pool, gpu, targets, tps, make_timer)
+        rows += r
+        plan.rejected += rej
+    plan.rows = rank(rows, targets.rate_rps is not None)
+    return plan
