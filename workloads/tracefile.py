@@ -1,0 +1,298 @@
+"""Reading and writing request traces (the parsing behind ``fleetsim.traces``).
+
+Lives in the workloads layer because workloads themselves replay traces
+(``TraceArrivals``, ``EmpiricalLength``, ``get_workload(path)``) and a layer may not
+import a higher one; ``fleetsim.traces`` re-exports these functions as the public API.
+
+Formats:
+
+* **Azure LLM inference trace CSV** (Azure Public Dataset 2023/2024): header
+  ``TIMESTAMP,ContextTokens,GeneratedTokens``; ``TIMESTAMP`` is a wall-clock datetime
+  (or plain seconds); arrivals become seconds after the first timestamp.
+* **fleetsim JSONL**: one JSON object per line with ``arrival_s``, ``prompt_tokens``,
+  ``output_tokens`` and optionally ``req_id``, ``session_id``, ``prefix_id``,
+  ``prefix_tokens``, ``system_prefix_id``, ``system_prefix_tokens``, ``client_id``,
+  ``think_s`` (ids: ``null`` or absent = none). Unknown fields are errors.
+* **fleetsim CSV**: the same field names as a CSV header.
+
+All parsing is columnar (pandas/numpy); errors name file, line and column.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fleetsim.hardware.errors import ConfigError
+from fleetsim.workloads.requests import COLUMNS, REQUIRED_COLUMNS, RequestStream
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_JSONL_FIELDS = ("req_id", *COLUMNS)
+_ID_FIELDS = ("req_id", "session_id", "prefix_id", "system_prefix_id", "client_id")
+_FLOAT_FIELDS = ("arrival_s", "think_s")
+# Column aliases accepted wherever a trace column is named.
+COLUMN_ALIASES = {
+    "contexttokens": "prompt_tokens",
+    "prompt": "prompt_tokens",
+    "input_tokens": "prompt_tokens",
+    "isl": "prompt_tokens",
+    "generatedtokens": "output_tokens",
+    "output": "output_tokens",
+    "osl": "output_tokens",
+}
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))
+
+
+def _numeric_column(
+    frame: pd.DataFrame, col: str, path: Path, *, integer: bool, first_line: int = 2
+) -> np.ndarray:
+    """Column as numbers; the first non-numeric, fractional or negative cell is an error.
+
+    Data row ``i`` is on line ``i + first_line`` of the file (2 for a CSV with a header).
+    """
+    raw = frame[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values)
+    if bad.any():
+        i = _first_bad(bad)
+        raise ConfigError(
+            f"{path}: line {i + first_line}, column {col!r}: not a number: {raw.iloc[i]!r}"
+        )
+    if (values < 0).any():
+        i = _first_bad(values < 0)
+        raise ConfigError(f"{path}: line {i + first_line}, column {col!r}: negative value {values[i]:g}")
+    if integer:
+        frac = values != np.floor(values)
+        if frac.any():
+            i = _first_bad(frac)
+            raise ConfigError(f"{path}: line {i + first_line}, column {col!r}: not an integer: {values[i]:g}")
+        return values.astype(np.int64)
+    return values
+
+
+def _timestamps_s(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """``TIMESTAMP`` as seconds (datetimes or plain numbers), not yet shifted to 0."""
+    raw = frame["TIMESTAMP"]
+    numeric = pd.to_numeric(raw, errors="coerce")
+    if not numeric.isna().any():
+        return numeric.to_numpy(dtype=np.float64)
+    parsed = pd.to_datetime(raw, format="ISO8601", errors="coerce")
+    if parsed.isna().any():
+        i = _first_bad(parsed.isna().to_numpy())
+        raise ConfigError(f"{path}: line {i + 2}, column 'TIMESTAMP': not a timestamp: {raw.iloc[i]!r}")
+    ns = parsed.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    return (ns - ns.min()).astype(np.float64) * 1e-9
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
+    except FileNotFoundError:
+        raise ConfigError(f"trace file not found: {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable CSV: {str(exc).splitlines()[0]}") from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path}: empty file, expected a CSV header") from None
+
+
+def _sorted_with_warning(stream: RequestStream, path: Path) -> RequestStream:
+    if stream.is_sorted():
+        return stream
+    warnings.warn(f"{path}: arrivals are not in time order; sorted them", stacklevel=3)
+    return stream.sorted()
+
+
+def read_azure_csv(path: str | Path) -> RequestStream:
+    """Read an Azure LLM inference trace CSV into a stream starting at t = 0.
+
+    ``req_id`` is the data row number (0-based, file order), kept through the sort that
+    unsorted files get (with a warning naming the file).
+    """
+    path = Path(path)
+    frame = _read_csv(path)
+    missing = [c for c in AZURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"{path}: line 1: missing column(s) {missing}; header has {list(frame.columns)}, "
+            f"expected {list(AZURE_COLUMNS)}"
+        )
+    t = _timestamps_s(frame, path)
+    stream = RequestStream(
+        arrival_s=t - (t.min() if len(t) else 0.0),
+        prompt_tokens=_numeric_column(frame, "ContextTokens", path, integer=True),
+        output_tokens=_numeric_column(frame, "GeneratedTokens", path, integer=True),
+    )
+    return _sorted_with_warning(stream, path)
+
+
+def read_fleetsim_csv(path: str | Path) -> RequestStream:
+    """Read a CSV whose header uses fleetsim field names (``arrival_s``, ...)."""
+    path = Path(path)
+    frame = _read_csv(path)
+    return _sorted_with_warning(_stream_from_fields(frame, path, first_line=2), path)
+
+
+def _stream_from_fields(frame: pd.DataFrame, path: Path, first_line: int) -> RequestStream:
+    unknown = [c for c in frame.columns if c not in _JSONL_FIELDS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown field {unknown[0]!r}; known: {list(_JSONL_FIELDS)}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing field(s) {missing}")
+    cols: dict[str, Any] = {}
+    for name in frame.columns:
+        if name in _ID_FIELDS:
+            raw = frame[name]
+            vals = pd.to_numeric(raw, errors="coerce")
+            absent = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+            bad = (vals.isna().to_numpy() & ~absent) | (vals.fillna(0) % 1 != 0).to_numpy()
+            if bad.any():
+                i = _first_bad(bad)
+                raise ConfigError(
+                    f"{path}: line {i + first_line}, field {name!r}: not an integer id: {raw.iloc[i]!r}"
+                )
+            cols[name] = vals.fillna(-1).to_numpy(dtype=np.int64)
+        else:
+            cols[name] = _numeric_column(
+                frame, name, path, integer=name not in _FLOAT_FIELDS, first_line=first_line
+            )
+    req_id = cols.pop("req_id", None)
+    try:
+        return RequestStream(req_id=req_id, **cols)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_jsonl(path: str | Path) -> RequestStream:
+    """Read a fleetsim JSONL trace; each line one request (blank lines skipped)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"trace file not found: {path}") from None
+    records: list[dict[str, Any]] = []
+    line_of: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        for key in rec:
+            if key not in _JSONL_FIELDS:
+                raise ConfigError(f"{path}: line {lineno}: unknown field {key!r}; known: {list(_JSONL_FIELDS)}")
+        for key in REQUIRED_COLUMNS:
+            if rec.get(key) is None:
+                raise ConfigError(f"{path}: line {lineno}: missing field {key!r}")
+        records.append(rec)
+        line_of.append(lineno)
+    if not records:
+        raise ConfigError(f"{path}: no requests")
+    frame = pd.DataFrame.from_records(records)
+    for name in frame.columns:
+        values = frame[name]
+        bad = values.map(lambda v: v is not None and not (isinstance(v, int | float) and not isinstance(v, bool)))
+        if name not in _ID_FIELDS:
+            bad = bad | values.isna()
+        if bad.any():
+            i = _first_bad(bad.to_numpy())
+            raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: not a number: {values.iloc[i]!r}")
+        v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        if name not in _ID_FIELDS and (v < 0).any():
+            i = _first_bad(v < 0)
+            raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: negative value {v[i]:g}")
+        if name not in _FLOAT_FIELDS:
+            finite = np.where(np.isnan(v), 0.0, v)
+            if (finite != np.floor(finite)).any():
+                i = _first_bad(finite != np.floor(finite))
+                raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: not an integer: {v[i]:g}")
+    return _sorted_with_warning(_stream_from_fields(frame, path, first_line=1), path)
+
+
+def _json_number(x: float | int) -> str:
+    return json.dumps(x)
+
+
+def write_jsonl(stream: RequestStream, path: str | Path) -> Path:
+    """Write ``stream`` as fleetsim JSONL; optional fields only where they carry data.
+
+    Floats are written with Python's shortest round-trip repr, so reading back gives
+    bit-identical arrays.
+    """
+    path = Path(path)
+    frame = stream.to_frame()
+    fields = ["req_id", *REQUIRED_COLUMNS]
+    for name, (_, fill) in COLUMNS.items():
+        if name not in REQUIRED_COLUMNS and (frame[name] != fill).any():
+            fields.append(name)
+    lists = [frame[f].tolist() for f in fields]
+    id_pos = [j for j, f in enumerate(fields) if f in _ID_FIELDS and f != "req_id"]
+    lines = []
+    for row in zip(*lists, strict=True):
+        parts = [
+            f'"{f}": {"null" if (j in id_pos and v < 0) else _json_number(v)}'
+            for j, (f, v) in enumerate(zip(fields, row, strict=True))
+        ]
+        lines.append("{" + ", ".join(parts) + "}")
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+def load_trace(path: str | Path) -> RequestStream:
+    """Read a trace, choosing the format from the extension and the first line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"trace file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"trace path is a directory, expected a file: {path}")
+    with path.open() as fh:
+        first = fh.readline().strip()
+    if path.suffix.lower() in (".jsonl", ".ndjson") or first.startswith("{"):
+        return read_jsonl(path)
+    header = [h.strip() for h in first.split(",")]
+    if "TIMESTAMP" in header or path.name.startswith("AzureLLMInferenceTrace"):
+        return read_azure_csv(path)
+    if "arrival_s" in header:
+        return read_fleetsim_csv(path)
+    raise ConfigError(
+        f"{path}: unknown trace format: expected JSONL, an Azure CSV (header "
+        f"{','.join(AZURE_COLUMNS)}) or a CSV with fleetsim fields (arrival_s,...); "
+        f"first line is {first[:80]!r}"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(resolved: str, mtime_ns: int, size: int) -> RequestStream:
+    return load_trace(resolved)
+
+
+def load_trace_cached(path: str | Path) -> RequestStream:
+    """``load_trace`` memoised on (path, mtime, size): workloads re-read traces often."""
+    p = Path(path)
+    try:
+        st = p.resolve().stat()
+    except FileNotFoundError:
+        raise ConfigError(f"trace file not found: {path}") from None
+    return _load_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def trace_column(stream: RequestStream, column: str, what: str) -> np.ndarray:
+    """A length column by fleetsim or Azure name (``ContextTokens`` = ``prompt_tokens``)."""
+    name = COLUMN_ALIASES.get(column.lower(), column)
+    if name not in ("prompt_tokens", "output_tokens", "prefix_tokens"):
+        raise ConfigError(
+            f"trace {what}: column {column!r} is not a length column; use prompt_tokens "
+            f"(ContextTokens) or output_tokens (GeneratedTokens)"
+        )
+    return np.array(stream.column(name))
