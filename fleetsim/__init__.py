@@ -28,11 +28,12 @@ _EXPORTS: dict[str, str] = {
     "Parallel": "fleetsim.workloads.parallel",
     "ParallelConfig": "fleetsim.workloads.parallel",
     # estimates, simulation, planning
-    "estimate_forward": "fleetsim.api",
-    "get_cost_model": "fleetsim.api",
-    "simulate_serving": "fleetsim.api",
-    "estimate_train_step": "fleetsim.api",
-    "plan_serving": "fleetsim.api",
+    "estimate_forward": "fleetsim.estimate",
+    "get_cost_model": "fleetsim.estimate",
+    "simulate_serving": "fleetsim.serving",
+    "estimate_train_step": "fleetsim.training",
+    "plan_serving": "fleetsim.planning",
+    "get_workload": "fleetsim.workloads.defaults",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

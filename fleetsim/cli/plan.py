@@ -1,0 +1,54 @@
+"""``fleetsim plan``: a ranked serving plan for a model on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+
+from fleetsim.cli.table import print_frame
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="rank feasible TP x replica deployments of a model on a cluster",
+        description="Rank feasible tensor-parallel x replica deployments by estimated throughput "
+        "under latency targets. Lengths default to the built-in azure-conv workload's means.",
+    )
+    p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
+    p.add_argument("--cluster", required=True, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
+    p.add_argument("--isl", type=int, default=None, help="prompt tokens per request")
+    p.add_argument("--osl", type=int, default=None, help="output tokens per request")
+    p.add_argument("--workload", default=None, help="built-in workload whose mean lengths to use (default azure-conv)")
+    p.add_argument("--rate", type=float, default=None, help="requests per second to serve")
+    p.add_argument("--ttft-s", type=float, default=None, help="time-to-first-token target (s)")
+    p.add_argument("--tpot-s", type=float, default=None, help="time-per-output-token target (s)")
+    p.add_argument("--dtype", default="bf16", help="weight/compute dtype (bf16, fp8)")
+    p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: same as --dtype)")
+    p.add_argument("--top", type=int, default=10, help="rows to show")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fleetsim.planning import plan_serving
+
+    plan = plan_serving(
+        args.model,
+        args.cluster,
+        isl=args.isl,
+        osl=args.osl,
+        workload=args.workload,
+        rate_rps=args.rate,
+        ttft_s=args.ttft_s,
+        tpot_s=args.tpot_s,
+        dtype=args.dtype,
+        kv_dtype=args.kv_dtype,
+    )
+    print(plan.headline())
+    print()
+    print_frame(plan.table().head(args.top))
+    if plan.rejected:
+        print()
+        print("Not feasible:")
+        for r in plan.rejected:
+            print(f"  {r.gpu} TP={r.tp}: {r.reason}")
+    return 0

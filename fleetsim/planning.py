@@ -1,0 +1,165 @@
+"""Public serving-plan API: ``plan_serving`` (what ``fleetsim plan`` prints)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from fleetsim.hardware.catalog import get_gpu
+from fleetsim.hardware.cluster import load_cluster
+from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec
+from fleetsim.planner.first_plan import FirstPlan, ReplicaTimer, Rejected, ServingTargets, first_plan
+from fleetsim.workloads.memory import max_kv_tokens
+from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.parallel import ParallelConfig, Seq
+
+
+@dataclass
+class ServingPlan:
+    """A ranked plan with the inputs that produced it."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    first: FirstPlan
+    lengths_from: str
+
+    @property
+    def rows(self) -> list:
+        return self.first.rows
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return self.first.rejected
+
+    @property
+    def best(self):  # type: ignore[no-untyped-def]
+        return self.first.best
+
+    def headline(self) -> str:
+        t = self.first.targets
+        parts = [
+            f"Serving plan for {self.model.name} ({self.model.params_total() / 1e9:.1f}B params) "
+            f"on {self.cluster.name} ({self.cluster.num_gpus} GPUs)",
+            f"workload: {t.isl} prompt + {t.osl} output tokens per request ({self.lengths_from})",
+        ]
+        goals = []
+        if t.rate_rps:
+            goals.append(f"rate {t.rate_rps:g} req/s")
+        if t.ttft_s:
+            goals.append(f"TTFT <= {t.ttft_s * 1e3:g} ms")
+        if t.tpot_s:
+            goals.append(f"TPOT <= {t.tpot_s * 1e3:g} ms")
+        parts.append("targets: " + (", ".join(goals) if goals else "none (max throughput)"))
+        return "\n".join(parts)
+
+    def table(self) -> pd.DataFrame:
+        """One row per feasible candidate, best first, in human units."""
+        recs = []
+        for i, r in enumerate(self.first.rows, 1):
+            recs.append(
+                {
+                    "rank": i,
+                    "gpu": r.gpu,
+                    "tp": r.tp,
+                    "replicas": r.replicas,
+                    "gpus": r.gpus_used,
+                    "batch": r.batch,
+                    "kv_tokens": r.kv_capacity_tokens,
+                    "ttft_ms": round(r.ttft_s * 1e3, 1),
+                    "tpot_ms": round(r.tpot_s * 1e3, 2),
+                    "req_s": round(r.replica_rps * r.replicas, 2),
+                    "out_tok_s": round(r.output_tok_s),
+                    "usd_h": None if r.price_per_hour_usd is None else round(r.price_per_hour_usd, 2),
+                    "usd_per_Mtok": None
+                    if r.usd_per_million_output_tokens is None
+                    else round(r.usd_per_million_output_tokens, 3),
+                    "meets_rate": r.meets_rate,
+                    "note": r.note,
+                }
+            )
+        return pd.DataFrame.from_records(recs)
+
+
+def _default_lengths(workload: str | None) -> tuple[int, int, str]:
+    """Mean prompt and output lengths of a built-in workload (fitted to the Azure traces)."""
+    from fleetsim.workloads.defaults import get_workload
+
+    name = workload or "azure-conv"
+    stream = get_workload(name).generate(np.random.default_rng(0), num_requests=20_000)
+    isl = float(np.mean(stream.prompt_tokens))
+    osl = float(np.mean(stream.output_tokens))
+    return max(1, round(isl)), max(1, round(osl)), f"mean lengths of built-in workload {name!r}"
+
+
+def make_replica_timer(
+    model: ModelSpec, gpu: GPUSpec, tp: int, dtype: str, kv_dtype: str | None
+) -> ReplicaTimer:
+    """Step times of one TP replica priced through the operator cost model."""
+    from fleetsim.estimate import estimate_forward, get_cost_model
+
+    parallel = ParallelConfig(tp=tp)
+    parallel.validate(model)
+    kv_tokens = max_kv_tokens(model, gpu.memory_bytes, parallel, dtype=dtype, kv_dtype=kv_dtype)
+    cost = get_cost_model(gpu)
+
+    @lru_cache(maxsize=None)
+    def prefill(n: int) -> float:
+        return estimate_forward(model, gpu, [Seq(n, 0)], tp=tp, graphs=False, dtype=dtype, cost_model=cost).time_s
+
+    @lru_cache(maxsize=None)
+    def decode(b: int, c: int) -> float:
+        batch = [Seq(1, c)] * b
+        return estimate_forward(model, gpu, batch, tp=tp, graphs=True, dtype=dtype, cost_model=cost).time_s
+
+    return ReplicaTimer(prefill, decode, kv_tokens)
+
+
+def plan_serving(
+    model: str | ModelSpec,
+    cluster: str | ClusterSpec,
+    *,
+    isl: int | None = None,
+    osl: int | None = None,
+    workload: str | None = None,
+    rate_rps: float | None = None,
+    ttft_s: float | None = None,
+    tpot_s: float | None = None,
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
+) -> ServingPlan:
+    """Rank feasible TP x replica deployments of ``model`` on ``cluster``.
+
+    Lengths not given come from the mean prompt/output lengths of ``workload`` (default the
+    built-in ``azure-conv``, fitted to the Azure 2023 conversation trace).
+    """
+    spec = model if isinstance(model, ModelSpec) else load_model(model)
+    cl = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+    lengths_from = "given"
+    if isl is None or osl is None:
+        d_isl, d_osl, lengths_from = _default_lengths(workload)
+        isl = d_isl if isl is None else isl
+        osl = d_osl if osl is None else osl
+    elif workload is not None:
+        raise ConfigError("give either --workload or both --isl and --osl, not both")
+    targets = ServingTargets(isl=isl, osl=osl, rate_rps=rate_rps, ttft_s=ttft_s, tpot_s=tpot_s)
+    if isl + osl > spec.max_position_embeddings:
+        raise ConfigError(
+            f"isl + osl = {isl + osl} exceeds {spec.name}'s context of {spec.max_position_embeddings} tokens"
+        )
+    gpus = {p.node.gpu: get_gpu(p.node.gpu) for p in cl.pools}
+    fp = first_plan(
+        cl,
+        gpus,
+        spec.num_heads,
+        spec.num_kv_heads,
+        targets,
+        lambda gpu, tp: make_replica_timer(spec, gpu, tp, dtype, kv_dtype),
+    )
+    if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
+        raise ConfigError("plan produced a non-finite throughput")
+    return ServingPlan(spec, cl, fp, lengths_from)
