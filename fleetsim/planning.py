@@ -11,7 +11,7 @@ import pandas as pd
 
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.cluster import load_cluster
-from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.planner.first_plan import FirstPlan, ReplicaTimer, Rejected, ServingTargets, first_plan
 from fleetsim.workloads.memory import max_kv_tokens
@@ -160,6 +160,9 @@ def plan_serving(
         targets,
         lambda gpu, tp: make_replica_timer(spec, gpu, tp, dtype, kv_dtype),
     )
+    if not fp.rows:
+        reasons = "; ".join(f"{r.gpu} TP={r.tp}: {r.reason}" for r in fp.rejected)
+        raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
         raise ConfigError("plan produced a non-finite throughput")
     return ServingPlan(spec, cl, fp, lengths_from)
