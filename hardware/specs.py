@@ -33,7 +33,16 @@ class LinkSpec(Frozen):
     latency_s: float = Field(ge=0)
     efficiency: float = Field(default=0.8, gt=0, le=1)
     """Achievable share of ``bandwidth_bps`` for large messages (bus-bandwidth efficiency)."""
+    topology: Literal["switch", "mesh", "torus", "point_to_point"] = "switch"
+    """How the ports are wired: through a switch (NVSwitch, IB), a full mesh of direct links
+    (Infinity Fabric, Gaudi RoCE, HCCS: one peer gets ``bandwidth_bps / (n-1)``), a torus
+    (TPU ICI) or one point-to-point lane bundle (PCIe, C2C)."""
     sources: dict[str, str] = {}
+
+    @property
+    def effective_bandwidth_bps(self) -> float:
+        """Bandwidth a large transfer achieves: ``bandwidth_bps * efficiency``."""
+        return self.bandwidth_bps * self.efficiency
 
 
 class MemoryTierSpec(Frozen):
@@ -124,6 +133,8 @@ class NodeSpec(Frozen):
     scale_up_domain: int = Field(gt=0)
     """How many accelerators share the scale-up link (8 in a DGX, 72 in an NVL72 rack)."""
     scale_up_link: str
+    default_for_gpu: bool = False
+    """This system is what shorthand such as ``8xH100`` builds nodes from."""
     nics_per_node: int = Field(ge=0)
     nic_link: str
     host_memory_bytes: float = Field(gt=0)
@@ -136,6 +147,15 @@ class NodeSpec(Frozen):
     price_date: str | None = None
     sources: dict[str, str] = {}
 
+    @model_validator(mode="after")
+    def _check_domain(self) -> NodeSpec:
+        # A scale-up domain either splits the node evenly (NVLink-bridged pairs) or spans
+        # whole nodes (a rack-scale NVLink domain); anything else has no consistent topology.
+        d, g = self.scale_up_domain, self.gpus_per_node
+        if not (g % d == 0 or d % g == 0):
+            raise ValueError(f"scale_up_domain ({d}) must divide or be a multiple of gpus_per_node ({g})")
+        return self
+
 
 class PoolSpec(Frozen):
     """Identical nodes in a cluster."""
@@ -145,9 +165,23 @@ class PoolSpec(Frozen):
     gpus_per_node: int | None = Field(default=None, gt=0)
     """Accelerators used per node when fewer than ``node.gpus_per_node`` (e.g. ``4xH100``)."""
 
+    @model_validator(mode="after")
+    def _check_used(self) -> PoolSpec:
+        if self.gpus_per_node is not None and self.gpus_per_node > self.node.gpus_per_node:
+            raise ValueError(
+                f"gpus_per_node ({self.gpus_per_node}) exceeds the {self.node.gpus_per_node} "
+                f"accelerators of system {self.node.name!r}"
+            )
+        return self
+
+    @property
+    def gpus_used_per_node(self) -> int:
+        """Accelerators used in each node of the pool."""
+        return self.gpus_per_node or self.node.gpus_per_node
+
     @property
     def gpus(self) -> int:
-        return self.num_nodes * (self.gpus_per_node or self.node.gpus_per_node)
+        return self.num_nodes * self.gpus_used_per_node
 
 
 class ClusterSpec(Frozen):
@@ -164,3 +198,16 @@ class ClusterSpec(Frozen):
     @property
     def num_gpus(self) -> int:
         return sum(p.gpus for p in self.pools)
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(p.num_nodes for p in self.pools)
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        """Catalog names of the accelerator types, in pool order, without repeats."""
+        return tuple(dict.fromkeys(p.node.gpu for p in self.pools))
+
+    def gpus_of(self, gpu: str) -> int:
+        """Number of accelerators of catalog type ``gpu`` (exact canonical name)."""
+        return sum(p.gpus for p in self.pools if p.node.gpu == gpu)
