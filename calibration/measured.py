@@ -1,0 +1,112 @@
+"""Measured cost model: operator times from a GPU's calibration profile.
+
+For the GPU the profile was measured on, a query that hits a measured shape is
+``measured``; one inside the convex hull of the measured shapes of its family is
+``interpolated`` (log efficiency linear in log shape features, see ``fit.py``); anything
+else is priced by the roofline with the efficiency of the nearest measured shape and is
+reported as ``roofline``. An interpolant is never extrapolated. Any other GPU of the same
+architecture is priced by that fitted roofline scaled by its own spec FLOP/s and bandwidth
+(provenance ``roofline``); a GPU of another architecture gets the plain spec roofline.
+
+``get_cost_model(gpu)`` picks: the GPU's own profile if one exists under the profile root,
+else a roofline fitted from a profile of the same architecture (the one whose memory
+bandwidth is nearest the target's), else the spec roofline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+from fleetsim.hardware.errors import SpecError
+from fleetsim.hardware.specs import GPUSpec, LinkSpec
+
+from .fit import ProfileFit
+from .profile import Profile, load_profile
+from .roofline import RooflineCostModel
+
+PROFILE_ROOT = Path(__file__).resolve().parent / "profiles"
+"""Profiles shipped with the package: ``profiles/<catalog GPU name>/``."""
+
+
+def _catalog_gpu(name: str) -> GPUSpec:
+    from fleetsim.hardware.catalog import get_gpu
+
+    return get_gpu(name)
+
+
+class MeasuredCostModel(RooflineCostModel):
+    """Cost model backed by one measured profile (a directory or a loaded ``Profile``).
+
+    ``gpu`` is the spec of the GPU the profile was measured on; by default it is looked up
+    in the catalog under the profile's ``catalog_gpu``.
+    """
+
+    def __init__(self, profile: str | Path | Profile, gpu: GPUSpec | None = None, *,
+                 links: Mapping[str, LinkSpec] | None = None) -> None:
+        prof = profile if isinstance(profile, Profile) else load_profile(profile)
+        spec = gpu if gpu is not None else _catalog_gpu(prof.gpu_name)
+        super().__init__(ProfileFit(prof, spec), links=links)
+        self.profile = prof
+        self.measured_gpu = spec.name
+
+    def __repr__(self) -> str:
+        return f"MeasuredCostModel({str(self.profile.root)!r}, gpu={self.measured_gpu!r})"
+
+
+def profile_dirs(root: str | Path | None = None) -> dict[str, Path]:
+    """Catalog GPU name -> profile directory, for every profile under ``root``."""
+    base = Path(root) if root is not None else PROFILE_ROOT
+    out: dict[str, Path] = {}
+    if not base.is_dir():
+        return out
+    for d in sorted(base.iterdir()):
+        if d.is_dir() and any(d.glob("*.csv")):
+            out[d.name] = d
+    return out
+
+
+@lru_cache(maxsize=16)
+def _load_measured(path: str, gpu_json: str | None) -> MeasuredCostModel:
+    spec = GPUSpec.model_validate_json(gpu_json) if gpu_json else None
+    return MeasuredCostModel(path, spec)
+
+
+def get_cost_model(gpu: GPUSpec | str, profile_root: str | Path | None = None, *,
+                   profile_gpus: Mapping[str, GPUSpec] | None = None) -> RooflineCostModel:
+    """The best cost model available for ``gpu`` (a spec or a catalog name).
+
+    ``profile_gpus`` gives specs for profiled GPUs that are not in the catalog (tests);
+    otherwise profiled GPUs are looked up in the catalog. Loaded profiles are cached.
+    """
+    spec = _catalog_gpu(gpu) if isinstance(gpu, str) else gpu
+    dirs = profile_dirs(profile_root)
+    names = {spec.name, *spec.aliases}
+    extra = dict(profile_gpus or {})
+
+    def spec_of(name: str) -> GPUSpec | None:
+        if name in extra:
+            return extra[name]
+        if name == spec.name:
+            return spec
+        try:
+            return _catalog_gpu(name)
+        except (SpecError, ImportError):
+            return None
+
+    for name, path in dirs.items():
+        if name in names:
+            return _load_measured(str(path), spec.model_dump_json())
+    best: tuple[float, str, GPUSpec] | None = None
+    for name, path in dirs.items():
+        other = spec_of(name)
+        if other is None or other.architecture != spec.architecture:
+            continue
+        dist = abs(other.memory_bw_bps / spec.memory_bw_bps - 1.0)
+        if best is None or dist < best[0]:
+            best = (dist, str(path), other)
+    if best is not None:
+        measured = _load_measured(best[1], best[2].model_dump_json())
+        return RooflineCostModel(measured.fit, links=measured.links)
+    return RooflineCostModel()

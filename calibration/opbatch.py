@@ -1,0 +1,179 @@
+"""Operator lists as numpy arrays, one group per operator kind.
+
+Pricing a million operators a second leaves about a microsecond each, so the cost models
+read each operator's fields once into arrays and do every formula vectorised. The FLOP and
+byte formulas here are the array forms of the properties in ``ops.py`` (tests check they
+agree). Ragged attention batches are summarised by their *equivalent uniform batch*: the
+same number of sequences B, the mean query length q and the key length kv that gives the
+same number of (query, key) score pairs, so FLOPs match exactly and KV bytes nearly so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+from fleetsim.hardware.specs import DTYPE_BYTES
+
+from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+
+
+def split_by_kind(ops: Sequence[Op]) -> dict[type, tuple[list[int], list[Op]]]:
+    """Positions and operators of each kind, in input order."""
+    groups: dict[type, tuple[list[int], list[Op]]] = {}
+    for i, op in enumerate(ops):
+        g = groups.get(type(op))
+        if g is None:
+            g = groups[type(op)] = ([], [])
+        g[0].append(i)
+        g[1].append(op)
+    return groups
+
+
+def _f(values: list) -> np.ndarray:
+    return np.asarray(values, dtype=float)
+
+
+@dataclass
+class GemmArrays:
+    m: np.ndarray
+    n: np.ndarray
+    k: np.ndarray
+    batch: np.ndarray
+    dtype: list[str]
+    flops: np.ndarray
+    bytes: np.ndarray
+
+
+def gemm_arrays(ops: Sequence[GemmOp]) -> GemmArrays:
+    m = _f([o.m for o in ops])
+    n = _f([o.n for o in ops])
+    k = _f([o.k for o in ops])
+    batch = _f([o.batch for o in ops])
+    dtype = [o.dtype for o in ops]
+    b = _f([DTYPE_BYTES[d] for d in dtype])
+    out_b = np.where(np.isin(np.asarray(dtype), ["fp8", "int8", "fp4"]), 2.0, b)
+    flops = 2.0 * m * n * k * batch
+    nbytes = batch * ((m * k + k * n) * b + m * n * out_b)
+    return GemmArrays(m, n, k, batch, dtype, flops, nbytes)
+
+
+@dataclass
+class AttentionArrays:
+    batch: np.ndarray
+    q_eq: np.ndarray
+    kv_eq: np.ndarray
+    heads: np.ndarray
+    kv_heads: np.ndarray
+    head_dim: np.ndarray
+    v_head_dim: np.ndarray
+    causal: list[bool]
+    decode: np.ndarray
+    dtype: list[str]
+    flops: np.ndarray
+    bytes: np.ndarray
+
+
+def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
+    qls = [o.q_lens for o in ops]
+    kvls = [o.kv_lens for o in ops]
+    lens = np.fromiter(map(len, qls), dtype=np.int64, count=len(ops))
+    total = int(lens.sum())
+    q = np.fromiter(chain.from_iterable(qls), dtype=float, count=total)
+    kv = np.fromiter(chain.from_iterable(kvls), dtype=float, count=total)
+    starts = np.zeros(len(ops), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    causal = [o.causal for o in ops]
+    causal_seq = np.repeat(np.asarray(causal, dtype=bool), lens)
+    pairs = q * kv - np.where(causal_seq, q * (q - 1.0) / 2.0, 0.0)
+    sp = np.add.reduceat(pairs, starts)
+    q_tok = np.add.reduceat(q, starts)
+    kv_tok = np.add.reduceat(kv, starts)
+    q_max = np.maximum.reduceat(q, starts)
+    bsz = lens.astype(float)
+    heads = _f([o.num_heads for o in ops])
+    kv_heads = _f([o.num_kv_heads for o in ops])
+    hd = _f([o.head_dim for o in ops])
+    vhd = _f([o.v_head_dim for o in ops])
+    dtype = [o.dtype for o in ops]
+    b = _f([DTYPE_BYTES[d] for d in dtype])
+    kvb = _f([DTYPE_BYTES[o.kv_dtype] for o in ops])
+    flops = 2.0 * heads * (hd + vhd) * sp
+    nbytes = q_tok * heads * (hd + vhd) * b + kv_tok * kv_heads * (hd + vhd) * kvb
+    q_eq = q_tok / bsz
+    causal_arr = np.asarray(causal, dtype=bool)
+    kv_eq = sp / (bsz * q_eq) + np.where(causal_arr, (q_eq - 1.0) / 2.0, 0.0)
+    return AttentionArrays(bsz, q_eq, kv_eq, heads, kv_heads, hd, vhd, causal, q_max <= 1.0,
+                           dtype, flops, nbytes)
+
+
+@dataclass
+class ElementwiseArrays:
+    kernel: list[str]
+    dtype: list[str]
+    flops: np.ndarray
+    bytes: np.ndarray
+
+
+def elementwise_arrays(ops: Sequence[ElementwiseOp]) -> ElementwiseArrays:
+    return ElementwiseArrays([o.kernel for o in ops], [o.dtype for o in ops],
+                             _f([o.flops for o in ops]), _f([o.bytes_moved for o in ops]))
+
+
+@dataclass
+class CollectiveArrays:
+    kind: list[str]
+    group: np.ndarray
+    bytes: np.ndarray
+    tier: list[str]
+    link: list[str | None]
+
+
+def collective_arrays(ops: Sequence[CollectiveOp]) -> CollectiveArrays:
+    return CollectiveArrays([o.kind for o in ops], _f([o.group_size for o in ops]),
+                            _f([o.bytes for o in ops]), [o.tier for o in ops], [o.link for o in ops])
+
+
+@dataclass
+class MemcpyArrays:
+    direction: list[str]
+    bytes: np.ndarray
+
+
+def memcpy_arrays(ops: Sequence[MemcpyOp]) -> MemcpyArrays:
+    return MemcpyArrays([o.direction for o in ops], _f([o.bytes for o in ops]))
+
+
+def group_positions(keys: Sequence[object]) -> dict[object, np.ndarray]:
+    """Positions of each distinct key."""
+    groups: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [i]
+        else:
+            g.append(i)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
+
+
+COLLECTIVE_STEPS = {
+    "all_reduce": lambda n: 2.0 * (n - 1.0),
+    "all_gather": lambda n: n - 1.0,
+    "reduce_scatter": lambda n: n - 1.0,
+    "all_to_all": lambda n: n - 1.0,
+    "send_recv": lambda n: np.ones_like(n),
+    "broadcast": lambda n: np.ceil(np.log2(np.maximum(n, 1.0))),
+}
+"""Latency terms of each collective (ring algorithms; broadcast is a binary tree)."""
+
+COLLECTIVE_TRAFFIC = {
+    "all_reduce": lambda n: 2.0 * (n - 1.0) / n,
+    "all_gather": lambda n: (n - 1.0) / n,
+    "reduce_scatter": lambda n: (n - 1.0) / n,
+    "all_to_all": lambda n: (n - 1.0) / n,
+    "send_recv": lambda n: np.ones_like(n),
+    "broadcast": lambda n: np.ones_like(n),
+}
+"""Bytes each rank sends over its link, per byte of the logical tensor (ring algorithms)."""

@@ -1,0 +1,285 @@
+"""Roofline cost model: operator time from spec FLOP/s and bandwidth, optionally with
+efficiencies fitted from a measured profile of the same architecture.
+
+Kernels (GEMM, attention, elementwise, device copies):
+
+* spec only:  ``t = max(flops / (peak(dtype) * flops_efficiency), bytes / (mem_bw *
+  mem_bw_efficiency)) + overhead``, the overhead being ``gpu.kernel_overhead_s`` in eager
+  mode and ``gpu.graph_kernel_overhead_s`` under CUDA graphs (named spec corrections).
+* fitted (``fit`` given, same architecture as the target GPU): ``t_gpu = floor + t_ideal /
+  r`` where ``t_ideal`` is the *target's* undereated roofline and r the achieved share of
+  the roofline measured for the nearest shape on the profile's GPU (``fit.ProfileFit``);
+  under CUDA graphs the kernel costs ``t_gpu``, in eager mode ``max(t_gpu, eager launch
+  cost)``: the host issues one launch per measured eager interval and the GPU cannot run a
+  kernel before it is launched.
+
+Collectives use the latency-bandwidth (alpha-beta) model of ring algorithms on the link of
+the operator's tier: all-reduce ``2(n-1)/n * bytes / (bw * eff) + 2(n-1) * latency``,
+all-gather / reduce-scatter / all-to-all ``(n-1)/n * bytes / (bw * eff) + (n-1) *
+latency``, send/recv ``bytes / (bw * eff) + latency``, broadcast (tree) ``bytes / (bw * eff)
++ ceil(log2 n) * latency``. Host copies use the host link the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from fleetsim.hardware.errors import ConfigError, SpecError
+from fleetsim.hardware.specs import GPUSpec, LinkSpec
+
+from .cost import OpCost, Source
+from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, ideal_time, lookup
+from .opbatch import (
+    COLLECTIVE_STEPS,
+    COLLECTIVE_TRAFFIC,
+    AttentionArrays,
+    CollectiveArrays,
+    ElementwiseArrays,
+    GemmArrays,
+    MemcpyArrays,
+    attention_arrays,
+    collective_arrays,
+    elementwise_arrays,
+    gemm_arrays,
+    group_positions,
+    memcpy_arrays,
+    split_by_kind,
+)
+from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+
+CACHE_LIMIT = 2_000_000
+"""Cached operator costs per (GPU, mode) before the cache is cleared."""
+
+
+class RooflineCostModel:
+    """Spec roofline, with efficiencies fitted from ``fit`` when its GPU shares the target's
+    architecture. ``links`` overrides catalog link look-ups (name -> LinkSpec)."""
+
+    measured_gpu: str | None = None
+    """GPU whose measurements may be reported as measured/interpolated (None: never)."""
+
+    def __init__(self, fit: ProfileFit | None = None, *, links: Mapping[str, LinkSpec] | None = None) -> None:
+        self.fit = fit
+        self.links = dict(links or {})
+        self._caches: dict[tuple[int, bool], tuple[GPUSpec, dict[Op, tuple[float, Source]]]] = {}
+
+    # -- public interface -------------------------------------------------------------
+    def op_time(self, op: Op, gpu: GPUSpec, *, graphs: bool = False) -> OpCost:
+        """Seconds for one instance of ``op`` on ``gpu`` with its provenance."""
+        t, s = self.op_times([op], gpu, graphs=graphs)
+        return OpCost(float(t[0]), s[0])  # type: ignore[arg-type]
+
+    def op_times(self, ops: Sequence[Op], gpu: GPUSpec, graphs: bool = False
+                 ) -> tuple[np.ndarray, list[Source]]:
+        """Times (s, one instance each) and sources of many operators, vectorised and cached."""
+        cache = self._cache(gpu, graphs)
+        hits = list(map(cache.get, ops))
+        if None in hits:
+            missing = list(dict.fromkeys(op for op, h in zip(ops, hits, strict=True) if h is None))
+            t, src = self.price(missing, gpu, graphs=graphs)
+            if len(cache) + len(missing) > CACHE_LIMIT:
+                cache.clear()
+            cache.update(zip(missing, zip(t.tolist(), src, strict=True), strict=True))
+            hits = list(map(cache.get, ops))
+        times = np.fromiter((h[0] for h in hits), dtype=float, count=len(hits))  # type: ignore[index]
+        return times, [h[1] for h in hits]  # type: ignore[index]
+
+    def clear_cache(self) -> None:
+        self._caches.clear()
+
+    def link(self, name: str) -> LinkSpec:
+        """LinkSpec by name: the ``links`` given to the constructor, else the catalog."""
+        spec = self.links.get(name)
+        if spec is not None:
+            return spec
+        try:
+            from fleetsim.hardware.catalog import get_link
+        except ImportError as exc:  # pragma: no cover - catalog is part of the package
+            raise SpecError(f"link {name!r}: hardware catalog unavailable ({exc})") from None
+        spec = get_link(name)
+        self.links[name] = spec
+        return spec
+
+    # -- pricing without cache --------------------------------------------------------
+    def price(self, ops: Sequence[Op], gpu: GPUSpec, *, graphs: bool = False
+              ) -> tuple[np.ndarray, list[Source]]:
+        """Price ``ops`` without the cache (each kind vectorised)."""
+        times = np.empty(len(ops))
+        codes = np.empty(len(ops), dtype=np.int8)
+        for kind, (pos, group) in split_by_kind(ops).items():
+            if kind is GemmOp:
+                t, c = self._gemm(gemm_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+            elif kind is AttentionOp:
+                t, c = self._attention(attention_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+            elif kind is ElementwiseOp:
+                t, c = self._elementwise(elementwise_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+            elif kind is CollectiveOp:
+                t, c = self._collective(collective_arrays(group), gpu)  # type: ignore[arg-type]
+            elif kind is MemcpyOp:
+                t, c = self._memcpy(memcpy_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+            else:
+                raise ConfigError(f"cannot price operator of type {kind.__name__}")
+            p = np.asarray(pos)
+            times[p] = t
+            codes[p] = c
+        measured_ok = self.measured_gpu is not None and self.measured_gpu == gpu.name
+        names: dict[int, Source] = {MEASURED: "measured", INTERP: "interpolated",
+                                    FITTED: "roofline", NONE: "roofline"}
+        if not measured_ok:
+            names = {k: "roofline" for k in names}
+        return times, [names[int(c)] for c in codes]
+
+    # -- helpers ----------------------------------------------------------------------
+    def _cache(self, gpu: GPUSpec, graphs: bool) -> dict[Op, tuple[float, Source]]:
+        key = (id(gpu), bool(graphs))
+        entry = self._caches.get(key)
+        if entry is None or entry[0] is not gpu:
+            entry = (gpu, {})
+            self._caches[key] = entry
+        return entry[1]
+
+    def _fit_for(self, gpu: GPUSpec) -> ProfileFit | None:
+        fit = self.fit
+        if fit is None or fit.architecture != gpu.architecture:
+            return None
+        return fit
+
+    def _kernels(self, gpu: GPUSpec, graphs: bool, flops: np.ndarray, nbytes: np.ndarray,
+                 dtypes: list[str], log_r: np.ndarray, code: np.ndarray,
+                 flops_peak_dtypes: list[str] | None = None) -> np.ndarray:
+        """Kernel times from tabulated efficiencies where present, spec roofline elsewhere."""
+        peak_dt = flops_peak_dtypes if flops_peak_dtypes is not None else dtypes
+        ideal = ideal_time(gpu, flops, nbytes, peak_dt)
+        fit = self._fit_for(gpu)
+        spec = np.maximum(
+            flops / (np.asarray([gpu.flops(d) for d in peak_dt]) * gpu.flops_efficiency) if len(peak_dt) else flops,
+            nbytes / (gpu.memory_bw_bps * gpu.mem_bw_efficiency))
+        spec = spec + (gpu.graph_kernel_overhead_s if graphs else gpu.kernel_overhead_s)
+        if fit is None:
+            return spec
+        fitted = fit.floor_s + ideal / np.exp(np.where(code == NONE, 0.0, log_r))
+        if not graphs:
+            fitted = np.maximum(fitted, fit.eager_s)
+        return np.where(code == NONE, spec, fitted)
+
+    def _gemm(self, a: GemmArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+        fit = self._fit_for(gpu)
+        n = len(a.dtype)
+        if fit is None or fit.gemm is None:
+            log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
+        else:
+            fam = list(zip(a.dtype, a.batch.tolist(), a.n.tolist(), a.k.tolist(), strict=True))
+            exact = [f + (m,) for f, m in zip(fam, a.m.tolist(), strict=True)]
+            lm = np.log(a.m)
+            sx = np.column_stack([lm, np.log(a.n), np.log(a.k), np.log(a.batch)])
+            log_r, code = lookup(fit.gemm, fam, [(d,) for d in a.dtype], lm[:, None], sx, exact)
+        return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
+
+    def _attention(self, a: AttentionArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+        fit = self._fit_for(gpu)
+        n = len(a.dtype)
+        if fit is None or fit.attention is None:
+            log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
+        else:
+            base = list(zip(a.decode.tolist(), a.causal, a.head_dim.tolist(), a.v_head_dim.tolist(),
+                            a.dtype, strict=True))
+            fam = [b + (h, kh) for b, h, kh in zip(base, a.heads.tolist(), a.kv_heads.tolist(), strict=True)]
+            exact = [f + (b, q, kv) for f, b, q, kv in zip(fam, a.batch.tolist(), a.q_eq.tolist(),
+                                                              a.kv_eq.tolist(), strict=True)]
+            fx = np.column_stack([np.log(a.batch), np.log(a.q_eq), np.log(a.kv_eq)])
+            sx = np.column_stack([fx, np.log(a.heads), np.log(a.kv_heads)])
+            log_r, code = lookup(fit.attention, fam, base, fx, sx, exact)
+        return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
+
+    def _elementwise(self, a: ElementwiseArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+        fit = self._fit_for(gpu)
+        n = len(a.dtype)
+        nbytes = np.maximum(a.bytes, 1.0)
+        if fit is None or fit.elementwise is None:
+            log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
+        else:
+            fam = list(zip(a.kernel, a.dtype, strict=True))
+            exact = [f + (b,) for f, b in zip(fam, nbytes.tolist(), strict=True)]
+            lx = np.log(nbytes)[:, None]
+            log_r, code = lookup(fit.elementwise, fam, [("*",)] * n, lx, lx, exact, super_interp=False)
+        vec = ["fp32" if "fp32" in gpu.peak_flops else d for d in a.dtype]
+        return self._kernels(gpu, graphs, a.flops, nbytes, a.dtype, log_r, code, vec), code
+
+    def _alpha_beta(self, kind: str, n: np.ndarray, nbytes: np.ndarray, bw_bps: float,
+                    latency_s: float) -> np.ndarray:
+        traffic = COLLECTIVE_TRAFFIC[kind](n)
+        steps = COLLECTIVE_STEPS[kind](n)
+        return traffic * nbytes / bw_bps + steps * latency_s
+
+    def _collective(self, a: CollectiveArrays, gpu: GPUSpec) -> tuple[np.ndarray, np.ndarray]:
+        t = np.zeros(len(a.kind))
+        code = np.full(len(a.kind), NONE, dtype=np.int8)
+        fit = self._fit_for(gpu)
+        for key, idx in group_positions(list(zip(a.kind, a.group.tolist(), a.tier, a.link, strict=True))).items():
+            kind, n, tier, link = key  # type: ignore[misc]
+            if kind not in COLLECTIVE_TRAFFIC:
+                raise ConfigError(f"unknown collective kind {kind!r}")
+            if n <= 1:
+                continue
+            if link is None:
+                if tier == "scale_out":
+                    raise ConfigError(f"collective {kind} on tier scale_out needs op.link (a LinkSpec name)")
+                link = gpu.scale_up_link if tier == "scale_up" else gpu.host_link
+            nb = a.bytes[idx]
+            spec = self.link(link)
+            if fit is not None and fit.collective is not None and tier == "scale_up" and \
+                    self._same_link(spec, fit.gpu.scale_up_link):
+                t[idx], code[idx] = self._fitted_link(fit.collective, (kind, float(n)), nb,
+                                                       fit.link_params(kind, n), kind, n)
+                if np.all(code[idx] != NONE):
+                    continue
+            sel = idx[code[idx] == NONE]
+            t[sel] = self._alpha_beta(kind, np.full(sel.size, n), a.bytes[sel],
+                                      spec.bandwidth_bps * spec.efficiency, spec.latency_s)
+        return t, code
+
+    def _same_link(self, spec: LinkSpec, name: str) -> bool:
+        try:
+            other = self.link(name)
+        except SpecError:
+            return False
+        return other.name == spec.name
+
+    def _fitted_link(self, table, key: tuple, nb: np.ndarray, params: tuple[float, float] | None,
+                     kind: str, n: float) -> tuple[np.ndarray, np.ndarray]:
+        """Tabulated log time inside the measured range, alpha-beta fit outside it."""
+        k = len(nb)
+        lx = np.log(nb)[:, None]
+        y, code = lookup(table.table, [key] * k, [("none",)] * k, lx, lx, [key + (b,) for b in nb.tolist()])
+        t = np.exp(y)
+        out = code == FITTED
+        if key in table.alpha_beta:
+            alpha, beta = table.alpha_beta[key]
+            t[out] = alpha + beta * nb[out]
+        elif params is not None:
+            t = self._alpha_beta(kind, np.full(k, n), nb, params[0], params[1])
+            code = np.full(k, FITTED, dtype=np.int8)
+        else:
+            code[code == FITTED] = NONE
+        return t, code
+
+    def _memcpy(self, a: MemcpyArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+        t = np.zeros(len(a.direction))
+        code = np.full(len(a.direction), NONE, dtype=np.int8)
+        fit = self._fit_for(gpu)
+        for direction, idx in group_positions(a.direction).items():
+            nb = a.bytes[idx]
+            if fit is not None and fit.memcpy is not None and direction != "d2d" and \
+                    fit.gpu.host_link == gpu.host_link:
+                key = (direction,)
+                if key in fit.memcpy.alpha_beta:
+                    t[idx], code[idx] = self._fitted_link(fit.memcpy, key, nb, None, "send_recv", 2.0)
+                    continue
+            if direction == "d2d":
+                t[idx] = 2.0 * nb / (gpu.memory_bw_bps * gpu.mem_bw_efficiency) + \
+                    (gpu.graph_kernel_overhead_s if graphs else gpu.kernel_overhead_s)
+            else:
+                spec = self.link(gpu.host_link)
+                t[idx] = nb / (spec.bandwidth_bps * spec.efficiency) + spec.latency_s
+        return t, code
