@@ -1,0 +1,259 @@
+"""SimPy discrete-event simulation of one training step over the pipeline stages.
+
+One representative GPU per pipeline stage (the tp/cp/dp peers of a stage run the same
+schedule in lockstep, so one of them stands for all). Each GPU has two streams:
+
+* **compute** executes the stage's op order (``schedule.py``): chunk forwards and
+  backwards per micro-batch, TP/CP/EP collectives inside them (they sit on the critical
+  path in Megatron-style tensor parallelism), then the optimizer step;
+* **communication** runs data-parallel gradient reductions (issued per bucket as the last
+  micro-batch's backward produces gradients, or every micro-batch with ZeRO-2/3), ZeRO-3/FSDP
+  parameter all-gathers (prefetched one unit ahead) and the post-step parameter all-gather of
+  ZeRO-1/2, one at a time in issue order.
+
+Contention: while the communication stream is busy, compute progresses at rate
+``1 / (1 + comm_slowdown)`` (NCCL kernels take SMs and HBM bandwidth from the GEMMs). Because
+only a stage's own process issues its communication, and only between compute kernels, every
+communication interval that can overlap a compute kernel is known when the kernel starts; the
+kernel's end is then computed exactly by integrating the rate over those intervals.
+
+Pipeline send/recv: a chunk's output reaches the next stage ``p2p_s`` after the chunk ends
+(asynchronous P2P on its own channel); the receiver waits for it. Bubbles, exposed
+communication and imbalance are not formulas here: they are the waits that occur.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import simpy
+
+from .schedule import Action
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A group of consecutive layers priced together (ZeRO-3 gather and bucket granularity)."""
+
+    fwd_s: float
+    bwd_s: float
+    param_bytes: float  # 16-bit weights of the unit on this GPU (TP/EP-sharded, not ZeRO-sharded)
+    grad_bytes: float  # gradient bytes reduced over the data-parallel group
+
+
+@dataclass
+class EngineSpec:
+    """Everything the simulation needs, already priced."""
+
+    p: int
+    v: int
+    m: int
+    orders: list[list[Action]]
+    units: list[list[list[Unit]]]  # [stage][local chunk][unit]
+    p2p_s: float
+    dp_reduce: Callable[[float], float] | None  # seconds to reduce a gradient bucket; None if dp == 1
+    grad_sync_every_mb: bool = False
+    zero3_gather: Callable[[float], float] | None = None  # seconds to all-gather a unit's weights
+    bucket_bytes: float = 160e6
+    overlap_grad_reduce: bool = True
+    optimizer_s: list[float] = field(default_factory=list)
+    post_step_comm_s: list[float] = field(default_factory=list)
+    comm_slowdown: float = 0.0
+    record: bool = True
+
+
+@dataclass
+class StageStats:
+    busy_s: float = 0.0  # compute-stream time of forwards/backwards (contention included)
+    pipeline_wait_s: float = 0.0
+    comm_wait_s: float = 0.0
+    contention_s: float = 0.0
+    comm_busy_s: float = 0.0
+    pipeline_end_s: float = 0.0
+    end_s: float = 0.0
+
+
+@dataclass
+class EngineResult:
+    step_s: float
+    stages: list[StageStats]
+    events: list[tuple[int, str, str, float, float, int, int]]
+    """(stage, stream, name, start_s, end_s, micro_batch, chunk)."""
+
+
+class _Gpu:
+    """The two streams of one representative GPU."""
+
+    def __init__(self, env: simpy.Environment, stage: int, spec: EngineSpec,
+                 events: list[tuple[int, str, str, float, float, int, int]]) -> None:
+        self.env, self.stage, self.spec, self.events = env, stage, spec, events
+        self.rate = 1.0 / (1.0 + spec.comm_slowdown)
+        self.comm_starts: list[float] = []
+        self.comm_ends: list[float] = []
+        self.comm_free_at = 0.0
+        self.stats = StageStats()
+
+    def issue_comm(self, name: str, dur: float, mb: int = -1, chunk: int = -1) -> simpy.Event:
+        """Queue a communication op; returns the event of its completion."""
+        now = self.env.now
+        start = max(now, self.comm_free_at)
+        end = start + dur
+        self.comm_free_at = end
+        if dur > 0:
+            self.comm_starts.append(start)
+            self.comm_ends.append(end)
+            self.stats.comm_busy_s += dur
+            if self.spec.record:
+                self.events.append((self.stage, "comm", name, start, end, mb, chunk))
+        return self.env.timeout(end - now)
+
+    def compute_end(self, start: float, work: float) -> float:
+        """End time of ``work`` seconds of compute begun at ``start``, slowed inside comm."""
+        if work <= 0:
+            return start
+        t, left = start, work
+        i = max(0, bisect_right(self.comm_ends, start))
+        while i < len(self.comm_starts) and left > 0:
+            a, b = self.comm_starts[i], self.comm_ends[i]
+            if a > t:  # free gap before the next comm interval
+                gap = a - t
+                if left <= gap:
+                    return t + left
+                left -= gap
+                t = a
+            span = b - t
+            if left <= span * self.rate:
+                return t + left / self.rate
+            left -= span * self.rate
+            t = b
+            i += 1
+        return t + left
+
+    def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True):  # noqa: ANN201
+        now = self.env.now
+        end = self.compute_end(now, work)
+        if end > now:
+            if busy:
+                self.stats.busy_s += end - now
+            self.stats.contention_s += (end - now) - work
+            if self.spec.record:
+                self.events.append((self.stage, "compute", name, now, end, mb, chunk))
+            yield self.env.timeout(end - now)
+
+    def wait(self, ev: simpy.Event, cause: str):  # noqa: ANN201
+        if ev.processed:
+            return
+        t0 = self.env.now
+        yield ev
+        dt = self.env.now - t0
+        if cause == "pipeline":
+            self.stats.pipeline_wait_s += dt
+        else:
+            self.stats.comm_wait_s += dt
+
+
+def run_engine(spec: EngineSpec) -> EngineResult:
+    """Simulate one step; deterministic (no randomness, FIFO event order)."""
+    env = simpy.Environment()
+    events: list[tuple[int, str, str, float, float, int, int]] = []
+    gpus = [_Gpu(env, s, spec, events) for s in range(spec.p)]
+    n_chunks = spec.p * spec.v
+    arrivals: dict[tuple[str, int, int], simpy.Event] = {}
+
+    def arrival(kind: str, mb: int, g: int) -> simpy.Event:
+        key = (kind, mb, g)
+        ev = arrivals.get(key)
+        if ev is None:
+            ev = arrivals[key] = env.event()
+        return ev
+
+    def send(kind: str, mb: int, g: int) -> None:
+        ev = arrival(kind, mb, g)
+        if spec.p2p_s <= 0:
+            ev.succeed()
+            return
+        t = env.timeout(spec.p2p_s)
+        t.callbacks.append(lambda _e: ev.succeed())
+
+    def stage_proc(s: int):  # noqa: ANN202
+        gpu = gpus[s]
+        pending: list[simpy.Event] = []
+        gathers: dict[tuple[int, int, str, int], simpy.Event] = {}
+
+        def gather(mb: int, c: int, phase: str, u: int) -> simpy.Event:
+            key = (mb, c, phase, u)
+            ev = gathers.get(key)
+            if ev is None:
+                assert spec.zero3_gather is not None
+                unit = spec.units[s][c][u]
+                ev = gathers[key] = gpu.issue_comm("param_all_gather", spec.zero3_gather(unit.param_bytes), mb, c)
+            return ev
+
+        for a in spec.orders[s]:
+            c, mb = a.chunk, a.micro_batch
+            g = c * spec.p + s
+            units = spec.units[s][c]
+            if a.kind == "F":
+                if g > 0:
+                    yield from gpu.wait(arrival("act", mb, g), "pipeline")
+                if spec.zero3_gather is None:
+                    yield from gpu.compute("forward", sum(u.fwd_s for u in units), mb, c)
+                else:
+                    for i, unit in enumerate(units):
+                        ev = gather(mb, c, "F", i)
+                        if i + 1 < len(units):
+                            gather(mb, c, "F", i + 1)
+                        yield from gpu.wait(ev, "comm")
+                        yield from gpu.compute("forward", unit.fwd_s, mb, c)
+                        gathers.pop((mb, c, "F", i), None)
+                if g < n_chunks - 1:
+                    send("act", mb, g + 1)
+            else:
+                if g < n_chunks - 1:
+                    yield from gpu.wait(arrival("grad", mb, g), "pipeline")
+                reduce_now = spec.dp_reduce is not None and spec.overlap_grad_reduce and (
+                    spec.grad_sync_every_mb or mb == spec.m - 1)
+                if spec.zero3_gather is None and not reduce_now:
+                    yield from gpu.compute("backward", sum(u.bwd_s for u in units), mb, c)
+                else:
+                    bucket = 0.0
+                    order = list(range(len(units) - 1, -1, -1))
+                    for j, i in enumerate(order):
+                        if spec.zero3_gather is not None:
+                            ev = gather(mb, c, "B", i)
+                            if j + 1 < len(order):
+                                gather(mb, c, "B", order[j + 1])
+                            yield from gpu.wait(ev, "comm")
+                            gathers.pop((mb, c, "B", i), None)
+                        yield from gpu.compute("backward", units[i].bwd_s, mb, c)
+                        if reduce_now:
+                            bucket += units[i].grad_bytes
+                            if bucket >= spec.bucket_bytes or j == len(order) - 1:
+                                assert spec.dp_reduce is not None
+                                pending.append(gpu.issue_comm("grad_reduce", spec.dp_reduce(bucket), mb, c))
+                                bucket = 0.0
+                if g > 0:
+                    send("grad", mb, g - 1)
+        gpu.stats.pipeline_end_s = env.now
+        if spec.dp_reduce is not None and not spec.overlap_grad_reduce:
+            for c, units in enumerate(spec.units[s]):
+                total = sum(u.grad_bytes for u in units)
+                nb = max(1, int(-(-total // spec.bucket_bytes)))
+                for _ in range(nb):
+                    pending.append(gpu.issue_comm("grad_reduce", spec.dp_reduce(total / nb), spec.m - 1, c))
+        for ev in pending:
+            yield from gpu.wait(ev, "comm")
+        if spec.optimizer_s:
+            yield from gpu.compute("optimizer", spec.optimizer_s[s], -1, -1, busy=False)
+        if spec.post_step_comm_s and spec.post_step_comm_s[s] > 0:
+            ev = gpu.issue_comm("param_all_gather", spec.post_step_comm_s[s])
+            yield from gpu.wait(ev, "comm")
+        gpu.stats.end_s = env.now
+
+    for s in range(spec.p):
+        env.process(stage_proc(s))
+    env.run()
+    stats = [g.stats for g in gpus]
+    return EngineResult(max(st.end_s for st in stats), stats, events)

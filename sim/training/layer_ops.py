@@ -1,0 +1,242 @@
+"""Per-layer training operators of one GPU, built from ``ModelSpec`` and the parallel layout.
+
+This module builds its own operator lists (rather than ``workloads.graph``) because the
+training simulator needs them per layer and split into forward, backward and
+recomputation, with the TP/CP/EP collectives kept apart so that they can be priced on the
+link their group is placed on.
+
+Shapes for ``T = micro_batch * seq_len / cp`` tokens on a GPU of a ``t``-way TP group
+(Megatron column/row split; ``T/t`` tokens in the norms and dropouts with sequence
+parallelism):
+
+* attention: norm, QKV projection ``(T x h) @ (h x n_qkv/t)`` (MLA: its low-rank chain with
+  the same weight count), rotary, attention over ``a/t`` heads, output projection
+  ``(T x a v/t) @ (a v/t x h)``, residual + dropout;
+* MLP: norm, up (and gate) ``(T x h) @ (h x f/t)``, activation, down; MoE: router, all-to-all
+  dispatch over ``ep``, grouped expert GEMMs on ``T k`` routed tokens split over the
+  ``E/ep`` local experts (balanced routing), all-to-all combine, shared expert;
+* TP: one all-reduce of ``T h`` 16-bit activations after each block (with SP a
+  reduce-scatter after and an all-gather before); the backward mirrors them;
+* CP (ring attention): K and V of the other ``cp - 1`` chunks arrive while attention runs,
+  so only the part of the ring transfer longer than the attention kernel is exposed.
+
+Backward: every GEMM ``Y = X W`` becomes ``dX = dY W^T`` and ``dW = X^T dY``; attention costs
+``ATTENTION_BACKWARD_RATIO`` times its forward (FlashAttention-2: five matmuls versus two,
+Dao 2023); elementwise kernels move ``ELEMENTWISE_BACKWARD_RATIO`` times their forward bytes.
+Recomputation: ``full`` re-runs the layer forward (collectives included) before its backward,
+``selective`` re-runs the attention kernel (the ``5as/h`` part of Korthikanti et al. 2022).
+Causal attention with ``cp > 1`` is priced as its load-balanced share: ``s/cp`` queries each
+seeing ``s/2`` keys on average (non-causal shape with the same score count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
+from fleetsim.hardware.specs import GPUSpec
+
+from .job import TrainJob
+from .placement import CollectivePricer
+
+ATTENTION_BACKWARD_RATIO = 2.5
+"""Backward / forward time of the attention kernel (5 vs 2 matmuls of FlashAttention-2)."""
+ELEMENTWISE_BACKWARD_RATIO = 2.0
+"""Backward / forward bytes of memory-bound kernels (read output grad and saved input)."""
+
+
+@dataclass
+class LayerTimes:
+    """Seconds of one layer for one micro-batch on one GPU, with collectives inside."""
+
+    fwd_s: float
+    bwd_s: float  # includes recomputation
+    recompute_s: float
+    comm_fwd_s: float  # TP/CP/EP collectives included in fwd_s
+    comm_bwd_s: float  # included in bwd_s
+    flops_fwd: float  # hardware FLOPs of the forward
+    flops_recompute: float
+    params_local: float  # parameters of this layer held by the GPU (unsharded by ZeRO)
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+class LayerCoster:
+    """Builds and prices the operators of each layer kind once and caches the result."""
+
+    def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer) -> None:
+        self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
+        m, par = job.model, job.parallel
+        self.t = par.tp
+        self.tokens = job.micro_batch * job.seq_len // par.cp
+        self.norm_tokens = self.tokens // self.t if par.sequence_parallel else self.tokens
+        self.gemm_dtype = job.recipe.dtype
+        self.act_dtype = "fp16" if job.recipe.dtype == "fp16" else "bf16"
+        self.kv_local = max(1, m.num_kv_heads // self.t)
+        self._cache: dict[tuple[str, bool], LayerTimes] = {}
+        self.sources: dict[str, int] = {}
+
+    # -- operator builders ---------------------------------------------------------------
+    def _gemm(self, name: str, m: int, n: int, k: int, batch: int = 1) -> GemmOp:
+        return GemmOp(name, max(1, m), max(1, n), max(1, k), self.gemm_dtype, batch)
+
+    def _ew(self, name: str, kernel: str, elements: float, rw_bytes: float, flops: float = 1.0) -> ElementwiseOp:
+        e = max(1, int(elements))
+        return ElementwiseOp(name, kernel, e, rw_bytes * e, flops * e, self.act_dtype)
+
+    def _attention(self, local: bool) -> AttentionOp:
+        m, job = self.job.model, self.job
+        s, cp, b = job.seq_len, job.parallel.cp, job.micro_batch
+        window = m.sliding_window if (local and m.sliding_window) else None
+        if cp == 1 and (window is None or window >= s):
+            q, kv, causal = s, s, True
+        else:
+            q = s // cp
+            kv_eff = s / 2 if window is None or window >= s else window - window * window / (2 * s)
+            kv, causal = max(1, int(round(kv_eff))), False
+        return AttentionOp("attention", (q,) * b, (kv,) * b, m.num_heads // self.t,
+                           self.kv_local, m.head_dim, m.value_head_dim, causal, self.act_dtype, self.act_dtype)
+
+    def layer_ops(self, kind: str, local: bool) -> tuple[list[Op], AttentionOp, list[tuple[str, float, str]]]:
+        """(forward GEMM/elementwise ops except attention, the attention op, collectives as
+        (kind, bytes, group)) of one layer, one micro-batch."""
+        m, t, T, Tn = self.job.model, self.t, self.tokens, self.norm_tokens
+        h = m.hidden_size
+        sp = self.job.parallel.sequence_parallel and t > 1
+        norm = "layernorm" if m.norm == "layernorm" else "rmsnorm"
+        ops: list[Op] = []
+        coll: list[tuple[str, float, str]] = []
+        act_bytes = 2.0 * T * h
+
+        def block_comm() -> None:
+            if t > 1:
+                if sp:
+                    coll.append(("all_gather", act_bytes, "tp"))
+                    coll.append(("reduce_scatter", act_bytes, "tp"))
+                else:
+                    coll.append(("all_reduce", act_bytes, "tp"))
+
+        # attention block
+        ops.append(self._ew("norm1", norm, Tn * h, 4.0, 5.0))
+        o_params = m.num_heads * m.value_head_dim * h
+        in_params = m.attention_params() - o_params
+        ops.append(self._gemm("qkv", T, in_params // (h * t), h))
+        if m.position_embedding == "rope":
+            ops.append(self._ew("rotary", "rotary", T * (m.num_heads // t + self.kv_local) * m.head_dim, 4.0, 3.0))
+        ops.append(self._gemm("attn_out", T, h, m.num_heads * m.value_head_dim // t))
+        ops.append(self._ew("residual1", "residual_dropout", Tn * h, 6.0 + (1 if self.job.recipe.dropout else 0)))
+        block_comm()
+        # MLP block
+        ops.append(self._ew("norm2", norm, Tn * h, 4.0, 5.0))
+        gate = 2 if m.mlp_gated else 1
+        if kind == "moe":
+            E, k = m.num_experts, m.num_experts_per_tok
+            ep = self.job.parallel.ep
+            local_e = E // ep
+            routed = T * k
+            ops.append(self._gemm("router", T, E, h))
+            ops.append(self._ew("topk", "softmax_topk", T * E, 8.0, 5.0))
+            f = m.moe_intermediate_size // t
+            ops.append(self._gemm("expert_up", routed // local_e, gate * f, h, local_e))
+            ops.append(self._ew("expert_act", "activation", routed * f * gate, 2.0 * (gate + 1) / gate, 8.0))
+            ops.append(self._gemm("expert_down", routed // local_e, h, f, local_e))
+            if ep > 1:
+                coll.append(("all_to_all", 2.0 * routed * h, "ep"))
+                coll.append(("all_to_all", 2.0 * routed * h, "ep"))
+            if m.shared_ffn_size:
+                fs = m.shared_ffn_size // t
+                ops.append(self._gemm("shared_up", T, gate * fs, h))
+                ops.append(self._ew("shared_act", "activation", T * fs * gate, 2.0 * (gate + 1) / gate, 8.0))
+                ops.append(self._gemm("shared_down", T, h, fs))
+        else:
+            f = m.intermediate_size // t
+            ops.append(self._gemm("mlp_up", T, gate * f, h))
+            ops.append(self._ew("mlp_act", "activation", T * f * gate, 2.0 * (gate + 1) / gate, 8.0))
+            ops.append(self._gemm("mlp_down", T, h, f))
+        ops.append(self._ew("residual2", "residual_dropout", Tn * h, 6.0 + (1 if self.job.recipe.dropout else 0)))
+        block_comm()
+        return ops, self._attention(local), coll
+
+    # -- pricing ----------------------------------------------------------------------------
+    def _price(self, ops: list[Op]) -> list[float]:
+        if not ops:
+            return []
+        times, srcs = self.cost.op_times(ops, self.gpu)
+        for s in srcs:
+            self.sources[s] = self.sources.get(s, 0) + 1
+        return [float(x) * op.count for x, op in zip(times, ops, strict=True)]
+
+    def _backward_ops(self, ops: list[Op]) -> list[Op]:
+        out: list[Op] = []
+        for op in ops:
+            if isinstance(op, GemmOp):
+                out.append(GemmOp(op.name + "_dgrad", op.m, op.k, op.n, op.dtype, op.batch))
+                out.append(GemmOp(op.name + "_wgrad", op.k, op.n, op.m, op.dtype, op.batch))
+            elif isinstance(op, ElementwiseOp):
+                out.append(ElementwiseOp(op.name + "_bwd", op.kernel, op.elements,
+                                         op.bytes_moved * ELEMENTWISE_BACKWARD_RATIO, op.flops, op.dtype))
+        return out
+
+    def layer(self, kind: str, local: bool) -> LayerTimes:
+        """Times of one layer of ``kind`` ("dense"/"moe"), sliding-window when ``local``."""
+        key = (kind, local)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        job, m = self.job, self.job.model
+        ops, attn, coll = self.layer_ops(kind, local)
+        fwd_k = sum(self._price(ops))
+        attn_f = self._price([attn])[0]
+        bwd_k = sum(self._price(self._backward_ops(ops)))
+        comm = sum(self.pricer.time(k, b, g) for k, b, g in coll)  # type: ignore[arg-type]
+        cp_ring = 0.0
+        if job.parallel.cp > 1:  # K and V of the other chunks around the ring
+            kv_bytes = 2.0 * self.tokens * self.kv_local * (m.head_dim + m.value_head_dim)
+            cp_ring = self.pricer.time("all_gather", kv_bytes * job.parallel.cp, "cp")
+        cp_fwd = max(0.0, cp_ring - attn_f)
+        cp_bwd = max(0.0, 2 * cp_ring - ATTENTION_BACKWARD_RATIO * attn_f)  # dK, dV travel back
+        fwd = fwd_k + attn_f + comm + cp_fwd
+        flops_f = sum(op.flops for op in ops) + attn.flops
+        if job.recompute == "full":
+            rec, rec_flops = fwd, flops_f
+        elif job.recompute == "selective":
+            rec, rec_flops = attn_f, attn.flops
+        else:
+            rec, rec_flops = 0.0, 0.0
+        bwd = bwd_k + ATTENTION_BACKWARD_RATIO * attn_f + comm + cp_bwd + rec
+        from .memory import layer_params_split
+
+        d, e = layer_params_split(m, kind)  # type: ignore[arg-type]
+        params = d / self.t + e / (self.t * job.parallel.ep)
+        lt = LayerTimes(fwd, bwd, rec, comm + cp_fwd, comm + cp_bwd, flops_f, rec_flops, params)
+        self._cache[key] = lt
+        return lt
+
+    def embedding(self) -> tuple[float, float]:
+        """(forward, backward) seconds of the token embedding on the first stage."""
+        m, T, h = self.job.model, self.tokens, self.job.model.hidden_size
+        fwd = self._price([self._ew("embedding", "embedding", T * h, 4.0, 0.0)])[0]
+        bwd = self._price([self._ew("embedding_bwd", "embedding", T * h, 8.0, 1.0)])[0]
+        if self.t > 1:  # vocab-parallel embedding: partial sums reduced over TP
+            kind = "reduce_scatter" if self.job.parallel.sequence_parallel else "all_reduce"
+            fwd += self.pricer.time(kind, 2.0 * T * h, "tp")  # type: ignore[arg-type]
+        del m
+        return fwd, bwd
+
+    def head(self) -> tuple[float, float, float]:
+        """(forward, backward seconds, forward FLOPs) of final norm, LM head and loss."""
+        m, T, t = self.job.model, self.tokens, self.t
+        h, V = m.hidden_size, m.vocab_size
+        ops: list[Op] = [
+            self._ew("final_norm", "layernorm" if m.norm == "layernorm" else "rmsnorm", self.norm_tokens * h, 4.0, 5.0),
+            self._gemm("lm_head", T, V // t, h),
+            self._ew("cross_entropy", "cross_entropy", T * V // t, 10.0, 5.0),
+        ]
+        fwd = sum(self._price(ops))
+        bwd = sum(self._price(self._backward_ops(ops)))
+        if t > 1:
+            kind = "all_gather" if self.job.parallel.sequence_parallel else "all_reduce"
+            c = self.pricer.time(kind, 2.0 * T * h, "tp")  # type: ignore[arg-type]
+            fwd += c
+            bwd += c
+        return fwd, bwd, sum(op.flops for op in ops)

@@ -1,0 +1,218 @@
+"""One training step: price the per-layer operators once, lay out the pipeline, simulate.
+
+``simulate_step(job)`` validates the job, computes the per-GPU memory of every pipeline
+stage (raising ``InfeasibleError`` with the breakdown when it does not fit), prices each
+distinct layer kind once with the cost model, groups layers into units, builds the stage
+op orders of the schedule and runs the SimPy engine. The result carries the step time,
+the MFU/HFU, the bubble fraction and exposed communication that emerged, the memory
+breakdown and the timeline events.
+
+Optimizer step (AdamW) is memory-bound: per parameter of the local optimizer shard it reads
+the fp32 master weight, both moments and the gradient and writes master, moments and the
+16-bit weight (26 bytes + gradient bytes; 28 bytes with ``amp``), priced as one elementwise
+kernel by the cost model. With ``offload_optimizer`` (ZeRO-Offload) the gradients go to the
+host over the host link, the CPU runs Adam at the host memory tier's bandwidth shared by the
+node's GPUs, and the new 16-bit weights come back; ``nvme`` (ZeRO-Infinity) also streams the
+fp32 optimizer state (12 bytes/parameter) in and out of the node's NVMe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetsim.calibration.ops import ElementwiseOp, MemcpyOp
+from fleetsim.hardware.specs import GPUSpec
+
+from .engine import EngineResult, EngineSpec, Unit, run_engine
+from .flops import hardware_flops, model_flops
+from .job import TrainJob, chunk_layers, validate_job
+from .layer_ops import LayerCoster
+from .memory import MemoryBreakdown, check_capacity, stage_memory, stage_params, state_bytes
+from .placement import CollectivePricer
+from .schedule import max_in_flight, stage_orders
+
+MAX_UNITS_PER_CHUNK = 16
+"""Layers of a chunk are grouped into at most this many units (gather/bucket granularity)."""
+COMM_SLOWDOWN = 0.1
+"""Compute slowdown while a communication kernel overlaps it (share of SMs/HBM taken)."""
+HOST_MEMORY_TIER = "DDR5-host"
+"""Memory tier whose bandwidth prices the CPU optimizer step under ZeRO-Offload."""
+
+
+@dataclass
+class StepResult:
+    """Outcome of ``simulate_step``; times in seconds, memory in bytes."""
+
+    job: TrainJob
+    gpu: GPUSpec
+    step_s: float
+    engine: EngineResult
+    memory: list[MemoryBreakdown]
+    model_flops: float
+    hardware_flops: float
+    mfu: float
+    hfu: float
+    bubble_fraction: float
+    exposed_comm_s: float
+    tp_comm_s: float
+    optimizer_s: float
+    stage_compute_s: list[float]
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peak_memory(self) -> MemoryBreakdown:
+        return max(self.memory, key=lambda mb: mb.total_bytes)
+
+
+def _default_gpu_and_cost(job: TrainJob, gpu: GPUSpec | None, cost: Any) -> tuple[GPUSpec, Any]:
+    if gpu is None:
+        from fleetsim.hardware.catalog import get_gpu
+
+        gpu = get_gpu(job.cluster.pools[job.pool].node.gpu)
+    if cost is None:
+        from fleetsim.calibration import get_cost_model
+
+        cost = get_cost_model(gpu)
+    return gpu, cost
+
+
+def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], float, float]:
+    """Units per [stage][chunk], plus (TP/CP/EP comm, recompute) seconds per micro-batch of
+    the busiest stage."""
+    m, par = job.model, job.parallel
+    sb = state_bytes(job)
+    layout = chunk_layers(job)
+    last_g = par.pp * par.vpp - 1
+    out: list[list[list[Unit]]] = []
+    comm_worst = 0.0
+    for s in range(par.pp):
+        chunks: list[list[Unit]] = []
+        comm_s = 0.0
+        for k, rng in enumerate(layout[s]):
+            g = k * par.pp + s
+            layers = list(rng)
+            n_units = min(MAX_UNITS_PER_CHUNK, len(layers))
+            units: list[Unit] = []
+            for u in range(n_units):
+                sel = layers[u * len(layers) // n_units:(u + 1) * len(layers) // n_units]
+                f = b = params = 0.0
+                for i in sel:
+                    lt = coster.layer(m.layer_kinds[i], m.is_local_layer(i))
+                    f += lt.fwd_s
+                    b += lt.bwd_s
+                    params += lt.params_local
+                    comm_s += lt.comm_fwd_s + lt.comm_bwd_s
+                if g == 0 and u == 0:
+                    ef, eb = coster.embedding()
+                    f, b = f + ef, b + eb
+                    params += m.embedding_params() / par.tp
+                if g == last_g and u == n_units - 1:
+                    hf, hb, _ = coster.head()
+                    f, b = f + hf, b + hb
+                    head = m.lm_head_params() or (m.vocab_size * m.hidden_size if par.pp > 1 else 0)
+                    params += (head + m.final_norm_params()) / par.tp
+                units.append(Unit(f, b, params * sb.weights, params * sb.grads))
+            chunks.append(units)
+        out.append(chunks)
+        comm_worst = max(comm_worst, comm_s)
+    return out, comm_worst, 0.0
+
+
+def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
+    par, sb, node = job.parallel, state_bytes(job), job.cluster.pools[job.pool].node
+    dense, expert = stage_params(job, stage)
+    if job.zero_stage >= 1:
+        n = dense / (par.dp * par.cp) + expert / max(1, par.dp * par.cp // par.ep)
+    else:
+        n = dense + expert
+    if job.offload_optimizer is None:
+        bpp = 28.0 if job.recipe.precision == "amp" else 26.0 + sb.grads
+        op = ElementwiseOp("adamw", "adamw", max(1, int(n)), n * bpp, 12.0 * n, "fp32")
+        t, _ = cost.op_times([op], gpu)
+        return float(t[0])
+    from fleetsim.hardware.catalog import get_memory_tier
+
+    pool = job.cluster.pools[job.pool]
+    per_node = pool.gpus_per_node or node.gpus_per_node
+    copies = [MemcpyOp("grads_d2h", "d2h", n * sb.grads), MemcpyOp("params_h2d", "h2d", n * 2.0)]
+    t_copy, _ = cost.op_times(copies, gpu)
+    ddr = get_memory_tier(HOST_MEMORY_TIER)
+    cpu_adam = n * (16.0 + sb.grads + 14.0) / (ddr.bandwidth_bps / per_node)
+    nvme = 0.0
+    if job.offload_optimizer == "nvme":
+        nvme = n * 24.0 / (node.nvme_bw_bps / per_node)
+    return float(t_copy.sum()) + cpu_adam + nvme
+
+
+def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *,
+                  record: bool = True, check_memory: bool = True,
+                  comm_slowdown: float = COMM_SLOWDOWN) -> StepResult:
+    """Simulate one optimizer step of ``job`` (see module doc)."""
+    validate_job(job)
+    gpu, cost = _default_gpu_and_cost(job, gpu, cost)
+    par = job.parallel
+    m_mb = job.grad_accum
+    orders = stage_orders(job.schedule, par.pp, m_mb, par.vpp)
+    memory = [stage_memory(job, s, max_in_flight(orders[s])) for s in range(par.pp)]
+    if check_memory:
+        check_capacity(job, max(memory, key=lambda x: x.total_bytes), gpu.memory_bytes)
+    pricer = CollectivePricer(job, gpu, cost)
+    coster = LayerCoster(job, gpu, cost, pricer)
+    units, tp_comm_mb, _ = _units(job, coster)
+
+    z = job.zero_stage
+    dp_group = par.dp * par.cp
+    sb = state_bytes(job)
+    dp_reduce = None
+    zero3_gather = None
+    post: list[float] = []
+    if dp_group > 1:
+        kind = "all_reduce" if z == 0 else "reduce_scatter"
+
+        def dp_reduce(nbytes: float) -> float:
+            return pricer.time(kind, nbytes, "dpcp")  # type: ignore[arg-type]
+
+        if z == 3:
+            offload_tier = job.offload_params
+
+            def zero3_gather(nbytes: float) -> float:
+                t = pricer.time("all_gather", nbytes, "dpcp")
+                if offload_tier is not None:  # fetch the local shard from host / NVMe first
+                    shard = nbytes / dp_group
+                    t += float(cost.op_times([MemcpyOp("param_h2d", "h2d", shard)], gpu)[0][0])
+                    if offload_tier == "nvme":
+                        node = job.cluster.pools[job.pool].node
+                        t += shard / (node.nvme_bw_bps / (job.cluster.pools[job.pool].gpus_per_node or node.gpus_per_node))
+                return t
+        elif z in (1, 2):
+            for s in range(par.pp):
+                dense, expert = stage_params(job, s)
+                post.append(pricer.time("all_gather", (dense + expert) * sb.weights, "dpcp"))
+    opt = [_optimizer_s(job, gpu, cost, s) for s in range(par.pp)]
+    spec = EngineSpec(
+        p=par.pp, v=par.vpp, m=m_mb, orders=orders, units=units,
+        p2p_s=pricer.p2p_time(2.0 * job.micro_batch * job.seq_len / par.cp * job.model.hidden_size
+                              / (par.tp if par.sequence_parallel else 1)),
+        dp_reduce=dp_reduce, grad_sync_every_mb=z >= 2, zero3_gather=zero3_gather,
+        bucket_bytes=job.grad_bucket_bytes, overlap_grad_reduce=job.overlap_grad_reduce,
+        optimizer_s=opt, post_step_comm_s=post, comm_slowdown=comm_slowdown, record=record,
+    )
+    eng = run_engine(spec)
+    mf = model_flops(job.model, job.global_batch, job.seq_len)
+    hf = hardware_flops(job.model, job.global_batch, job.seq_len, job.recompute)
+    peak = gpu.flops(job.recipe.dtype)
+    denom = eng.step_s * par.world_size * peak
+    busy = [st.busy_s for st in eng.stages]
+    span = max(st.pipeline_end_s for st in eng.stages)
+    bubble = (span - max(busy)) / max(busy) if max(busy) > 0 else 0.0
+    exposed = max(st.comm_wait_s for st in eng.stages) + tp_comm_mb * m_mb
+    sources = dict(coster.sources)
+    for k, n in pricer.sources.items():
+        sources[k] = sources.get(k, 0) + n
+    return StepResult(
+        job=job, gpu=gpu, step_s=eng.step_s, engine=eng, memory=memory,
+        model_flops=mf, hardware_flops=hf, mfu=mf / denom, hfu=hf / denom,
+        bubble_fraction=bubble, exposed_comm_s=exposed, tp_comm_s=tp_comm_mb * m_mb,
+        optimizer_s=max(opt) if opt else 0.0, stage_compute_s=busy, sources=sources,
+    )
