@@ -1,0 +1,201 @@
+"""Training step times and peak memory of GPT-2-style models (training.csv).
+
+Ground truth for the training simulator: pre-LN GPT-2 models of ~350M to ~2.7B
+parameters (``torch_models.make_train_model``), bf16 autocast over fp32 master weights,
+fused AdamW, causal SDPA, with and without full per-block activation recomputation,
+micro-batches 1/2/4/8 where they fit, on one GPU and with DDP over several (one process
+per GPU, NCCL). A step is forward + backward + optimizer step + zero_grad; its time is
+the median of ``--steps`` steps after ``--warmup`` (host clock around a synchronized
+step). Peak memory is ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``
+over the timed steps. Points that run out of memory are recorded with ``status=oom``.
+
+Usage: ``python3 calibration/bench/train_bench.py --out DIR [--world 2] [--budget-s S]``;
+``--device cpu --smoke`` exercises the code paths on a tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    from fleetsim.calibration.bench import torch_models as tm
+    from fleetsim.calibration.bench.common import collect_meta, summarize, write_meta
+except ImportError:
+    import torch_models as tm  # type: ignore[no-redef]
+    from common import collect_meta, summarize, write_meta  # type: ignore[no-redef]
+
+COLUMNS = ("model", "layers", "hidden", "heads", "seq_len", "vocab", "ffn", "micro_batch",
+           "grad_accum", "recompute", "world_size", "dp", "params", "status", "time_s", "p10_s",
+           "p90_s", "peak_alloc_bytes", "peak_reserved_bytes")
+# (name, layers, hidden, heads, seq_len)
+CONFIGS = (("gpt2-350m", 24, 1024, 8, 1024), ("gpt2-1.3b", 24, 2048, 16, 1024),
+           ("gpt2-2.7b", 32, 2560, 20, 2048))
+SMOKE_CONFIGS = (("smoke", 2, 64, 2, 32),)
+VOCAB = 50257
+MICRO_BATCHES = (1, 2, 4, 8)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(COLUMNS)
+        w.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in COLUMNS])
+
+
+def _bench_one(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: Any, steps: int,
+               warmup: int) -> tuple[tuple[float, float, float], int, int]:
+    import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(mb * 1000 + seq)
+    x = torch.randint(0, vocab, (mb, seq), device=device, generator=gen)
+    y = torch.randint(0, vocab, (mb, seq), device=device, generator=gen)
+    cuda = device.type == "cuda"
+    times = []
+    for i in range(warmup + steps):
+        if i == warmup and cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    alloc = torch.cuda.max_memory_allocated(device) if cuda else 0
+    reserved = torch.cuda.max_memory_reserved(device) if cuda else 0
+    return summarize(times), int(alloc), int(reserved)
+
+
+def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
+            allowed: list[tuple[str, int, bool]] | None) -> None:
+    os.environ.update({"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                       "NVSHMEM_DISABLE_NVLS": "1"})
+    import torch
+    import torch.distributed as dist
+
+    deadline = time.monotonic() + args.budget_s
+    cuda = args.device == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(rank)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world, **({"device_id": device} if cuda else {}))
+    out = Path(args.out) / "training.csv"
+    configs = SMOKE_CONFIGS if args.smoke else CONFIGS
+    mbs = (1, 2) if args.smoke else MICRO_BATCHES
+    for name, layers, hidden, heads, seq in configs:
+        if time.monotonic() > deadline:
+            break
+        with torch.device(device):
+            model = tm.make_train_model(layers, hidden, heads, VOCAB if not args.smoke else 500, seq)
+        vocab = VOCAB if not args.smoke else 500
+        params = sum(p.numel() for p in model.parameters())
+        net = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817
+
+            net = DDP(model, device_ids=[rank] if cuda else None)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
+        for recompute in (False, True):
+            model.recompute = recompute
+            for mb in mbs:
+                if time.monotonic() > deadline:
+                    break
+                if allowed is not None and (name, mb, recompute) not in allowed:
+                    continue
+                status, st, alloc, res = "ok", (float("nan"),) * 3, 0, 0
+                try:
+                    st, alloc, res = _bench_one(net, opt, mb, seq, vocab, device, args.steps,
+                                                args.warmup)
+                except torch.cuda.OutOfMemoryError:
+                    status = "oom"
+                    opt.zero_grad(set_to_none=True)
+                    torch.cuda.empty_cache()
+                if world > 1:
+                    t = torch.tensor(list(st) + [alloc, res], device=device, dtype=torch.float64)
+                    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                    vals = t.tolist()
+                    st, alloc, res = tuple(vals[:3]), int(vals[3]), int(vals[4])
+                if rank == 0:
+                    _append(out, {"model": name, "layers": layers, "hidden": hidden,
+                                  "heads": heads, "seq_len": seq, "vocab": vocab,
+                                  "ffn": 4 * hidden, "micro_batch": mb, "grad_accum": 1,
+                                  "recompute": int(recompute), "world_size": world, "dp": world,
+                                  "params": params, "status": status, "time_s": float(st[0]),
+                                  "p10_s": float(st[1]), "p90_s": float(st[2]),
+                                  "peak_alloc_bytes": alloc, "peak_reserved_bytes": res})
+                    print(f"[train] {name} mb={mb} recompute={recompute} world={world}: "
+                          f"{status} {st[0]:.4f} s, peak {alloc / 2**30:.1f} GiB",
+                          file=sys.stderr, flush=True)
+                if status == "oom":
+                    break
+        del net, model, opt
+        if cuda:
+            torch.cuda.empty_cache()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--world", type=int, default=1, help="DDP processes (GPUs); 1 = single GPU")
+    p.add_argument("--budget-s", type=float, default=300.0)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--only-ok-from", type=Path, default=None,
+                   help="training.csv of a single-GPU run: run only its status=ok points (DDP)")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    allowed = None
+    if args.only_ok_from is not None and args.only_ok_from.exists():
+        with args.only_ok_from.open() as fh:
+            allowed = [(r["model"], int(r["micro_batch"]), r["recompute"] == "1")
+                       for r in csv.DictReader(fh) if r["status"] == "ok" and r["world_size"] == "1"]
+    t0 = time.monotonic()
+    if args.world == 1:
+        _worker(0, args, 1, 0, allowed)
+    else:
+        import socket
+
+        import torch.multiprocessing as mp
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_worker, args=(args, args.world, port, allowed), nprocs=args.world, join=True)
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    meta = collect_meta(catalog_gpu="", invocation="python3 calibration/bench/train_bench.py "
+                        + " ".join(argv if argv is not None else sys.argv[1:]),
+                        torch_version=torch.__version__, cuda_version=str(torch.version.cuda),
+                        device_name=name, num_gpus=torch.cuda.device_count() if args.device == "cuda" else 0,
+                        extra={"elapsed_s": round(time.monotonic() - t0, 1), "script": "train_bench"})
+    write_meta(args.out, meta)
+    print(f"train_bench: done in {time.monotonic() - t0:.0f} s -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
