@@ -81,7 +81,7 @@ def _table(kind: str) -> _Table:
     table = _TABLES.get(kind)
     if table is None:
         folder, model = _KINDS[kind]
-        table = _Table(kind)
+        table = _Table("memory tier" if kind == "memory" else kind)
         for path in sorted((CATALOG_DIR / folder).glob("*.yaml")):
             table.add(_load_file(path, model, kind), path)
         _TABLES[kind] = table
@@ -97,7 +97,7 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SpecError(f"cannot read {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)

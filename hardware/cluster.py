@@ -196,7 +196,12 @@ def load_cluster_file(path: str | Path) -> ClusterSpec:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.lower().endswith((".yaml", ".yml")) or "/" in text or "\\" in text
+    if text.lower().endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        return True
+    try:
+        return bool(text) and Path(text).is_file()
+    except (OSError, ValueError):  # names too long for the OS, embedded NUL bytes
+        return False
 
 
 def load_cluster(spec: str | Path | ClusterSpec | Mapping[str, Any]) -> ClusterSpec:
@@ -210,7 +215,7 @@ def load_cluster(spec: str | Path | ClusterSpec | Mapping[str, Any]) -> ClusterS
     if not isinstance(spec, str):
         raise SpecError(f"cluster must be shorthand text, a path or a mapping, got {type(spec).__name__}")
     text = spec.strip()
-    if _looks_like_path(text) or (text and Path(text).is_file()):
+    if _looks_like_path(text):
         return load_cluster_file(text)
     return parse_shorthand(text)
 
