@@ -133,15 +133,20 @@ class EmpiricalLength(_Length):
 
 
 class QuantileLength(_Length):
-    """Inverse-CDF sampling: ``value = interp(U, probs, values)`` rounded, ``U ~ U(0, 1)``.
+    """Inverse-CDF sampling: ``value = Q(U)`` rounded, ``U ~ U(0, 1)``, from a quantile table.
 
-    With ``probs`` = 0 ... 1 and ``values`` the matching sample quantiles this reproduces
-    the observed distribution to the table's resolution (exactly at every table point).
+    ``Q`` interpolates between table points linearly, or - ``interpolation="log"`` -
+    linearly in log(value), i.e. geometrically. Token-length distributions are
+    right-skewed with convex quantile functions, so linear interpolation overstates the
+    mean in the tail; geometric interpolation follows such tails far more closely. With
+    ``probs`` = 0 ... 1 and ``values`` the sample quantiles this reproduces the observed
+    distribution to the table's resolution, exactly at every table point.
     """
 
     kind: Literal["quantiles"] = "quantiles"
     probs: tuple[float, ...]
     values: tuple[float, ...]
+    interpolation: Literal["linear", "log"] = "linear"
 
     @model_validator(mode="after")
     def _table(self) -> QuantileLength:
@@ -152,20 +157,31 @@ class QuantileLength(_Length):
             raise ValueError("quantile length: probs must rise strictly from 0 to 1")
         if np.any(np.diff(v) < 0) or v[0] < 0:
             raise ValueError("quantile length: values must be >= 0 and non-decreasing")
+        if self.interpolation == "log" and v[0] <= 0:
+            raise ValueError("quantile length: log interpolation needs values > 0")
         return self
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        u = rng.random(self._n(n))
-        x = np.interp(u, np.asarray(self.probs), np.asarray(self.values))
-        return np.rint(x).astype(np.int64)
+    def quantile(self, q: float | np.ndarray) -> np.ndarray:
+        """``Q(q)`` before rounding."""
+        p, v = np.asarray(self.probs), np.asarray(self.values, dtype=np.float64)
+        if self.interpolation == "log":
+            return np.exp(np.interp(q, p, np.log(v)))
+        return np.interp(q, p, v)
 
-    def quantile(self, q: float) -> float:
-        return float(np.interp(q, np.asarray(self.probs), np.asarray(self.values)))
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.rint(self.quantile(rng.random(self._n(n)))).astype(np.int64)
 
     def mean(self) -> float:
-        """Exact mean of the piecewise-linear inverse CDF (before rounding)."""
-        p, v = np.asarray(self.probs), np.asarray(self.values)
-        return float(np.sum(np.diff(p) * (v[1:] + v[:-1]) / 2))
+        """Exact mean of the interpolated inverse CDF (before rounding)."""
+        p, v = np.asarray(self.probs), np.asarray(self.values, dtype=np.float64)
+        a, b, dp = v[:-1], v[1:], np.diff(p)
+        if self.interpolation == "linear":
+            return float(np.sum(dp * (a + b) / 2))
+        # Mean of a * (b/a)^t over t in [0, 1] is (b - a) / ln(b / a) (a when b == a).
+        ratio = np.log(b / a)
+        flat = np.abs(ratio) < 1e-12
+        seg = np.where(flat, a, (b - a) / np.where(flat, 1.0, ratio))
+        return float(np.sum(dp * seg))
 
 
 class TraceLength(_Length):
