@@ -8,6 +8,8 @@ from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.workloads.graph import matmul_flops, serving_step_ops, step_flops
 from fleetsim.workloads.models import load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _attn_flops(ops: list) -> float:
@@ -162,12 +164,12 @@ def test_pipeline_stages_partition_layers() -> None:
     m = load_model("llama-3.1-70b")
     par = ParallelConfig(pp=3)
     layers = 0
-    for st in range(3):
-        ops = serving_step_ops(m, [Seq(32)], par, stage=st)
+    for stage in range(3):
+        ops = serving_step_ops(m, [Seq(32)], par, stage=stage)
         layers += _by_name(ops, "qkv_proj")[0].count
-        assert bool(_by_name(ops, "embedding")) == (st == 0)
-        assert bool(_by_name(ops, "lm_head")) == (st == 2)
-        assert bool(_by_name(ops, "pp_send")) == (st < 2)
+        assert bool(_by_name(ops, "embedding")) == (stage == 0)
+        assert bool(_by_name(ops, "lm_head")) == (stage == 2)
+        assert bool(_by_name(ops, "pp_send")) == (stage < 2)
     assert layers == 80
     with pytest.raises(ConfigError, match="stage"):
         serving_step_ops(m, [Seq(32)], par)
@@ -198,3 +200,30 @@ def test_gpt2_has_learned_positions_and_no_rotary() -> None:
     ops = serving_step_ops(load_model("gpt2"), [Seq(8)])
     names = {o.name for o in ops}
     assert "pos_embedding_add" in names and "rotary" not in names and "fc1" in names
+
+
+_seqs = st.lists(st.tuples(st.integers(1, 600), st.integers(0, 5000), st.booleans()),
+                 min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_seqs, st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "gemma-2-9b", "deepseek-v3"]),
+       st.sampled_from([1, 2, 4]))
+def test_random_batches_conserve_tokens_and_shard_flops(seqs: list, name: str, tp: int) -> None:
+    m = load_model(name)
+    batch = [Seq(q, c, e) for q, c, e in seqs]
+    T = sum(q for q, _, _ in seqs)
+    ops = serving_step_ops(m, batch, ParallelConfig(tp=tp))
+    # every query token is attended once per layer
+    layers = sum(o.count for o in ops if o.name in ("input_norm",))
+    q_tok = sum(sum(o.q_lens) * o.count for o in ops if isinstance(o, AttentionOp))
+    assert layers == m.num_layers and q_tok == T * m.num_layers
+    assert all(o.m == T for o in ops if o.name in ("o_proj", "router"))
+    emit = sum(e for _, _, e in seqs)
+    assert sum(o.m for o in ops if o.name == "lm_head") == emit
+    # TP splits the work of everything but replicated latent projections and the router
+    one = serving_step_ops(m, batch)
+    rep = {"router", "q_a_proj", "kv_a_proj", "shared_expert_gate"}
+    f1 = sum(o.flops * o.count for o in one if isinstance(o, GemmOp | AttentionOp) and o.name not in rep)
+    ft = sum(o.flops * o.count for o in ops if isinstance(o, GemmOp | AttentionOp) and o.name not in rep)
+    assert ft * tp == pytest.approx(f1, rel=1e-9)
