@@ -131,16 +131,23 @@ class _Gpu:
             i += 1
         return t + left
 
-    def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True):  # noqa: ANN201
+    def advance(self, name: str, work: float, mb: int, chunk: int, busy: bool = True) -> float:
+        """Book ``work`` seconds of compute starting now; returns its duration (slowed)."""
         now = self.env.now
-        end = self.compute_end(now, work)
-        if end > now:
+        end = now + work if self.comm_free_at <= now else self.compute_end(now, work)
+        dur = end - now
+        if dur > 0:
             if busy:
-                self.stats.busy_s += end - now
-            self.stats.contention_s += (end - now) - work
+                self.stats.busy_s += dur
+            self.stats.contention_s += dur - work
             if self.spec.record:
                 self.events.append((self.stage, "compute", name, now, end, mb, chunk))
-            yield self.env.timeout(end - now)
+        return dur
+
+    def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True):  # noqa: ANN201
+        dur = self.advance(name, work, mb, chunk, busy)
+        if dur > 0:
+            yield self.env.timeout(dur)
 
     def wait(self, ev: simpy.Event, cause: str):  # noqa: ANN201
         if ev.processed:
@@ -160,22 +167,34 @@ def run_engine(spec: EngineSpec) -> EngineResult:
     events: list[tuple[int, str, str, float, float, int, int]] = []
     gpus = [_Gpu(env, s, spec, events) for s in range(spec.p)]
     n_chunks = spec.p * spec.v
-    arrivals: dict[tuple[str, int, int], simpy.Event] = {}
+    m = spec.m
+    arrivals: dict[int, simpy.Event] = {}
+    """Activation (even key) or gradient (odd key) of micro-batch ``mb`` for global chunk ``g``:
+    key ``2 (g m + mb) + kind``. The sender stores a timeout that fires on arrival; a receiver
+    that comes first stores a plain event that the sender's timeout then succeeds."""
 
-    def arrival(kind: str, mb: int, g: int) -> simpy.Event:
-        key = (kind, mb, g)
-        ev = arrivals.get(key)
+    def send(key: int) -> None:
+        waiting = arrivals.pop(key, None)
+        if spec.p2p_s <= 0:
+            if waiting is None:
+                arrivals[key] = env.timeout(0.0)
+            else:
+                waiting.succeed()
+            return
+        t = env.timeout(spec.p2p_s)
+        if waiting is None:
+            arrivals[key] = t
+        else:
+            t.callbacks.append(lambda _e: waiting.succeed())  # type: ignore[union-attr]
+
+    def receive(key: int) -> simpy.Event:
+        ev = arrivals.pop(key, None)
         if ev is None:
             ev = arrivals[key] = env.event()
         return ev
 
-    def send(kind: str, mb: int, g: int) -> None:
-        ev = arrival(kind, mb, g)
-        if spec.p2p_s <= 0:
-            ev.succeed()
-            return
-        t = env.timeout(spec.p2p_s)
-        t.callbacks.append(lambda _e: ev.succeed())
+    fwd_total = [[sum(u.fwd_s for u in ch) for ch in st] for st in spec.units]
+    bwd_total = [[sum(u.bwd_s for u in ch) for ch in st] for st in spec.units]
 
     def stage_proc(s: int):  # noqa: ANN202
         gpu = gpus[s]
@@ -197,9 +216,13 @@ def run_engine(spec: EngineSpec) -> EngineResult:
             units = spec.units[s][c]
             if a.kind == "F":
                 if g > 0:
-                    yield from gpu.wait(arrival("act", mb, g), "pipeline")
+                    ev = receive(2 * (g * m + mb))
+                    if ev.callbacks is not None:
+                        t0 = env.now
+                        yield ev
+                        gpu.stats.pipeline_wait_s += env.now - t0
                 if spec.zero3_gather is None:
-                    yield from gpu.compute("forward", sum(u.fwd_s for u in units), mb, c)
+                    yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c))
                 else:
                     for i, unit in enumerate(units):
                         ev = gather(mb, c, "F", i)
@@ -209,14 +232,18 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                         yield from gpu.compute("forward", unit.fwd_s, mb, c)
                         gathers.pop((mb, c, "F", i), None)
                 if g < n_chunks - 1:
-                    send("act", mb, g + 1)
+                    send(2 * ((g + 1) * m + mb))
             else:
                 if g < n_chunks - 1:
-                    yield from gpu.wait(arrival("grad", mb, g), "pipeline")
+                    ev = receive(2 * (g * m + mb) + 1)
+                    if ev.callbacks is not None:
+                        t0 = env.now
+                        yield ev
+                        gpu.stats.pipeline_wait_s += env.now - t0
                 reduce_now = spec.dp_reduce is not None and spec.overlap_grad_reduce and (
                     spec.grad_sync_every_mb or mb == spec.m - 1)
                 if spec.zero3_gather is None and not reduce_now:
-                    yield from gpu.compute("backward", sum(u.bwd_s for u in units), mb, c)
+                    yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c))
                 else:
                     bucket = 0.0
                     order = list(range(len(units) - 1, -1, -1))
@@ -235,7 +262,7 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                                 pending.append(gpu.issue_comm("grad_reduce", spec.dp_reduce(bucket), mb, c))
                                 bucket = 0.0
                 if g > 0:
-                    send("grad", mb, g - 1)
+                    send(2 * ((g - 1) * m + mb) + 1)
         gpu.stats.pipeline_end_s = env.now
         if spec.dp_reduce is not None and not spec.overlap_grad_reduce:
             for c, units in enumerate(spec.units[s]):

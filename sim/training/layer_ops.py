@@ -157,6 +157,24 @@ class LayerCoster:
         block_comm()
         return ops, self._attention(local), coll
 
+    def eager_attention_ops(self, local: bool) -> list[Op]:
+        """Unfused attention (Megatron before FlashAttention): batched ``Q K^T``, the fused
+        scale-mask-softmax (read and write 16-bit scores), dropout (read scores, write the
+        output and a 1-byte mask) and the batched ``P V``, over ``b a/t`` heads."""
+        m, job = self.job.model, self.job
+        s, b = job.seq_len, job.micro_batch
+        keys = min(s, m.sliding_window) if (local and m.sliding_window) else s
+        heads = b * (m.num_heads // self.t)
+        scores = float(heads) * s * keys
+        ops: list[Op] = [
+            self._gemm("attn_scores", s, keys, m.head_dim, heads),
+            self._ew("softmax", "softmax", scores, 4.0, 5.0),
+        ]
+        if job.recipe.dropout:
+            ops.append(self._ew("attn_dropout", "dropout", scores, 5.0, 1.0))
+        ops.append(self._gemm("attn_values", s, m.value_head_dim, keys, heads))
+        return ops
+
     # -- pricing ----------------------------------------------------------------------------
     def _price(self, ops: list[Op]) -> list[float]:
         if not ops:
@@ -186,8 +204,14 @@ class LayerCoster:
         job, m = self.job, self.job.model
         ops, attn, coll = self.layer_ops(kind, local)
         fwd_k = sum(self._price(ops))
-        attn_f = self._price([attn])[0]
         bwd_k = sum(self._price(self._backward_ops(ops)))
+        if job.recipe.attention == "eager" and job.parallel.cp == 1:
+            core = self.eager_attention_ops(local)
+            attn_f = sum(self._price(core))
+            attn_b = sum(self._price(self._backward_ops(core)))
+        else:
+            attn_f = self._price([attn])[0]
+            attn_b = ATTENTION_BACKWARD_RATIO * attn_f
         comm = sum(self.pricer.time(k, b, g) for k, b, g in coll)  # type: ignore[arg-type]
         cp_ring = 0.0
         if job.parallel.cp > 1:  # K and V of the other chunks around the ring
@@ -203,7 +227,7 @@ class LayerCoster:
             rec, rec_flops = attn_f, attn.flops
         else:
             rec, rec_flops = 0.0, 0.0
-        bwd = bwd_k + ATTENTION_BACKWARD_RATIO * attn_f + comm + cp_bwd + rec
+        bwd = bwd_k + attn_b + comm + cp_bwd + rec
         from .memory import layer_params_split
 
         d, e = layer_params_split(m, kind)  # type: ignore[arg-type]

@@ -1,0 +1,288 @@
+"""Public training-step estimate: ``estimate_train_step`` and its result ``TrainEstimate``.
+
+One call builds a ``TrainJob`` (model, cluster, parallelism, schedule, recomputation, ZeRO,
+offload), checks that it lays out and fits, and simulates one optimizer step with the SimPy
+engine of ``fleetsim.sim.training``. The result carries the step time, throughput, MFU/HFU,
+bubble and exposed communication, the memory breakdown, the per-rank timeline and the
+cost of training a given number of tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec
+from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job
+from fleetsim.sim.training.step import StepResult, simulate_step
+from fleetsim.workloads.models import ModelSpec, load_model
+
+_PAR_FIELDS = ("tp", "cp", "pp", "dp", "ep", "sequence_parallel", "layer_split")
+
+
+def _cluster(cluster: str | ClusterSpec) -> ClusterSpec:
+    if isinstance(cluster, ClusterSpec):
+        return cluster
+    from fleetsim.hardware.cluster import load_cluster
+
+    return load_cluster(cluster)
+
+
+def _parallel(parallel: Any, gpus: int, overrides: dict[str, Any]) -> TrainParallel:
+    """A ``TrainParallel`` from a ``ParallelConfig``-like object, a dict or None, with
+    keyword overrides; an unset ``dp`` fills the GPUs left by tp * cp * pp."""
+    base: dict[str, Any] = {}
+    if isinstance(parallel, TrainParallel):
+        base = parallel.model_dump()
+    elif isinstance(parallel, dict):
+        base = dict(parallel)
+    elif parallel is not None:
+        base = {k: getattr(parallel, k) for k in _PAR_FIELDS if hasattr(parallel, k)}
+    for k, v in overrides.items():
+        if v is not None:
+            base[k] = v
+    if "dp" not in base:
+        inner = int(base.get("tp", 1)) * int(base.get("cp", 1)) * int(base.get("pp", 1))
+        if inner <= 0 or gpus % inner:
+            raise ConfigError(f"tp*cp*pp = {inner} does not divide the {gpus} GPUs of the cluster")
+        base["dp"] = gpus // inner
+    try:
+        return TrainParallel(**base)
+    except Exception as exc:  # pydantic ValidationError -> one line
+        errs = getattr(exc, "errors", None)
+        if callable(errs):
+            e = errs()[0]
+            raise ConfigError(f"parallel field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})") from None
+        raise
+
+
+@dataclass
+class TrainEstimate:
+    """One simulated training step. Seconds, bytes, FLOP/s; see ``summary()``."""
+
+    result: StepResult
+
+    @property
+    def job(self) -> TrainJob:
+        return self.result.job
+
+    @property
+    def gpu(self) -> GPUSpec:
+        return self.result.gpu
+
+    @property
+    def num_gpus(self) -> int:
+        return self.job.parallel.world_size
+
+    @property
+    def time_s(self) -> float:
+        return self.result.step_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.job.tokens_per_step / self.time_s
+
+    @property
+    def model_flops_per_s_per_gpu(self) -> float:
+        return self.result.model_flops / self.time_s / self.num_gpus
+
+    @property
+    def mfu(self) -> float:
+        return self.result.mfu
+
+    @property
+    def hfu(self) -> float:
+        return self.result.hfu
+
+    @property
+    def bubble_fraction(self) -> float:
+        """Pipeline idle time over compute time of the busiest stage ((p-1)/m for 1F1B)."""
+        return self.result.bubble_fraction
+
+    @property
+    def exposed_comm_s(self) -> float:
+        """Communication on the critical path: TP/CP/EP collectives plus waits for DP/ZeRO."""
+        return self.result.exposed_comm_s
+
+    @property
+    def peak_memory_bytes(self) -> float:
+        """Allocated + fragmentation + CUDA context of the fullest stage's GPU."""
+        return self.result.peak_memory.total_bytes
+
+    @property
+    def peak_allocated_bytes(self) -> float:
+        return self.result.peak_memory.allocated_bytes
+
+    @property
+    def memory(self) -> pd.DataFrame:
+        """Memory breakdown per pipeline stage (bytes)."""
+        return pd.DataFrame([m.as_dict() for m in self.result.memory])
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        r = self.result
+        pm = r.peak_memory
+        out = {
+            "step_s": r.step_s,
+            "compute_s": max(r.stage_compute_s),
+            "bubble_fraction": r.bubble_fraction,
+            "exposed_comm_s": r.exposed_comm_s,
+            "tp_comm_s": r.tp_comm_s,
+            "optimizer_s": r.optimizer_s,
+            "contention_s": max(s.contention_s for s in r.engine.stages),
+            "grad_accum": float(self.job.grad_accum),
+        }
+        out.update({f"mem_{k}": v for k, v in pm.as_dict().items() if k != "stage"})
+        return out
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """Events: stage (rank of the representative GPU), stream, name, start_s, end_s, ..."""
+        cols = ["stage", "stream", "name", "start_s", "end_s", "micro_batch", "chunk"]
+        return pd.DataFrame(self.result.engine.events, columns=cols)
+
+    @property
+    def sources(self) -> dict[str, int]:
+        """Provenance of the operator costs (measured / interpolated / roofline counts)."""
+        return dict(self.result.sources)
+
+    def price_per_gpu_hour(self) -> float | None:
+        if self.gpu.price_per_hour_usd is not None:
+            return self.gpu.price_per_hour_usd
+        pool = self.job.cluster.pools[self.job.pool]
+        if pool.node.price_per_hour_usd is not None:
+            return pool.node.price_per_hour_usd / pool.node.gpus_per_node
+        return None
+
+    def train_cost(self, tokens: float) -> dict[str, float | None]:
+        """Wall time, GPU-hours and cost (USD, None without a catalog price) for ``tokens``."""
+        if tokens <= 0:
+            raise ConfigError(f"tokens must be > 0, got {tokens}")
+        steps = tokens / self.job.tokens_per_step
+        time_s = steps * self.time_s
+        gpu_h = time_s / 3600.0 * self.num_gpus
+        price = self.price_per_gpu_hour()
+        return {"steps": steps, "time_s": time_s, "gpu_hours": gpu_h,
+                "cost_usd": None if price is None else gpu_h * price}
+
+    def summary(self, tokens: float | None = None) -> pd.DataFrame:
+        """(metric, value, unit) rows for printing."""
+        pm = self.result.peak_memory
+        rows: list[tuple[str, Any, str]] = [
+            ("gpus", self.num_gpus, ""), ("gpu", self.gpu.name, ""),
+            ("step time", self.time_s, "s"), ("tokens/s", self.tokens_per_s, "tok/s"),
+            ("model FLOP/s per GPU", self.model_flops_per_s_per_gpu / 1e12, "TFLOP/s"),
+            ("MFU", self.mfu, ""), ("HFU", self.hfu, ""),
+            ("grad accumulation", self.job.grad_accum, "micro-batches"),
+            ("bubble fraction", self.bubble_fraction, ""),
+            ("exposed comm", self.exposed_comm_s, "s"),
+            (f"peak memory (stage {pm.stage})", pm.total_bytes / 2**30, "GiB"),
+        ]
+        for k, v in pm.as_dict().items():
+            if k.endswith("_bytes") and k not in ("total_bytes",) and v > 0:
+                rows.append(("  " + k.removesuffix("_bytes"), v / 2**30, "GiB"))
+        rows.append(("cost sources", ", ".join(f"{k}={v}" for k, v in sorted(self.sources.items())), ""))
+        if tokens is not None:
+            c = self.train_cost(tokens)
+            rows += [("train tokens", tokens, ""), ("train time", c["time_s"] / 86400, "days"),
+                     ("GPU-hours", c["gpu_hours"], "h"),
+                     ("cost", "n/a (no catalog price)" if c["cost_usd"] is None else c["cost_usd"], "USD")]
+        return pd.DataFrame(rows, columns=["metric", "value", "unit"])
+
+    def to_chrome_trace(self, path: str | Path) -> Path:
+        """Write the per-stage timeline as a Chrome/Perfetto JSON trace."""
+        from fleetsim.traces.chrome import write_chrome_trace
+
+        spans = [
+            {"process": f"stage {st}", "thread": stream, "name": name, "start_s": a, "dur_s": b - a,
+             "args": {"micro_batch": mb, "chunk": ch}}
+            for st, stream, name, a, b, mb, ch in self.result.engine.events
+        ]
+        meta = {"model": self.job.model.name, "cluster": self.job.cluster.name, "step_s": self.time_s}
+        return write_chrome_trace(spans, path, metadata=meta)
+
+
+def estimate_train_step(
+    model: str | dict | ModelSpec,
+    cluster: str | ClusterSpec,
+    parallel: Any = None,
+    micro_batch: int = 1,
+    global_batch: int | None = None,
+    seq_len: int = 2048,
+    *,
+    recompute: str = "none",
+    zero: int = 0,
+    fsdp: bool = False,
+    schedule: str = "1f1b",
+    dtype: str = "bf16",
+    tp: int | None = None,
+    pp: int | None = None,
+    dp: int | None = None,
+    cp: int | None = None,
+    ep: int | None = None,
+    vpp: int | None = None,
+    sequence_parallel: bool | None = None,
+    placement: tuple[str, ...] | None = None,
+    offload_optimizer: str | None = None,
+    offload_params: str | None = None,
+    precision: str = "mixed",
+    grad_dtype: str = "fp32",
+    attention: str = "flash",
+    dropout: bool = False,
+    overlap_grad_reduce: bool = True,
+    grad_bucket_bytes: float | None = None,
+    pool: int = 0,
+    gpu: GPUSpec | None = None,
+    cost_model: Any = None,
+    record_timeline: bool = True,
+    check_memory: bool = True,
+) -> TrainEstimate:
+    """Simulate one optimizer step of training ``model`` on ``cluster``.
+
+    ``cluster`` is a shorthand such as ``"2xH200-SXM"``, a YAML path or a ``ClusterSpec``;
+    ``parallel`` a ``ParallelConfig``, ``TrainParallel``, dict or None (the keyword degrees
+    override it; ``dp`` defaults to the GPUs left over). ``global_batch`` is in sequences;
+    gradient accumulation is ``global_batch / (micro_batch * dp)``. Raises ``ConfigError``
+    for layouts that do not divide and ``InfeasibleError`` (with the breakdown) when the
+    step does not fit in memory.
+    """
+    spec = load_model(model) if not isinstance(model, ModelSpec) else model
+    cl = _cluster(cluster)
+    if not 0 <= pool < len(cl.pools):
+        raise ConfigError(f"pool index {pool} but cluster {cl.name!r} has {len(cl.pools)} pool(s)")
+    if global_batch is None:
+        raise ConfigError("global_batch (sequences per step) is required")
+    par = _parallel(parallel, cl.pools[pool].gpus, {
+        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
+        "sequence_parallel": sequence_parallel, "order": placement,
+    })
+    if par.vpp > 1 and schedule == "1f1b":
+        schedule = "interleaved"
+    kwargs: dict[str, Any] = dict(
+        model=spec, cluster=cl, global_batch=global_batch, seq_len=seq_len, micro_batch=micro_batch,
+        parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
+        recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
+        offload_optimizer=offload_optimizer, offload_params=offload_params,
+        overlap_grad_reduce=overlap_grad_reduce, pool=pool,
+    )
+    if grad_bucket_bytes is not None:
+        kwargs["grad_bucket_bytes"] = grad_bucket_bytes
+    job = make_job(**kwargs)
+    return TrainEstimate(simulate_step(job, gpu, cost_model, record=record_timeline, check_memory=check_memory))
+
+
+def _recipe(dtype: str, precision: str, grad_dtype: str, attention: str, dropout: bool) -> TrainRecipe:
+    checks = (("dtype", dtype, ("bf16", "fp16", "fp8")), ("precision", precision, ("mixed", "amp")),
+              ("grad_dtype", grad_dtype, ("fp32", "bf16")), ("attention", attention, ("flash", "eager")))
+    for name, value, ok in checks:
+        if value not in ok:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(ok)}")
+    return TrainRecipe(dtype=dtype, precision=precision, grad_dtype=grad_dtype,  # type: ignore[arg-type]
+                       attention=attention, dropout=dropout)  # type: ignore[arg-type]
+
+
+__all__ = ["TrainEstimate", "estimate_train_step"]
