@@ -1,0 +1,178 @@
+"""Public serving-simulation API: ``simulate_serving`` and its ``ServingResult``."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fleetsim.hardware.cluster import load_cluster
+from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.sim.serving.cluster import ServingSimulation, default_deployment
+from fleetsim.sim.serving.config import (
+    Deployment,
+    EngineConfig,
+    PoolDeployment,
+    SpecDecode,
+    StaticScheduler,
+    VllmScheduler,
+)
+from fleetsim.sim.serving.results import RawTables, collect
+from fleetsim.workloads.defaults import get_workload
+from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.requests import RequestStream
+from fleetsim.workloads.workload import Workload
+
+__all__ = ["Deployment", "EngineConfig", "PoolDeployment", "ServingResult", "SpecDecode",
+           "StaticScheduler", "VllmScheduler", "simulate_serving"]
+
+TRACE_SPAN_LIMIT = 200_000
+"""Most iteration spans written to the Chrome trace (the first ones in time)."""
+
+
+class ServingResult:
+    """Outcome of a serving simulation.
+
+    ``requests``: one row per arrived request (times in seconds; NaN where a request never
+    got that far). ``summary``: percentiles, throughput, goodput, cache and overload figures.
+    ``timeseries``: one row per engine iteration run (a fast-forwarded decode run is one row
+    of ``iterations`` identical-batch iterations) with batch size and KV occupancy.
+    ``replicas``: layout, KV capacity, busy time and utilisation per replica.
+    """
+
+    def __init__(self, raw: RawTables, deployment: Deployment, model: ModelSpec,
+                 cluster: ClusterSpec) -> None:
+        self._raw = raw
+        self.requests: pd.DataFrame = raw.requests
+        self.summary: dict[str, Any] = raw.summary
+        self.timeseries: pd.DataFrame = raw.timeseries
+        self.replicas: pd.DataFrame = raw.replicas
+        self.transfers: pd.DataFrame = raw.transfers
+        self.deployment = deployment
+        self.model = model
+        self.cluster = cluster
+
+    def token_times(self, req_id: int) -> np.ndarray:
+        """Times (s) at which request ``req_id`` received its tokens (per iteration)."""
+        runs = self._raw.token_runs.get(int(req_id))
+        if runs is None:
+            raise ConfigError(f"no token record for request {req_id} (unknown id, or run too large)")
+        ends = self._raw.iter_end
+        parts = [ends[runs[i]][runs[i + 1]: runs[i + 2] + 1] for i in range(0, len(runs), 3)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def itl(self) -> pd.DataFrame:
+        """Every inter-token latency, long format (``req_id``, ``token``, ``itl_s``)."""
+        ids, idx, vals = [], [], []
+        for rid in self._raw.token_runs:
+            t = self.token_times(rid)
+            if len(t) > 1:
+                d = np.diff(t)
+                ids.append(np.full(len(d), rid, np.int64))
+                idx.append(np.arange(1, len(d) + 1))
+                vals.append(d)
+        if not vals:
+            return pd.DataFrame({"req_id": [], "token": [], "itl_s": []})
+        return pd.DataFrame({"req_id": np.concatenate(ids), "token": np.concatenate(idx),
+                             "itl_s": np.concatenate(vals)})
+
+    def trace_spans(self, limit: int = TRACE_SPAN_LIMIT) -> list[dict[str, Any]]:
+        """Iteration spans per replica/engine for a Chrome/Perfetto timeline."""
+        ts = self.timeseries.head(limit)
+        spans = []
+        for row in ts.itertuples(index=False):
+            name = f"decode x{row.iterations}" if row.iterations > 1 else "iteration"
+            spans.append({"process": f"replica {row.replica}", "thread": f"engine {row.engine}",
+                          "name": name, "start_s": row.start_s, "dur_s": row.end_s - row.start_s,
+                          "args": {"batch_size": int(row.batch_size), "tokens": int(row.tokens),
+                                   "kv_occupancy": float(row.kv_occupancy)}})
+        return spans
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write requests/timeseries/replicas (parquet when pyarrow is present, else CSV),
+        summary.json and a Chrome trace ``trace.json.gz``; returns the directory."""
+        from fleetsim.traces.chrome import write_chrome_trace
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            import pyarrow  # noqa: F401
+
+            def write(df: pd.DataFrame, name: str) -> None:
+                df.to_parquet(out / f"{name}.parquet", index=False)
+        except ImportError:  # pragma: no cover - pyarrow is optional
+
+            def write(df: pd.DataFrame, name: str) -> None:
+                df.to_csv(out / f"{name}.csv", index=False)
+
+        write(self.requests, "requests")
+        write(self.timeseries, "timeseries")
+        write(self.replicas, "replicas")
+        if len(self.transfers):
+            write(self.transfers, "kv_transfers")
+        summ = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.summary.items()}
+        (out / "summary.json").write_text(json.dumps(summ, indent=2, default=float))
+        (out / "deployment.json").write_text(self.deployment.model_dump_json(indent=2))
+        counters = [{"process": s["process"], "name": "kv_occupancy", "time_s": s["start_s"] + s["dur_s"],
+                     "values": {"kv": s["args"]["kv_occupancy"]}} for s in self.trace_spans()]
+        write_chrome_trace(self.trace_spans(), out / "trace.json.gz", counters,
+                           metadata={"model": self.model.name, "cluster": self.cluster.name})
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"ServingResult({s['num_requests']} requests, {s['finished']} finished, "
+                f"ttft p50 {s['ttft_p50_s']:.3g} s, tpot p50 {s['tpot_p50_s']:.3g} s)")
+
+
+def _requests(workload: Any, seed: int, num_requests: int | None, duration_s: float | None
+              ) -> RequestStream:
+    if isinstance(workload, RequestStream):
+        return workload
+    wl: Workload = get_workload(workload)
+    if num_requests is None and duration_s is None:
+        raise ConfigError(f"workload {wl.name}: give num_requests or duration_s")
+    return wl.generate(seed, num_requests=num_requests, duration_s=duration_s)
+
+
+def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec | dict,
+                     workload: Any, deployment: Deployment | dict | None = None, seed: int = 0,
+                     slo: dict[str, float] | None = None, *, num_requests: int | None = None,
+                     duration_s: float | None = None, engine: EngineConfig | dict | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> ServingResult:
+    """Simulate serving ``model`` on ``cluster`` under ``workload``.
+
+    ``workload``: a ``RequestStream``, or anything ``workloads.defaults.get_workload``
+    takes (a built-in name such as ``azure-conv``, a file, a spec string like
+    ``poisson:rate=5``), drawn with ``seed`` for ``num_requests`` and/or ``duration_s``
+    (a trace workload replays its own arrivals). ``deployment``: a ``Deployment`` (or its
+    dict); None means one replica per GPU where the model fits on one GPU, else the
+    smallest TP that fits, per GPU type, with ``engine`` knobs. ``slo``: targets
+    ``ttft_slo_s`` and/or ``tpot_slo_s`` for goodput. Raises ``InfeasibleError`` with the
+    reason when a layout does not fit.
+    """
+    m = load_model(model)
+    cl = load_cluster(cluster)
+    if isinstance(deployment, dict):
+        deployment = Deployment(**deployment)
+    if isinstance(engine, dict):
+        engine = EngineConfig(**engine)
+    if deployment is None:
+        deployment = default_deployment(m, cl, engine)
+    elif engine is not None:
+        raise ConfigError("give engine knobs inside the deployment, not both")
+    slo = dict(slo or {})
+    unknown = set(slo) - {"ttft_slo_s", "tpot_slo_s"}
+    if unknown:
+        raise ConfigError(f"slo: unknown key(s) {sorted(unknown)}; known: ttft_slo_s, tpot_slo_s")
+    reqs = _requests(workload, seed, num_requests, duration_s)
+    sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress)
+    sim.run()
+    raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
+    return ServingResult(raw, deployment, m, cl)

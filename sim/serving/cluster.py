@@ -1,0 +1,427 @@
+"""A serving cluster: replicas placed on the cluster's pools, a router, admission control,
+optional prefill/decode disaggregation, and the arrival process - all in one SimPy run.
+
+Placement: replicas of a pool entry take consecutive GPUs of their pool; a replica's
+``tp * pp`` GPUs must sit in one node (tensor parallelism needs the scale-up link).
+KV capacity per replica: ``workloads.memory.memory_breakdown`` (GPU memory times
+``gpu_memory_utilization`` minus weights minus the activation peak of a
+``max_num_batched_tokens`` step) divided into blocks; with ``pp`` stages the replica runs
+``pp`` virtual engines (vLLM's pipeline scheduling), each with ``1/pp`` of the blocks and
+its own scheduler, so ``pp`` micro-batches are in flight. A virtual engine's iteration
+lasts the sum of its stage times; stage contention between virtual engines is not
+modelled (balanced virtual engines pipeline perfectly; an idle one is the bubble).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+from fleetsim.calibration import get_cost_model
+from fleetsim.hardware.catalog import get_gpu, get_link
+from fleetsim.hardware.errors import ConfigError, InfeasibleError
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
+from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
+from fleetsim.sim.serving.disagg import TransferLink
+from fleetsim.sim.serving.engine import Engine, SeqState
+from fleetsim.sim.serving.router import make_router
+from fleetsim.sim.serving.steptime import GraphStepTimer, StepTimer
+from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
+from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.parallel import ParallelConfig
+from fleetsim.workloads.requests import Request, RequestStream
+from simpy.core import URGENT
+
+GiB = 2.0**30
+
+
+@dataclass
+class ReplicaPlan:
+    """Where one replica runs and with what (before the simulation starts)."""
+
+    index: int
+    pool: int
+    node: int
+    gpu: GPUSpec
+    entry: PoolDeployment
+    parallel: ParallelConfig
+    kv_blocks: int
+    kv_bytes_per_token_gpu: float
+
+
+def _pool_index(cluster: ClusterSpec, gpu: str | None) -> int:
+    if gpu is None:
+        return 0
+    want = get_gpu(gpu).name
+    for i, p in enumerate(cluster.pools):
+        if get_gpu(p.node.gpu).name == want:
+            return i
+    have = ", ".join(sorted({p.node.gpu for p in cluster.pools}))
+    raise ConfigError(f"deployment asks for GPU {gpu!r}; the cluster has {have}")
+
+
+def _gpus_per_node(pool: PoolSpec) -> int:
+    return pool.gpus_per_node or pool.node.gpus_per_node
+
+
+def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: EngineConfig) -> int:
+    """KV blocks one replica holds (raises ``InfeasibleError`` when weights do not fit)."""
+    sch = eng.scheduler
+    tokens = sch.max_num_batched_tokens if sch.kind == "vllm" else 8192
+    mb = memory_breakdown(model, gpu, par, eng.dtype, eng.kv_dtype, eng.gpu_memory_utilization,
+                          tokens)
+    if eng.activation_reserve_bytes is not None:
+        kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes
+        if kv_bytes < mb.kv_bytes_per_token * eng.block_size:
+            raise InfeasibleError(
+                f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: no room for KV cache after "
+                f"{mb.weight_bytes / GiB:.1f} GiB weights + {eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
+        tokens_kv = int(kv_bytes // mb.kv_bytes_per_token)
+    else:
+        tokens_kv = mb.max_kv_tokens
+    blocks = tokens_kv // eng.block_size
+    if blocks < 1:
+        raise InfeasibleError(f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: KV cache "
+                              f"holds {tokens_kv} tokens, less than one block of {eng.block_size}")
+    return blocks
+
+
+def smallest_tp(model: ModelSpec, gpu: GPUSpec, max_tp: int, eng: EngineConfig) -> int:
+    """The smallest power-of-two TP degree (<= ``max_tp``) whose replica fits ``gpu``."""
+    reasons = []
+    tp = 1
+    while tp <= max_tp:
+        try:
+            par = ParallelConfig(tp=tp)
+            par.validate_for(model)
+            kv_blocks_for(model, gpu, par, eng)
+            return tp
+        except InfeasibleError as e:
+            reasons.append(f"tp={tp}: {e.reason}")
+        tp *= 2
+    raise InfeasibleError(f"{model.name} fits no TP degree up to {max_tp} on {gpu.name} ("
+                          + "; ".join(reasons[-1:]) + ")")
+
+
+def default_deployment(model: ModelSpec, cluster: ClusterSpec, engine: EngineConfig | None = None
+                       ) -> Deployment:
+    """One replica per GPU where the model fits on one GPU, else the smallest TP that fits
+    (per pool / GPU type), as many replicas as the pool holds."""
+    eng = engine or EngineConfig()
+    entries = []
+    for pool in cluster.pools:
+        gpu = get_gpu(pool.node.gpu)
+        tp = smallest_tp(model, gpu, _gpus_per_node(pool), eng)
+        entries.append(PoolDeployment(gpu=gpu.name, tp=tp, engine=eng))
+    return Deployment(pools=tuple(entries))
+
+
+def plan_replicas(model: ModelSpec, cluster: ClusterSpec, dep: Deployment) -> list[ReplicaPlan]:
+    """Place every replica on GPUs of its pool; raise ``InfeasibleError`` with the reason
+    when a layout does not fit (memory, GPUs, node size)."""
+    used = [0] * len(cluster.pools)
+    plans: list[ReplicaPlan] = []
+    for entry in dep.pools:
+        pi = _pool_index(cluster, entry.gpu)
+        pool = cluster.pools[pi]
+        gpu = get_gpu(pool.node.gpu)
+        per_node = _gpus_per_node(pool)
+        size = entry.tp * entry.pp
+        if size > per_node:
+            raise InfeasibleError(f"replica of tp={entry.tp} x pp={entry.pp} = {size} GPUs does not fit "
+                                  f"a node of {per_node} {gpu.name}")
+        par = ParallelConfig(tp=entry.tp, pp=entry.pp, ep=entry.ep)
+        par.validate_for(model)
+        blocks = kv_blocks_for(model, gpu, par, entry.engine)
+        per_tok = kv_cache_bytes_per_token(model, par, entry.engine.kv_dtype)
+        slots_per_node = per_node // size
+        free_slots = pool.num_nodes * slots_per_node - used[pi]
+        n = entry.replicas if entry.replicas is not None else free_slots
+        if n > free_slots or n < 1:
+            raise InfeasibleError(f"{n} replicas of {size} {gpu.name} need {n * size} GPUs; pool has "
+                                  f"{free_slots * size} left of {pool.gpus}")
+        for _ in range(n):
+            slot = used[pi]
+            used[pi] += 1
+            plans.append(ReplicaPlan(len(plans), pi, slot // slots_per_node, gpu, entry, par, blocks,
+                                     per_tok))
+    return plans
+
+
+class Replica:
+    """A model replica: one engine, or ``pp`` virtual engines sharing its GPUs."""
+
+    def __init__(self, plan: ReplicaPlan, engines: list[Engine], speed: float) -> None:
+        self.plan = plan
+        self.index = plan.index
+        self.engines = engines
+        self.speed = speed
+        self.block_size = plan.entry.engine.block_size
+        self.prefix_caching = plan.entry.engine.enable_prefix_caching
+        self.role = plan.entry.role
+
+    def load_tokens(self, now: float) -> int:
+        return sum(e.load_tokens(now) for e in self.engines)
+
+    def num_waiting(self) -> int:
+        return sum(len(e.waiting) for e in self.engines)
+
+    def cached_blocks(self, hashes: tuple[int, ...], now: float) -> int:
+        best = 0
+        for e in self.engines:
+            e.sync(now)
+            best = max(best, e.kv.match(hashes))
+        return best
+
+    def fits(self, seq: SeqState) -> str:
+        return self.engines[0].fits(seq)
+
+    def add(self, seq: SeqState) -> None:
+        """Queue ``seq`` on the virtual engine with the fewest unfinished requests."""
+        eng = min(self.engines, key=lambda e: (len(e.running) + len(e.waiting), e.uid))
+        seq.replica = self.index
+        eng.add(seq)
+
+
+class ServingSimulation:
+    """Build replicas for ``deployment`` on ``cluster`` and replay ``requests`` through them."""
+
+    def __init__(self, model: ModelSpec | str, cluster: ClusterSpec, deployment: Deployment,
+                 requests: RequestStream, *, seed: int = 0,
+                 timer_factory: Callable[[ReplicaPlan], StepTimer] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.model = load_model(model) if isinstance(model, str) else model
+        self.cluster = cluster
+        self.deployment = deployment
+        self.requests = requests.sorted() if not requests.is_closed_loop else requests
+        self.env = simpy.Environment()
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.plans = plan_replicas(self.model, cluster, deployment)
+        n_req = len(requests)
+        last = float(requests.arrival_s.max()) if n_req else 0.0
+        self.cap_s = deployment.max_sim_time_s or last + 86400.0
+        self._timers: dict[tuple, StepTimer] = {}
+        self._timer_factory = timer_factory
+        self.replicas: list[Replica] = []
+        self.engines: list[Engine] = []
+        self._build()
+        self.seqs: list[SeqState] = []
+        self.rejected = 0
+        self.done = 0
+        self.not_issued = 0
+        self.links: dict[tuple, TransferLink] = {}
+        self.transfers: list[tuple[int, float, float, float]] = []
+        both = [r for r in self.replicas if r.role != "decode"]
+        self.front = both
+        self.back = [r for r in self.replicas if r.role == "decode"]
+        self.router = make_router(deployment.router)
+        self.back_router = make_router(deployment.router)
+        self._chains: dict[int, list[int]] = {}
+
+    # -- construction -------------------------------------------------------------------
+    def _timer(self, plan: ReplicaPlan) -> StepTimer:
+        e = plan.entry.engine
+        key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s)
+        t = self._timers.get(key)
+        if t is None:
+            if self._timer_factory is not None:
+                t = self._timer_factory(plan)
+            else:
+                t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
+                                   dtype=e.dtype, kv_dtype=e.kv_dtype,
+                                   sched_overhead_s=e.sched_overhead_s)
+            self._timers[key] = t
+        return t
+
+    def _draft_timer(self, plan: ReplicaPlan) -> StepTimer | None:
+        spec = plan.entry.engine.spec_decode
+        if spec is None or spec.method != "draft":
+            return None
+        draft = load_model(spec.draft_model)
+        par = ParallelConfig(tp=plan.parallel.tp if draft.num_heads % plan.parallel.tp == 0 else 1)
+        return GraphStepTimer(draft, plan.gpu, par, get_cost_model(plan.gpu), dtype=plan.entry.engine.dtype,
+                              sched_overhead_s=0.0)
+
+    def _build(self) -> None:
+        speeds = []
+        for plan in self.plans:
+            t = self._timer(plan)
+            d = float(t.decode_times(32, np.array([32 * 1024.0]))[0])
+            speeds.append(plan.parallel.pp / d)
+        ref = max(speeds) if speeds else 1.0
+        for plan, sp in zip(self.plans, speeds, strict=True):
+            e = plan.entry.engine
+            node = self.cluster.pools[plan.pool].node
+            host = get_link(node.host_link)
+            block_bytes = plan.kv_bytes_per_token_gpu * e.block_size
+            pp = plan.parallel.pp
+            engines = []
+            draft = self._draft_timer(plan)
+            for _ in range(pp):
+                eng = Engine(self.env, len(self.engines), plan.index, e, self._timer(plan),
+                             max(1, plan.kv_blocks // pp), rng=self.rng,
+                             stop_after_first_token=plan.entry.role == "prefill",
+                             block_bytes=block_bytes,
+                             host_bps=host.bandwidth_bps * host.efficiency,
+                             host_latency_s=host.latency_s, draft_timer=draft,
+                             on_done=self._on_done, cap_s=self.cap_s)
+                engines.append(eng)
+                self.engines.append(eng)
+            self.replicas.append(Replica(plan, engines, sp / ref))
+
+    # -- arrivals -----------------------------------------------------------------------
+    def _at(self, t: float) -> simpy.Event:
+        """An event at time ``t`` that fires before engine events at the same time, so an
+        iteration starting at ``t`` sees arrivals at ``t``."""
+        ev = simpy.Event(self.env)
+        ev._ok = True
+        ev._value = None
+        self.env.schedule(ev, URGENT, max(0.0, t - self.env.now))
+        return ev
+
+    def _open_loop(self, reqs: Any) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        for req in reqs:
+            if req.arrival_s >= self.cap_s:
+                self.not_issued += 1
+                continue
+            if req.arrival_s > env.now:
+                yield self._at(req.arrival_s)
+            self._arrive(req, req.arrival_s)
+
+    def _closed_loop_start(self) -> list[Request]:
+        """Split a closed-loop stream into per-client chains; return the chain heads and
+        the requests with no client (open loop)."""
+        cid = self.requests.client_id
+        heads: list[Request] = []
+        self._by_row: dict[int, Request] = {}
+        for row, req in enumerate(self.requests):
+            c = int(cid[row])
+            if c < 0:
+                heads.append(req)
+                continue
+            chain = self._chains.setdefault(c, [])
+            chain.append(row)
+            self._by_row[row] = req
+        for c, rows in self._chains.items():
+            heads.append(self._by_row[rows[0]])
+            rows.reverse()
+            rows.pop()
+            self._chains[c] = rows
+        heads.sort(key=lambda r: r.arrival_s)
+        return heads
+
+    def _issue_next(self, seq: SeqState) -> None:
+        c = seq.req.client_id
+        if c is None:
+            return
+        rows = self._chains.get(c)
+        if not rows:
+            return
+        nxt = self._by_row.pop(rows.pop())
+        t = self.env.now + nxt.think_s
+        if t >= self.cap_s:
+            self.not_issued += 1 + len(rows)
+            rows.clear()
+            return
+
+        def go() -> Generator[simpy.Event, Any, None]:
+            yield self._at(t)
+            self._arrive(nxt, t)
+
+        self.env.process(go())
+
+    def _arrive(self, req: Request, t: float) -> None:
+        seq = SeqState(req, t)
+        self.seqs.append(seq)
+        if self.progress is not None and len(self.seqs) % 1000 == 0:
+            self.progress(len(self.seqs), len(self.requests))
+        reps = self.front
+        rep = reps[self.router.route(seq, reps, t)]
+        seq.replica = rep.index
+        why = rep.fits(seq)
+        if not why and self.back:
+            why = self.back[0].fits(seq)
+        lim = self.deployment.queue_limit
+        if not why and lim is not None and rep.num_waiting() >= lim:
+            why = f"queue limit {lim} reached"
+        if why:
+            seq.rejected = why
+            seq.status = "rejected"
+            seq.finish_s = t
+            self.rejected += 1
+            self._issue_next(seq)
+            return
+        rep.add(seq)
+
+    # -- completions --------------------------------------------------------------------
+    def _on_done(self, seq: SeqState, eng: Engine) -> None:
+        if seq.status == "prefilled":
+            seq.prefill_replica = eng.replica
+            self.env.process(self._handoff(seq, self.replicas[eng.replica]))
+            return
+        if seq.status == "rejected":
+            self.rejected += 1
+        else:
+            self.done += 1
+        self._issue_next(seq)
+
+    def _link(self, src: Replica, dst: Replica) -> TransferLink:
+        sp, dp = src.plan, dst.plan
+        node = self.cluster.pools[sp.pool].node
+        if sp.pool == dp.pool and sp.node == dp.node:
+            key: tuple = ("scale_up", sp.index)
+            name = node.scale_up_link
+        elif sp.pool == dp.pool:
+            key, name = ("nic", sp.pool, sp.node), node.nic_link
+        else:
+            key, name = ("fabric", sp.pool, sp.node), self.cluster.scale_out_link
+        link = self.links.get(key)
+        if link is None:
+            link = TransferLink(self.env, get_link(name), sp.parallel.tp * sp.parallel.pp)
+            self.links[key] = link
+        return link
+
+    def kv_transfer_bytes(self, seq: SeqState) -> float:
+        """Whole-model KV bytes of the prompt (all layers, all KV heads)."""
+        m = self.model
+        eng = self.replicas[seq.prefill_replica].plan.entry.engine
+        from fleetsim.calibration.ops import dtype_bytes
+        kvd = eng.kv_dtype
+        return float(seq.prompt * m.num_layers * m.kv_cache_width * dtype_bytes(kvd))
+
+    def _handoff(self, seq: SeqState, src: Replica) -> Generator[simpy.Event, Any, None]:
+        now = self.env.now
+        dst = self.back[self.back_router.route(seq, self.back, now)]
+        link = self._link(src, dst)
+        nbytes = self.kv_transfer_bytes(seq)
+        t0 = self.env.now
+        yield from link.transfer(nbytes)
+        self.transfers.append((seq.req_id, t0, self.env.now, nbytes))
+        seq.status = "waiting"
+        dst.add(seq)
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.requests.is_closed_loop:
+            reqs: Any = self._closed_loop_start()
+        else:
+            reqs = iter(self.requests)
+        self.env.process(self._open_loop(reqs))
+        self.env.run()
+        if self.progress is not None:
+            self.progress(len(self.seqs), len(self.requests))
+
+    @property
+    def end_s(self) -> float:
+        ends = [e.clock for e in self.engines]
+        return max([self.env.now, *ends])
+
+
+def seq_finished(seq: SeqState) -> bool:
+    return seq.status == "finished" and not math.isnan(seq.finish_s)

@@ -1,0 +1,148 @@
+"""Serving deployment configuration: strict, nested pydantic models.
+
+A ``Deployment`` says how a model is served on a cluster: per pool (GPU type) the
+parallel layout of one replica, how many replicas, the engine knobs (scheduler, KV cache,
+preemption, prefix caching, speculative decoding) and the replica's role (``both``, or
+``prefill``/``decode`` for prefill/decode disaggregation); plus the router and the
+admission queue limit. Unknown keys are errors. Scheduler variants are a discriminated
+union on ``kind`` so YAML/JSON picks one by name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fleetsim.hardware.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: object) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"]) or type(self).__name__
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{type(self).__name__}: {loc}: {msg}") from None
+
+
+class VllmScheduler(_Strict):
+    """Continuous batching, vLLM-v1 style: every iteration first serves running requests
+    (decodes, unfinished prefill chunks), then admits waiting requests FCFS while the token
+    budget ``max_num_batched_tokens``, ``max_num_seqs`` and free KV blocks allow. With
+    ``chunked_prefill`` a prompt larger than the remaining budget is split over iterations;
+    without it a prompt must fit the budget whole (prompts longer than the budget are
+    rejected at admission)."""
+
+    kind: Literal["vllm"] = "vllm"
+    max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int = Field(8192, ge=1)
+    chunked_prefill: bool = True
+
+
+class StaticScheduler(_Strict):
+    """Request-level (static) batching baseline: when the engine is empty, admit up to
+    ``max_num_seqs`` waiting requests FCFS (KV reserved for prompt + output, so nothing is
+    ever preempted), prefill them together, decode until *all* finish, then admit again."""
+
+    kind: Literal["static"] = "static"
+    max_num_seqs: int = Field(32, ge=1)
+
+
+SchedulerConfig = Annotated[VllmScheduler | StaticScheduler, Field(discriminator="kind")]
+
+
+class SpecDecode(_Strict):
+    """Speculative decoding: a proposer drafts ``k`` tokens per sequence, the target model
+    verifies them in one step with ``k + 1`` query tokens. Each draft token is accepted with
+    probability ``acceptance_rate`` independently until the first rejection, so the tokens
+    emitted per step follow a geometric law truncated at ``k + 1`` with mean
+    ``(1 - a^(k+1)) / (1 - a)``. ``method="draft"`` runs ``k`` decode steps of
+    ``draft_model`` (same TP as the target); ``"ngram"`` proposes by prompt lookup at no GPU
+    cost."""
+
+    method: Literal["draft", "ngram"] = "ngram"
+    draft_model: str | None = None
+    num_speculative_tokens: int = Field(4, ge=1, le=64)
+    acceptance_rate: float = Field(0.7, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpecDecode:
+        if self.method == "draft" and not self.draft_model:
+            raise ValueError("method='draft' needs draft_model")
+        if self.method == "ngram" and self.draft_model:
+            raise ValueError("method='ngram' takes no draft_model")
+        return self
+
+
+class EngineConfig(_Strict):
+    """Knobs of one serving engine (one replica)."""
+
+    scheduler: SchedulerConfig = Field(default_factory=VllmScheduler)
+    block_size: int = Field(16, ge=1, le=1024)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    activation_reserve_bytes: float | None = Field(None, ge=0)
+    """GPU memory kept for activations/workspace per GPU; None: the peak activation of a
+    ``max_num_batched_tokens`` forward pass from ``workloads.memory`` (else 1 GiB)."""
+    preemption_mode: Literal["recompute", "swap"] = "recompute"
+    swap_space_bytes: float = Field(4 * 2**30, ge=0)
+    """Host memory per GPU for swapped-out KV blocks (vLLM's ``swap_space``)."""
+    enable_prefix_caching: bool = False
+    spec_decode: SpecDecode | None = None
+    dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    sched_overhead_s: float = Field(2e-3, ge=0)
+    """CPU time per engine iteration (scheduling, input preparation, detokenisation) that
+    the GPU waits on; vLLM v1 measures ~1-3 ms for an 8B model."""
+    fast_forward: bool = True
+    """Advance runs of identical pure-decode iterations in closed form (same results)."""
+
+
+class PoolDeployment(_Strict):
+    """Replicas of one layout on one pool of the cluster."""
+
+    gpu: str | None = None
+    """Catalog GPU name of the cluster pool to use; None: the first pool."""
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    ep: int = Field(1, ge=1)
+    replicas: int | None = Field(None, ge=1)
+    """None: as many as the pool's GPUs allow (left after earlier entries on that pool)."""
+    role: Literal["both", "prefill", "decode"] = "both"
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+
+RouterName = Literal["round_robin", "least_outstanding_tokens", "prefix_aware"]
+
+
+class Deployment(_Strict):
+    """How the model is served: replica groups, router, admission limit, time cap."""
+
+    pools: tuple[PoolDeployment, ...] = Field(min_length=1)
+    router: RouterName = "least_outstanding_tokens"
+    queue_limit: int | None = Field(None, ge=0)
+    """Most requests waiting (not yet running) per replica; an arrival routed to a replica
+    at the limit is rejected. None: unlimited."""
+    max_sim_time_s: float | None = Field(None, gt=0)
+    """Stop simulating at this time; requests not finished are reported unfinished.
+    None: last arrival + 24 h."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Deployment:
+        roles = {p.role for p in self.pools}
+        if ("prefill" in roles) != ("decode" in roles):
+            raise ValueError("disaggregation needs both a 'prefill' and a 'decode' pool entry")
+        if "both" in roles and len(roles) > 1:
+            raise ValueError("do not mix role 'both' with 'prefill'/'decode' entries")
+        return self
+
+    @property
+    def disaggregated(self) -> bool:
+        return any(p.role == "prefill" for p in self.pools)

@@ -1,0 +1,153 @@
+"""Iteration schedulers: which sequences run in the next engine iteration, with how many
+tokens each. Strategies are small classes with one method, ``schedule(state)``, looked up
+in ``SCHEDULERS`` by the config's ``kind``.
+
+Token accounting follows vLLM v1: a sequence has ``prompt + generated`` tokens, of which
+``computed`` have KV in the cache; an iteration computes ``n`` more. When ``computed``
+reaches ``prompt + generated`` the iteration samples the next token. A decode is the case
+``n == 1`` on a sequence that already produced a token; a prefill (or a recompute after
+preemption) is everything else.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from fleetsim.sim.serving.config import StaticScheduler, VllmScheduler
+
+if TYPE_CHECKING:
+    from fleetsim.sim.serving.engine import Engine, SeqState
+
+
+class Plan:
+    """One iteration: ``items`` are (sequence, new tokens); ``preempted`` were evicted to
+    make room; ``swapped_in_blocks``/``swapped_out_blocks`` are KV blocks moved over the
+    host link before the forward pass."""
+
+    __slots__ = ("items", "preempted", "swapped_in_blocks", "swapped_out_blocks", "admitted")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[SeqState, int]] = []
+        self.preempted: list[SeqState] = []
+        self.swapped_in_blocks = 0
+        self.swapped_out_blocks = 0
+        self.admitted = 0
+
+
+def _blocks_needed(eng: Engine, seq: SeqState, n: int) -> int:
+    return max(0, eng.kv.blocks_for(seq.computed + n + eng.lookahead) - seq.held_blocks())
+
+
+class VllmSchedulerStrategy:
+    """Running requests first (oldest first), then waiting FCFS (see ``VllmScheduler``).
+
+    When a running request needs a KV block and none is available, the most recently
+    admitted running request is preempted (recompute: its blocks are freed and it rejoins
+    the head of the queue; swap: its blocks move to host memory) - vLLM's policy.
+    """
+
+    def __init__(self, cfg: VllmScheduler) -> None:
+        self.cfg = cfg
+
+    def arrivals_matter(self, eng: Engine) -> bool:
+        """Whether a new arrival could change the next plan of a pure-decode engine."""
+        return len(eng.running) < self.cfg.max_num_seqs
+
+    def schedule(self, eng: Engine) -> Plan:
+        cfg = self.cfg
+        plan = Plan()
+        budget = cfg.max_num_batched_tokens
+        running = eng.running
+        kv = eng.kv
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            n = min(seq.prompt + seq.generated - seq.computed, budget)
+            need = _blocks_needed(eng, seq, n)
+            while need > kv.available():
+                victim = running[-1]
+                eng.preempt(victim, plan)
+                if victim is seq:
+                    break
+            else:
+                kv.allocate(need)
+                seq.own_blocks += need
+                plan.items.append((seq, n))
+                budget -= n + (eng.lookahead if n == 1 and seq.generated else 0)
+                i += 1
+                continue
+            break
+        if plan.preempted:
+            return plan
+        waiting = eng.waiting
+        while waiting and len(running) < cfg.max_num_seqs and budget > 0:
+            seq = waiting[0]
+            if seq.swapped_blocks:
+                if seq.swapped_blocks > kv.available():
+                    break
+                eng.swap_in(seq, plan)
+                n = min(seq.prompt + seq.generated - seq.computed, budget)
+            else:
+                if seq.computed == 0:
+                    eng.match_prefix(seq)
+                n = seq.prompt + seq.generated - seq.computed
+                if n > budget:
+                    if not cfg.chunked_prefill:
+                        break
+                    n = budget
+                need = _blocks_needed(eng, seq, n)
+                if need > kv.available():
+                    eng.unmatch_prefix(seq)
+                    break
+                eng.take_prefix(seq)
+                kv.allocate(need)
+                seq.own_blocks += need
+            waiting.popleft()
+            running.append(seq)
+            eng.on_admit(seq)
+            plan.items.append((seq, n))
+            plan.admitted += 1
+            budget -= n
+        return plan
+
+
+class StaticSchedulerStrategy:
+    """Request-level batching (see ``StaticScheduler``)."""
+
+    def __init__(self, cfg: StaticScheduler) -> None:
+        self.cfg = cfg
+
+    def arrivals_matter(self, eng: Engine) -> bool:
+        return not eng.running
+
+    def schedule(self, eng: Engine) -> Plan:
+        plan = Plan()
+        running = eng.running
+        kv = eng.kv
+        if running:
+            for seq in running:
+                n = seq.prompt + seq.generated - seq.computed
+                plan.items.append((seq, n))
+            return plan
+        waiting: deque[SeqState] = eng.waiting
+        while waiting and len(running) < self.cfg.max_num_seqs:
+            seq = waiting[0]
+            need = kv.blocks_for(seq.prompt + seq.output)
+            if need > kv.available():
+                break
+            kv.allocate(need)
+            seq.own_blocks += need
+            waiting.popleft()
+            running.append(seq)
+            eng.on_admit(seq)
+            plan.items.append((seq, seq.prompt - seq.computed))
+            plan.admitted += 1
+        return plan
+
+
+SCHEDULERS = {"vllm": VllmSchedulerStrategy, "static": StaticSchedulerStrategy}
+
+
+def make_scheduler(cfg: VllmScheduler | StaticScheduler) -> VllmSchedulerStrategy | StaticSchedulerStrategy:
+    return SCHEDULERS[cfg.kind](cfg)  # type: ignore[arg-type]

@@ -1,0 +1,277 @@
+"""Iteration time of a serving engine: the op graph priced by the cost model, made fast.
+
+One engine iteration runs the op graph of its batch (``workloads.graph.serving_step_ops``)
+on every pipeline stage in turn; its time is ``sum(op time * op.count)`` over stages plus
+a per-iteration CPU scheduling overhead. Pure-decode iterations replay CUDA graphs
+(``graphs=True``) up to ``CUDA_GRAPH_MAX_BATCH`` sequences, as vLLM captures them;
+iterations with prefill run eagerly.
+
+Pricing the graph every iteration is too slow for 10^6 requests, so ``StepTimer`` splits
+the graph's operators, by name, into parts that each depend on one aggregate of the batch:
+
+* token part (GEMMs, norms, rotary, KV write, TP/EP collectives, PP send): a function of the
+  total new tokens ``T`` only - tabulated on every integer up to 512, then 16 points per
+  octave, linearly interpolated;
+* emit part (LM head, logits gather, sampling): a function of the sampled sequences ``S``;
+* decode attention: the cost model prices an attention op from its totals (score pairs,
+  query and KV tokens, batch), and for decodes score pairs = KV tokens, so it is a
+  function of (decode sequences ``B``, total context ``C``) - tabulated per ``B`` on a log
+  grid of ``C / B`` (64 points), interpolated;
+* prefill attention: priced per iteration from one attention op (per stage and layer
+  group) holding the iteration's prefill chunks - exact, and cheap because it is a single
+  op.
+
+The approximation is only the interpolation of the token/decode tables between grid
+points (tests check it against direct pricing of the full graph). Sliding-window decode
+attention uses the mean context per sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from math import ceil
+from typing import Protocol
+
+import numpy as np
+from fleetsim.calibration.ops import AttentionOp, GemmOp, Op
+from fleetsim.hardware.specs import GPUSpec
+from fleetsim.workloads.graph import serving_step_ops
+from fleetsim.workloads.models import ModelSpec
+from fleetsim.workloads.parallel import ParallelConfig, Seq
+
+CUDA_GRAPH_MAX_BATCH = 512
+"""Largest decode batch replayed as a CUDA graph (vLLM's default max capture size)."""
+
+_EMIT_OPS = frozenset({"lm_head", "logits_gather", "sampling"})
+_DECODE_ATTN_OPS = frozenset({"attn_decode", "q_absorb", "o_absorb"})
+_PREFILL_ATTN_OPS = frozenset({"attn_prefill", "attn_prefill_window", "kv_b_proj"})
+_ATTN_OPS = _DECODE_ATTN_OPS | _PREFILL_ATTN_OPS
+
+
+class StepTimer(Protocol):
+    """What an engine needs: seconds per iteration, including scheduling overhead."""
+
+    def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
+        """Pure-decode iterations of ``num_seqs`` sequences whose KV lengths (including the
+        new token) sum to each entry of ``ctx_total``."""
+        ...
+
+    def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
+                  sampled: int, dec_q: int = 1) -> float:
+        """A mixed iteration: ``dec_n`` decodes (``dec_q`` query tokens each, KV lengths
+        summing to ``dec_ctx``) plus prefill chunks of ``pre_q`` tokens reaching KV lengths
+        ``pre_kv``; ``sampled`` prefill chunks end their prompt and emit a token."""
+        ...
+
+
+def _grid(n_max: int, dense_upto: int = 512, per_octave: int = 16) -> np.ndarray:
+    """Every integer up to ``dense_upto``, then ``per_octave`` log-spaced integers per
+    doubling up to ``n_max``."""
+    dense = np.arange(1, min(n_max, dense_upto) + 1, dtype=float)
+    if n_max <= dense_upto:
+        return dense
+    octaves = np.log2(n_max / dense_upto)
+    pts = dense_upto * 2.0 ** np.linspace(0, octaves, int(ceil(octaves * per_octave)) + 1)
+    return np.unique(np.concatenate([dense, np.round(pts), [float(n_max)]]))
+
+
+def _spread(total: int, n: int) -> tuple[int, ...]:
+    """``n`` positive integers summing to ``total`` (as equal as possible)."""
+    base, extra = divmod(int(total), n)
+    return (base + 1,) * extra + (base,) * (n - extra)
+
+
+class GraphStepTimer:
+    """Surrogate iteration time for one (model, GPU, parallel layout, dtypes)."""
+
+    def __init__(self, model: ModelSpec, gpu: GPUSpec, parallel: ParallelConfig, cost_model: object,
+                 *, dtype: str = "bf16", kv_dtype: str | None = None,
+                 sched_overhead_s: float = 2e-3, max_context: int | None = None) -> None:
+        parallel.validate_for(model)
+        self.model = model
+        self.gpu = gpu
+        self.parallel = parallel
+        self.cost = cost_model
+        self.dtype = dtype
+        self.kv_dtype = kv_dtype
+        self.overhead_s = float(sched_overhead_s)
+        self.max_context = int(max_context or model.max_position_embeddings)
+        self.stages: tuple[int | None, ...] = (
+            (None,) if parallel.pp == 1 else tuple(range(parallel.pp)))
+        self._token: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+        self._emit: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+        self._dec: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._ctx_grid = np.unique(np.round(np.geomspace(1, self.max_context + 1, 64)))
+        # Prefill attention templates: (stage ops with a placeholder batch).
+        self._pre_templates = [op for st in self.stages for op in self._ops([Seq(16, 16)], st)
+                               if op.name in _PREFILL_ATTN_OPS]
+        big = self.max_context
+        self._dec_templates: list[tuple[Op, int | None]] = []
+        for st in self.stages:
+            for op in self._ops([Seq(1, big)], st):
+                if op.name in _DECODE_ATTN_OPS:
+                    cap = None
+                    if isinstance(op, AttentionOp) and op.kv_lens[0] < big + 1:
+                        cap = op.kv_lens[0]
+                    self._dec_templates.append((op, cap))
+
+    # -- direct pricing (the oracle) ------------------------------------------------------
+    def _ops(self, batch: Sequence[Seq], stage: int | None) -> list[Op]:
+        return serving_step_ops(self.model, batch, self.parallel, self.dtype, self.kv_dtype,
+                                stage=stage)
+
+    def _price(self, ops: Sequence[Op], graphs: bool) -> float:
+        if not ops:
+            return 0.0
+        t, _ = self.cost.op_times(ops, self.gpu, graphs=graphs)  # type: ignore[attr-defined]
+        counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
+        return float(t @ counts)
+
+    def direct_time(self, batch: Sequence[Seq], graphs: bool | None = None) -> float:
+        """Price the full op graph of ``batch`` on every stage (no surrogate)."""
+        if graphs is None:
+            graphs = all(s.is_decode for s in batch) and len(batch) <= CUDA_GRAPH_MAX_BATCH
+        ops = [op for st in self.stages for op in self._ops(batch, st)]
+        return self._price(ops, graphs) + self.overhead_s
+
+    # -- tables -------------------------------------------------------------------------
+    def _table(self, store: dict, key: object, n_max: int, ops_for) -> tuple[np.ndarray, np.ndarray]:
+        """Tabulate ``sum(op time * count)`` of ``ops_for(x)`` on ``_grid`` up to ``n_max``
+        (grown by doubling), pricing every grid point in one batched cost-model call."""
+        tab = store.get(key)
+        if tab is None or tab[0][-1] < n_max:
+            top = max(n_max, 1 if tab is None else int(tab[0][-1]) * 2)
+            grid = _grid(top)
+            per_point = [ops_for(int(x)) for x in grid]
+            flat = [op for ops in per_point for op in ops]
+            t, _ = self.cost.op_times(flat, self.gpu, graphs=key if isinstance(key, bool) else False)  # type: ignore[attr-defined]
+            counts = np.fromiter((op.count for op in flat), dtype=float, count=len(flat))
+            seg = np.repeat(np.arange(len(grid)), [len(o) for o in per_point])
+            val = np.bincount(seg, weights=t * counts, minlength=len(grid))
+            tab = (grid, val)
+            store[key] = tab
+        return tab
+
+    def _part_ops(self, batch: Sequence[Seq], names: frozenset[str], keep: bool) -> list[Op]:
+        return [op for st in self.stages for op in self._ops(batch, st) if (op.name in names) == keep]
+
+    def token_time(self, tokens: np.ndarray | int, graphs: bool) -> np.ndarray:
+        """Token part for ``tokens`` new tokens (no attention, no LM head)."""
+        x = np.asarray(tokens, dtype=float)
+        grid, val = self._table(self._token, graphs, int(x.max()), lambda t: self._part_ops(
+            [Seq(t, 0, emits_token=False)], _ATTN_OPS | _EMIT_OPS, False))
+        return np.interp(x, grid, val)
+
+    def emit_time(self, sampled: np.ndarray | int, graphs: bool) -> np.ndarray:
+        """LM head, logits gather and sampling for ``sampled`` sequences."""
+        x = np.asarray(sampled, dtype=float)
+        if float(x.max()) <= 0:
+            return np.zeros_like(x)
+        grid, val = self._table(self._emit, graphs, int(x.max()), lambda s: self._part_ops(
+            [Seq(1, 0)] * s, _EMIT_OPS, True))
+        return np.where(x > 0, np.interp(x, grid, val), 0.0)
+
+    def decode_attention_time(self, num_seqs: int, ctx_total: np.ndarray, graphs: bool) -> np.ndarray:
+        """Decode attention of ``num_seqs`` sequences with ``ctx_total`` KV tokens in all."""
+        key = (num_seqs, graphs)
+        tab = self._dec.get(key)
+        if tab is None:
+            grid = self._ctx_grid
+            per_point = [self._decode_attn_ops(num_seqs, int(c)) for c in grid]
+            flat = [op for ops in per_point for op in ops]
+            t, _ = self.cost.op_times(flat, self.gpu, graphs=graphs)  # type: ignore[attr-defined]
+            counts = np.fromiter((op.count for op in flat), dtype=float, count=len(flat))
+            tab = (grid, (t * counts).reshape(len(grid), -1).sum(axis=1))
+            self._dec[key] = tab
+        return np.interp(np.asarray(ctx_total, dtype=float) / num_seqs, tab[0], tab[1])
+
+    def _decode_attn_ops(self, num_seqs: int, kv_mean: int) -> list[Op]:
+        """The graph's decode-attention ops for ``num_seqs`` sequences of ``kv_mean`` KV
+        tokens each (from templates; a local layer caps each KV length at its window)."""
+        out: list[Op] = []
+        kvs = _spread(kv_mean * num_seqs, num_seqs)
+        for t, cap in self._dec_templates:
+            if isinstance(t, AttentionOp):
+                kv = kvs if cap is None else tuple(min(k, cap) for k in kvs)
+                out.append(replace(t, q_lens=(1,) * num_seqs, kv_lens=kv))
+            elif isinstance(t, GemmOp):
+                out.append(replace(t, m=num_seqs))
+            else:
+                out.append(t)
+        return out
+
+    def prefill_attention_time(self, q: Sequence[int], kv: Sequence[int], graphs: bool = False) -> float:
+        """Attention of prefill chunks (``q[i]`` new tokens reaching KV length ``kv[i]``),
+        priced from one op per stage and layer group."""
+        if not q:
+            return 0.0
+        qs, kvs = tuple(int(x) for x in q), tuple(int(x) for x in kv)
+        w = self.model.sliding_window
+        ops: list[Op] = []
+        for t in self._pre_templates:
+            if isinstance(t, AttentionOp):
+                if t.name == "attn_prefill_window" and w is not None:
+                    pairs = [min(k, w) * qq for qq, k in zip(qs, kvs, strict=True)]
+                    ops.append(replace(t, q_lens=qs, kv_lens=tuple(
+                        max(1, ceil(p / qq)) for p, qq in zip(pairs, qs, strict=True))))
+                else:
+                    ops.append(replace(t, q_lens=qs, kv_lens=kvs))
+            elif isinstance(t, GemmOp):
+                ops.append(replace(t, m=sum(kvs)))
+        return self._price(ops, graphs)
+
+    # -- the StepTimer protocol ---------------------------------------------------------
+    def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
+        graphs = num_seqs <= CUDA_GRAPH_MAX_BATCH
+        ctx = np.asarray(ctx_total, dtype=float)
+        fixed = float(self.token_time(num_seqs, graphs)) + float(self.emit_time(num_seqs, graphs))
+        return fixed + self.decode_attention_time(num_seqs, ctx, graphs) + self.overhead_s
+
+    def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
+                  sampled: int, dec_q: int = 1) -> float:
+        if not pre_q and dec_q == 1:
+            return float(self.decode_times(dec_n, np.array([dec_ctx]))[0])
+        tokens = dec_n * dec_q + int(sum(pre_q))
+        t = float(self.token_time(tokens, False))
+        emit = sampled + dec_n * dec_q
+        t += float(self.emit_time(emit, False))
+        q = list(pre_q)
+        kv = list(pre_kv)
+        if dec_n and dec_q == 1:
+            t += float(self.decode_attention_time(dec_n, np.array([dec_ctx]), False)[0])
+        elif dec_n:
+            q += [dec_q] * dec_n
+            kv += list(_spread(dec_ctx, dec_n))
+        t += self.prefill_attention_time(q, kv, False)
+        return t + self.overhead_s
+
+    def max_decode_throughput(self, num_seqs: int, context: int) -> float:
+        """Tokens/s of back-to-back decode iterations of ``num_seqs`` sequences at
+        ``context`` tokens each: an upper bound for the engine's output rate there."""
+        d = float(self.decode_times(num_seqs, np.array([float(num_seqs * context)]))[0])
+        return num_seqs / d
+
+
+class AffineStepTimer:
+    """Analytic iteration time ``base + per_token * T + per_ctx * C + per_seq * S``
+    (T new tokens, C KV tokens attended, S sequences sampled), the same for decode and
+    mixed iterations. For queueing what-ifs and hand-checkable tests."""
+
+    def __init__(self, base_s: float, per_token_s: float = 0.0, per_ctx_s: float = 0.0,
+                 per_seq_s: float = 0.0) -> None:
+        self.base_s = base_s
+        self.per_token_s = per_token_s
+        self.per_ctx_s = per_ctx_s
+        self.per_seq_s = per_seq_s
+
+    def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
+        ctx = np.asarray(ctx_total, dtype=float)
+        return (self.base_s + self.per_token_s * num_seqs + self.per_seq_s * num_seqs) + self.per_ctx_s * ctx
+
+    def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
+                  sampled: int, dec_q: int = 1) -> float:
+        tokens = dec_n * dec_q + sum(pre_q)
+        ctx = dec_ctx + sum(pre_kv)
+        return (self.base_s + self.per_token_s * tokens + self.per_seq_s * (sampled + dec_n)
+                + self.per_ctx_s * ctx)
