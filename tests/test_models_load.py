@@ -105,3 +105,20 @@ def test_spec_is_frozen_and_hashable() -> None:
     with pytest.raises(ValidationError):
         m.hidden_size = 1  # type: ignore[misc]
     assert {m: 1}[load_model("gpt2")] == 1
+
+
+def test_qwen_sliding_window_flags() -> None:
+    cfg = json.loads((Path(__file__).parents[1] / "workloads/catalog/qwen2.5-7b.json").read_text())
+    assert load_model(cfg).sliding_window is None  # use_sliding_window false
+    on = {**cfg, "use_sliding_window": True, "sliding_window": 4096}
+    assert load_model({**on, "max_window_layers": 28}).sliding_window is None  # no layer >= 28
+    m = load_model({**on, "max_window_layers": 0})
+    assert m.sliding_window == 4096 and m.is_local_layer(5)
+    with pytest.raises(SpecError, match="max_window_layers"):
+        load_model({**on, "max_window_layers": 14})
+
+
+def test_mistral_window_on_every_layer() -> None:
+    cfg = json.loads((Path(__file__).parents[1] / "workloads/catalog/llama-3.1-8b.json").read_text())
+    m = load_model({**cfg, "model_type": "mistral", "sliding_window": 4096})
+    assert all(m.is_local_layer(i) for i in range(m.num_layers))

@@ -194,13 +194,16 @@ def _qwen2(c: _Cfg) -> dict[str, Any]:
 
 
 def _qwen_window(c: _Cfg, layers: int) -> dict[str, Any]:
-    # Qwen applies the window only when use_sliding_window and only on layers >= max_window_layers;
-    # the released Qwen2.5/Qwen3 configs have it off, and partial windows are not modelled.
+    """Qwen applies the window only with use_sliding_window, and then only on layers with
+    index >= max_window_layers; a window on some layers only is not modelled."""
     if c.opt("use_sliding_window", False) and c.opt("sliding_window", None):
-        if int(c.opt("max_window_layers", 0)) > 0:
+        first = int(c.opt("max_window_layers", 0))
+        if first >= layers:
+            return {}
+        if first > 0:
             raise SpecError(
-                f"{c.model_type} config ({c.where}): use_sliding_window with max_window_layers > 0 "
-                "(window on some layers only) is not supported"
+                f"{c.model_type} config ({c.where}): sliding window on layers {first}..{layers - 1} "
+                "only (max_window_layers) is not supported"
             )
         return {"sliding_window": int(c.d["sliding_window"])}
     return {}
