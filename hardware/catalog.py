@@ -91,14 +91,21 @@ def _table(kind: str) -> _Table:
 # ---------------------------------------------------------------- YAML with line numbers
 
 
+def show_path(path: str | Path) -> str:
+    """``path`` as text for a one-line message (quoted when it holds control characters)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse ``path`` and also compose its node tree, whose marks give line numbers."""
+    where = show_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(f"file not found: {path}") from None
+        raise SpecError(f"file not found: {where}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SpecError(f"cannot read {path}: {exc}") from None
+        raise SpecError(f"cannot read {where}: {type(exc).__name__}") from None
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -106,7 +113,7 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}{line}: malformed YAML: {problem}") from None
+        raise SpecError(f"{where}{line}: malformed YAML: {' '.join(problem.split())}") from None
     return data, node
 
 
@@ -162,7 +169,7 @@ def _build(data: Any, model: type[Spec], where: str, node: yaml.Node | None = No
 
 def _load_file(path: Path, model: type[BaseModel], kind: str) -> Any:
     data, node = _read_yaml(Path(path))
-    return _build(data, model, str(path), node)  # type: ignore[type-var]
+    return _build(data, model, show_path(path), node)  # type: ignore[type-var]
 
 
 # ---------------------------------------------------------------- public lookups

@@ -192,7 +192,7 @@ def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", node: 
 def load_cluster_file(path: str | Path) -> ClusterSpec:
     """Load a cluster YAML file; errors name the file, line and key."""
     data, node = catalog._read_yaml(Path(path))
-    return cluster_from_mapping(data, str(path), node)
+    return cluster_from_mapping(data, catalog.show_path(path), node)
 
 
 def _looks_like_path(text: str) -> bool:
