@@ -189,6 +189,14 @@ def test_fp8_weights_and_kv() -> None:
         serving_step_ops(m, [Seq(1, 100)], dtype="fp9")
 
 
+def test_serving_rejects_cp_and_sp() -> None:
+    m = load_model("llama-3.1-8b")
+    with pytest.raises(ConfigError, match="cp=2"):
+        serving_step_ops(m, [Seq(4)], ParallelConfig(cp=2))
+    with pytest.raises(ConfigError, match="sequence_parallel=True"):
+        serving_step_ops(m, [Seq(4)], ParallelConfig(tp=2, sequence_parallel=True))
+
+
 def test_empty_batch_and_bad_seq() -> None:
     m = load_model("gpt2")
     assert serving_step_ops(m, []) == []

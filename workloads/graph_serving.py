@@ -53,6 +53,11 @@ _Group = tuple[LayerKind, bool, int]
 def _stage_plan(model: ModelSpec, parallel: ParallelConfig, stage: int | None
                 ) -> tuple[tuple[_Group, ...], bool, bool]:
     parallel.validate_for(model)
+    if parallel.cp > 1 or parallel.sequence_parallel:
+        raise ConfigError(
+            f"serving graphs do not model context or sequence parallelism (cp={parallel.cp}, "
+            f"sequence_parallel={parallel.sequence_parallel})"
+        )
     layers, first, last = resolve_stage(parallel, model, stage)
     return tuple(layer_groups(model, layers)), first, last
 
