@@ -165,8 +165,8 @@ class QuantileLength(_Length):
         """``Q(q)`` before rounding."""
         p, v = np.asarray(self.probs), np.asarray(self.values, dtype=np.float64)
         if self.interpolation == "log":
-            return np.exp(np.interp(q, p, np.log(v)))
-        return np.interp(q, p, v)
+            return np.asarray(np.exp(np.interp(q, p, np.log(v))))
+        return np.asarray(np.interp(q, p, v))
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.rint(self.quantile(rng.random(self._n(n)))).astype(np.int64)
