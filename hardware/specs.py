@@ -209,5 +209,15 @@ class ClusterSpec(Frozen):
         return tuple(dict.fromkeys(p.node.gpu for p in self.pools))
 
     def gpus_of(self, gpu: str) -> int:
-        """Number of accelerators of catalog type ``gpu`` (exact canonical name)."""
-        return sum(p.gpus for p in self.pools if p.node.gpu == gpu)
+        """Number of accelerators of type ``gpu`` (catalog name or alias)."""
+        from fleetsim.hardware.catalog import get_gpu
+
+        name = gpu if any(p.node.gpu == gpu for p in self.pools) else get_gpu(gpu).name
+        return sum(p.gpus for p in self.pools if p.node.gpu == name)
+
+    def hourly_price_usd(self) -> float:
+        """``price_per_hour_usd`` when given, else the sum of catalog node/GPU prices
+        (see ``fleetsim.hardware.cluster.price_per_hour``)."""
+        from fleetsim.hardware.cluster import price_per_hour
+
+        return price_per_hour(self)

@@ -55,6 +55,8 @@ def test_mixed_pools_and_gpu_types() -> None:
     c = load_cluster("16xH100+32xL4")
     assert c.gpu_types == ("H100-SXM", "L4")
     assert c.gpus_of("H100-SXM") == 16 and c.gpus_of("L4") == 32
+    assert c.gpus_of("h100") == 16 and c.gpus_of("A100") == 0
+    assert c.hourly_price_usd() == pytest.approx(16 * 2.99 + 32 * 0.8048)
     assert c.num_nodes == 6
     # the fabric between pools is the slower NIC: the L4 nodes' 100 GbE
     assert c.scale_out_link == "Ethernet-100G"
