@@ -206,6 +206,62 @@ class TrainEstimate:
         return write_chrome_trace(spans, path, metadata=meta)
 
 
+def build_train_job(
+    model: str | dict | ModelSpec,
+    cluster: str | ClusterSpec,
+    parallel: Any = None,
+    micro_batch: int = 1,
+    global_batch: int | None = None,
+    seq_len: int = 2048,
+    *,
+    recompute: str = "none",
+    zero: int = 0,
+    fsdp: bool = False,
+    schedule: str = "1f1b",
+    dtype: str = "bf16",
+    tp: int | None = None,
+    pp: int | None = None,
+    dp: int | None = None,
+    cp: int | None = None,
+    ep: int | None = None,
+    vpp: int | None = None,
+    sequence_parallel: bool | None = None,
+    placement: tuple[str, ...] | None = None,
+    offload_optimizer: str | None = None,
+    offload_params: str | None = None,
+    precision: str = "mixed",
+    grad_dtype: str = "fp32",
+    attention: str = "flash",
+    dropout: bool = False,
+    overlap_grad_reduce: bool = True,
+    grad_bucket_bytes: float | None = None,
+    pool: int = 0,
+) -> TrainJob:
+    """The validated-by-pydantic ``TrainJob`` that ``estimate_train_step`` would simulate."""
+    spec = load_model(model) if not isinstance(model, ModelSpec) else model
+    cl = _cluster(cluster)
+    if not 0 <= pool < len(cl.pools):
+        raise ConfigError(f"pool index {pool} but cluster {cl.name!r} has {len(cl.pools)} pool(s)")
+    if global_batch is None:
+        raise ConfigError("global_batch (sequences per step) is required")
+    par = _parallel(parallel, cl.pools[pool].gpus, {
+        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
+        "sequence_parallel": sequence_parallel, "order": placement,
+    })
+    if par.vpp > 1 and schedule == "1f1b":
+        schedule = "interleaved"
+    kwargs: dict[str, Any] = dict(
+        model=spec, cluster=cl, global_batch=global_batch, seq_len=seq_len, micro_batch=micro_batch,
+        parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
+        recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
+        offload_optimizer=offload_optimizer, offload_params=offload_params,
+        overlap_grad_reduce=overlap_grad_reduce, pool=pool,
+    )
+    if grad_bucket_bytes is not None:
+        kwargs["grad_bucket_bytes"] = grad_bucket_bytes
+    return make_job(**kwargs)
+
+
 def estimate_train_step(
     model: str | dict | ModelSpec,
     cluster: str | ClusterSpec,
@@ -250,28 +306,8 @@ def estimate_train_step(
     for layouts that do not divide and ``InfeasibleError`` (with the breakdown) when the
     step does not fit in memory.
     """
-    spec = load_model(model) if not isinstance(model, ModelSpec) else model
-    cl = _cluster(cluster)
-    if not 0 <= pool < len(cl.pools):
-        raise ConfigError(f"pool index {pool} but cluster {cl.name!r} has {len(cl.pools)} pool(s)")
-    if global_batch is None:
-        raise ConfigError("global_batch (sequences per step) is required")
-    par = _parallel(parallel, cl.pools[pool].gpus, {
-        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
-        "sequence_parallel": sequence_parallel, "order": placement,
-    })
-    if par.vpp > 1 and schedule == "1f1b":
-        schedule = "interleaved"
-    kwargs: dict[str, Any] = dict(
-        model=spec, cluster=cl, global_batch=global_batch, seq_len=seq_len, micro_batch=micro_batch,
-        parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
-        recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
-        offload_optimizer=offload_optimizer, offload_params=offload_params,
-        overlap_grad_reduce=overlap_grad_reduce, pool=pool,
-    )
-    if grad_bucket_bytes is not None:
-        kwargs["grad_bucket_bytes"] = grad_bucket_bytes
-    job = make_job(**kwargs)
+    args = {k: v for k, v in locals().items() if k not in ("gpu", "cost_model", "record_timeline", "check_memory")}
+    job = build_train_job(**args)
     return TrainEstimate(simulate_step(job, gpu, cost_model, record=record_timeline, check_memory=check_memory))
 
 
@@ -285,4 +321,4 @@ def _recipe(dtype: str, precision: str, grad_dtype: str, attention: str, dropout
                        attention=attention, dropout=dropout)  # type: ignore[arg-type]
 
 
-__all__ = ["TrainEstimate", "estimate_train_step"]
+__all__ = ["TrainEstimate", "build_train_job", "estimate_train_step"]

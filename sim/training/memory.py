@@ -127,9 +127,10 @@ def activation_bytes_per_layer(job: TrainJob, kind: LayerKind) -> float:
         f = m.intermediate_size
         inside += 8 * f if m.mlp_gated else 4 * f
     per_token = outside / (t if par.sequence_parallel else 1) + inside / t
-    if r.attention == "eager" and job.recompute != "selective":
-        # softmax output (2), its dropout mask (1) and dropout output (2) per (head, key)
-        per_token += (2 + 3 * mask) * m.num_heads * job.seq_len / t
+    if r.attention == "eager":
+        if job.recompute != "selective":
+            # softmax output (2), its dropout mask (1) and dropout output (2) per (head, key)
+            per_token += (2 + 3 * mask) * m.num_heads * job.seq_len / t
     else:
         per_token += 4.0 * m.num_heads / t  # flash attention's fp32 log-sum-exp
     return s * b * per_token

@@ -145,6 +145,14 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
     return float(t_copy.sum()) + cpu_adam + nvme
 
 
+def stage_memories(job: TrainJob) -> list[MemoryBreakdown]:
+    """Memory of every pipeline stage, activations held as the schedule dictates."""
+    validate_job(job)
+    par = job.parallel
+    orders = stage_orders(job.schedule, par.pp, job.grad_accum, par.vpp)
+    return [stage_memory(job, s, max_in_flight(orders[s])) for s in range(par.pp)]
+
+
 def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *,
                   record: bool = True, check_memory: bool = True,
                   comm_slowdown: float = COMM_SLOWDOWN) -> StepResult:
