@@ -145,3 +145,17 @@ def test_bad_inputs() -> None:
         training_microbatch_ops(m, ParallelConfig(), 1, 128, recompute="some")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="micro_batch"):
         training_microbatch_ops(m, ParallelConfig(), 0, 128)
+
+
+def test_pipeline_sends_once_per_boundary() -> None:
+    m = load_model("llama-3.1-8b")
+    par = ParallelConfig(pp=4)
+    for stage in range(4):
+        d = training_microbatch_ops(m, par, 2, 1024, stage=stage)
+        fwd = [o for o in d["forward"] if isinstance(o, CollectiveOp)]
+        bwd = [o for o in d["backward"] if isinstance(o, CollectiveOp)]
+        assert [o.name for o in fwd] == (["pp_send"] if stage < 3 else [])
+        assert [o.name for o in bwd] == (["pp_send_grad"] if stage > 0 else [])
+        assert all(o.bytes == 2048 * 4096 * 2 for o in fwd + bwd)
+        assert any(o.name == "embedding" for o in d["forward"]) == (stage == 0)
+        assert any(o.name == "lm_head" for o in d["forward"]) == (stage == 3)

@@ -19,6 +19,9 @@ Backward conventions:
   that profiles the backward kernel recognises it by name; the true dims are dims / 2.5.
 * Elementwise ops have ``<name>_bwd`` twins moving 1.5x the forward bytes (read x and dy,
   write dx), with the same FLOPs.
+* Pipeline: a stage sends its output activations forward (``pp_send``, all stages but the
+  last) and its input gradients backward (``pp_send_grad``, all but the first); receives are
+  the peers' sends and are not listed again.
 * Recompute "full" replays each layer's whole forward (collectives included) at the start of
   the backward (``recompute.`` prefix); "selective" replays only the attention core.
 """
@@ -157,6 +160,8 @@ _BWD_COLLECTIVE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather
 
 def _backward_of(op: Op) -> list[Op]:
     """The backward ops of one forward op (see module docstring)."""
+    if op.name == "pp_send":  # its gradient travels the other way: pp_send_grad upstream
+        return []
     if isinstance(op, GemmOp):
         return [replace(op, name=f"{op.name}_dgrad", n=op.k, k=op.n),
                 replace(op, name=f"{op.name}_wgrad", m=op.k, n=op.n, k=op.m)]
@@ -214,8 +219,6 @@ def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = 
         if tp > 1:
             kind = "reduce_scatter" if par.sequence_parallel else "all_reduce"
             fwd.append(collective("embed_tp_reduce", kind, T * h * ab, tp, 1))
-    else:
-        fwd.append(collective("pp_recv", "send_recv", Tn * h * ab, 2, 1))
     layer_ops: list[Op] = []
     attn_ops: list[Op] = []
     for kind, local, n in layer_groups(model, layers):
@@ -240,4 +243,6 @@ def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = 
     elif recompute == "selective":
         bwd += [replace(op, name=f"recompute.{op.name}") for op in attn_ops]
     bwd += _backward(fwd, par)
+    if not first:
+        bwd.append(collective("pp_send_grad", "send_recv", Tn * h * ab, 2, 1))
     return {"forward": fwd, "backward": bwd}
