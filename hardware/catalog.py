@@ -97,8 +97,22 @@ def show_path(path: str | Path) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse ``path`` and also compose its node tree, whose marks give line numbers."""
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_node(text: str | None) -> yaml.Node | None:
+    """The composed node tree of ``text`` (its marks give line numbers), built only when an
+    error needs a line; None when there is no text or it does not compose."""
+    if text is None:
+        return None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+
+
+def _read_yaml(path: Path) -> tuple[Any, str]:
+    """Parse ``path``; returns the data and the text (for line numbers in later errors)."""
     where = show_path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -107,14 +121,13 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SpecError(f"cannot read {where}: {type(exc).__name__}") from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{where}{line}: malformed YAML: {' '.join(problem.split())}") from None
-    return data, node
+    return data, text
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -158,18 +171,18 @@ def validation_message(exc: ValidationError, model: type[BaseModel], where: str,
     return f"{prefix}: field {dotted!r}: {msg}{shown}"
 
 
-def _build(data: Any, model: type[Spec], where: str, node: yaml.Node | None = None) -> Spec:
+def _build(data: Any, model: type[Spec], where: str, text: str | None = None) -> Spec:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(validation_message(exc, model, where, node)) from None
+        raise SpecError(validation_message(exc, model, where, yaml_node(text))) from None
 
 
 def _load_file(path: Path, model: type[BaseModel], kind: str) -> Any:
-    data, node = _read_yaml(Path(path))
-    return _build(data, model, show_path(path), node)  # type: ignore[type-var]
+    data, text = _read_yaml(Path(path))
+    return _build(data, model, show_path(path), text)  # type: ignore[type-var]
 
 
 # ---------------------------------------------------------------- public lookups

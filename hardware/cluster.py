@@ -159,14 +159,14 @@ def _split(node: NodeSpec, gpus: int) -> list[PoolSpec]:
     return pools
 
 
-def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", node: Any = None) -> ClusterSpec:
+def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", text: str | None = None) -> ClusterSpec:
     """Build a cluster from the file schema (name, pools, scale_out_link, ...)."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{where}: expected a mapping with 'pools', got {type(data).__name__}")
     try:
         spec = _ClusterFile.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(catalog.validation_message(exc, _ClusterFile, where, node)) from None
+        raise SpecError(catalog.validation_message(exc, _ClusterFile, where, catalog.yaml_node(text))) from None
     pools: list[PoolSpec] = []
     for i, entry in enumerate(spec.pools):
         try:
@@ -191,8 +191,8 @@ def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", node: 
 
 def load_cluster_file(path: str | Path) -> ClusterSpec:
     """Load a cluster YAML file; errors name the file, line and key."""
-    data, node = catalog._read_yaml(Path(path))
-    return cluster_from_mapping(data, catalog.show_path(path), node)
+    data, text = catalog._read_yaml(Path(path))
+    return cluster_from_mapping(data, catalog.show_path(path), text)
 
 
 def _looks_like_path(text: str) -> bool:
