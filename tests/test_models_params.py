@@ -32,6 +32,8 @@ PUBLISHED_TOTAL = {
     "gemma-2-27b": (27.2, 0.002),
     "qwen1.5-moe-a2.7b": (14.3, 0.003),
     "deepseek-v2-lite": (15.7, 0.003),
+    "deepseek-v2": (236.0, 0.002),
+    "qwen2-57b-a14b": (57.4, 0.002),
 }
 
 PUBLISHED_ACTIVE = {
@@ -40,6 +42,8 @@ PUBLISHED_ACTIVE = {
     "mixtral-8x22b": (39.0, 0.01),
     "deepseek-v3": (37.0, 0.02),
     "qwen1.5-moe-a2.7b": (2.7, 0.01),
+    "deepseek-v2": (21.0, 0.02),
+    "qwen2-57b-a14b": (14.0, 0.02),
 }
 
 

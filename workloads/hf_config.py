@@ -50,6 +50,8 @@ ALIASES: dict[str, str] = {
     "deepseek-ai/deepseek-v3-base": "deepseek-v3",
     "deepseek-ai/deepseek-r1": "deepseek-v3",
     "deepseek-ai/deepseek-v2-lite": "deepseek-v2-lite",
+    "deepseek-ai/deepseek-v2": "deepseek-v2",
+    "qwen/qwen2-57b-a14b": "qwen2-57b-a14b",
     "google/gemma-2-9b": "gemma-2-9b",
     "google/gemma-2-9b-it": "gemma-2-9b",
     "google/gemma-2-27b": "gemma-2-27b",
