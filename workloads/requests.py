@@ -256,25 +256,29 @@ class RequestStream:
         )
 
     def __iter__(self) -> Iterator[Request]:
-        # Convert whole columns to Python lists once: ~10x faster than per-element numpy.
+        # Whole columns become Python lists once (ids: -1 -> None) and rows are built
+        # positionally: ~5x faster than indexing numpy arrays per element.
         c = self._cols
-        lists = {k: v.tolist() for k, v in c.items()}
-        for i in range(len(self)):
-            yield Request(
-                req_id=lists["req_id"][i],
-                arrival_s=lists["arrival_s"][i],
-                prompt_tokens=lists["prompt_tokens"][i],
-                output_tokens=lists["output_tokens"][i],
-                session_id=None if lists["session_id"][i] < 0 else lists["session_id"][i],
-                prefix_id=None if lists["prefix_id"][i] < 0 else lists["prefix_id"][i],
-                prefix_tokens=lists["prefix_tokens"][i],
-                system_prefix_id=(
-                    None if lists["system_prefix_id"][i] < 0 else lists["system_prefix_id"][i]
-                ),
-                system_prefix_tokens=lists["system_prefix_tokens"][i],
-                client_id=None if lists["client_id"][i] < 0 else lists["client_id"][i],
-                think_s=lists["think_s"][i],
-            )
+
+        def ids(name: str) -> list[int | None]:
+            return [None if v < 0 else v for v in c[name].tolist()]
+
+        rows = zip(
+            c["req_id"].tolist(),
+            c["arrival_s"].tolist(),
+            c["prompt_tokens"].tolist(),
+            c["output_tokens"].tolist(),
+            ids("session_id"),
+            ids("prefix_id"),
+            c["prefix_tokens"].tolist(),
+            ids("system_prefix_id"),
+            c["system_prefix_tokens"].tolist(),
+            ids("client_id"),
+            c["think_s"].tolist(),
+            strict=True,
+        )
+        for row in rows:
+            yield Request(*row)
 
     def __repr__(self) -> str:
         n = len(self)

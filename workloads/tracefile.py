@@ -171,6 +171,10 @@ def _stream_from_fields(frame: pd.DataFrame, path: Path, first_line: int) -> Req
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def _not_json_number(v: object) -> bool:
+    return v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
+
+
 def read_jsonl(path: str | Path) -> RequestStream:
     """Read a fleetsim JSONL trace; each line one request (blank lines skipped)."""
     path = Path(path)
@@ -202,12 +206,15 @@ def read_jsonl(path: str | Path) -> RequestStream:
     frame = pd.DataFrame.from_records(records)
     for name in frame.columns:
         values = frame[name]
-        bad = values.map(lambda v: v is not None and not (isinstance(v, int | float) and not isinstance(v, bool)))
-        if name not in _ID_FIELDS:
-            bad = bad | values.isna()
+        if values.dtype.kind in "iuf":  # all JSON numbers (ids may be null -> NaN)
+            bad = values.isna() if name not in _ID_FIELDS else pd.Series(False, index=values.index)
+        else:  # strings, booleans, lists...: find the first offender
+            bad = values.map(_not_json_number)
+            if name not in _ID_FIELDS:
+                bad = bad | values.isna()
         if bad.any():
             i = _first_bad(bad.to_numpy())
-            raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: not a number: {values.iloc[i]!r}")
+            raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: not a number: {records[i].get(name)!r}")
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
         if name not in _ID_FIELDS and (v < 0).any():
             i = _first_bad(v < 0)
@@ -220,8 +227,15 @@ def read_jsonl(path: str | Path) -> RequestStream:
     return _sorted_with_warning(_stream_from_fields(frame, path, first_line=1), path)
 
 
-def _json_number(x: float | int) -> str:
-    return json.dumps(x)
+def _json_column(values: np.ndarray, name: str) -> list[str]:
+    """``"name": value`` strings for one column (ids < 0 become null)."""
+    key = f'"{name}": '
+    if name in _FLOAT_FIELDS:
+        # repr is the shortest string that reads back to the same double.
+        return [key + repr(v) for v in values.tolist()]
+    if name in _ID_FIELDS and name != "req_id":
+        return [key + ("null" if v < 0 else str(v)) for v in values.tolist()]
+    return [key + str(v) for v in values.tolist()]
 
 
 def write_jsonl(stream: RequestStream, path: str | Path) -> Path:
@@ -231,20 +245,12 @@ def write_jsonl(stream: RequestStream, path: str | Path) -> Path:
     bit-identical arrays.
     """
     path = Path(path)
-    frame = stream.to_frame()
     fields = ["req_id", *REQUIRED_COLUMNS]
     for name, (_, fill) in COLUMNS.items():
-        if name not in REQUIRED_COLUMNS and (frame[name] != fill).any():
+        if name not in REQUIRED_COLUMNS and bool((stream.column(name) != fill).any()):
             fields.append(name)
-    lists = [frame[f].tolist() for f in fields]
-    id_pos = [j for j, f in enumerate(fields) if f in _ID_FIELDS and f != "req_id"]
-    lines = []
-    for row in zip(*lists, strict=True):
-        parts = [
-            f'"{f}": {"null" if (j in id_pos and v < 0) else _json_number(v)}'
-            for j, (f, v) in enumerate(zip(fields, row, strict=True))
-        ]
-        lines.append("{" + ", ".join(parts) + "}")
+    columns = [_json_column(stream.column(f), f) for f in fields]
+    lines = ["{" + ", ".join(parts) + "}" for parts in zip(*columns, strict=True)]
     path.write_text("\n".join(lines) + ("\n" if lines else ""))
     return path
 
