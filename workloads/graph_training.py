@@ -32,7 +32,14 @@ from dataclasses import replace
 from math import ceil
 from typing import Literal
 
-from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op, dtype_bytes
+from fleetsim.calibration.ops import (
+    AttentionOp,
+    CollectiveOp,
+    ElementwiseOp,
+    GemmOp,
+    Op,
+    dtype_bytes,
+)
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.workloads.graph_common import (
     act_dtype,
@@ -172,13 +179,12 @@ def _backward_of(op: Op) -> list[Op]:
     if isinstance(op, ElementwiseOp):
         return [replace(op, name=f"{op.name}_bwd",
                         bytes_moved=op.bytes_moved * ELEMENTWISE_BWD_BYTES_FACTOR)]
-    kind = _BWD_COLLECTIVE.get(op.kind, op.kind) if hasattr(op, "kind") else None
-    if kind is not None:
-        return [replace(op, name=f"{op.name}_bwd", kind=kind)]  # type: ignore[type-var]
+    if isinstance(op, CollectiveOp):
+        return [replace(op, name=f"{op.name}_bwd", kind=_BWD_COLLECTIVE.get(op.kind, op.kind))]
     return [replace(op, name=f"{op.name}_bwd")]
 
 
-def _backward(ops: list[Op], par: ParallelConfig) -> list[Op]:
+def _backward(ops: list[Op]) -> list[Op]:
     """Reverse-order backward. Without SP, Megatron's f operator makes the TP region's
     *entry* all-reduce in backward instead of its exit: the count of all-reduces is equal, so
     each forward all-reduce maps to one backward all-reduce of the same size."""
@@ -242,7 +248,7 @@ def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = 
         bwd += [replace(op, name=f"recompute.{op.name}") for op in layer_ops]
     elif recompute == "selective":
         bwd += [replace(op, name=f"recompute.{op.name}") for op in attn_ops]
-    bwd += _backward(fwd, par)
+    bwd += _backward(fwd)
     if not first:
         bwd.append(collective("pp_send_grad", "send_recv", Tn * h * ab, 2, 1))
     return {"forward": fwd, "backward": bwd}
