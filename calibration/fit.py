@@ -27,8 +27,8 @@ import pandas as pd
 from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
 from scipy.optimize import nnls
 
-from .interp import FamilyTable
-from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC, group_positions
+from .interp import FamilyTable, group_rows, split_groups, text_codes
+from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC
 from .profile import Profile
 
 MEASURED, INTERP, FITTED, NONE = 0, 1, 2, 3
@@ -36,20 +36,15 @@ MEASURED, INTERP, FITTED, NONE = 0, 1, 2, 3
 the nearest measured point (outside the hull), no table at all."""
 
 
-def _peaks(gpu: GPUSpec, dtypes: list[str]) -> np.ndarray:
-    cache: dict[str, float] = {}
-    out = np.empty(len(dtypes))
-    for i, d in enumerate(dtypes):
-        p = cache.get(d)
-        if p is None:
-            p = cache[d] = gpu.flops(d)
-        out[i] = p
-    return out
+def peak_flops(gpu: GPUSpec, dtypes: list[str]) -> np.ndarray:
+    """Dense peak FLOP/s of ``gpu`` for each dtype in the list."""
+    table = {d: gpu.flops(d) for d in set(dtypes)}
+    return np.fromiter(map(table.__getitem__, dtypes), dtype=float, count=len(dtypes))
 
 
 def ideal_time(gpu: GPUSpec, flops: np.ndarray, nbytes: np.ndarray, dtypes: list[str]) -> np.ndarray:
     """Spec roofline time without any efficiency derating."""
-    return np.maximum(flops / _peaks(gpu, dtypes), nbytes / gpu.memory_bw_bps)
+    return np.maximum(flops / peak_flops(gpu, dtypes), nbytes / gpu.memory_bw_bps)
 
 
 def fit_alpha_beta(nbytes: np.ndarray, t: np.ndarray) -> tuple[float, float]:
@@ -106,11 +101,9 @@ class ProfileFit:
         flops = 2.0 * m * n * k * b
         nbytes = b * ((m * k + k * n) * eb + m * n * out_b)
         y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
-        fam = list(zip(dt, b.tolist(), n.tolist(), k.tolist(), strict=True))
-        sup = [(d,) for d in dt]
-        lm, ln, lk, lb = np.log(m), np.log(n), np.log(k), np.log(b)
-        exact = [f + (mm,) for f, mm in zip(fam, m.tolist(), strict=True)]
-        return FamilyTable.build(fam, sup, lm[:, None], np.column_stack([lm, ln, lk, lb]), y, exact, y)
+        dc = text_codes(dt)
+        fam = np.column_stack([dc, b, n, k])
+        return FamilyTable.build(fam, np.log(m)[:, None], y, coord_cols=(1, 2, 3))
 
     def _attention(self, df: pd.DataFrame) -> FamilyTable:
         keys = [c for c in df.columns if c not in ("backend", "time_s", "p10_s", "p90_s")]
@@ -126,39 +119,32 @@ class ProfileFit:
         flops = 2.0 * h * (hd + vhd) * bsz * pairs
         nbytes = bsz * (q * h + kv * kvh) * (hd + vhd) * eb
         y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
-        fam, sup, exact = [], [], []
-        for i in range(len(df)):
-            base = (bool(decode[i]), bool(causal[i]), float(hd[i]), float(vhd[i]), dt[i])
-            sup.append(base)
-            fam.append(base + (float(h[i]), float(kvh[i])))
-            exact.append(fam[-1] + (float(bsz[i]), float(q[i]), float(kv[i])))
+        base = np.column_stack([decode, causal, hd, vhd, text_codes(dt)]).astype(float)
+        fam = np.column_stack([base, h, kvh])
         fx = np.column_stack([np.log(bsz), np.log(q), np.log(kv)])
-        sx = np.column_stack([fx, np.log(h), np.log(kvh)])
-        return FamilyTable.build(fam, sup, fx, sx, y, exact, y)
+        return FamilyTable.build(fam, fx, y, coord_cols=(5, 6))
 
     def _elementwise(self, df: pd.DataFrame) -> FamilyTable:
         nbytes = df["bytes"].to_numpy(float)
         dt = df["dtype"].tolist()
         y = self._log_r(np.zeros_like(nbytes), nbytes, dt, df["time_s"].to_numpy(float))
-        kern = df["kernel"].tolist()
-        fam = list(zip(kern, dt, strict=True))
-        sup = [("*",)] * len(df)
+        fam = np.column_stack([text_codes(df["kernel"].tolist()), text_codes(dt)])
+        pooled = np.column_stack([np.zeros(len(df)), fam[:, 1]])
         lx = np.log(nbytes)[:, None]
-        exact = [f + (bb,) for f, bb in zip(fam, nbytes.tolist(), strict=True)]
-        return FamilyTable.build(fam, sup, lx, lx, y, exact, y)
+        return FamilyTable.build(np.vstack([fam, pooled]), np.vstack([lx, lx]), np.concatenate([y, y]))
 
     @staticmethod
     def _link_table(df: pd.DataFrame, key_cols: list[str]) -> LinkFit:
         nbytes = df["bytes"].to_numpy(float)
         t = df["time_s"].to_numpy(float)
-        fam = [tuple(x if isinstance(x, str) else float(x) for x in r)
-               for r in df[key_cols].itertuples(index=False, name=None)]
+        fam = np.column_stack([text_codes(df[c].astype(str).tolist()) if c in ("op", "direction")
+                               else df[c].to_numpy(float) for c in key_cols])
         lx = np.log(nbytes)[:, None]
-        exact = [f + (b,) for f, b in zip(fam, nbytes.tolist(), strict=True)]
-        table = FamilyTable.build(fam, [("*",)] * len(df), lx, lx, np.log(t), exact, np.log(t))
+        table = FamilyTable.build(fam, lx, np.log(t))
         fit = LinkFit(table)
-        for key, idx in group_positions(fam).items():
-            fit.alpha_beta[key] = fit_alpha_beta(nbytes[idx], t[idx])  # type: ignore[index]
+        rows, inv = group_rows(fam)
+        for g, idx in enumerate(split_groups(inv, len(rows))):
+            fit.alpha_beta[tuple(rows[g].tolist())] = fit_alpha_beta(nbytes[idx], t[idx])
         return fit
 
     def link_params(self, kind: str, group: float) -> tuple[float, float] | None:
@@ -166,68 +152,58 @@ class ProfileFit:
         measured group size nearest to ``group`` for collective ``kind`` (ring formulas)."""
         if self.collective is None:
             return None
+        code = text_codes([kind])[0]
         cands = [(abs(np.log(g) - np.log(group)), g) for (op, g) in self.collective.alpha_beta
-                 if op == kind and g > 1]
+                 if op == code and g > 1]
         if not cands:
             return None
         g = min(cands)[1]
-        alpha, beta = self.collective.alpha_beta[(kind, g)]
+        alpha, beta = self.collective.alpha_beta[(code, g)]
         traffic = float(COLLECTIVE_TRAFFIC[kind](np.float64(g)))
         steps = float(COLLECTIVE_STEPS[kind](np.float64(g)))
         bw = traffic / beta if beta > 0 else np.inf
         return bw, (alpha / steps if steps > 0 else alpha)
 
 
-def lookup(table: FamilyTable | None, fam_keys: list[tuple], sup_keys: list[tuple],
-           fam_x: np.ndarray, sup_x: np.ndarray, exact_keys: list[tuple],
-           super_interp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,
+           borrow_interp: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Tabulated value and outcome code (MEASURED/INTERP/FITTED/NONE) for each query.
 
-    Order of preference: exact measured point; inside the hull of the query's own family;
-    inside the hull of its super-family (counted as FITTED when ``super_interp`` is False,
-    i.e. when the super-family mixes kernels that differ in ways the features do not
-    capture); value at the nearest point of the family, else of the super-family.
+    ``fam_keys``: one key row per query (numeric, as the table was built); ``fam_x``: its
+    continuous log features. A query of a measured family is MEASURED on a measured point,
+    INTERP inside the family's grid, else FITTED with the value of the nearest measured
+    point. A query of an unmeasured family borrows from the nearest measured families
+    (``FamilyTable.borrow``): INTERP when its key coordinates lie inside the measured range
+    and every borrowed value is inside its grid (and ``borrow_interp``), else FITTED.
     """
     n = len(fam_keys)
     y = np.full(n, np.nan)
     code = np.full(n, NONE, dtype=np.int8)
     if table is None or n == 0:
         return y, code
-    ex = table.exact
-    for i, key in enumerate(exact_keys):
-        v = ex.get(key)
-        if v is not None:
-            y[i] = v
-            code[i] = MEASURED
-    for key, idx in group_positions(fam_keys).items():
-        idx = idx[code[idx] == NONE]
-        hi = table.family.get(key)  # type: ignore[call-overload]
-        if hi is None or idx.size == 0:
+    rows, inv = group_rows(fam_keys)
+    for g, idx in enumerate(split_groups(inv, len(rows))):
+        key = tuple(rows[g].tolist())
+        x = fam_x[idx]
+        hi = table.family.get(key)
+        if hi is not None:
+            v, inside, exact = hi(x)
+            y[idx] = v
+            code[idx] = np.where(exact, MEASURED, np.where(inside, INTERP, FITTED))
+            if not inside.all():
+                y[idx[~inside]] = hi.nearest(x[~inside])
             continue
-        v, inside = hi(fam_x[idx])
-        y[idx[inside]] = v[inside]
-        code[idx[inside]] = INTERP
-    rest = np.flatnonzero(code == NONE)
-    if rest.size:
-        for key, idx in group_positions([sup_keys[i] for i in rest]).items():
-            idx = rest[idx]
-            hi = table.super.get(key)  # type: ignore[call-overload]
-            if hi is None:
-                continue
-            v, inside = hi(sup_x[idx])
-            y[idx[inside]] = v[inside]
-            code[idx[inside]] = INTERP if super_interp else FITTED
-    rest = np.flatnonzero(code == NONE)
-    if rest.size:
-        for key, idx in group_positions([(fam_keys[i], sup_keys[i]) for i in rest]).items():
-            idx = rest[idx]
-            fam_key, sup_key = key  # type: ignore[misc]
-            hi = table.family.get(fam_key)
-            x = fam_x
-            if hi is None:
-                hi, x = table.super.get(sup_key), sup_x
-            if hi is None:
-                continue
-            y[idx] = hi.nearest(x[idx])
-            code[idx] = FITTED
+        parts, within = table.borrow(key)
+        if not parts:
+            continue
+        acc = np.zeros(len(idx))
+        all_in = np.full(len(idx), within and borrow_interp)
+        for interp, w in parts:
+            v, inside, _ = interp(x)
+            if not inside.all():
+                v[~inside] = interp.nearest(x[~inside])
+            acc += w * v
+            all_in &= inside
+        y[idx] = acc
+        code[idx] = np.where(all_in, INTERP, FITTED)
     return y, code

@@ -2,77 +2,108 @@
 
 Kernel times are smooth in the logarithm of their shape (doubling M roughly doubles a
 compute-bound GEMM), so the cost model interpolates *log* quantities over *log* shape
-features. ``HullInterp`` is linear inside the convex hull of the measured points
-(barycentric on a Delaunay triangulation, or ``np.interp`` in one dimension) and reports
-every query outside the hull as outside: the caller then uses a model, never an
-extrapolated interpolant. Measured points that span a lower-dimensional affine subspace
-(e.g. prefill rows with q_len == kv_len) are handled in that subspace; a query off it is
-outside.
+features. Calibration profiles are measured on grids, so ``GridInterp`` is multilinear on
+the grid spanned by the measured points (``np.interp`` in one dimension): a query is
+*inside* when it lies in a grid cell whose corners were all measured, and everything else
+is reported as outside, so the caller uses a model rather than an extrapolated
+interpolant. Feature columns that are constant over the points, or equal to an earlier
+column (prefill grids with q_len == kv_len), are not grid axes; a query must match them.
+Families of one operator kind that differ in a coordinate of their key (GEMM n and k,
+attention head counts) are bridged by ``FamilyTable``: inverse-distance weighting of the
+nearest measured families in log space.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator
-from scipy.spatial import Delaunay, QhullError, cKDTree
+from scipy.spatial import cKDTree
 
 _TOL = 1e-9
 
 
-class HullInterp:
-    """Linear interpolation of ``y`` over points ``x`` (n x d), restricted to their hull."""
+class GridInterp:
+    """Multilinear interpolation of ``y`` over grid points ``x`` (n x d), inside the grid."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         x = np.atleast_2d(np.asarray(x, dtype=float))
         y = np.asarray(y, dtype=float)
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise ValueError("HullInterp needs as many values as points, at least one")
-        # Average duplicate points (repeated measurements of one shape).
+            raise ValueError("GridInterp needs as many values as points, at least one")
         ux, inv = np.unique(np.round(x, 12), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         uy = np.bincount(inv, weights=y) / np.bincount(inv)
         self.x, self.y = ux, uy
         self._tree = cKDTree(ux)
-        self.center = ux.mean(axis=0)
-        centered = ux - self.center
-        if ux.shape[0] > 1:
-            _, s, vt = np.linalg.svd(centered, full_matrices=False)
-            rank = int(np.sum(s > _TOL * max(1.0, float(s[0]))))
-        else:
-            vt, rank = np.zeros((0, ux.shape[1])), 0
-        self.basis = vt[:rank]
-        self.rank = rank
-        z = centered @ self.basis.T
-        self._nd: LinearNDInterpolator | None = None
-        if rank == 1:
-            order = np.argsort(z[:, 0])
-            self._z1, self._y1 = z[order, 0], uy[order]
-        elif rank >= 2:
-            try:
-                self._nd = LinearNDInterpolator(Delaunay(z), uy)
-            except QhullError:  # pragma: no cover - degenerate beyond the SVD rank test
-                self.rank = 0
+        d = ux.shape[1]
+        const = [j for j in range(d) if np.ptp(ux[:, j]) < _TOL]
+        self.const = [(j, float(ux[0, j])) for j in const]
+        active: list[int] = []
+        self.dup: list[tuple[int, int]] = []
+        for j in range(d):
+            if j in const:
+                continue
+            twin = next((i for i in active if np.all(np.abs(ux[:, j] - ux[:, i]) < _TOL)), None)
+            if twin is None:
+                active.append(j)
+            else:
+                self.dup.append((j, twin))
+        self.active = active
+        self.axes = [np.unique(ux[:, j]) for j in active]
+        shape = tuple(len(a) for a in self.axes)
+        self.grid = np.full(shape, np.nan)
+        if active:
+            idx = tuple(np.searchsorted(a, ux[:, j]) for a, j in zip(self.axes, active, strict=True))
+            self.grid[idx] = uy
 
-    def __call__(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Interpolated values and a mask of queries inside the hull (values NaN outside)."""
+    def __call__(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Interpolated values, a mask of queries inside the measured grid (values NaN
+        outside) and a mask of queries that coincide with a measured point."""
         q = np.atleast_2d(np.asarray(q, dtype=float))
-        centered = q - self.center
-        z = centered @ self.basis.T
-        off = np.linalg.norm(centered - z @ self.basis, axis=1) > 1e-7
-        out = np.full(q.shape[0], np.nan)
-        if self.rank == 0:
-            inside = ~off
-            out[inside] = self.y[0]
-        elif self.rank == 1:
-            zz = z[:, 0]
-            inside = ~off & (zz >= self._z1[0] - 1e-9) & (zz <= self._z1[-1] + 1e-9)
-            out[inside] = np.interp(zz[inside], self._z1, self._y1)
-        else:
-            assert self._nd is not None
-            vals = np.asarray(self._nd(z)).reshape(-1)
-            inside = ~off & np.isfinite(vals)
-            out[inside] = vals[inside]
-        return out, inside
+        n = q.shape[0]
+        ok = np.ones(n, dtype=bool)
+        for j, c in self.const:
+            ok &= np.abs(q[:, j] - c) < 1e-7
+        for j, i in self.dup:
+            ok &= np.abs(q[:, j] - q[:, i]) < 1e-7
+        out = np.full(n, np.nan)
+        if not self.active:
+            out[ok] = self.y[0]
+            return out, ok, ok.copy()
+        exact = ok.copy()
+        lo_idx, fracs = [], []
+        for a, j in zip(self.axes, self.active, strict=True):
+            z = q[:, j]
+            ok &= (z >= a[0] - 1e-9) & (z <= a[-1] + 1e-9)
+            if len(a) == 1:
+                lo_idx.append(np.zeros(n, dtype=np.int64))
+                fracs.append(np.zeros(n))
+                exact &= np.abs(z - a[0]) < 1e-9
+                continue
+            i = np.clip(np.searchsorted(a, z, side="right") - 1, 0, len(a) - 2)
+            f = np.clip((z - a[i]) / (a[i + 1] - a[i]), 0.0, 1.0)
+            f[np.abs(z - a[i + 1]) < 1e-9] = 1.0
+            f[np.abs(z - a[i]) < 1e-9] = 0.0
+            exact &= (f == 0.0) | (f == 1.0)
+            lo_idx.append(i)
+            fracs.append(f)
+        acc = np.zeros(n)
+        for corner in range(1 << len(self.axes)):
+            w = np.ones(n)
+            idx = []
+            for ax, (i, f) in enumerate(zip(lo_idx, fracs, strict=True)):
+                up = (corner >> ax) & 1
+                if len(self.axes[ax]) == 1 and up:
+                    w = np.zeros(n)
+                    break
+                idx.append(np.minimum(i + up, len(self.axes[ax]) - 1))
+                w = w * (f if up else 1.0 - f)
+            else:
+                vals = self.grid[tuple(idx)]
+                used = w > 0
+                ok &= ~(used & np.isnan(vals))
+                acc += np.where(used, np.nan_to_num(vals) * w, 0.0)
+        out[ok] = acc[ok]
+        return out, ok, exact & ok
 
     def nearest(self, q: np.ndarray) -> np.ndarray:
         """Value at the nearest measured point (Euclidean in the log features)."""
@@ -85,28 +116,104 @@ class FamilyTable:
     """Log-space tables of one operator kind, split by an exact *family* key.
 
     A family (e.g. GEMM with one (dtype, batch, n, k)) interpolates over its own continuous
-    features; a *super-family* (e.g. all GEMMs of one dtype) interpolates over the family
-    features plus extra ones (log n, log k), for shapes whose family was not measured.
-    ``exact`` maps a full key (family key + raw features) to the measured value.
+    features (``GridInterp``). Key columns listed in ``coord_cols`` (n, k, batch) are
+    coordinates: a query whose family was not measured borrows from the ``neighbours``
+    nearest measured families with the same other key columns, weighted by inverse squared
+    distance in the log of those coordinates.
     """
 
-    def __init__(self) -> None:
-        self.family: dict[tuple, HullInterp] = {}
-        self.super: dict[tuple, HullInterp] = {}
-        self.exact: dict[tuple, float] = {}
+    neighbours = 2
+
+    def __init__(self, coord_cols: tuple[int, ...]) -> None:
+        self.coord_cols = coord_cols
+        self.family: dict[tuple, GridInterp] = {}
+        self._by_cat: dict[tuple, list[tuple[np.ndarray, GridInterp]]] = {}
 
     @staticmethod
-    def build(fam_keys: list[tuple], sup_keys: list[tuple], fam_x: np.ndarray, sup_x: np.ndarray,
-              y: np.ndarray, exact_keys: list[tuple], exact_vals: np.ndarray) -> FamilyTable:
-        t = FamilyTable()
-        for store, keys, x in ((t.family, fam_keys, fam_x), (t.super, sup_keys, sup_x)):
-            groups: dict[tuple, list[int]] = {}
-            for i, key in enumerate(keys):
-                groups.setdefault(key, []).append(i)
-            for key, idx in groups.items():
-                store[key] = HullInterp(x[idx], y[idx])
-        acc: dict[tuple, list[float]] = {}
-        for key, val in zip(exact_keys, exact_vals, strict=True):
-            acc.setdefault(key, []).append(float(val))
-        t.exact = {k: float(np.mean(v)) for k, v in acc.items()}
+    def build(fam_keys: np.ndarray, fam_x: np.ndarray, y: np.ndarray,
+              coord_cols: tuple[int, ...] = ()) -> FamilyTable:
+        t = FamilyTable(coord_cols)
+        rows, inv = group_rows(fam_keys)
+        for g, idx in enumerate(split_groups(inv, len(rows))):
+            key = tuple(rows[g].tolist())
+            hi = GridInterp(fam_x[idx], y[idx])
+            t.family[key] = hi
+            t._by_cat.setdefault(t.category(key), []).append((t.coords(key), hi))
         return t
+
+    def category(self, key: tuple) -> tuple:
+        return tuple(v for i, v in enumerate(key) if i not in self.coord_cols)
+
+    def coords(self, key: tuple) -> np.ndarray:
+        return np.log(np.array([key[i] for i in self.coord_cols], dtype=float))
+
+    def borrow(self, key: tuple) -> tuple[list[tuple[GridInterp, float]], bool]:
+        """Nearest measured families for an unmeasured key: (interpolant, weight) pairs and
+        whether the key's coordinates lie inside the range spanned by the measured ones."""
+        cands = self._by_cat.get(self.category(key))
+        if not cands or not self.coord_cols:
+            return [], False
+        c = self.coords(key)
+        pts = np.array([p for p, _ in cands])
+        dist = np.linalg.norm(pts - c, axis=1)
+        order = np.argsort(dist)[: self.neighbours]
+        w = 1.0 / np.maximum(dist[order], 1e-12) ** 2
+        w = w / w.sum()
+        within = bool(np.all((c >= pts.min(axis=0) - 1e-9) & (c <= pts.max(axis=0) + 1e-9)))
+        return [(cands[i][1], float(wi)) for i, wi in zip(order, w, strict=True)], within
+
+
+_TEXT_CODES: dict[str, float] = {}
+
+
+def text_code(text: str) -> float:
+    """A stable (per process) number for a text key column (dtype, kernel, collective)."""
+    code = _TEXT_CODES.get(text)
+    if code is None:
+        code = _TEXT_CODES[text] = float(len(_TEXT_CODES) + 1)
+    return code
+
+
+def text_codes(texts: list[str]) -> np.ndarray:
+    for t in set(texts):
+        text_code(t)
+    return np.fromiter(map(_TEXT_CODES.__getitem__, texts), dtype=float, count=len(texts))
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
+                dtype=np.uint64)
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a 2-D key array and, for each row, the index of its distinct row.
+
+    Rows are hashed to one 64-bit integer (fast ``np.unique``); the grouping is verified
+    and falls back to an exact row-wise ``np.unique`` on the (astronomically rare) collision.
+    """
+    keys = np.ascontiguousarray(np.atleast_2d(np.asarray(keys, dtype=float)))
+    n, c = keys.shape
+    if n == 0:
+        return keys[:0], np.zeros(0, dtype=np.int64)
+    h = np.zeros(n, dtype=np.uint64)
+    bits = keys.view(np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(c):
+            h = (h ^ bits[:, j]) * _MIX[j % len(_MIX)]
+            h ^= h >> np.uint64(29)
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    rows = keys[first]
+    if not np.array_equal(rows[inv], keys):
+        rows, inv = np.unique(keys, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+    return rows, inv
+
+
+def split_groups(inv: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Positions of each group given the group index of every row."""
+    if n_groups == 1:
+        return [np.arange(len(inv))]
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(1, n_groups))
+    return np.split(order, bounds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 from fleetsim.hardware.specs import DTYPE_BYTES
@@ -22,18 +23,25 @@ from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
 
 def split_by_kind(ops: Sequence[Op]) -> dict[type, tuple[list[int], list[Op]]]:
     """Positions and operators of each kind, in input order."""
+    types = list(map(type, ops))
     groups: dict[type, tuple[list[int], list[Op]]] = {}
-    for i, op in enumerate(ops):
-        g = groups.get(type(op))
-        if g is None:
-            g = groups[type(op)] = ([], [])
-        g[0].append(i)
-        g[1].append(op)
+    for kind in set(types):
+        pos = [i for i, t in enumerate(types) if t is kind]
+        groups[kind] = (pos, [ops[i] for i in pos])
     return groups
 
 
 def _f(values: list) -> np.ndarray:
     return np.asarray(values, dtype=float)
+
+
+_GEMM_SHAPE = attrgetter("m", "n", "k", "batch")
+_ATTN_HEADS = attrgetter("num_heads", "num_kv_heads", "head_dim", "v_head_dim")
+_DTYPE = attrgetter("dtype")
+
+
+def _dtype_bytes(dtypes: list[str]) -> np.ndarray:
+    return np.fromiter(map(DTYPE_BYTES.__getitem__, dtypes), dtype=float, count=len(dtypes))
 
 
 @dataclass
@@ -48,12 +56,11 @@ class GemmArrays:
 
 
 def gemm_arrays(ops: Sequence[GemmOp]) -> GemmArrays:
-    m = _f([o.m for o in ops])
-    n = _f([o.n for o in ops])
-    k = _f([o.k for o in ops])
-    batch = _f([o.batch for o in ops])
-    dtype = [o.dtype for o in ops]
-    b = _f([DTYPE_BYTES[d] for d in dtype])
+    shape = np.fromiter(chain.from_iterable(map(_GEMM_SHAPE, ops)), dtype=float,
+                        count=4 * len(ops)).reshape(-1, 4)
+    m, n, k, batch = shape[:, 0], shape[:, 1], shape[:, 2], shape[:, 3]
+    dtype = list(map(_DTYPE, ops))
+    b = _dtype_bytes(dtype)
     out_b = np.where(np.isin(np.asarray(dtype), ["fp8", "int8", "fp4"]), 2.0, b)
     flops = 2.0 * m * n * k * batch
     nbytes = batch * ((m * k + k * n) * b + m * n * out_b)
@@ -79,33 +86,36 @@ class AttentionArrays:
 def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
     qls = [o.q_lens for o in ops]
     kvls = [o.kv_lens for o in ops]
-    lens = np.fromiter(map(len, qls), dtype=np.int64, count=len(ops))
-    total = int(lens.sum())
-    q = np.fromiter(chain.from_iterable(qls), dtype=float, count=total)
-    kv = np.fromiter(chain.from_iterable(kvls), dtype=float, count=total)
-    starts = np.zeros(len(ops), dtype=np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
+    lens = np.fromiter(map(len, qls), dtype=float, count=len(ops))
+    q_tok = np.fromiter(map(sum, qls), dtype=float, count=len(ops))
+    kv_tok = np.fromiter(map(sum, kvls), dtype=float, count=len(ops))
     causal = [o.causal for o in ops]
-    causal_seq = np.repeat(np.asarray(causal, dtype=bool), lens)
-    pairs = q * kv - np.where(causal_seq, q * (q - 1.0) / 2.0, 0.0)
-    sp = np.add.reduceat(pairs, starts)
-    q_tok = np.add.reduceat(q, starts)
-    kv_tok = np.add.reduceat(kv, starts)
-    q_max = np.maximum.reduceat(q, starts)
-    bsz = lens.astype(float)
-    heads = _f([o.num_heads for o in ops])
-    kv_heads = _f([o.num_kv_heads for o in ops])
-    hd = _f([o.head_dim for o in ops])
-    vhd = _f([o.v_head_dim for o in ops])
-    dtype = [o.dtype for o in ops]
-    b = _f([DTYPE_BYTES[d] for d in dtype])
-    kvb = _f([DTYPE_BYTES[o.kv_dtype] for o in ops])
+    causal_arr = np.asarray(causal, dtype=bool)
+    decode = q_tok == lens
+    # Decode (every q_len is 1): score pairs = sum of kv_len. Prefill: per-sequence sums.
+    sp = kv_tok.copy()
+    pre = np.flatnonzero(~decode)
+    if pre.size:
+        plens = lens[pre].astype(np.int64)
+        total = int(plens.sum())
+        q = np.fromiter(chain.from_iterable(qls[i] for i in pre), dtype=float, count=total)
+        kv = np.fromiter(chain.from_iterable(kvls[i] for i in pre), dtype=float, count=total)
+        starts = np.zeros(pre.size, dtype=np.int64)
+        np.cumsum(plens[:-1], out=starts[1:])
+        causal_seq = np.repeat(causal_arr[pre], plens)
+        pairs = q * kv - np.where(causal_seq, q * (q - 1.0) / 2.0, 0.0)
+        sp[pre] = np.add.reduceat(pairs, starts)
+    hh = np.fromiter(chain.from_iterable(map(_ATTN_HEADS, ops)), dtype=float,
+                     count=4 * len(ops)).reshape(-1, 4)
+    heads, kv_heads, hd, vhd = hh[:, 0], hh[:, 1], hh[:, 2], hh[:, 3]
+    dtype = list(map(_DTYPE, ops))
+    b = _dtype_bytes(dtype)
+    kvb = _dtype_bytes([o.kv_dtype for o in ops])
     flops = 2.0 * heads * (hd + vhd) * sp
     nbytes = q_tok * heads * (hd + vhd) * b + kv_tok * kv_heads * (hd + vhd) * kvb
-    q_eq = q_tok / bsz
-    causal_arr = np.asarray(causal, dtype=bool)
-    kv_eq = sp / (bsz * q_eq) + np.where(causal_arr, (q_eq - 1.0) / 2.0, 0.0)
-    return AttentionArrays(bsz, q_eq, kv_eq, heads, kv_heads, hd, vhd, causal, q_max <= 1.0,
+    q_eq = q_tok / lens
+    kv_eq = sp / (lens * q_eq) + np.where(causal_arr, (q_eq - 1.0) / 2.0, 0.0)
+    return AttentionArrays(lens, q_eq, kv_eq, heads, kv_heads, hd, vhd, causal, decode,
                            dtype, flops, nbytes)
 
 

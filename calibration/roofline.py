@@ -22,14 +22,17 @@ latency``, send/recv ``bytes / (bw * eff) + latency``, broadcast (tree) ``bytes 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 
 import numpy as np
 from fleetsim.hardware.errors import ConfigError, SpecError
 from fleetsim.hardware.specs import GPUSpec, LinkSpec
 
 from .cost import OpCost, Source
-from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, ideal_time, lookup
+from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, lookup, peak_flops
+from .interp import text_code, text_codes
 from .opbatch import (
     COLLECTIVE_STEPS,
     COLLECTIVE_TRAFFIC,
@@ -47,6 +50,9 @@ from .opbatch import (
     split_by_kind,
 )
 from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 CACHE_LIMIT = 2_000_000
 """Cached operator costs per (GPU, mode) before the cache is cleared."""
@@ -74,16 +80,31 @@ class RooflineCostModel:
                  ) -> tuple[np.ndarray, list[Source]]:
         """Times (s, one instance each) and sources of many operators, vectorised and cached."""
         cache = self._cache(gpu, graphs)
-        hits = list(map(cache.get, ops))
+        gc_on = gc.isenabled()
+        gc.disable()  # many short-lived tuples, no cycles: collector passes only cost time
+        try:
+            return self._op_times(ops, gpu, graphs, cache)
+        finally:
+            if gc_on:
+                gc.enable()
+
+    def _op_times(self, ops: Sequence[Op], gpu: GPUSpec, graphs: bool,
+                  cache: dict[Op, tuple[float, Source]]) -> tuple[np.ndarray, list[Source]]:
+        hits = list(map(cache.get, ops)) if cache else [None] * len(ops)
         if None in hits:
-            missing = list(dict.fromkeys(op for op, h in zip(ops, hits, strict=True) if h is None))
-            t, src = self.price(missing, gpu, graphs=graphs)
-            if len(cache) + len(missing) > CACHE_LIMIT:
+            miss_pos = [i for i, h in enumerate(hits) if h is None]
+            index: dict[Op, int] = {}
+            slot = [index.setdefault(ops[i], len(index)) for i in miss_pos]
+            uniq = list(index)
+            t, src = self.price(uniq, gpu, graphs=graphs)
+            vals = list(zip(t.tolist(), src, strict=True))
+            if len(cache) + len(vals) > CACHE_LIMIT:
                 cache.clear()
-            cache.update(zip(missing, zip(t.tolist(), src, strict=True), strict=True))
-            hits = list(map(cache.get, ops))
-        times = np.fromiter((h[0] for h in hits), dtype=float, count=len(hits))  # type: ignore[index]
-        return times, [h[1] for h in hits]  # type: ignore[index]
+            cache.update(zip(uniq, vals, strict=True))
+            for i, j in zip(miss_pos, slot, strict=True):
+                hits[i] = vals[j]
+        times = np.fromiter(map(_first, hits), dtype=float, count=len(hits))  # type: ignore[arg-type]
+        return times, list(map(_second, hits))  # type: ignore[arg-type]
 
     def clear_cache(self) -> None:
         self._caches.clear()
@@ -128,7 +149,8 @@ class RooflineCostModel:
                                     FITTED: "roofline", NONE: "roofline"}
         if not measured_ok:
             names = {k: "roofline" for k in names}
-        return times, [names[int(c)] for c in codes]
+        lut = np.array([names[MEASURED], names[INTERP], names[FITTED], names[NONE]], dtype=object)
+        return times, lut[codes].tolist()
 
     # -- helpers ----------------------------------------------------------------------
     def _cache(self, gpu: GPUSpec, graphs: bool) -> dict[Op, tuple[float, Source]]:
@@ -150,14 +172,14 @@ class RooflineCostModel:
                  flops_peak_dtypes: list[str] | None = None) -> np.ndarray:
         """Kernel times from tabulated efficiencies where present, spec roofline elsewhere."""
         peak_dt = flops_peak_dtypes if flops_peak_dtypes is not None else dtypes
-        ideal = ideal_time(gpu, flops, nbytes, peak_dt)
+        peaks = peak_flops(gpu, peak_dt)
         fit = self._fit_for(gpu)
-        spec = np.maximum(
-            flops / (np.asarray([gpu.flops(d) for d in peak_dt]) * gpu.flops_efficiency) if len(peak_dt) else flops,
-            nbytes / (gpu.memory_bw_bps * gpu.mem_bw_efficiency))
+        spec = np.maximum(flops / (peaks * gpu.flops_efficiency),
+                          nbytes / (gpu.memory_bw_bps * gpu.mem_bw_efficiency))
         spec = spec + (gpu.graph_kernel_overhead_s if graphs else gpu.kernel_overhead_s)
         if fit is None:
             return spec
+        ideal = np.maximum(flops / peaks, nbytes / gpu.memory_bw_bps)
         fitted = fit.floor_s + ideal / np.exp(np.where(code == NONE, 0.0, log_r))
         if not graphs:
             fitted = np.maximum(fitted, fit.eager_s)
@@ -169,11 +191,8 @@ class RooflineCostModel:
         if fit is None or fit.gemm is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            fam = list(zip(a.dtype, a.batch.tolist(), a.n.tolist(), a.k.tolist(), strict=True))
-            exact = [f + (m,) for f, m in zip(fam, a.m.tolist(), strict=True)]
-            lm = np.log(a.m)
-            sx = np.column_stack([lm, np.log(a.n), np.log(a.k), np.log(a.batch)])
-            log_r, code = lookup(fit.gemm, fam, [(d,) for d in a.dtype], lm[:, None], sx, exact)
+            fam = np.column_stack([text_codes(a.dtype), a.batch, a.n, a.k])
+            log_r, code = lookup(fit.gemm, fam, np.log(a.m)[:, None])
         return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
 
     def _attention(self, a: AttentionArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -182,14 +201,11 @@ class RooflineCostModel:
         if fit is None or fit.attention is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            base = list(zip(a.decode.tolist(), a.causal, a.head_dim.tolist(), a.v_head_dim.tolist(),
-                            a.dtype, strict=True))
-            fam = [b + (h, kh) for b, h, kh in zip(base, a.heads.tolist(), a.kv_heads.tolist(), strict=True)]
-            exact = [f + (b, q, kv) for f, b, q, kv in zip(fam, a.batch.tolist(), a.q_eq.tolist(),
-                                                              a.kv_eq.tolist(), strict=True)]
+            base = np.column_stack([a.decode, np.asarray(a.causal, dtype=float), a.head_dim,
+                                    a.v_head_dim, text_codes(a.dtype)])
+            fam = np.column_stack([base, a.heads, a.kv_heads])
             fx = np.column_stack([np.log(a.batch), np.log(a.q_eq), np.log(a.kv_eq)])
-            sx = np.column_stack([fx, np.log(a.heads), np.log(a.kv_heads)])
-            log_r, code = lookup(fit.attention, fam, base, fx, sx, exact)
+            log_r, code = lookup(fit.attention, fam, fx)
         return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
 
     def _elementwise(self, a: ElementwiseArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -199,10 +215,15 @@ class RooflineCostModel:
         if fit is None or fit.elementwise is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            fam = list(zip(a.kernel, a.dtype, strict=True))
-            exact = [f + (b,) for f, b in zip(fam, nbytes.tolist(), strict=True)]
+            fam = np.column_stack([text_codes(a.kernel), text_codes(a.dtype)])
             lx = np.log(nbytes)[:, None]
-            log_r, code = lookup(fit.elementwise, fam, [("*",)] * n, lx, lx, exact, super_interp=False)
+            log_r, code = lookup(fit.elementwise, fam, lx)
+            other = np.flatnonzero(code == NONE)
+            if other.size:  # a kernel the profile lacks: pooled efficiency of all kernels
+                fam[other, 0] = 0.0
+                y2, c2 = lookup(fit.elementwise, fam[other], lx[other])
+                log_r[other] = y2
+                code[other] = np.where(c2 == NONE, NONE, FITTED)
         vec = ["fp32" if "fp32" in gpu.peak_flops else d for d in a.dtype]
         return self._kernels(gpu, graphs, a.flops, nbytes, a.dtype, log_r, code, vec), code
 
@@ -230,7 +251,7 @@ class RooflineCostModel:
             spec = self.link(link)
             if fit is not None and fit.collective is not None and tier == "scale_up" and \
                     self._same_link(spec, fit.gpu.scale_up_link):
-                t[idx], code[idx] = self._fitted_link(fit.collective, (kind, float(n)), nb,
+                t[idx], code[idx] = self._fitted_link(fit.collective, (text_code(kind), float(n)), nb,
                                                        fit.link_params(kind, n), kind, n)
                 if np.all(code[idx] != NONE):
                     continue
@@ -251,7 +272,8 @@ class RooflineCostModel:
         """Tabulated log time inside the measured range, alpha-beta fit outside it."""
         k = len(nb)
         lx = np.log(nb)[:, None]
-        y, code = lookup(table.table, [key] * k, [("none",)] * k, lx, lx, [key + (b,) for b in nb.tolist()])
+        keys = np.tile(np.asarray(key, dtype=float), (k, 1))
+        y, code = lookup(table.table, keys, lx)
         t = np.exp(y)
         out = code == FITTED
         if key in table.alpha_beta:
@@ -272,7 +294,7 @@ class RooflineCostModel:
             nb = a.bytes[idx]
             if fit is not None and fit.memcpy is not None and direction != "d2d" and \
                     fit.gpu.host_link == gpu.host_link:
-                key = (direction,)
+                key = (text_code(direction),)
                 if key in fit.memcpy.alpha_beta:
                     t[idx], code[idx] = self._fitted_link(fit.memcpy, key, nb, None, "send_recv", 2.0)
                     continue

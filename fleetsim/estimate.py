@@ -1,0 +1,130 @@
+"""Whole-forward-pass estimates: one serving iteration of a model on one GPU.
+
+``estimate_forward`` builds the operator graph of one iteration (``serving_step_ops``),
+prices every operator with a cost model and sums ``count x time`` over the graph. With
+``tp > 1`` the graph is that of one tensor-parallel rank and includes its all-reduces,
+priced by the link model. The result keeps the per-operator table so that a user can see
+where the time goes and how much of it comes from measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from fleetsim.calibration import get_cost_model
+from fleetsim.calibration.cost import SOURCES, CostModel
+from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.specs import GPUSpec
+
+__all__ = ["ForwardEstimate", "estimate_forward", "get_cost_model", "resolve_batch"]
+
+
+@dataclass
+class ForwardEstimate:
+    """Time of one forward iteration and its breakdown.
+
+    ``ops``: one row per operator (name, kind, count, flops, bytes, time_s per instance,
+    total_s = count x time_s, source). ``source_share``: share of ``time_s`` priced from
+    measured / interpolated / roofline numbers. ``tflops``: achieved TFLOP/s (model FLOPs of
+    the iteration over its time).
+    """
+
+    model: str
+    gpu: str
+    tp: int
+    graphs: bool
+    time_s: float
+    ops: pd.DataFrame
+    source_share: dict[str, float] = field(default_factory=dict)
+    tflops: float = 0.0
+    flops: float = 0.0
+
+    def summary(self) -> str:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in self.source_share.items() if v > 0)
+        mode = "graphs" if self.graphs else "eager"
+        return (f"{self.model} on {self.gpu} (tp={self.tp}, {mode}): {self.time_s * 1e3:.3f} ms, "
+                f"{self.tflops:.1f} TFLOP/s [{shares}]")
+
+
+def resolve_batch(batch: object) -> list:
+    """A batch as a list of ``Seq``.
+
+    Accepted: a list of ``Seq``; an int N (shorthand for one prefill of N prompt tokens on an
+    empty cache, the time-to-first-token case); a ``(batch_size, prompt_len)`` tuple (that
+    many prefills); a ``(batch_size, 1, context)`` tuple (that many decodes of one token on
+    ``context`` cached tokens).
+    """
+    from fleetsim.workloads.parallel import Seq
+
+    if isinstance(batch, bool):
+        raise ConfigError(f"batch must be a list of Seq, an int or a tuple, got {batch!r}")
+    if isinstance(batch, int):
+        if batch < 1:
+            raise ConfigError(f"batch shorthand must be a positive token count, got {batch}")
+        return [Seq(batch)]
+    if isinstance(batch, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in batch):
+        if len(batch) == 2 and batch[0] >= 1:
+            return [Seq(batch[1])] * batch[0]
+        if len(batch) == 3 and batch[0] >= 1:
+            return [Seq(batch[1], batch[2])] * batch[0]
+        raise ConfigError(f"batch tuple must be (batch_size, prompt_len) or (batch_size, new, context), got {batch!r}")
+    if isinstance(batch, Sequence) and batch and all(isinstance(s, Seq) for s in batch):
+        return list(batch)
+    raise ConfigError(f"batch must be a non-empty list of Seq, an int or a tuple, got {batch!r}")
+
+
+def _kind(op: object) -> str:
+    return type(op).__name__.removesuffix("Op").lower()
+
+
+def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int = 1,
+                     graphs: bool = False, dtype: str = "bf16", cost_model: CostModel | None = None,
+                     *, kv_dtype: str | None = None, profile_root: str | Path | None = None
+                     ) -> ForwardEstimate:
+    """Estimate one serving iteration (forward pass) of ``model`` on ``gpu``.
+
+    ``model``: catalog name, path or ``ModelSpec``; ``gpu``: catalog name or ``GPUSpec``;
+    ``batch``: see ``resolve_batch``; ``tp``: tensor-parallel degree (the graph of one rank,
+    with its collectives); ``graphs``: CUDA-graph replay instead of eager launches;
+    ``cost_model``: defaults to ``get_cost_model(gpu, profile_root)``.
+    """
+    from fleetsim.hardware.catalog import get_gpu
+    from fleetsim.workloads.graph import serving_step_ops
+    from fleetsim.workloads.models import ModelSpec, load_model
+    from fleetsim.workloads.parallel import ParallelConfig
+
+    spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    mspec = model if isinstance(model, ModelSpec) else load_model(model)  # type: ignore[arg-type]
+    if not isinstance(tp, int) or tp < 1:
+        raise ConfigError(f"tp must be a positive integer, got {tp!r}")
+    seqs = resolve_batch(batch)
+    ops = serving_step_ops(mspec, seqs, ParallelConfig(tp=tp), dtype, kv_dtype)
+    cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
+    if hasattr(cm, "op_times"):
+        times, sources = cm.op_times(ops, spec, graphs=graphs)  # type: ignore[attr-defined]
+        times = list(map(float, times))
+    else:
+        costs = [cm.op_time(op, spec, graphs=graphs) for op in ops]
+        times, sources = [c.time_s for c in costs], [c.source for c in costs]
+    df = pd.DataFrame({
+        "name": [op.name for op in ops],
+        "kind": [_kind(op) for op in ops],
+        "count": [op.count for op in ops],
+        "flops": [float(op.flops) for op in ops],
+        "bytes": [float(op.bytes_moved) for op in ops],
+        "time_s": times,
+        "source": sources,
+    })
+    df["total_s"] = df["count"] * df["time_s"]
+    df = df[["name", "kind", "count", "flops", "bytes", "time_s", "total_s", "source"]]
+    total = float(df["total_s"].sum())
+    flops = float((df["count"] * df["flops"]).sum())
+    by_src = df.groupby("source")["total_s"].sum()
+    share = {s: (float(by_src.get(s, 0.0)) / total if total > 0 else 0.0) for s in SOURCES}
+    return ForwardEstimate(model=mspec.name, gpu=spec.name, tp=tp, graphs=graphs, time_s=total,
+                           ops=df, source_share=share, tflops=flops / total / 1e12 if total > 0 else 0.0,
+                           flops=flops)
