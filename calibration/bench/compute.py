@@ -186,7 +186,6 @@ def measure_moe(ctx: BenchContext, row: dict[str, Any]) -> tuple[float, float, f
         est += 5e-6 * active
     if ctx.device == "cpu":
         est *= 1000
-    del torch
     return time_kernel(launch, est_s=est, device=ctx.device, target_s=0.015 if not ctx.quick else 0.005)
 
 

@@ -18,12 +18,22 @@ from typing import Any
 try:
     from fleetsim.calibration.bench import grids
     from fleetsim.calibration.bench.common import (
-        Budget, ProfileWriter, catalog_name_for, collect_meta, parse_only, write_meta,
+        Budget,
+        ProfileWriter,
+        catalog_name_for,
+        collect_meta,
+        parse_only,
+        write_meta,
     )
 except ImportError:
     import grids  # type: ignore[no-redef]
     from common import (  # type: ignore[no-redef]
-        Budget, ProfileWriter, catalog_name_for, collect_meta, parse_only, write_meta,
+        Budget,
+        ProfileWriter,
+        catalog_name_for,
+        collect_meta,
+        parse_only,
+        write_meta,
     )
 
 SUITES = ("gemm", "attention", "elementwise", "moe", "memcpy", "launch", "power", "collective")

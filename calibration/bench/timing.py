@@ -29,8 +29,9 @@ try:
 except ImportError:  # run as a plain file on a GPU box without fleetsim installed
     from common import summarize  # type: ignore[no-redef]
 
-SLEEP_CYCLES_PER_S = 1.5e9
-"""Approximate GPU clock used to size the ``_sleep`` that lets the host run ahead."""
+SLEEP_CYCLES_PER_S = 2.0e9
+"""GPU clock (upper bound, Hopper boosts to 1.98 GHz) used to size the ``_sleep`` that lets
+the host run ahead; an over-long sleep only costs wall time, a short one times the host."""
 
 
 def time_kernel(launch: Callable[[int], Any], *, est_s: float, device: str = "cuda",
@@ -61,10 +62,16 @@ def time_kernel(launch: Callable[[int], Any], *, est_s: float, device: str = "cu
             times.append((time.perf_counter() - t0) / inner)
         return summarize(times)
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(3):  # host enqueue cost of one launch, once warm
+        launch(counter)
+        counter += 1
+    host_per_launch_s = (time.perf_counter() - t0) / 3
+    torch.cuda.synchronize()
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
               for _ in range(reps)]
-    host_ahead_s = reps * inner * 8e-6 + reps * 4e-6 + 1e-3
-    torch.cuda._sleep(int(min(host_ahead_s, 0.2) * SLEEP_CYCLES_PER_S))
+    host_ahead_s = 1.5 * reps * (inner * host_per_launch_s + 6e-6) + 1e-3
+    torch.cuda._sleep(int(min(host_ahead_s, 1.0) * SLEEP_CYCLES_PER_S))
     for start, end in events:
         start.record()
         for _ in range(inner):
