@@ -23,7 +23,27 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LinkSpec(Frozen):
+class Part(Frozen):
+    """Base for catalog parts: names and aliases usable in lookups and cluster shorthand."""
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        # '+' separates cluster-shorthand terms, so a name holding it could never be used there.
+        if not v or v != v.strip() or "+" in v:
+            raise ValueError(f"name must be non-empty, without surrounding spaces or '+', got {v!r}")
+        return v
+
+    @field_validator("aliases", check_fields=False)
+    @classmethod
+    def _check_aliases(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in v:
+            if not alias or alias != alias.strip() or "+" in alias:
+                raise ValueError(f"alias must be non-empty, without surrounding spaces or '+', got {alias!r}")
+        return v
+
+
+class LinkSpec(Part):
     """A point-to-point or fabric link. ``bandwidth_bps`` is per direction, per GPU/port."""
 
     name: str
@@ -45,7 +65,7 @@ class LinkSpec(Frozen):
         return self.bandwidth_bps * self.efficiency
 
 
-class MemoryTierSpec(Frozen):
+class MemoryTierSpec(Part):
     """A memory tier (HBM, host DDR, CXL, NVMe) with its capacity and bandwidth."""
 
     name: str
@@ -56,7 +76,7 @@ class MemoryTierSpec(Frozen):
     sources: dict[str, str] = {}
 
 
-class GPUSpec(Frozen):
+class GPUSpec(Part):
     """One accelerator (GPU, NPU or TPU chip).
 
     ``peak_flops`` holds *dense* peak FLOP/s per dtype; a dtype the part lacks is absent.
@@ -123,7 +143,7 @@ class GPUSpec(Frozen):
         raise SpecError(f"GPU {self.name!r} has no peak FLOP/s for dtype {dtype!r}")
 
 
-class NodeSpec(Frozen):
+class NodeSpec(Part):
     """A system/node: accelerators, their scale-up domain, NICs and host."""
 
     name: str

@@ -9,6 +9,8 @@ import pytest
 from fleetsim.hardware import catalog
 from fleetsim.hardware.errors import FleetsimError, SpecError
 from fleetsim.hardware.specs import GPUSpec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +99,22 @@ def test_load_gpu_file_round_trips_a_catalog_file(tmp_path: Path) -> None:
         path = catalog.source_file(kind, part)
         assert path is not None
         assert loader(path).name == path.stem
+
+
+def test_names_with_plus_or_padding_are_rejected() -> None:
+    with pytest.raises(ValueError, match="name must be non-empty"):
+        _custom_gpu(name="A+B")
+    with pytest.raises(ValueError, match="alias must be non-empty"):
+        _custom_gpu(aliases=(" padded",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(max_size=30))
+def test_any_lookup_is_a_part_or_a_spec_error(name: str) -> None:
+    for get in (catalog.get_gpu, catalog.get_link, catalog.get_system, catalog.get_memory_tier):
+        try:
+            spec = get(name)
+        except SpecError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert name.strip().lower() in {k.lower() for k in (spec.name, *spec.aliases)}
