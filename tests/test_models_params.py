@@ -104,3 +104,12 @@ def test_deepseek_v3_layer_kinds() -> None:
     assert m.layer_kinds[:3] == ("dense",) * 3 and set(m.layer_kinds[3:]) == {"moe"}
     assert m.num_moe_layers == 58 and m.is_mla and m.head_dim == 192 and m.value_head_dim == 128
     assert m.kv_cache_width == 576
+
+
+def test_summary_figures() -> None:
+    s = load_model("deepseek-v3").summary()
+    assert s["attention"] == "mla" and s["experts"] == "8/256"
+    assert (s["dense_layers"], s["moe_layers"]) == (3, 58)
+    assert s["kv_elements_per_token"] == 61 * 576
+    assert load_model("llama-3.1-8b").summary()["attention"] == "gqa"
+    assert load_model("gpt2").summary()["attention"] == "mha"

@@ -288,6 +288,27 @@ class ModelSpec(BaseModel):
     def _n(self, kind: LayerKind) -> int:
         return self.num_moe_layers if kind == "moe" else self.num_dense_layers
 
+    def summary(self) -> dict[str, object]:
+        """Key figures for listings (CLI, dashboard): sizes, layer mix, parameter counts."""
+        return {
+            "name": self.name,
+            "model_type": self.model_type,
+            "layers": self.num_layers,
+            "dense_layers": self.num_dense_layers,
+            "moe_layers": self.num_moe_layers,
+            "hidden_size": self.hidden_size,
+            "heads": self.num_heads,
+            "kv_heads": 1 if self.is_mla else self.num_kv_heads,
+            "attention": "mla" if self.is_mla else ("mha" if self.num_kv_heads == self.num_heads else "gqa"),
+            "experts": f"{self.num_experts_per_tok}/{self.num_experts}" if self.is_moe else "",
+            "sliding_window": self.sliding_window,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "params_total": self.params_total(),
+            "params_active": self.params_active(),
+            "kv_elements_per_token": self.num_layers * self.kv_cache_width,
+        }
+
     def params_non_embedding(self) -> int:
         """Parameters excluding token/position embeddings and the LM head."""
         return self.params_total() - self.embedding_params() - self.lm_head_params()
