@@ -140,3 +140,12 @@ def test_million_requests_fit_far_below_two_gigabytes() -> None:
     s = RequestStream(arrival_s=np.zeros(n), prompt_tokens=np.ones(n), output_tokens=np.ones(n))
     # 11 eight-byte columns: 88 bytes per request.
     assert s.nbytes == 88 * n
+
+
+def test_slicing_keeps_ids() -> None:
+    s = make_stream()
+    part = s[2:5]
+    assert isinstance(part, RequestStream) and part.req_id.tolist() == [2, 3, 4]
+    assert s[-1].req_id == 9
+    with pytest.raises(IndexError):
+        s[10]

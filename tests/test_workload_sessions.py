@@ -122,3 +122,20 @@ def test_sessions_open_loop_offered_rate() -> None:
     w = session_workload().model_copy(update={"arrivals": PoissonArrivals(rate_rps=2.0)})
     assert w.mean_rate_rps() == pytest.approx(6.0)  # 2 sessions/s x 3 turns
     assert w.is_closed_loop
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "poisson:rate=2,isl=5,osl=5",
+        "gamma:rate=2,cv=3,isl=5,osl=5,turns=3,turn_think=1",
+        "closed:clients=3,think=1,isl=5,osl=5",
+        "constant:rate=1,isl=1,osl=1",
+    ],
+)
+def test_empty_requests_give_empty_streams(spec: str) -> None:
+    from fleetsim.workloads.defaults import get_workload
+
+    w = get_workload(spec)
+    assert len(w.generate(0, num_requests=0)) == 0
+    assert len(w.generate(0, duration_s=0.0)) == 0

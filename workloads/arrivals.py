@@ -82,6 +82,8 @@ def _renewal(
         times = t + np.cumsum(draw_gaps(n))
         chunks.append(times)
         t = float(times[-1])
+    if not chunks:
+        return np.zeros(0)
     out = np.concatenate(chunks)
     return out[out < duration_s]
 
@@ -209,6 +211,8 @@ class ClosedLoopClients(_Arrivals):
                     "zero-latency schedule puts every request at t=0"
                 )
             per_client = int(duration_s / self.think_time_s * (1 + 8 * max(self.think_cv, 0.1))) + 8
+        if per_client == 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)
         starts = rng.uniform(0.0, self.ramp_s, c) if self.ramp_s > 0 else np.zeros(c)
         think = self.draw_think_s(rng, c * per_client).reshape(c, per_client)
         think[:, 0] = 0.0
@@ -257,7 +261,8 @@ class TraceArrivals(_Arrivals):
         self, rng: np.random.Generator, num_requests: int | None = None, duration_s: float | None = None
     ) -> np.ndarray:
         _check_bounds(num_requests, duration_s, f"trace arrivals {self.path}")
-        base = self._times() - self._times()[0] if len(self._times()) else self._times()
+        times = self._times()
+        base = times - times[0] if len(times) else times
         return tile_trace(base, num_requests, duration_s, str(self.path))
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -228,7 +228,16 @@ class RequestStream:
     def __len__(self) -> int:
         return int(self._cols["arrival_s"].shape[0])
 
-    def __getitem__(self, i: int) -> Request:
+    @overload
+    def __getitem__(self, i: int) -> Request: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> RequestStream: ...
+
+    def __getitem__(self, i: int | slice) -> Request | RequestStream:
+        """An int gives one ``Request``; a slice a new stream (ids kept)."""
+        if isinstance(i, slice):
+            return self._take(i)
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"request index {i} out of range for stream of {n}")
