@@ -17,7 +17,7 @@ import pandas as pd
 
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
-from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job
+from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job, validate_job
 from fleetsim.sim.training.step import StepResult, simulate_step
 from fleetsim.workloads.models import ModelSpec, load_model
 
@@ -237,7 +237,8 @@ def build_train_job(
     grad_bucket_bytes: float | None = None,
     pool: int = 0,
 ) -> TrainJob:
-    """The validated-by-pydantic ``TrainJob`` that ``estimate_train_step`` would simulate."""
+    """The ``TrainJob`` that ``estimate_train_step`` would simulate, checked against the model
+    and cluster (``ConfigError`` naming the values when it does not lay out)."""
     spec = load_model(model) if not isinstance(model, ModelSpec) else model
     cl = _cluster(cluster)
     if not 0 <= pool < len(cl.pools):
@@ -259,7 +260,9 @@ def build_train_job(
     )
     if grad_bucket_bytes is not None:
         kwargs["grad_bucket_bytes"] = grad_bucket_bytes
-    return make_job(**kwargs)
+    job = make_job(**kwargs)
+    validate_job(job)
+    return job
 
 
 def estimate_train_step(

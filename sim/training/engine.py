@@ -233,6 +233,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                         gathers.pop((mb, c, "F", i), None)
                 if g < n_chunks - 1:
                     send(2 * ((g + 1) * m + mb))
+                    if spec.record and spec.p2p_s > 0:
+                        events.append((s, "p2p", "send_activation", env.now, env.now + spec.p2p_s, mb, c))
             else:
                 if g < n_chunks - 1:
                     ev = receive(2 * (g * m + mb) + 1)
@@ -263,6 +265,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                                 bucket = 0.0
                 if g > 0:
                     send(2 * ((g - 1) * m + mb) + 1)
+                    if spec.record and spec.p2p_s > 0:
+                        events.append((s, "p2p", "send_gradient", env.now, env.now + spec.p2p_s, mb, c))
         gpu.stats.pipeline_end_s = env.now
         if spec.dp_reduce is not None and not spec.overlap_grad_reduce:
             for c, units in enumerate(spec.units[s]):

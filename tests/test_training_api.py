@@ -1,0 +1,67 @@
+"""Public API and CLI: same numbers, trace file, cost to train, parallel config forms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fleetsim.cli import train as train_cli
+from fleetsim.training import estimate_train_step
+from fleetsim.workloads.parallel import ParallelConfig
+
+ARGS = dict(micro_batch=2, global_batch=16, seq_len=1024, zero=1)
+
+
+def test_cli_equals_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api = estimate_train_step("gpt2-medium", "2xH100-SXM", pp=2, dp=1, **ARGS)
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--model", "gpt2-medium", "--cluster", "2xH100-SXM", "--pp", "2",
+                              "--micro-batch", "2", "--global-batch", "16", "--seq-len", "1024", "--zero", "1",
+                              "--tokens", "1e9", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "step time" in out and "MFU" in out and "GPU-hours" in out
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("metric")["value"]
+    assert float(summary["step time"]) == pytest.approx(api.time_s, rel=1e-12)
+    assert float(summary["MFU"]) == pytest.approx(api.mfu, rel=1e-12)
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(api.timeline)
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "process_name"}
+    assert names == {"stage 0", "stage 1"}
+    assert max(e["ts"] + e["dur"] for e in spans) == pytest.approx(api.time_s * 1e6, rel=1e-9)
+
+
+def test_train_cost_arithmetic() -> None:
+    est = estimate_train_step("gpt2-medium", "2xH200-SXM", dp=2, **ARGS)
+    tokens = 3e9
+    c = est.train_cost(tokens)
+    steps = tokens / (16 * 1024)
+    assert c["time_s"] == pytest.approx(steps * est.time_s)
+    assert c["gpu_hours"] == pytest.approx(steps * est.time_s * 2 / 3600)
+    assert c["cost_usd"] == pytest.approx(c["gpu_hours"] * est.gpu.price_per_hour_usd)
+
+
+def test_parallel_config_object_and_dict_agree() -> None:
+    a = estimate_train_step("gpt2-medium", "4xH100-SXM", ParallelConfig(tp=2, dp=2), **ARGS)
+    b = estimate_train_step("gpt2-medium", "4xH100-SXM", {"tp": 2, "dp": 2}, **ARGS)
+    c = estimate_train_step("gpt2-medium", "4xH100-SXM", tp=2, **ARGS)  # dp fills the rest
+    assert a.time_s == b.time_s == c.time_s
+    assert c.job.parallel.dp == 2
+
+
+def test_breakdown_and_memory_frames() -> None:
+    est = estimate_train_step("gpt2-medium", "2xH100-SXM", pp=2, dp=1, **ARGS)
+    assert set(est.memory.stage) == {0, 1}
+    bd = est.breakdown
+    assert bd["step_s"] == est.time_s
+    assert bd["mem_total_bytes"] == est.peak_memory_bytes
+    assert est.peak_allocated_bytes < est.peak_memory_bytes <= est.gpu.memory_bytes
+    assert set(est.timeline.stream) == {"compute", "p2p"}
+    tl = est.timeline
+    sends = tl[tl.stream == "p2p"]
+    assert len(sends) == 2 * 8  # 8 micro-batches: activations forward, gradients back
