@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fleetsim.workloads.parallel import ParallelConfig
+
 from fleetsim.cli import train as train_cli
 from fleetsim.training import estimate_train_step
-from fleetsim.workloads.parallel import ParallelConfig
 
 ARGS = dict(micro_batch=2, global_batch=16, seq_len=1024, zero=1)
 

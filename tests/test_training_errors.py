@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from fleetsim.cli import train as train_cli
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError, FleetsimError
+
+from fleetsim.cli import train as train_cli
 from fleetsim.training import build_train_job
 from fleetsim.training_validate import megatron_gpt
 

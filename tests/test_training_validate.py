@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fleetsim.training_validate import (
     MEASURED_ROOT,
     PUBLISHED,
