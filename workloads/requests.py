@@ -23,6 +23,7 @@ so a million-request stream costs ~60 MB and iterates lazily into ``Request`` ob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, overload
@@ -38,6 +39,9 @@ _NS_PREFIX = 2
 _NS_UNIQUE = 3
 
 
+_M64 = (1 << 64) - 1
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser, a bijective 64-bit mix (Steele et al. 2014), elementwise."""
     with np.errstate(over="ignore"):
@@ -47,15 +51,42 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _block_ids(namespace: int, owner: int, first: int, last: int) -> np.ndarray:
-    """Hashes of blocks ``first..last-1`` owned by ``owner`` in ``namespace``."""
+def _splitmix64_int(x: int) -> int:
+    """The same mix on one Python int (no numpy call overhead)."""
+    z = (x + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+_mixed_index = _splitmix64(np.arange(1024, dtype=np.uint64))
+
+
+def _mixed_indices(count: int) -> np.ndarray:
+    """``splitmix64(i)`` for ``i < count``, from a table grown by doubling."""
+    global _mixed_index
+    if count > len(_mixed_index):
+        size = max(count, 2 * len(_mixed_index))
+        _mixed_index = _splitmix64(np.arange(size, dtype=np.uint64))
+    return _mixed_index[:count]
+
+
+@functools.lru_cache(maxsize=2048)
+def _owner_hashes(namespace: int, owner: int, count: int) -> tuple[int, ...]:
+    """Hashes of blocks ``0..count-1`` of ``owner`` in ``namespace``.
+
+    Memoised (callers round ``count`` up to a power of two and slice), because an engine
+    asks for the same prefix, or a growing sequence's blocks, many times.
+    """
+    base = _splitmix64_int((namespace << 56) ^ (owner & 0x00FFFFFFFFFFFFFF))
+    return tuple(_splitmix64(np.uint64(base) ^ _mixed_indices(count)).tolist())
+
+
+def _block_range(namespace: int, owner: int, first: int, last: int) -> tuple[int, ...]:
+    """Hashes of blocks ``first..last-1`` of ``owner``: ``mix(mix(key) ^ mix(i))``."""
     if last <= first:
-        return np.zeros(0, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        key = np.array([(namespace << 56) ^ (owner & 0x00FFFFFFFFFFFFFF)], dtype=np.uint64)
-        base = _splitmix64(key)
-        idx = np.arange(first, last, dtype=np.uint64)
-        return _splitmix64(base ^ _splitmix64(idx))
+        return ()
+    return _owner_hashes(namespace, owner, 1 << max(6, (last - 1).bit_length()))[first:last]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +123,14 @@ class Request:
         n_full = total // block_size
         n_sys = self.system_prefix_tokens // block_size if self.system_prefix_id is not None else 0
         n_sys = min(n_sys, n_full)
-        parts = [_block_ids(_NS_SYSTEM, int(self.system_prefix_id or 0), 0, n_sys)]
+        out = _block_range(_NS_SYSTEM, self.system_prefix_id or 0, 0, n_sys)
         if self.prefix_id is not None:
             n_pre = n_full if self.session_id is not None else self.prefix_tokens // block_size
             n_pre = min(max(n_pre, n_sys), n_full)
-            parts.append(_block_ids(_NS_PREFIX, self.prefix_id, n_sys, n_pre))
+            out += _block_range(_NS_PREFIX, self.prefix_id, n_sys, n_pre)
         else:
             n_pre = n_sys
-        parts.append(_block_ids(_NS_UNIQUE, self.req_id, n_pre, n_full))
-        return tuple(np.concatenate(parts).tolist())
+        return out + _block_range(_NS_UNIQUE, self.req_id, n_pre, n_full)
 
     def prompt_hashes(self, block_size: int) -> tuple[int, ...]:
         """One hash per full KV block of the prompt (see ``block_hashes``)."""
