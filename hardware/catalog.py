@@ -39,12 +39,19 @@ class _Table:
     index: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
-    def add(self, spec: Any, path: Path | None) -> None:
+    def add(self, spec: Any, path: Path | None, replace: bool = False) -> None:
         keys = [spec.name, *spec.aliases]
+        old = self.specs.get(spec.name)
+        if old is not None and old != spec and not replace:
+            where = f"{show_path(path)}: " if path else ""
+            raise SpecError(f"{where}{self.kind} {spec.name!r} is already defined differently")
+        if old is not None:
+            for key in (old.name, *old.aliases):
+                self.index.pop(key.lower(), None)
         for key in keys:
             owner = self.index.get(key.lower())
             if owner is not None and owner != spec.name:
-                where = f"{path}: " if path else ""
+                where = f"{show_path(path)}: " if path else ""
                 raise SpecError(
                     f"{where}{self.kind} name or alias {key!r} of {spec.name!r} is already used by {owner!r}"
                 )
@@ -270,15 +277,44 @@ def load_memory_tier_file(path: str | Path) -> MemoryTierSpec:
     return _load_file(Path(path), MemoryTierSpec, "memory")
 
 
-def register(spec: GPUSpec | LinkSpec | MemoryTierSpec | NodeSpec) -> None:
+def register(spec: GPUSpec | LinkSpec | MemoryTierSpec | NodeSpec, replace: bool = False) -> None:
     """Add a user part to the in-process catalog so names resolve to it (until clear_cache).
 
-    A GPU or system must name links that exist; a name or alias that is already taken raises.
+    A GPU or system must name links (and a GPU) that exist. Registering an identical part
+    again is a no-op; a different part under a taken name or alias raises unless
+    ``replace`` (which swaps out a catalog part of the same name, e.g. a re-measured H100).
     """
     kind = {GPUSpec: "gpu", LinkSpec: "link", MemoryTierSpec: "memory", NodeSpec: "system"}[type(spec)]
     if isinstance(spec, GPUSpec | NodeSpec):
         check_references([spec])
-    _table(kind).add(spec, None)
+    _table(kind).add(spec, None, replace=replace)
+
+
+def _kind_of(data: Any) -> str | None:
+    """Which spec a parsed part file holds, from its distinguishing keys."""
+    if not isinstance(data, dict):
+        return None
+    if "peak_flops" in data:
+        return "gpu"
+    if "gpus_per_node" in data or "nic_link" in data:
+        return "system"
+    if "capacity_bytes" in data:
+        return "memory"
+    if "bandwidth_bps" in data or "latency_s" in data:
+        return "link"
+    return None
+
+
+def load_part_file(path: str | Path) -> GPUSpec | LinkSpec | MemoryTierSpec | NodeSpec:
+    """Validate a user part file of any kind, telling the kind from its keys."""
+    data, text = _read_yaml(Path(path))
+    kind = _kind_of(data)
+    if kind is None:
+        raise SpecError(
+            f"{show_path(path)}: cannot tell what part this is (a GPU has peak_flops, a system "
+            "gpus_per_node, a link bandwidth_bps, a memory tier capacity_bytes)"
+        )
+    return _build(data, _KINDS[kind][1], show_path(path), text)  # type: ignore[type-var]
 
 
 def check_references(specs: Iterable[GPUSpec | NodeSpec] | None = None) -> None:

@@ -128,6 +128,9 @@ class _PoolEntry(BaseModel):
 class _ClusterFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "cluster"
+    parts: list[str] = []
+    """User part files (GPU, link, system, memory YAML) to register before resolving pools;
+    relative paths are relative to the cluster file."""
     pools: list[_PoolEntry] = Field(min_length=1)
     scale_out_link: str | None = None
     oversubscription: float = Field(default=1.0, ge=1.0)
@@ -159,14 +162,16 @@ def _split(node: NodeSpec, gpus: int) -> list[PoolSpec]:
     return pools
 
 
-def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", text: str | None = None) -> ClusterSpec:
-    """Build a cluster from the file schema (name, pools, scale_out_link, ...)."""
+def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", text: str | None = None,
+                         base_dir: Path | None = None) -> ClusterSpec:
+    """Build a cluster from the file schema (name, parts, pools, scale_out_link, ...)."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{where}: expected a mapping with 'pools', got {type(data).__name__}")
     try:
         spec = _ClusterFile.model_validate(dict(data))
     except ValidationError as exc:
         raise SpecError(catalog.validation_message(exc, _ClusterFile, where, catalog.yaml_node(text))) from None
+    _register_parts(spec.parts, where, base_dir)
     pools: list[PoolSpec] = []
     for i, entry in enumerate(spec.pools):
         try:
@@ -189,10 +194,27 @@ def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", text: 
     )
 
 
+def _register_parts(paths: list[str], where: str, base_dir: Path | None) -> None:
+    """Register user part files: links first, then memory tiers, GPUs, systems (references
+    must resolve in that order)."""
+    specs = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        specs.append(catalog.load_part_file(path))
+    order = {"LinkSpec": 0, "MemoryTierSpec": 1, "GPUSpec": 2, "NodeSpec": 3}
+    for spec in sorted(specs, key=lambda s: order[type(s).__name__]):
+        try:
+            catalog.register(spec)
+        except SpecError as exc:
+            raise SpecError(f"{where}: parts: {exc}") from None
+
+
 def load_cluster_file(path: str | Path) -> ClusterSpec:
     """Load a cluster YAML file; errors name the file, line and key."""
     data, text = catalog._read_yaml(Path(path))
-    return cluster_from_mapping(data, catalog.show_path(path), text)
+    return cluster_from_mapping(data, catalog.show_path(path), text, base_dir=Path(path).parent)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from fleetsim.hardware import catalog
 from fleetsim.hardware.cluster import (
     gpu_power_w,
@@ -224,3 +225,26 @@ def test_garbage_is_only_ever_a_spec_error(text: str) -> None:
         assert isinstance(exc, FleetsimError)
     else:
         assert c.num_gpus >= 1
+
+
+def test_cluster_file_registers_user_parts(tmp_path: Path) -> None:
+    catalog.clear_cache()
+    try:
+        gpu = catalog.get_gpu("L4").model_dump()
+        gpu.update(name="MyAccel", aliases=["myaccel-24g"], memory_bw_bps=5e11, price_per_hour_usd=0.5,
+                   sources={})
+        (tmp_path / "parts").mkdir()
+        (tmp_path / "parts" / "myaccel.yaml").write_text(yaml.safe_dump(gpu))
+        node = catalog.get_system("AWS-g6.48xlarge").model_dump()
+        node.update(name="MyBox", aliases=[], gpu="MyAccel", gpus_per_node=4, scale_up_domain=4, sources={})
+        (tmp_path / "parts" / "mybox.yaml").write_text(yaml.safe_dump(node))
+        path = tmp_path / "c.yaml"
+        path.write_text("parts: [parts/mybox.yaml, parts/myaccel.yaml]\n"
+                        "pools:\n  - system: MyBox\n    num_nodes: 3\n  - gpu: myaccel-24g\n    num_gpus: 6\n")
+        c = load_cluster(path)
+        assert [(p.node.name, p.num_nodes, p.gpus_used_per_node) for p in c.pools] == [
+            ("MyBox", 3, 4), ("MyBox", 1, 4), ("MyBox", 1, 2)]
+        assert price_per_hour(c) == pytest.approx(18 * 0.5)
+        assert load_cluster(path) == c  # loading again registers the same parts: a no-op
+    finally:
+        catalog.clear_cache()

@@ -118,3 +118,26 @@ def test_any_lookup_is_a_part_or_a_spec_error(name: str) -> None:
             assert "\n" not in str(exc)
         else:
             assert name.strip().lower() in {k.lower() for k in (spec.name, *spec.aliases)}
+
+
+def test_register_identical_is_noop_and_replace_is_explicit() -> None:
+    h100 = catalog.get_gpu("H100")
+    catalog.register(h100)
+    faster = h100.model_copy(update={"memory_bw_bps": 3.9e12})
+    with pytest.raises(SpecError, match="'H100-SXM' is already defined differently"):
+        catalog.register(faster)
+    catalog.register(faster, replace=True)
+    assert catalog.get_gpu("h100").memory_bw_bps == 3.9e12
+    catalog.clear_cache()
+    assert catalog.get_gpu("h100").memory_bw_bps == 3.35e12
+
+
+def test_load_part_file_tells_kinds_apart(tmp_path: Path) -> None:
+    for kind, name in [("gpu", "L4"), ("link", "NDR"), ("system", "DGX-H100"), ("memory", "HBM3")]:
+        src = catalog.source_file(kind, name)
+        assert src is not None
+        assert catalog.load_part_file(src) == catalog.find_part(name)[1]
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("name: thing\ncolour: blue\n")
+    with pytest.raises(SpecError, match="cannot tell what part this is"):
+        catalog.load_part_file(odd)
