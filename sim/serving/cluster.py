@@ -160,9 +160,13 @@ class Replica:
         self.index = plan.index
         self.engines = engines
         self.speed = speed
+        self.inv_speed = 1.0 / speed
         self.block_size = plan.entry.engine.block_size
         self.prefix_caching = plan.entry.engine.enable_prefix_caching
         self.role = plan.entry.role
+
+        if len(engines) == 1:
+            self.load_tokens = engines[0].load_tokens  # type: ignore[method-assign]
 
     def load_tokens(self, now: float) -> int:
         return sum(e.load_tokens(now) for e in self.engines)

@@ -34,6 +34,10 @@ from fleetsim.sim.serving.speculative import draw_accepted
 from fleetsim.sim.serving.steptime import StepTimer
 from fleetsim.workloads.requests import Request
 
+RUN_CHUNK = 256
+"""Most iterations planned per decode run; a longer run continues as a new one (the
+accumulated end times are the same), so a run cut short by an arrival wastes little."""
+
 
 class SeqState:
     """Mutable progress of one request inside the serving system."""
@@ -135,16 +139,19 @@ class Engine:
             seq.admit_s = self.clock
         seq.status = "running"
 
-    def match_prefix(self, seq: SeqState) -> None:
-        """Find cached leading blocks of the prompt; at least one token is always computed."""
+    def match_prefix(self, seq: SeqState) -> tuple[int, int]:
+        """Find cached leading blocks of the prompt (at least one token is always computed).
+        Returns (hit blocks, how many of them are evictable and would become pinned)."""
         if not self.kv.prefix_caching:
-            return
+            return 0, 0
         hashes = seq.req.prompt_hashes(self.kv.block_size)
         hit = self.kv.match(hashes)
         if hit * self.kv.block_size >= seq.prompt + seq.generated:
             hit -= 1
         seq.pending_hit = hit
         seq.held = list(hashes[:hit])
+        ev = self.kv.evictable
+        return hit, sum(1 for h in seq.held if h in ev)
 
     def unmatch_prefix(self, seq: SeqState) -> None:
         seq.pending_hit = 0
@@ -393,12 +400,12 @@ class Engine:
         b = len(seqs)
         kv = self.kv
         c0 = [s.computed for s in seqs]
-        n = min(s.output - s.generated for s in seqs)
-        if n > 1:
-            bs = kv.block_size
+        n = min(min(s.output - s.generated for s in seqs), RUN_CHUNK)
+        avail = kv.available()
+        bs = kv.block_size
+        if n > 1 and b * (n // bs + 1) > avail:
             held = np.array([s.held_blocks() for s in seqs], dtype=np.int64)
             c = np.array(c0, dtype=np.int64)
-            avail = kv.available()
 
             def extra(m: int) -> int:
                 return int(np.maximum(0, -(-(c + m) // bs) - held).sum())
@@ -415,14 +422,14 @@ class Engine:
         ctx0 = float(sum(c0) + b)
         ctx = ctx0 + b * np.arange(n, dtype=float)
         d = self.timer.decode_times(b, ctx)
-        ends = np.cumsum(np.concatenate(([self.clock], d)))[1:]
-        cap = bisect_left(ends.tolist(), self.cap_s)
-        if cap + 1 < n:
-            n = cap + 1
-            ends = ends[:n]
+        d[0] += self.clock
+        ends_l = np.cumsum(d).tolist()
+        if ends_l[-1] >= self.cap_s:
+            n = min(n, bisect_left(ends_l, self.cap_s) + 1)
+            del ends_l[n:]
         self._run = seqs
         self._run_c0 = c0
-        self._run_ends = ends.tolist()
+        self._run_ends = ends_l
         self._run_base = len(self.iter_end)
         self._run_applied = 0
         self._run_alloc = 1

@@ -42,6 +42,14 @@ def _token_times(seq: SeqState, ends: dict[int, np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def _sorted_pct(x: np.ndarray, q: float) -> float:
+    """Percentile of sorted ``x`` with linear interpolation (numpy's default method)."""
+    pos = q * (len(x) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(x) - 1)
+    return float(x[lo] + (x[hi] - x[lo]) * (pos - lo))
+
+
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """Quantile ``q`` of ``values`` repeated ``weights`` times (lower interpolation)."""
     mask = weights > 0
@@ -93,9 +101,9 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
             times = _token_times(s, ends)
             last_tok = float(times[-1])
             if len(times) > 1:
-                itl = np.diff(times)
-                p50, p99 = np.percentile(itl, [50, 99]).tolist()
-                mx = float(itl.max())
+                itl = np.sort(np.diff(times))
+                p50, p99 = _sorted_pct(itl, 0.5), _sorted_pct(itl, 0.99)
+                mx = float(itl[-1])
             prev_end = None
             for j in range(0, len(toks), 3):
                 uid, a, b = toks[j], toks[j + 1], toks[j + 2]

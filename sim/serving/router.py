@@ -33,12 +33,8 @@ class LeastOutstandingTokens:
     (``Replica.speed``) so a faster GPU type takes proportionally more; ties -> lowest index."""
 
     def route(self, seq: SeqState, replicas: Sequence[Replica], now: float) -> int:
-        best, best_load = 0, float("inf")
-        for i, r in enumerate(replicas):
-            load = r.load_tokens(now) / r.speed
-            if load < best_load:
-                best, best_load = i, load
-        return best
+        loads = [r.load_tokens(now) * r.inv_speed for r in replicas]
+        return loads.index(min(loads))
 
 
 class PrefixAware:

@@ -35,10 +35,6 @@ class Plan:
         self.admitted = 0
 
 
-def _blocks_needed(eng: Engine, seq: SeqState, n: int) -> int:
-    return max(0, eng.kv.blocks_for(seq.computed + n + eng.lookahead) - seq.held_blocks())
-
-
 class VllmSchedulerStrategy:
     """Running requests first (oldest first), then waiting FCFS (see ``VllmScheduler``).
 
@@ -51,8 +47,9 @@ class VllmSchedulerStrategy:
         self.cfg = cfg
 
     def arrivals_matter(self, eng: Engine) -> bool:
-        """Whether a new arrival could change the next plan of a pure-decode engine."""
-        return len(eng.running) < self.cfg.max_num_seqs
+        """Whether a new arrival could change the next plan of a pure-decode engine: not
+        when the batch is full, nor behind a waiting request that could not be admitted."""
+        return not eng.waiting and len(eng.running) < self.cfg.max_num_seqs
 
     def schedule(self, eng: Engine) -> Plan:
         cfg = self.cfg
@@ -60,24 +57,31 @@ class VllmSchedulerStrategy:
         budget = cfg.max_num_batched_tokens
         running = eng.running
         kv = eng.kv
+        bs = kv.block_size
+        la = eng.lookahead
+        items = plan.items
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
-            n = min(seq.prompt + seq.generated - seq.computed, budget)
-            need = _blocks_needed(eng, seq, n)
-            while need > kv.available():
-                victim = running[-1]
-                eng.preempt(victim, plan)
-                if victim is seq:
+            n = seq.prompt + seq.generated - seq.computed
+            if n > budget:
+                n = budget
+            need = -(-(seq.computed + n + la) // bs) - seq.own_blocks - len(seq.held)
+            if need > 0:
+                evicted_self = False
+                while need > kv.free + len(kv.evictable):
+                    victim = running[-1]
+                    eng.preempt(victim, plan)
+                    if victim is seq:
+                        evicted_self = True
+                        break
+                if evicted_self:
                     break
-            else:
                 kv.allocate(need)
                 seq.own_blocks += need
-                plan.items.append((seq, n))
-                budget -= n + (eng.lookahead if n == 1 and seq.generated else 0)
-                i += 1
-                continue
-            break
+            items.append((seq, n))
+            budget -= n + (la if n == 1 and seq.generated else 0)
+            i += 1
         if plan.preempted:
             return plan
         waiting = eng.waiting
@@ -89,15 +93,15 @@ class VllmSchedulerStrategy:
                 eng.swap_in(seq, plan)
                 n = min(seq.prompt + seq.generated - seq.computed, budget)
             else:
-                if seq.computed == 0:
-                    eng.match_prefix(seq)
-                n = seq.prompt + seq.generated - seq.computed
+                hit, pinned = eng.match_prefix(seq) if seq.computed == 0 else (0, 0)
+                start = seq.computed + hit * kv.block_size
+                n = seq.prompt + seq.generated - start
                 if n > budget:
                     if not cfg.chunked_prefill:
                         break
                     n = budget
-                need = _blocks_needed(eng, seq, n)
-                if need > kv.available():
+                need = max(0, kv.blocks_for(start + n + eng.lookahead) - seq.own_blocks - hit)
+                if need + pinned > kv.available():
                     eng.unmatch_prefix(seq)
                     break
                 eng.take_prefix(seq)

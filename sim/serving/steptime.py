@@ -102,6 +102,8 @@ class GraphStepTimer:
         self._token: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
         self._emit: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
         self._dec: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._scalars: dict[tuple[str, int, bool], float] = {}
+        self._pre_memo: dict[tuple, float] = {}
         self._ctx_grid = np.unique(np.round(np.geomspace(1, self.max_context + 1, 64)))
         # Prefill attention templates: (stage ops with a placeholder batch).
         self._pre_templates = [op for st in self.stages for op in self._ops([Seq(16, 16)], st)
@@ -207,6 +209,12 @@ class GraphStepTimer:
         if not q:
             return 0.0
         qs, kvs = tuple(int(x) for x in q), tuple(int(x) for x in kv)
+        key = (qs, kvs, graphs)
+        hit = self._pre_memo.get(key)
+        if hit is not None:
+            return hit
+        if len(self._pre_memo) > 500_000:
+            self._pre_memo.clear()
         w = self.model.sliding_window
         ops: list[Op] = []
         for t in self._pre_templates:
@@ -219,13 +227,25 @@ class GraphStepTimer:
                     ops.append(replace(t, q_lens=qs, kv_lens=kvs))
             elif isinstance(t, GemmOp):
                 ops.append(replace(t, m=sum(kvs)))
-        return self._price(ops, graphs)
+        val = self._price(ops, graphs)
+        self._pre_memo[key] = val
+        return val
 
     # -- the StepTimer protocol ---------------------------------------------------------
+    def _scalar(self, kind: str, x: int, graphs: bool) -> float:
+        """Cached scalar token/emit part (the tables are fixed once built)."""
+        key = (kind, x, graphs)
+        v = self._scalars.get(key)
+        if v is None:
+            f = self.token_time if kind == "token" else self.emit_time
+            v = float(f(x, graphs))
+            self._scalars[key] = v
+        return v
+
     def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
         graphs = num_seqs <= CUDA_GRAPH_MAX_BATCH
         ctx = np.asarray(ctx_total, dtype=float)
-        fixed = float(self.token_time(num_seqs, graphs)) + float(self.emit_time(num_seqs, graphs))
+        fixed = self._scalar("token", num_seqs, graphs) + self._scalar("emit", num_seqs, graphs)
         return fixed + self.decode_attention_time(num_seqs, ctx, graphs) + self.overhead_s
 
     def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
@@ -233,9 +253,9 @@ class GraphStepTimer:
         if not pre_q and dec_q == 1:
             return float(self.decode_times(dec_n, np.array([dec_ctx]))[0])
         tokens = dec_n * dec_q + int(sum(pre_q))
-        t = float(self.token_time(tokens, False))
+        t = self._scalar("token", tokens, False)
         emit = sampled + dec_n * dec_q
-        t += float(self.emit_time(emit, False))
+        t += self._scalar("emit", emit, False) if emit else 0.0
         q = list(pre_q)
         kv = list(pre_kv)
         if dec_n and dec_q == 1:
