@@ -90,7 +90,7 @@ def _table(kind: str) -> _Table:
         folder, model = _KINDS[kind]
         table = _Table("memory tier" if kind == "memory" else kind)
         for path in sorted((CATALOG_DIR / folder).glob("*.yaml")):
-            table.add(_load_file(path, model, kind), path)
+            table.add(_load_file(path, model), path)
         _TABLES[kind] = table
     return table
 
@@ -168,14 +168,20 @@ def validation_message(exc: ValidationError, model: type[BaseModel], where: str,
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        known = list(model.model_fields)
-        return f"{prefix}: unknown key {dotted!r}" + suggest(str(loc[-1]), known)
+        hint = suggest(str(loc[-1]), list(model.model_fields)) if len(loc) == 1 else ""
+        return f"{prefix}: unknown key {dotted!r}{hint}"
     if kind == "missing":
         return f"{prefix}: missing required key {dotted!r}"
-    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    msg = " ".join(str(err.get("msg", "invalid value")).removeprefix("Value error, ").split())
+    if not loc:  # a check across fields
+        return f"{prefix}: {msg}"
     value = err.get("input")
-    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict | list) else f" (got {_short(repr(value))})"
     return f"{prefix}: field {dotted!r}: {msg}{shown}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build(data: Any, model: type[Spec], where: str, text: str | None = None) -> Spec:
@@ -187,7 +193,7 @@ def _build(data: Any, model: type[Spec], where: str, text: str | None = None) ->
         raise SpecError(validation_message(exc, model, where, yaml_node(text))) from None
 
 
-def _load_file(path: Path, model: type[BaseModel], kind: str) -> Any:
+def _load_file(path: Path, model: type[BaseModel]) -> Any:
     data, text = _read_yaml(Path(path))
     return _build(data, model, show_path(path), text)  # type: ignore[type-var]
 
@@ -262,19 +268,19 @@ def has_system(name: str) -> bool:
 
 def load_gpu_file(path: str | Path) -> GPUSpec:
     """Validate a user GPU YAML file (same schema as the catalog) without registering it."""
-    return _load_file(Path(path), GPUSpec, "gpu")
+    return _load_file(Path(path), GPUSpec)
 
 
 def load_link_file(path: str | Path) -> LinkSpec:
-    return _load_file(Path(path), LinkSpec, "link")
+    return _load_file(Path(path), LinkSpec)
 
 
 def load_system_file(path: str | Path) -> NodeSpec:
-    return _load_file(Path(path), NodeSpec, "system")
+    return _load_file(Path(path), NodeSpec)
 
 
 def load_memory_tier_file(path: str | Path) -> MemoryTierSpec:
-    return _load_file(Path(path), MemoryTierSpec, "memory")
+    return _load_file(Path(path), MemoryTierSpec)
 
 
 def register(spec: GPUSpec | LinkSpec | MemoryTierSpec | NodeSpec, replace: bool = False) -> None:
