@@ -168,30 +168,30 @@ def run_engine(spec: EngineSpec) -> EngineResult:
     gpus = [_Gpu(env, s, spec, events) for s in range(spec.p)]
     n_chunks = spec.p * spec.v
     m = spec.m
-    arrivals: dict[int, simpy.Event] = {}
+    arrivals: dict[int, float | simpy.Event] = {}
     """Activation (even key) or gradient (odd key) of micro-batch ``mb`` for global chunk ``g``:
-    key ``2 (g m + mb) + kind``. The sender stores a timeout that fires on arrival; a receiver
-    that comes first stores a plain event that the sender's timeout then succeeds."""
+    key ``2 (g m + mb) + kind``. A sender that comes first records the arrival time; a
+    receiver that comes first leaves an event that the sender triggers ``p2p_s`` later."""
+    p2p = spec.p2p_s
 
     def send(key: int) -> None:
         waiting = arrivals.pop(key, None)
-        if spec.p2p_s <= 0:
-            if waiting is None:
-                arrivals[key] = env.timeout(0.0)
-            else:
-                waiting.succeed()
-            return
-        t = env.timeout(spec.p2p_s)
         if waiting is None:
-            arrivals[key] = t
+            arrivals[key] = env.now + p2p
+        elif p2p <= 0:
+            waiting.succeed()  # type: ignore[union-attr]
         else:
-            t.callbacks.append(lambda _e: waiting.succeed())  # type: ignore[union-attr]
+            env.timeout(p2p).callbacks.append(lambda _e: waiting.succeed())  # type: ignore[union-attr]
 
-    def receive(key: int) -> simpy.Event:
-        ev = arrivals.pop(key, None)
-        if ev is None:
+    def receive(key: int) -> simpy.Event | None:
+        """None when the data is already here; else an event to wait for."""
+        got = arrivals.pop(key, None)
+        if got is None:
             ev = arrivals[key] = env.event()
-        return ev
+            return ev
+        if isinstance(got, float) and got > env.now:
+            return env.timeout(got - env.now)
+        return None
 
     fwd_total = [[sum(u.fwd_s for u in ch) for ch in st] for st in spec.units]
     bwd_total = [[sum(u.bwd_s for u in ch) for ch in st] for st in spec.units]
@@ -216,10 +216,10 @@ def run_engine(spec: EngineSpec) -> EngineResult:
             units = spec.units[s][c]
             if a.kind == "F":
                 if g > 0:
-                    ev = receive(2 * (g * m + mb))
-                    if ev.callbacks is not None:
+                    wait_ev = receive(2 * (g * m + mb))
+                    if wait_ev is not None:
                         t0 = env.now
-                        yield ev
+                        yield wait_ev
                         gpu.stats.pipeline_wait_s += env.now - t0
                 if spec.zero3_gather is None:
                     yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c))
@@ -237,10 +237,10 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                         events.append((s, "p2p", "send_activation", env.now, env.now + spec.p2p_s, mb, c))
             else:
                 if g < n_chunks - 1:
-                    ev = receive(2 * (g * m + mb) + 1)
-                    if ev.callbacks is not None:
+                    wait_ev = receive(2 * (g * m + mb) + 1)
+                    if wait_ev is not None:
                         t0 = env.now
-                        yield ev
+                        yield wait_ev
                         gpu.stats.pipeline_wait_s += env.now - t0
                 reduce_now = spec.dp_reduce is not None and spec.overlap_grad_reduce and (
                     spec.grad_sync_every_mb or mb == spec.m - 1)
