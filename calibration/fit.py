@@ -13,9 +13,9 @@ log r is tabulated over log shape features (``interp.FamilyTable``). A time is r
 ``floor + t_ideal / r``: exact at measured points, and on another GPU of the same
 architecture ``t_ideal`` uses *that* GPU's spec FLOP/s and bandwidth (scaling by specs).
 
-Collectives and copies are tabulated as log time over log bytes per (op, group size) /
-direction, with a latency-bandwidth fit ``t = alpha + bytes * beta`` (least squares on
-relative error) for sizes outside the measured range.
+Collectives and copies are tabulated as time over bytes per (op, group size) / direction,
+linear in bytes between measured sizes (exact for a latency-bandwidth law), with a fit
+``t = alpha + bytes * beta`` (least squares on relative error) outside the measured range.
 """
 
 from __future__ import annotations
@@ -111,15 +111,16 @@ class ProfileFit:
         bsz, q, kv, h, kvh, hd, vhd = (df[c].to_numpy(float) for c in (
             "batch", "q_len", "kv_len", "num_heads", "num_kv_heads", "head_dim", "v_head_dim"))
         vhd = np.where(vhd > 0, vhd, hd)
-        causal = df["causal"].to_numpy(bool)
-        dt = df["dtype"].tolist()
         decode = q <= 1.0
+        causal = df["causal"].to_numpy(bool) & ~decode
+        dt = df["dtype"].tolist()
+        phase = np.where(decode, 0.0, np.where(np.abs(q - kv) < 0.5, 1.0, 2.0))
         pairs = np.where(causal, q * kv - q * (q - 1.0) / 2.0, q * kv)
         eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in dt])
         flops = 2.0 * h * (hd + vhd) * bsz * pairs
         nbytes = bsz * (q * h + kv * kvh) * (hd + vhd) * eb
         y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
-        base = np.column_stack([decode, causal, hd, vhd, text_codes(dt)]).astype(float)
+        base = np.column_stack([phase, causal, hd, vhd, text_codes(dt)]).astype(float)
         fam = np.column_stack([base, h, kvh])
         fx = np.column_stack([np.log(bsz), np.log(q), np.log(kv)])
         return FamilyTable.build(fam, fx, y, coord_cols=(5, 6))
@@ -139,8 +140,7 @@ class ProfileFit:
         t = df["time_s"].to_numpy(float)
         fam = np.column_stack([text_codes(df[c].astype(str).tolist()) if c in ("op", "direction")
                                else df[c].to_numpy(float) for c in key_cols])
-        lx = np.log(nbytes)[:, None]
-        table = FamilyTable.build(fam, lx, np.log(t))
+        table = FamilyTable.build(fam, nbytes[:, None], t)
         fit = LinkFit(table)
         rows, inv = group_rows(fam)
         for g, idx in enumerate(split_groups(inv, len(rows))):

@@ -6,6 +6,9 @@ byte formulas here are the array forms of the properties in ``ops.py`` (tests ch
 agree). Ragged attention batches are summarised by their *equivalent uniform batch*: the
 same number of sequences B, the mean query length q and the key length kv that gives the
 same number of (query, key) score pairs, so FLOPs match exactly and KV bytes nearly so.
+Prefills without cached context (q_len == kv_len for every sequence) map to B sequences
+of one length with the same score pairs (a square causal prefill). Decodes are causal-free
+(one query sees every key).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class AttentionArrays:
     head_dim: np.ndarray
     v_head_dim: np.ndarray
     causal: list[bool]
-    decode: np.ndarray
+    phase: np.ndarray
+    """0: decode (every q_len 1), 1: prefill without cached context, 2: prefill on a context."""
     dtype: list[str]
     flops: np.ndarray
     bytes: np.ndarray
@@ -115,8 +119,16 @@ def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
     nbytes = q_tok * heads * (hd + vhd) * b + kv_tok * kv_heads * (hd + vhd) * kvb
     q_eq = q_tok / lens
     kv_eq = sp / (lens * q_eq) + np.where(causal_arr, (q_eq - 1.0) / 2.0, 0.0)
-    return AttentionArrays(lens, q_eq, kv_eq, heads, kv_heads, hd, vhd, causal, decode,
-                           dtype, flops, nbytes)
+    square = ~decode & (kv_tok == q_tok)
+    if square.any():  # prefills without cached context: B sequences of one length, same work
+        per = sp[square] / lens[square]
+        q_sq = np.where(causal_arr[square], (np.sqrt(1.0 + 8.0 * per) - 1.0) / 2.0, np.sqrt(per))
+        q_eq[square] = q_sq
+        kv_eq[square] = q_sq
+    phase = np.where(decode, 0.0, np.where(square, 1.0, 2.0))
+    return AttentionArrays(lens, q_eq, kv_eq, heads, kv_heads, hd, vhd,
+                           [c and not d for c, d in zip(causal, decode.tolist(), strict=True)],
+                           phase, dtype, flops, nbytes)
 
 
 @dataclass

@@ -51,6 +51,13 @@ from .opbatch import (
 )
 from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
 
+KERNEL_SAME = {"sampling": "sample", "add": "residual_add"}
+"""Graph kernel names -> profile kernel names of the same operation."""
+KERNEL_SIMILAR = {"add_rmsnorm": "rmsnorm", "add_layernorm": "layernorm", "reshape_and_cache": "copy",
+                  "bias_dropout_add": "residual_add", "dropout": "residual_add"}
+"""Graph kernels the profile lacks -> a measured kernel with the same access pattern per byte
+(its efficiency is used; provenance roofline)."""
+
 _first = itemgetter(0)
 _second = itemgetter(1)
 
@@ -201,7 +208,7 @@ class RooflineCostModel:
         if fit is None or fit.attention is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            base = np.column_stack([a.decode, np.asarray(a.causal, dtype=float), a.head_dim,
+            base = np.column_stack([a.phase, np.asarray(a.causal, dtype=float), a.head_dim,
                                     a.v_head_dim, text_codes(a.dtype)])
             fam = np.column_stack([base, a.heads, a.kv_heads])
             fx = np.column_stack([np.log(a.batch), np.log(a.q_eq), np.log(a.kv_eq)])
@@ -215,9 +222,13 @@ class RooflineCostModel:
         if fit is None or fit.elementwise is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            fam = np.column_stack([text_codes(a.kernel), text_codes(a.dtype)])
+            kernels = [KERNEL_SAME.get(k, k) for k in a.kernel]
+            similar = np.fromiter((k in KERNEL_SIMILAR for k in kernels), dtype=bool, count=n)
+            kernels = [KERNEL_SIMILAR.get(k, k) for k in kernels]
+            fam = np.column_stack([text_codes(kernels), text_codes(a.dtype)])
             lx = np.log(nbytes)[:, None]
             log_r, code = lookup(fit.elementwise, fam, lx)
+            code[similar & (code != NONE)] = FITTED
             other = np.flatnonzero(code == NONE)
             if other.size:  # a kernel the profile lacks: pooled efficiency of all kernels
                 fam[other, 0] = 0.0
@@ -269,12 +280,10 @@ class RooflineCostModel:
 
     def _fitted_link(self, table, key: tuple, nb: np.ndarray, params: tuple[float, float] | None,
                      kind: str, n: float) -> tuple[np.ndarray, np.ndarray]:
-        """Tabulated log time inside the measured range, alpha-beta fit outside it."""
+        """Tabulated time inside the measured range, alpha-beta fit outside it."""
         k = len(nb)
-        lx = np.log(nb)[:, None]
         keys = np.tile(np.asarray(key, dtype=float), (k, 1))
-        y, code = lookup(table.table, keys, lx)
-        t = np.exp(y)
+        t, code = lookup(table.table, keys, nb[:, None])
         out = code == FITTED
         if key in table.alpha_beta:
             alpha, beta = table.alpha_beta[key]
