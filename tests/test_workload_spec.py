@@ -102,3 +102,25 @@ def test_missing_keys_and_missing_file() -> None:
     with pytest.raises(ConfigError, match="must be a name"):
         get_workload(3)  # type: ignore[arg-type]
     assert isinstance(get_workload("constant:rate=2,isl=1,osl=1"), Workload)
+
+
+def test_trace_replay_keeps_sessions_and_offsets_ids_of_copies(tmp_path) -> None:
+    from fleetsim.traces import write_jsonl
+
+    original = get_workload("poisson:rate=1,isl=10,osl=5,turns=2,system=16,turn_think=3").generate(
+        0, num_requests=6
+    )
+    p = write_jsonl(original, tmp_path / "chat.jsonl")
+    replay = get_workload(str(p)).generate(0, num_requests=12)
+    first, second = replay[:6], replay[6:]
+    assert first.session_id.tolist() == (original.session_id).tolist()
+    assert first.prefix_tokens.tolist() == original.prefix_tokens.tolist()
+    assert first.think_s.tolist() == original.think_s.tolist()
+    span = int(original.session_id.max()) + 1
+    # The second copy is other users: ids shifted by the id span, system prompt shared.
+    assert second.session_id.tolist() == (original.session_id + span).tolist()
+    assert second.system_prefix_id.tolist() == original.system_prefix_id.tolist()
+    assert len(set(replay.req_id.tolist())) == 12
+    t0 = original.arrival_s - original.arrival_s[0]
+    period = t0[-1] + t0[-1] / 5
+    assert second.arrival_s.tolist() == pytest.approx((t0 + period).tolist())

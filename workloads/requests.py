@@ -371,6 +371,14 @@ class RequestStream:
         return self.column("prefix_tokens")
 
     @property
+    def system_prefix_id(self) -> np.ndarray:
+        return self.column("system_prefix_id")
+
+    @property
+    def system_prefix_tokens(self) -> np.ndarray:
+        return self.column("system_prefix_tokens")
+
+    @property
     def client_id(self) -> np.ndarray:
         return self.column("client_id")
 

@@ -11,6 +11,7 @@ seed always gives a bit-identical stream.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from fleetsim.hardware.errors import ConfigError
@@ -21,10 +22,12 @@ from fleetsim.workloads.arrivals import (
     GammaArrivals,
     PoissonArrivals,
     TraceArrivals,
+    tile_trace,
 )
-from fleetsim.workloads.lengths import LengthDist
-from fleetsim.workloads.requests import RequestStream
+from fleetsim.workloads.lengths import LengthDist, TraceLength
+from fleetsim.workloads.requests import COLUMNS, RequestStream
 from fleetsim.workloads.sessions import SYSTEM_PREFIX_ID, MultiTurnSessions, expand_sessions
+from fleetsim.workloads.tracefile import COLUMN_ALIASES, load_trace_cached
 from pydantic import BaseModel, ConfigDict
 
 SeedLike = int | np.random.Generator | np.random.SeedSequence
@@ -100,6 +103,9 @@ class Workload(BaseModel):
         if num_requests is not None and (isinstance(num_requests, bool) or num_requests < 0):
             raise ConfigError(f"workload {self.name}: num_requests must be >= 0, got {num_requests}")
         r_arr, r_in, r_out, r_sess = child_rngs(seed, 4)
+        replay = self._replayed_trace()
+        if replay is not None:
+            return replay_stream(*replay, num_requests, duration_s)
         if self.sessions is not None:
             return self._generate_sessions(r_arr, r_in, r_out, r_sess, num_requests, duration_s)
         if isinstance(self.arrivals, ClosedLoopClients):
@@ -115,6 +121,26 @@ class Workload(BaseModel):
             client_id=client,
             think_s=think,
         )
+
+    def _replayed_trace(self) -> tuple[RequestStream, float] | None:
+        """The trace when this workload replays one file whole (arrivals and both lengths
+        from the same trace, no sessions): then every column - sessions, prefixes,
+        clients - is replayed too, not just arrivals and lengths."""
+        a, p, o = self.arrivals, self.prompt, self.output
+        if not (
+            isinstance(a, TraceArrivals)
+            and isinstance(p, TraceLength)
+            and isinstance(o, TraceLength)
+            and self.sessions is None
+        ):
+            return None
+        if not (Path(a.path).resolve() == Path(p.path).resolve() == Path(o.path).resolve()):
+            return None
+        prompt_col = COLUMN_ALIASES.get(p.column.lower(), p.column)
+        output_col = COLUMN_ALIASES.get(o.column.lower(), o.column)
+        if (prompt_col, output_col) != ("prompt_tokens", "output_tokens"):
+            return None
+        return load_trace_cached(a.path), a.time_scale
 
     # -- sessions ---------------------------------------------------------------------
     def _session_turns(
@@ -256,4 +282,32 @@ class Workload(BaseModel):
         return bool(np.all(last >= duration_s))
 
 
-__all__ = ["SeedLike", "Workload", "child_rngs"]
+def replay_stream(
+    trace: RequestStream, time_scale: float, num_requests: int | None, duration_s: float | None
+) -> RequestStream:
+    """A trace shifted to start at 0, times scaled, repeated end to end as needed.
+
+    Copy ``k`` of the trace is shifted by ``k`` periods (see ``tile_trace``); its request,
+    session, prefix and client ids are offset so that copies never share ids (they are
+    different users), while the global system-prompt id stays shared.
+    """
+    n = len(trace)
+    arrival = trace.column("arrival_s")
+    base = (arrival - arrival[0]) * time_scale if n else arrival
+    times = tile_trace(base, num_requests, duration_s, "replay")
+    m = len(times)
+    idx = np.arange(m) % n
+    copy = (np.arange(m) // n).astype(np.int64)
+    cols: dict[str, np.ndarray] = {name: trace.column(name)[idx] for name in COLUMNS}
+    cols["arrival_s"] = times
+    cols["think_s"] = cols["think_s"] * time_scale
+    for name in ("session_id", "prefix_id", "client_id"):
+        col = trace.column(name)
+        span = int(col.max()) + 1 if n else 0
+        cols[name] = np.where(cols[name] >= 0, cols[name] + copy * span, -1)
+    ids = trace.column("req_id")
+    req_id = ids[idx] + copy * (int(ids.max()) + 1 if n else 0)
+    return RequestStream.from_columns(cols, req_id=req_id)
+
+
+__all__ = ["SeedLike", "Workload", "child_rngs", "replay_stream"]
