@@ -29,7 +29,7 @@ from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.requests import RequestStream
 from fleetsim.workloads.workload import Workload
 
-__all__ = ["Deployment", "EngineConfig", "PoolDeployment", "ServingResult", "SpecDecode",
+__all__ = ["default_deployment", "Deployment", "EngineConfig", "PoolDeployment", "ServingResult", "SpecDecode",
            "StaticScheduler", "VllmScheduler", "simulate_serving"]
 
 TRACE_SPAN_LIMIT = 200_000
@@ -137,7 +137,10 @@ def _requests(workload: Any, seed: int, num_requests: int | None, duration_s: fl
         return workload
     wl: Workload = get_workload(workload)
     if num_requests is None and duration_s is None:
-        raise ConfigError(f"workload {wl.name}: give num_requests or duration_s")
+        times = getattr(wl.arrivals, "_times", None)
+        if wl.arrivals.kind != "trace" or times is None or wl.sessions is not None:
+            raise ConfigError(f"workload {wl.name}: give num_requests or duration_s")
+        num_requests = len(times())  # a trace replays once by default
     return wl.generate(seed, num_requests=num_requests, duration_s=duration_s)
 
 
@@ -172,6 +175,8 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     if unknown:
         raise ConfigError(f"slo: unknown key(s) {sorted(unknown)}; known: ttft_slo_s, tpot_slo_s")
     reqs = _requests(workload, seed, num_requests, duration_s)
+    if not len(reqs):
+        raise ConfigError("the workload produced no requests")
     sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress)
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))

@@ -1,0 +1,194 @@
+"""``fleetsim simulate``: discrete-event simulation of LLM serving on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from typing import Any
+
+from fleetsim.hardware.errors import ConfigError
+
+
+def _pd(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)p(\d+)d\s*", text.lower())
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"--pd expects XpYd with X, Y >= 1 (e.g. 2p6d), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_spec_decode(text: str) -> dict[str, Any]:
+    """``ngram[:k=4,alpha=0.7]`` or ``DRAFT_MODEL[:k=4,alpha=0.7]`` -> SpecDecode fields."""
+    head, _, rest = text.partition(":")
+    head = head.strip()
+    out: dict[str, Any] = ({"method": "ngram"} if head.lower() == "ngram"
+                           else {"method": "draft", "draft_model": head})
+    keys = {"k": "num_speculative_tokens", "alpha": "acceptance_rate"}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = part.partition("=")
+        if not eq or key.strip() not in keys:
+            raise ConfigError(f"--spec-decode: bad parameter {part!r} (known: k=, alpha=)")
+        try:
+            out[keys[key.strip()]] = int(val) if key.strip() == "k" else float(val)
+        except ValueError:
+            raise ConfigError(f"--spec-decode: {key.strip()}={val!r} is not a number") from None
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate LLM serving (replicas, batching, KV cache, routing, PD) on a cluster",
+        description="Replay a workload through serving replicas (continuous batching with a "
+        "vLLM-style scheduler or static batching, paged KV cache, preemption, prefix caching, "
+        "speculative decoding, TP/PP/EP, prefill/decode disaggregation) and print latency "
+        "percentiles, throughput and goodput.",
+    )
+    p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
+    p.add_argument("--cluster", required=True, help="shorthand such as 1xH100 or 2xDGX-H100, or a YAML path")
+    p.add_argument("--workload", default="azure-conv",
+                   help="built-in name (azure-conv, azure-code), trace/workload FILE, or a spec such as "
+                   "poisson:rate=5,isl=1024,osl=256 (default azure-conv)")
+    p.add_argument("--num-requests", type=int, default=None)
+    p.add_argument("--duration-s", type=float, default=None)
+    p.add_argument("--gpu", default=None, help="GPU type (pool) for an explicit layout; default: first pool")
+    p.add_argument("--tp", type=int, default=None)
+    p.add_argument("--pp", type=int, default=None)
+    p.add_argument("--ep", type=int, default=None)
+    p.add_argument("--replicas", type=int, default=None, help="default: as many as the pool holds")
+    p.add_argument("--pd", type=_pd, default=None, metavar="XpYd",
+                   help="prefill/decode disaggregation: X prefill and Y decode replicas")
+    p.add_argument("--scheduler", choices=("vllm", "static"), default="vllm")
+    p.add_argument("--router", choices=("round_robin", "least_outstanding_tokens", "prefix_aware"),
+                   default="least_outstanding_tokens")
+    p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--max-batched-tokens", type=int, default=None)
+    p.add_argument("--no-chunked-prefill", action="store_true")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
+    p.add_argument("--swap-space-gib", type=float, default=4.0)
+    p.add_argument("--prefix-caching", action="store_true")
+    p.add_argument("--spec-decode", default=None, metavar="SPEC",
+                   help="ngram[:k=4,alpha=0.7] or DRAFT_MODEL[:k=4,alpha=0.7]")
+    p.add_argument("--dtype", default="bf16", help="weight dtype (bf16, fp8, ...)")
+    p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: activation dtype)")
+    p.add_argument("--sched-overhead-s", type=float, default=2e-3)
+    p.add_argument("--queue-limit", type=int, default=None, help="most waiting requests per replica")
+    p.add_argument("--max-sim-time-s", type=float, default=None)
+    p.add_argument("--ttft-slo-s", type=float, default=None)
+    p.add_argument("--tpot-slo-s", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-fast-forward", action="store_true", help="price every decode iteration")
+    p.add_argument("--progress", action="store_true", help="progress bar on stderr even when not a TTY")
+    p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace")
+    p.set_defaults(func=run)
+
+
+def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(Deployment or None, EngineConfig) from the parsed flags."""
+    from fleetsim.serving import Deployment, EngineConfig, PoolDeployment, SpecDecode
+
+    sch: dict[str, Any] = {"kind": args.scheduler}
+    if args.max_num_seqs is not None:
+        sch["max_num_seqs"] = args.max_num_seqs
+    if args.scheduler == "vllm":
+        if args.max_batched_tokens is not None:
+            sch["max_num_batched_tokens"] = args.max_batched_tokens
+        sch["chunked_prefill"] = not args.no_chunked_prefill
+    elif args.max_batched_tokens is not None or args.no_chunked_prefill:
+        raise ConfigError("--max-batched-tokens/--no-chunked-prefill apply to --scheduler vllm only")
+    eng: dict[str, Any] = dict(
+        scheduler=sch, block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
+        preemption_mode=args.preemption, swap_space_bytes=args.swap_space_gib * 2**30,
+        enable_prefix_caching=args.prefix_caching, dtype=args.dtype, sched_overhead_s=args.sched_overhead_s,
+        fast_forward=not args.no_fast_forward)
+    if args.kv_dtype:
+        eng["kv_dtype"] = args.kv_dtype
+    if args.spec_decode:
+        eng["spec_decode"] = SpecDecode(**parse_spec_decode(args.spec_decode))
+    engine = EngineConfig(**eng)
+    explicit = any(x is not None for x in (args.tp, args.pp, args.ep, args.replicas, args.pd, args.gpu))
+    extra = {"router": args.router, "queue_limit": args.queue_limit,
+             "max_sim_time_s": args.max_sim_time_s}
+    if not explicit:
+        if args.router == "least_outstanding_tokens" and args.queue_limit is None and args.max_sim_time_s is None:
+            return None, engine
+        return "default", (engine, extra)
+    layout = dict(gpu=args.gpu, tp=args.tp or 1, pp=args.pp or 1, ep=args.ep or 1, engine=engine)
+    if args.pd:
+        x, y = args.pd
+        pools = (PoolDeployment(**layout, replicas=x, role="prefill"),
+                 PoolDeployment(**layout, replicas=y, role="decode"))
+    else:
+        pools = (PoolDeployment(**layout, replicas=args.replicas),)
+    return Deployment(pools=pools, **extra), None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_summary(result: Any) -> None:
+    """The summary as a two-column rich table (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.model.name} on {result.cluster.name}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.summary.items():
+        table.add_row(k, _fmt(v))
+    Console(width=100).print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fleetsim.serving import Deployment, default_deployment, simulate_serving
+    from fleetsim.workloads.models import load_model
+
+    dep, engine = build_deployment(args)
+    if dep == "default":
+        from fleetsim.hardware.cluster import load_cluster
+
+        eng, extra = engine
+        base = default_deployment(load_model(args.model), load_cluster(args.cluster), eng)
+        dep, engine = Deployment(pools=base.pools, **extra), None
+    slo = {k: v for k, v in (("ttft_slo_s", args.ttft_slo_s), ("tpot_slo_s", args.tpot_slo_s)) if v is not None}
+    show = args.progress or sys.stderr.isatty()
+    progress_cb = None
+    bar = None
+    if show:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        bar = Progress(console=Console(stderr=True), transient=True)
+        bar.start()
+        task = bar.add_task("simulating", total=None)
+
+        def progress_cb(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+    try:
+        result = simulate_serving(args.model, args.cluster, args.workload, dep, seed=args.seed, slo=slo,
+                                  num_requests=args.num_requests, duration_s=args.duration_s,
+                                  engine=engine, progress=progress_cb)
+    finally:
+        if bar is not None:
+            bar.stop()
+    d = result.replicas
+    print(f"{len(d)} replicas: " + ", ".join(
+        f"{n} x {g} tp={tp} pp={pp} {role}" for (g, tp, pp, role), n in
+        d.groupby(["gpu", "tp", "pp", "role"]).size().items()))
+    print_summary(result)
+    if args.out:
+        out = result.save(args.out)
+        print(f"wrote {out}/ (requests, timeseries, replicas, summary.json, trace.json.gz)")
+    return 0
+
