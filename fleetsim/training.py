@@ -188,7 +188,7 @@ class TrainEstimate:
         rows.append(("cost sources", ", ".join(f"{k}={v}" for k, v in sorted(self.sources.items())), ""))
         if tokens is not None:
             c = self.train_cost(tokens)
-            rows += [("train tokens", tokens, ""), ("train time", c["time_s"] / 86400, "days"),
+            rows += [("train tokens", tokens, ""), ("train time", float(c["time_s"] or 0.0) / 86400, "days"),
                      ("GPU-hours", c["gpu_hours"], "h"),
                      ("cost", "n/a (no catalog price)" if c["cost_usd"] is None else c["cost_usd"], "USD")]
         return pd.DataFrame(rows, columns=["metric", "value", "unit"])

@@ -178,10 +178,17 @@ def run_engine(spec: EngineSpec) -> EngineResult:
         waiting = arrivals.pop(key, None)
         if waiting is None:
             arrivals[key] = env.now + p2p
-        elif p2p <= 0:
-            waiting.succeed()  # type: ignore[union-attr]
         else:
-            env.timeout(p2p).callbacks.append(lambda _e: waiting.succeed())  # type: ignore[union-attr]
+            assert isinstance(waiting, simpy.Event)
+            if p2p <= 0:
+                waiting.succeed()
+            else:
+                ev: simpy.Event = waiting
+
+                def deliver(_e: simpy.Event) -> None:
+                    ev.succeed()
+
+                env.timeout(p2p).callbacks.append(deliver)
 
     def receive(key: int) -> simpy.Event | None:
         """None when the data is already here; else an event to wait for."""
