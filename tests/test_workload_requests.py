@@ -149,3 +149,10 @@ def test_slicing_keeps_ids() -> None:
     assert s[-1].req_id == 9
     with pytest.raises(IndexError):
         s[10]
+
+
+def test_duplicate_request_ids_rejected() -> None:
+    with pytest.raises(ConfigError, match="request id 4 appears more than once"):
+        RequestStream(req_id=[4, 1, 4], arrival_s=[0, 1, 2], prompt_tokens=[1] * 3, output_tokens=[1] * 3)
+    assert len(RequestStream(req_id=[4, 1, 3], arrival_s=[0, 1, 2], prompt_tokens=[1] * 3,
+                             output_tokens=[1] * 3)) == 3

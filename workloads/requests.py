@@ -249,6 +249,12 @@ class RequestStream:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise ConfigError(f"request {int(c['req_id'][i])} (row {i}): {what}")
+        ids = c["req_id"]
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            uniq, counts = np.unique(ids, return_counts=True)
+            if len(uniq) < len(ids):
+                dup = int(uniq[np.argmax(counts > 1)])
+                raise ConfigError(f"request id {dup} appears more than once; ids must be unique")
         for name in _OPTIONAL_IDS:
             if (c[name] < -1).any():
                 i = int(np.argmax(c[name] < -1))
