@@ -42,7 +42,9 @@ def main() -> None:
     t, big = best_of(lambda: conv.generate(0, num_requests=1_000_000))
     print(f"generate 1e6 requests (azure-conv):            {t * 1e3:8.1f} ms")
     print(f"  stream memory:                               {big.nbytes / 2**20:8.1f} MiB")
-    chat = get_workload("azure-conv:turns=uniform(1,8),system=800,turn_think=30,max_context=32768")
+    chat = get_workload(
+        "azure-conv:turns=uniform(1,8),isl=lognormal(150,1.0),system=800,turn_think=30,max_context=32768"
+    )
     t, _ = best_of(lambda: chat.generate(0, num_requests=1_000_000))
     print(f"generate 1e6 requests (multi-turn sessions):   {t * 1e3:8.1f} ms")
     t, n = best_of(lambda: sum(1 for _ in big), repeats=1)
