@@ -112,3 +112,29 @@ def test_deterministic() -> None:
     b = _est(pp=2, dp=1, zero=0)
     pd.testing.assert_frame_equal(a.timeline, b.timeline)
     assert a.time_s == b.time_s
+
+
+def test_optimizer_offload_closed_form() -> None:
+    """ZeRO-Offload: the CPU Adam step streams 30 bytes per local parameter (fp32 master and
+    moments in and out: 24, fp32 gradient in: 4, 16-bit weight out: 2) through the host
+    memory's bandwidth shared by the node's GPUs; NVMe adds 24 bytes per parameter of
+    optimizer state in and out. Copies cost nothing in the stub."""
+    from fleetsim.hardware.catalog import get_memory_tier
+    from fleetsim.sim.training.step import HOST_MEMORY_TIER
+
+    base = _est(dp=2, zero=1, overlap_grad_reduce=False)
+    cpu = _est(dp=2, zero=1, overlap_grad_reduce=False, offload_optimizer="cpu")
+    nvme = _est(dp=2, zero=1, overlap_grad_reduce=False, offload_optimizer="nvme")
+    pool = base.job.cluster.pools[0]
+    per_node = pool.gpus_per_node or pool.node.gpus_per_node
+    n = P / 2
+    ddr = get_memory_tier(HOST_MEMORY_TIER).bandwidth_bps / per_node
+    assert cpu.time_s - base.time_s == pytest.approx(n * 30 / ddr, rel=1e-9)
+    nv = pool.node.nvme_bw_bps / per_node
+    assert nvme.time_s - cpu.time_s == pytest.approx(n * 24 / nv, rel=1e-9)
+
+
+def test_zero3_waits_are_not_bubble() -> None:
+    est = _est(dp=2, zero=3, cost_model=StubCost(coll_bps=1e8))
+    assert est.bubble_fraction == 0.0
+    assert est.exposed_comm_s > 0

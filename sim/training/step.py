@@ -138,7 +138,7 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
     copies = [MemcpyOp("grads_d2h", "d2h", n * sb.grads), MemcpyOp("params_h2d", "h2d", n * 2.0)]
     t_copy, _ = cost.op_times(copies, gpu)
     ddr = get_memory_tier(HOST_MEMORY_TIER)
-    cpu_adam = n * (16.0 + sb.grads + 14.0) / (ddr.bandwidth_bps / per_node)
+    cpu_adam = n * (12.0 + sb.grads + 14.0) / (ddr.bandwidth_bps / per_node)
     nvme = 0.0
     if job.offload_optimizer == "nvme":
         nvme = n * 24.0 / (node.nvme_bw_bps / per_node)
@@ -213,7 +213,10 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     denom = eng.step_s * par.world_size * peak
     busy = [st.busy_s for st in eng.stages]
     span = max(st.pipeline_end_s for st in eng.stages)
-    bubble = (span - max(busy)) / max(busy) if max(busy) > 0 else 0.0
+    # pipeline idle of a stage: waits for activations/gradients plus the drain after its
+    # last backward while other stages finish; communication waits are not bubble
+    idle = max(st.pipeline_wait_s + span - st.pipeline_end_s for st in eng.stages)
+    bubble = idle / max(busy) if max(busy) > 0 else 0.0
     exposed = max(st.comm_wait_s for st in eng.stages) + tp_comm_mb * m_mb
     sources = dict(coster.sources)
     for k, n in pricer.sources.items():
