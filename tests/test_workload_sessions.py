@@ -139,3 +139,12 @@ def test_empty_requests_give_empty_streams(spec: str) -> None:
     w = get_workload(spec)
     assert len(w.generate(0, num_requests=0)) == 0
     assert len(w.generate(0, duration_s=0.0)) == 0
+
+
+def test_summary_headlines() -> None:
+    w = Workload(arrivals=GammaArrivals(rate_rps=2.0, cv=3.0), prompt=FixedLength(tokens=100),
+                 output=LognormalLength(median=10, sigma=0.0))
+    s = w.summary()
+    assert (s["arrivals"], s["rate_rps"], s["cv"], s["prompt_mean_tokens"], s["output_mean_tokens"]) == (
+        "gamma", 2.0, 3.0, 100.0, pytest.approx(10.0))
+    assert session_workload().summary()["turns_mean"] == 3.0

@@ -70,6 +70,21 @@ class Workload(BaseModel):
             rate *= max(self.sessions.turns.mean(), 1.0)
         return rate
 
+    def summary(self) -> dict[str, float | str | None]:
+        """Headline numbers for listings: process, rate, CV, mean lengths, sessions."""
+        a = self.arrivals
+        mean_turns = self.sessions.turns.mean() if self.sessions is not None else None
+        return {
+            "name": self.name,
+            "arrivals": a.kind,
+            "rate_rps": a.mean_rate_rps() if not a.is_closed_loop else None,
+            "cv": getattr(a, "cv", 1.0 if a.kind == "poisson" else None),
+            "clients": getattr(a, "num_clients", None),
+            "prompt_mean_tokens": self.prompt.mean(),
+            "output_mean_tokens": self.output.mean(),
+            "turns_mean": mean_turns,
+        }
+
     def with_rate(self, rate_rps: float) -> Workload:
         """The same workload at another mean arrival rate (sessions: session start rate)."""
         if not (rate_rps > 0 and math.isfinite(rate_rps)):
