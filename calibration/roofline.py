@@ -113,6 +113,12 @@ class RooflineCostModel:
         times = np.fromiter(map(_first, hits), dtype=float, count=len(hits))  # type: ignore[arg-type]
         return times, list(map(_second, hits))  # type: ignore[arg-type]
 
+    def host_launch_s(self, gpu: GPUSpec) -> float:
+        """Host time to issue one eager kernel launch: the profile's measured eager launch
+        interval when its GPU shares ``gpu``'s architecture, else ``gpu.kernel_overhead_s``."""
+        fit = self._fit_for(gpu)
+        return fit.eager_s if fit is not None else gpu.kernel_overhead_s
+
     def clear_cache(self) -> None:
         self._caches.clear()
 

@@ -1,10 +1,19 @@
 """Whole-forward-pass estimates: one serving iteration of a model on one GPU.
 
 ``estimate_forward`` builds the operator graph of one iteration (``serving_step_ops``),
-prices every operator with a cost model and sums ``count x time`` over the graph. With
-``tp > 1`` the graph is that of one tensor-parallel rank and includes its all-reduces,
-priced by the link model. The result keeps the per-operator table so that a user can see
-where the time goes and how much of it comes from measurements.
+prices every operator with a cost model and combines the times:
+
+* under CUDA graphs (``graphs=True``) the kernels replay back to back, so the iteration
+  takes the sum of ``count x`` device time;
+* in eager mode the host issues one launch per ``host_launch_s`` while the GPU executes
+  kernels in order, so the iteration is a two-stage pipeline (host launches, device runs):
+  kernel j starts at ``max(issued_j, end_{j-1})``. Long GEMMs let the host run ahead; runs
+  of short kernels are launch-bound. This is the per-step overhead that a plain roofline
+  misses (it under-predicts small-batch eager steps).
+
+With ``tp > 1`` the graph is that of one tensor-parallel rank and includes its
+all-reduces, priced by the link model. The result keeps the per-operator table so that a
+user can see where the time goes and how much of it comes from measurements.
 """
 
 from __future__ import annotations
@@ -20,15 +29,17 @@ from fleetsim.calibration.cost import SOURCES, CostModel
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import GPUSpec
 
-__all__ = ["ForwardEstimate", "estimate_forward", "get_cost_model", "resolve_batch"]
+__all__ = ["ForwardEstimate", "eager_pipeline_s", "estimate_forward", "estimate_ops", "get_cost_model",
+           "resolve_batch"]
 
 
 @dataclass
 class ForwardEstimate:
     """Time of one forward iteration and its breakdown.
 
-    ``ops``: one row per operator (name, kind, count, flops, bytes, time_s per instance,
-    total_s = count x time_s, source). ``source_share``: share of ``time_s`` priced from
+    ``ops``: one row per operator (name, kind, count, flops, bytes, time_s = device time
+    per instance, total_s = count x time_s, source); in eager mode ``time_s`` of the
+    estimate also includes host launch stalls, so it can exceed the sum of ``total_s``. ``source_share``: share of ``time_s`` priced from
     measured / interpolated / roofline numbers. ``tflops``: achieved TFLOP/s (model FLOPs of
     the iteration over its time).
     """
@@ -99,32 +110,82 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
 
     spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     mspec = model if isinstance(model, ModelSpec) else load_model(model)  # type: ignore[arg-type]
-    if not isinstance(tp, int) or tp < 1:
+    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
         raise ConfigError(f"tp must be a positive integer, got {tp!r}")
     seqs = resolve_batch(batch)
     ops = serving_step_ops(mspec, seqs, ParallelConfig(tp=tp), dtype, kv_dtype)
     cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
+    return estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)
+
+
+def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: float,
+                     launches: Sequence[int] | None = None) -> float:
+    """Iteration time of kernels issued by a host at ``host_s`` per launch and run in order.
+
+    Consecutive operators with the same ``count`` > 1 form a block (one layer) that repeats
+    ``count`` times, as the operator graphs list them. ``launches[j]`` host launches issue
+    operator j (default 1). Returns the device end time of the last kernel, the host having
+    started issuing at time 0.
+    """
+    n = len(device_s)
+    nl = list(launches) if launches is not None else [1] * n
+    blocks: list[tuple[list[int], int]] = []
+    j = 0
+    while j < n:
+        c = counts[j]
+        k = j
+        while k + 1 < n and counts[k + 1] == c and c > 1:
+            k += 1
+        blocks.append((list(range(j, k + 1)), max(int(c), 0)))
+        j = k + 1
+    host = end = 0.0
+    for idx, reps in blocks:
+        for _ in range(reps):
+            for i in idx:
+                host += host_s * nl[i]
+                end = max(host, end) + device_s[i]
+    return end
+
+
+def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
+                 model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None
+                 ) -> ForwardEstimate:
+    """Price an operator list as one iteration (see the module docstring for the modes)."""
+    cm = cost_model
     if hasattr(cm, "op_times"):
-        times, sources = cm.op_times(ops, spec, graphs=graphs)  # type: ignore[attr-defined]
-        times = list(map(float, times))
+        dev, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
+        dev = list(map(float, dev))
+        if graphs:
+            times = dev
+        else:
+            times = list(map(float, cm.op_times(ops, gpu, graphs=False)[0]))  # type: ignore[attr-defined]
     else:
-        costs = [cm.op_time(op, spec, graphs=graphs) for op in ops]
-        times, sources = [c.time_s for c in costs], [c.source for c in costs]
+        costs = [cm.op_time(op, gpu, graphs=True) for op in ops]
+        dev, sources = [c.time_s for c in costs], [c.source for c in costs]
+        times = dev if graphs else [cm.op_time(op, gpu, graphs=False).time_s for op in ops]
     df = pd.DataFrame({
         "name": [op.name for op in ops],
         "kind": [_kind(op) for op in ops],
         "count": [op.count for op in ops],
         "flops": [float(op.flops) for op in ops],
         "bytes": [float(op.bytes_moved) for op in ops],
-        "time_s": times,
+        "time_s": dev,
         "source": sources,
     })
     df["total_s"] = df["count"] * df["time_s"]
     df = df[["name", "kind", "count", "flops", "bytes", "time_s", "total_s", "source"]]
-    total = float(df["total_s"].sum())
+    if graphs:
+        total = float(df["total_s"].sum())
+    elif hasattr(cm, "host_launch_s"):
+        is_kernel = [k not in ("collective", "memcpy") for k in df["kind"]]
+        nl = [(launches[i] if launches is not None else 1) if is_kernel[i] else 0 for i in range(len(ops))]
+        total = eager_pipeline_s(dev, list(df["count"]), cm.host_launch_s(gpu), nl)  # type: ignore[attr-defined]
+    else:
+        total = float((df["count"] * pd.Series(times)).sum())
     flops = float((df["count"] * df["flops"]).sum())
     by_src = df.groupby("source")["total_s"].sum()
-    share = {s: (float(by_src.get(s, 0.0)) / total if total > 0 else 0.0) for s in SOURCES}
-    return ForwardEstimate(model=mspec.name, gpu=spec.name, tp=tp, graphs=graphs, time_s=total,
+    busy = float(df["total_s"].sum())
+    share = {s: (float(by_src.get(s, 0.0)) / busy if busy > 0 else 0.0) for s in SOURCES}
+    return ForwardEstimate(model=model_name, gpu=gpu.name, tp=tp, graphs=graphs, time_s=total,
                            ops=df, source_share=share, tflops=flops / total / 1e12 if total > 0 else 0.0,
                            flops=flops)
