@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.sim.serving.cluster import ServingSimulation
 from fleetsim.sim.serving.config import (

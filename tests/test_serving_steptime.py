@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fleetsim.calibration import get_cost_model
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.sim.serving.speculative import draw_accepted, expected_tokens_per_step

@@ -26,6 +26,9 @@ class _Strict(BaseModel):
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"]) or type(self).__name__
             msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(type(self).model_fields)
+                raise ConfigError(f"{type(self).__name__}: unknown key {loc!r} (known: {known})") from None
             raise ConfigError(f"{type(self).__name__}: {loc}: {msg}") from None
 
 
