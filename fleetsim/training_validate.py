@@ -128,14 +128,17 @@ def measured_files(root: Path = MEASURED_ROOT) -> list[Path]:
     return sorted(root.glob("*/training.csv")) if root.is_dir() else []
 
 
-def our_rows(root: Path = MEASURED_ROOT) -> pd.DataFrame:
-    """Rows of our own GPU measurements (step time and peak allocated memory)."""
+def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame:
+    """Rows of our own GPU measurements (step time and peak allocated memory); ``cost_model``
+    overrides the GPU's default (its measured profile when there is one)."""
     rows = []
     for path in measured_files(root):
         gpu = path.parent.name
         meta_path = path.with_suffix(".json")
         meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         df = pd.read_csv(path)
+        if "status" in df.columns:  # out-of-memory points carry no time
+            df = df[df["status"].astype(str) == "ok"]
         for i, r in df.iterrows():
             world = int(r["world_size"])
             dp = int(r["dp"])
@@ -152,7 +155,7 @@ def our_rows(root: Path = MEASURED_ROOT) -> pd.DataFrame:
                     recompute=rec, zero=int(meta.get("zero", 0)), precision=meta.get("precision", "amp"),
                     attention=meta.get("attention", "flash"), dropout=bool(meta.get("dropout", False)),
                     grad_dtype=meta.get("grad_dtype", "fp32"), dtype=meta.get("dtype", "bf16"),
-                    record_timeline=False, check_memory=False,
+                    record_timeline=False, check_memory=False, cost_model=cost_model,
                 )
             except FleetsimError as exc:
                 raise FleetsimError(f"{path} row {i}: {exc}") from None

@@ -51,8 +51,10 @@ def test_activations_selective(t: int, sp: bool) -> None:
 
 @pytest.mark.parametrize(("t", "sp"), [(1, False), (4, True)])
 def test_activations_full_recompute(t: int, sp: bool) -> None:
-    """Full recomputation keeps each layer's 16-bit input: 2 s b h (/t with SP)."""
-    want = 2 * S * B * H * L / (t if sp else 1)
+    """Full recomputation keeps each layer's 16-bit input, 2 s b h (/t with SP), plus the one
+    layer rematerialised during its backward (its Korthikanti activations)."""
+    one = S * B * H / t * (34 + 5 * A * S / H) if sp else S * B * H * (10 + 24 / t + 5 * A * S / (H * t))
+    want = 2 * S * B * H * L / (t if sp else 1) + one
     assert _act(_job(tp=t, sequence_parallel=sp, recompute="full")) == pytest.approx(want, rel=1e-12)
 
 
@@ -107,10 +109,27 @@ def test_zero_sharding(zero: int, w: float, g: float, o: float) -> None:
     assert (mem.weights_bytes, mem.grads_bytes, mem.optimizer_bytes) == pytest.approx((w * n, g * n, o * n))
 
 
-def test_amp_16_bytes_per_param() -> None:
-    job = _job(precision="amp")
+def test_amp_peak_is_start_or_end_of_backward() -> None:
+    """PyTorch eager recipe: fp32 weights (4) and Adam moments (8) always; at the start of
+    backward all activations, logits buffers and bf16 weight copies (2 per matmul weight) but
+    no gradients yet; at the end all fp32 gradients (4). DDP adds a bucket copy (4)."""
+    from fleetsim.sim.training.flops import layer_matmul_weights
+
+    job = _job(precision="amp", attention="flash", dropout=False)
     n, _ = stage_params(job, 0)
-    assert stage_memories(job)[0].params_and_optimizer_bytes == pytest.approx(16 * n)
+    mem = stage_memories(job)[0]
+    assert (mem.weights_bytes, mem.optimizer_bytes) == pytest.approx((4 * n, 8 * n))
+    copies = 2 * (L * layer_matmul_weights(job.model, "dense") + V * H)
+    assert mem.weight_copies_bytes == pytest.approx(copies)
+    # per token per layer: fp32 norm inputs 2x4h, QKV/MLP inputs 2x2h, Q K V 6h, attention
+    # output and its head-merged copy 4h, MLP intermediates 16h, log-sum-exp 4a
+    act = S * B * L * (8 * H + 4 * H + 6 * H + 4 * H + 16 * H + 4 * A)
+    assert mem.activations_bytes == pytest.approx(act)
+    logits = S * B * (6 * H + 12 * V)
+    start = 12 * n + copies + act + logits
+    assert mem.allocated_bytes == pytest.approx(max(start, 16 * n))
+    ddp = stage_memories(_job(dp=2, precision="amp", attention="flash"))[0]
+    assert ddp.comm_buffers_bytes == pytest.approx(4 * n)
 
 
 def test_offload_moves_optimizer_to_host() -> None:

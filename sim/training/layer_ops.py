@@ -73,6 +73,15 @@ class LayerCoster:
         self.gemm_dtype = job.recipe.dtype
         self.act_dtype = "fp16" if job.recipe.dtype == "fp16" else "bf16"
         self.kv_local = max(1, m.num_kv_heads // self.t)
+        self.amp = job.recipe.precision == "amp"
+        drop = 1.0 if job.recipe.dropout else 0.0
+        # bytes per element: 16-bit norm in/out; under autocast the residual stream is fp32
+        # (fp32 norm in/out plus the cast of its output for the next GEMM: 8 + 6)
+        self.norm_rw = 14.0 if self.amp else 4.0
+        self.resid_rw = (10.0 if self.amp else 6.0) + drop
+        # kernel names as the calibration profiles spell them
+        self.resid_kernel = "bias_dropout_add" if job.recipe.dropout else "residual_add"
+        self.act_kernel = "silu_mul" if job.model.mlp_gated else "gelu"
         self._cache: dict[tuple[str, bool], LayerTimes] = {}
         self.sources: dict[str, int] = {}
 
@@ -117,17 +126,19 @@ class LayerCoster:
                     coll.append(("all_reduce", act_bytes, "tp"))
 
         # attention block
-        ops.append(self._ew("norm1", norm, Tn * h, 4.0, 5.0))
-        o_params = m.num_heads * m.value_head_dim * h
-        in_params = m.attention_params() - o_params
-        ops.append(self._gemm("qkv", T, in_params // (h * t), h))
+        ops.append(self._ew("norm1", norm, Tn * h, self.norm_rw, 5.0))
+        if m.is_mla:  # low-rank chain priced as one GEMM with the same weight count
+            n_qkv = (m.attention_params() - m.num_heads * m.value_head_dim * h) // (h * t)
+        else:
+            n_qkv = (m.q_width + m.num_kv_heads * (m.head_dim + m.value_head_dim)) // t
+        ops.append(self._gemm("qkv", T, n_qkv, h))
         if m.position_embedding == "rope":
             ops.append(self._ew("rotary", "rotary", T * (m.num_heads // t + self.kv_local) * m.head_dim, 4.0, 3.0))
         ops.append(self._gemm("attn_out", T, h, m.num_heads * m.value_head_dim // t))
-        ops.append(self._ew("residual1", "residual_dropout", Tn * h, 6.0 + (1 if self.job.recipe.dropout else 0)))
+        ops.append(self._ew("residual1", self.resid_kernel, Tn * h, self.resid_rw))
         block_comm()
         # MLP block
-        ops.append(self._ew("norm2", norm, Tn * h, 4.0, 5.0))
+        ops.append(self._ew("norm2", norm, Tn * h, self.norm_rw, 5.0))
         gate = 2 if m.mlp_gated else 1
         if kind == "moe":
             E, k = m.num_experts, m.num_experts_per_tok
@@ -135,10 +146,10 @@ class LayerCoster:
             local_e = E // ep
             routed = T * k
             ops.append(self._gemm("router", T, E, h))
-            ops.append(self._ew("topk", "softmax_topk", T * E, 8.0, 5.0))
+            ops.append(self._ew("topk", "softmax", T * E, 8.0, 5.0))
             f = m.moe_intermediate_size // t
             ops.append(self._gemm("expert_up", routed // local_e, gate * f, h, local_e))
-            ops.append(self._ew("expert_act", "activation", routed * f * gate, 2.0 * (gate + 1) / gate, 8.0))
+            ops.append(self._ew("expert_act", self.act_kernel, routed * f * gate, 2.0 * (gate + 1) / gate, 8.0))
             ops.append(self._gemm("expert_down", routed // local_e, h, f, local_e))
             if ep > 1:
                 coll.append(("all_to_all", 2.0 * routed * h, "ep"))
@@ -146,14 +157,14 @@ class LayerCoster:
             if m.shared_ffn_size:
                 fs = m.shared_ffn_size // t
                 ops.append(self._gemm("shared_up", T, gate * fs, h))
-                ops.append(self._ew("shared_act", "activation", T * fs * gate, 2.0 * (gate + 1) / gate, 8.0))
+                ops.append(self._ew("shared_act", self.act_kernel, T * fs * gate, 2.0 * (gate + 1) / gate, 8.0))
                 ops.append(self._gemm("shared_down", T, h, fs))
         else:
             f = m.intermediate_size // t
             ops.append(self._gemm("mlp_up", T, gate * f, h))
-            ops.append(self._ew("mlp_act", "activation", T * f * gate, 2.0 * (gate + 1) / gate, 8.0))
+            ops.append(self._ew("mlp_act", self.act_kernel, T * f * gate, 2.0 * (gate + 1) / gate, 8.0))
             ops.append(self._gemm("mlp_down", T, h, f))
-        ops.append(self._ew("residual2", "residual_dropout", Tn * h, 6.0 + (1 if self.job.recipe.dropout else 0)))
+        ops.append(self._ew("residual2", self.resid_kernel, Tn * h, self.resid_rw))
         block_comm()
         return ops, self._attention(local), coll
 
@@ -174,6 +185,36 @@ class LayerCoster:
             ops.append(self._ew("attn_dropout", "dropout", scores, 5.0, 1.0))
         ops.append(self._gemm("attn_values", s, m.value_head_dim, keys, heads))
         return ops
+
+    def eager_extras(self, ops: list[Op]) -> tuple[list[Op], list[Op]]:
+        """Kernels eager PyTorch with ``torch.autocast`` adds per layer (``precision="amp"``),
+        all streaming kernels priced as the profile's ``residual_add`` family: the bf16 cast
+        of every fp32 weight in forward (read 4, write 2 bytes/element) and the fp32 cast of
+        its gradient in backward (read 2, write 4); bias gradients (a reduction reading the
+        16-bit output gradient); the head-merge copy of the attention output (transpose +
+        reshape, read 2 write 2) and, in backward, its copy back and the stacking of dQ, dK,
+        dV into the fused QKV gradient."""
+        m, T, h = self.job.model, self.tokens, self.job.model.hidden_size
+        biased = {"qkv": m.qkv_bias, "attn_out": m.o_bias, "mlp_up": m.mlp_bias, "mlp_down": m.mlp_bias}
+        fwd: list[Op] = []
+        bwd: list[Op] = []
+        for op in ops:
+            if not isinstance(op, GemmOp):
+                continue
+            w = op.n * op.k * op.batch
+            fwd.append(self._ew(op.name + "_weight_cast", "residual_add", w, 6.0, 0.0))
+            bwd.append(self._ew(op.name + "_grad_cast", "residual_add", w, 6.0, 0.0))
+            if biased.get(op.name, False):
+                fwd.append(self._ew(op.name + "_bias_cast", "residual_add", op.n, 6.0, 0.0))
+                bwd.append(self._ew(op.name + "_bias_grad", "residual_add", T * op.n, 2.0, 1.0))
+                bwd.append(self._ew(op.name + "_bias_grad_cast", "residual_add", op.n, 6.0, 0.0))
+        heads_w = m.num_heads * m.value_head_dim // self.t
+        fwd.append(self._ew("attn_merge_copy", "residual_add", T * heads_w, 4.0, 0.0))
+        bwd.append(self._ew("attn_merge_copy_bwd", "residual_add", T * heads_w, 4.0, 0.0))
+        qkv_w = (m.q_width + m.num_kv_heads * (m.head_dim + m.value_head_dim)) // self.t
+        bwd.append(self._ew("qkv_grad_stack", "residual_add", T * qkv_w, 4.0, 0.0))
+        del h
+        return fwd, bwd
 
     # -- pricing ----------------------------------------------------------------------------
     def _price(self, ops: list[Op]) -> list[float]:
@@ -205,6 +246,10 @@ class LayerCoster:
         ops, attn, coll = self.layer_ops(kind, local)
         fwd_k = sum(self._price(ops))
         bwd_k = sum(self._price(self._backward_ops(ops)))
+        if self.amp:
+            extra_f, extra_b = self.eager_extras(ops)
+            fwd_k += sum(self._price(extra_f))
+            bwd_k += sum(self._price(extra_b))
         if job.recipe.attention == "eager" and job.parallel.cp == 1:
             core = self.eager_attention_ops(local)
             attn_f = sum(self._price(core))
@@ -252,10 +297,15 @@ class LayerCoster:
         m, T, t = self.job.model, self.tokens, self.t
         h, V = m.hidden_size, m.vocab_size
         ops: list[Op] = [
-            self._ew("final_norm", "layernorm" if m.norm == "layernorm" else "rmsnorm", self.norm_tokens * h, 4.0, 5.0),
+            self._ew("final_norm", "layernorm" if m.norm == "layernorm" else "rmsnorm", self.norm_tokens * h,
+                     self.norm_rw, 5.0),
             self._gemm("lm_head", T, V // t, h),
-            self._ew("cross_entropy", "cross_entropy", T * V // t, 10.0, 5.0),
+            # fused softmax cross-entropy; bytes counted as the 16-bit logits it reads, the
+            # convention of the calibration profiles
+            self._ew("cross_entropy", "cross_entropy", T * V // t, 2.0, 5.0),
         ]
+        if self.amp:  # logits.float(): a streaming upcast of the logits (read 2, write 4)
+            ops.append(self._ew("logits_upcast", "residual_add", T * V // t, 6.0, 0.0))
         fwd = sum(self._price(ops))
         bwd = sum(self._price(self._backward_ops(ops)))
         if t > 1:

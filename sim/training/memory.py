@@ -48,6 +48,9 @@ CUDA_CONTEXT_BYTES = 0.5 * GIB
 LOGITS_BYTES_PER_ELEMENT = 10.0
 """Last stage, per logit element (s * b * vocab / t): 16-bit logits (2), fp32 softmax kept for
 the cross-entropy backward (4), fp32 gradient of the logits during backward (4)."""
+AMP_LOGITS_BYTES_PER_ELEMENT = 12.0
+"""``amp`` (``F.cross_entropy(logits.float())``): the fp32 log-softmax output saved for
+backward (4), its gradient (4) and the gradient of its input (4) at the start of backward."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +109,19 @@ def activation_bytes_per_layer(job: TrainJob, kind: LayerKind) -> float:
     s = job.seq_len / par.cp
     b = job.micro_batch
     h = m.hidden_size
+    amp = r.precision == "amp"
+    resid = 4.0 if amp else 2.0  # autocast keeps the residual stream (norm inputs) in fp32
     if job.recompute == "full":
-        return 2.0 * s * b * h / (t if par.sequence_parallel else 1)
+        return resid * s * b * h / (t if par.sequence_parallel else 1)
     mask = 1.0 if r.dropout else 0.0
     # outside the TP regions: 2 norm inputs, QKV input, MLP input (16-bit), 2 dropout masks
-    outside = 2 * 2 * h + 2 * h + 2 * h + 2 * mask * h
+    outside = 2 * resid * h + 2 * h + 2 * h + 2 * mask * h
     kv_w = m.num_kv_heads * m.head_dim
     inside = 2 * (m.q_width + kv_w)  # Q and K
     inside += 2 * m.num_kv_heads * m.value_head_dim  # V
     inside += 2 * m.num_heads * m.value_head_dim  # output-projection input
+    if amp:  # eager PyTorch: the attention kernel's own output and its head-merged copy
+        inside += 2 * m.num_heads * m.value_head_dim
     if kind == "moe":
         k = m.num_experts_per_tok
         f = m.moe_intermediate_size
@@ -151,6 +158,8 @@ class MemoryBreakdown:
     context_bytes: float
     host_bytes: float
     nvme_bytes: float
+    weight_copies_bytes: float = 0.0
+    """bf16 copies of fp32 weights that autocast keeps for backward (``amp`` only)."""
 
     @property
     def params_and_optimizer_bytes(self) -> float:
@@ -160,7 +169,7 @@ class MemoryBreakdown:
     def allocated_bytes(self) -> float:
         """Peak tensor bytes (what ``torch.cuda.max_memory_allocated`` reports)."""
         return (self.params_and_optimizer_bytes + self.activations_bytes
-                + self.embedding_logits_bytes + self.comm_buffers_bytes)
+                + self.embedding_logits_bytes + self.comm_buffers_bytes + self.weight_copies_bytes)
 
     @property
     def reserved_bytes(self) -> float:
@@ -222,18 +231,58 @@ def stage_memory(job: TrainJob, stage: int, in_flight_chunks: int) -> MemoryBrea
     per_layer = sum(activation_bytes_per_layer(job, m.layer_kinds[i]) for i in layers) / len(layers)
     chunk_size = len(layers) / len(chunks)
     activations = in_flight_chunks * chunk_size * per_layer
+    if job.recompute == "full":  # one layer rematerialised during its backward
+        activations += max(activation_bytes_per_layer(job.model_copy(update={"recompute": "none"}), k)
+                           for k in {m.layer_kinds[i] for i in layers})
+    amp = job.recipe.precision == "amp"
+    sp_div = par.tp if par.sequence_parallel else 1
     emb = 0.0
     if stage == 0 and job.recipe.dropout:  # embedding dropout mask per in-flight micro-batch
-        emb += (in_flight_chunks / len(chunks)) * s_loc * b * h / (par.tp if par.sequence_parallel else 1)
+        emb += (in_flight_chunks / len(chunks)) * s_loc * b * h / sp_div
     if stage == par.pp - 1:
-        emb += 2 * s_loc * b * h / (par.tp if par.sequence_parallel else 1)  # final norm input
-        emb += LOGITS_BYTES_PER_ELEMENT * s_loc * b * m.vocab_size / par.tp
+        emb += (4.0 + 2.0 if amp else 2.0) * s_loc * b * h / sp_div  # final norm and head inputs
+        per_logit = AMP_LOGITS_BYTES_PER_ELEMENT if amp else LOGITS_BYTES_PER_ELEMENT
+        emb += per_logit * s_loc * b * m.vocab_size / par.tp
+    if amp:
+        return _amp_peak(job, stage, layers, weights, grads, optim, activations, emb, comm, host, nvme)
     alloc = weights + grads + optim + activations + emb + comm
     return MemoryBreakdown(
         stage=stage, weights_bytes=weights, grads_bytes=grads, optimizer_bytes=optim,
         activations_bytes=activations, embedding_logits_bytes=emb, comm_buffers_bytes=comm,
         fragmentation_bytes=FRAGMENTATION_MARGIN * alloc, context_bytes=CUDA_CONTEXT_BYTES,
         host_bytes=host, nvme_bytes=nvme,
+    )
+
+
+def _amp_peak(job: TrainJob, stage: int, layers: list[int], weights: float, grads: float,
+              optim: float, activations: float, emb: float, comm: float, host: float,
+              nvme: float) -> MemoryBreakdown:
+    """Peak of the PyTorch eager recipe (``precision="amp"``): gradients are allocated during
+    backward (``zero_grad(set_to_none=True)``) as activations are freed, so the peak is the
+    larger of the start of backward (all activations, the logits' loss buffers and the bf16
+    weight copies autocast saved for backward) and the end of backward (all gradients).
+    With data parallelism, DDP's gradient buckets are a second copy of the fp32 gradients."""
+    from .flops import layer_matmul_weights
+
+    m, par = job.model, job.parallel
+    matmul = sum(layer_matmul_weights(m, m.layer_kinds[i]) for i in layers)
+    if stage == par.pp - 1:
+        matmul += m.vocab_size * m.hidden_size
+    copies = 2.0 * matmul / par.tp
+    if par.dp * par.cp > 1 and job.zero_stage == 0:
+        comm += grads
+    start = weights + optim + comm + copies + activations + emb
+    end = weights + optim + comm + grads
+    if start >= end:
+        grads = 0.0
+    else:
+        activations = emb = copies = 0.0
+    alloc = max(start, end)
+    return MemoryBreakdown(
+        stage=stage, weights_bytes=weights, grads_bytes=grads, optimizer_bytes=optim,
+        activations_bytes=activations, embedding_logits_bytes=emb, comm_buffers_bytes=comm,
+        fragmentation_bytes=FRAGMENTATION_MARGIN * alloc, context_bytes=CUDA_CONTEXT_BYTES,
+        host_bytes=host, nvme_bytes=nvme, weight_copies_bytes=copies,
     )
 
 

@@ -128,7 +128,7 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
         n = dense + expert
     if job.offload_optimizer is None:
         bpp = 28.0 if job.recipe.precision == "amp" else 26.0 + sb.grads
-        op = ElementwiseOp("adamw", "adamw", max(1, int(n)), n * bpp, 12.0 * n, "fp32")
+        op = ElementwiseOp("adamw", "adamw_fused", max(1, int(n)), n * bpp, 12.0 * n, "fp32")
         t, _ = cost.op_times([op], gpu)
         return float(t[0])
     from fleetsim.hardware.catalog import get_memory_tier
