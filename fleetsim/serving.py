@@ -60,9 +60,10 @@ class ServingResult:
 
     def token_times(self, req_id: int) -> np.ndarray:
         """Times (s) at which request ``req_id`` received its tokens (per iteration)."""
-        runs = self._raw.token_runs.get(int(req_id))
-        if runs is None:
+        span = self._raw.token_runs.get(int(req_id))
+        if span is None:
             raise ConfigError(f"no token record for request {req_id} (unknown id, or run too large)")
+        runs = self._raw.runs[span[0]: span[1]].tolist()
         ends = self._raw.iter_end
         parts = [ends[runs[i]][runs[i + 1]: runs[i + 2] + 1] for i in range(0, len(runs), 3)]
         return np.concatenate(parts) if parts else np.zeros(0)

@@ -69,9 +69,10 @@ def test_decode_uses_cuda_graphs_and_prefill_eager() -> None:
     eager = timer.direct_time(batch, graphs=False)
     assert graphs < eager
     fast = float(timer.decode_times(8, np.array([8 * 1001.0]))[0])
-    assert fast == pytest.approx(graphs, rel=1e-9)
+    # tables are exact at grid points; between them (measured profiles) interpolation
+    assert fast == pytest.approx(graphs, rel=2e-3)
     mixed = timer.step_time(8, 8 * 1001, [100], [100], 1)
-    assert mixed == pytest.approx(timer.direct_time(batch + [Seq(100, 0)], graphs=False), rel=1e-9)
+    assert mixed == pytest.approx(timer.direct_time(batch + [Seq(100, 0)], graphs=False), rel=2e-3)
 
 
 def test_vectorised_decode_times_equal_scalar_calls() -> None:

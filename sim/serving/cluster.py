@@ -14,7 +14,6 @@ modelled (balanced virtual engines pipeline perfectly; an idle one is the bubble
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
 from fleetsim.sim.serving.disagg import TransferLink
 from fleetsim.sim.serving.engine import Engine, SeqState
+from fleetsim.sim.serving.reqlog import RequestLog
 from fleetsim.sim.serving.router import make_router
 from fleetsim.sim.serving.steptime import GraphStepTimer, StepTimer
 from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
@@ -214,7 +214,9 @@ class ServingSimulation:
         self.replicas: list[Replica] = []
         self.engines: list[Engine] = []
         self._build()
-        self.seqs: list[SeqState] = []
+        self.log = RequestLog()
+        self.live: set[SeqState] = set()
+        self.arrived = 0
         self.rejected = 0
         self.done = 0
         self.not_issued = 0
@@ -342,9 +344,9 @@ class ServingSimulation:
 
     def _arrive(self, req: Request, t: float) -> None:
         seq = SeqState(req, t)
-        self.seqs.append(seq)
-        if self.progress is not None and len(self.seqs) % 1000 == 0:
-            self.progress(len(self.seqs), len(self.requests))
+        self.arrived += 1
+        if self.progress is not None and self.arrived % 1000 == 0:
+            self.progress(self.arrived, len(self.requests))
         reps = self.front
         rep = reps[self.router.route(seq, reps, t)]
         seq.replica = rep.index
@@ -359,8 +361,10 @@ class ServingSimulation:
             seq.status = "rejected"
             seq.finish_s = t
             self.rejected += 1
+            self.log.add(seq)
             self._issue_next(seq)
             return
+        self.live.add(seq)
         rep.add(seq)
 
     # -- completions --------------------------------------------------------------------
@@ -373,6 +377,8 @@ class ServingSimulation:
             self.rejected += 1
         else:
             self.done += 1
+        self.live.discard(seq)
+        self.log.add(seq)
         self._issue_next(seq)
 
     def _link(self, src: Replica, dst: Replica) -> TransferLink:
@@ -419,13 +425,18 @@ class ServingSimulation:
         self.env.process(self._open_loop(reqs))
         self.env.run()
         if self.progress is not None:
-            self.progress(len(self.seqs), len(self.requests))
+            self.progress(self.arrived, len(self.requests))
+
+    def final_log(self) -> RequestLog:
+        """The request log plus the requests still in the system (unfinished), in order
+        of arrival of the recorded ones followed by the unfinished ones by req_id."""
+        for seq in sorted(self.live, key=lambda q: q.req_id):
+            self.log.add(seq)
+        self.live.clear()
+        return self.log
 
     @property
     def end_s(self) -> float:
         ends = [e.clock for e in self.engines]
         return max([self.env.now, *ends])
 
-
-def seq_finished(seq: SeqState) -> bool:
-    return seq.status == "finished" and not math.isnan(seq.finish_s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from fleetsim.sim.serving.cluster import ServingSimulation
-from fleetsim.sim.serving.engine import SeqState
+from fleetsim.sim.serving.reqlog import STATUS
 
 
 @dataclass
@@ -29,17 +29,12 @@ class RawTables:
     summary: dict[str, float | int | bool | str]
     itl_values: np.ndarray
     itl_weights: np.ndarray
-    token_runs: dict[int, list[int]]
+    token_runs: dict[int, tuple[int, int]]
+    """req_id -> (start, stop) into ``runs`` (kept for runs up to 200,000 requests)."""
+    runs: np.ndarray
+    """Flat (engine, first iteration, last iteration) triples of every request."""
     iter_end: dict[int, np.ndarray]
     transfers: pd.DataFrame
-
-
-def _token_times(seq: SeqState, ends: dict[int, np.ndarray]) -> np.ndarray:
-    toks = seq.tokens
-    parts = [ends[toks[i]][toks[i + 1]: toks[i + 2] + 1] for i in range(0, len(toks), 3)]
-    if not parts:
-        return np.zeros(0)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _sorted_pct(x: np.ndarray, q: float) -> float:
@@ -67,65 +62,63 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     """Build the result tables of a finished simulation."""
     ends = {e.uid: np.frombuffer(e.iter_end, dtype=float) if len(e.iter_end) else np.zeros(0)
             for e in sim.engines}
-    seqs = sim.seqs
-    n = len(seqs)
-    cols: dict[str, np.ndarray] = {
-        "req_id": np.empty(n, np.int64), "arrival_s": np.empty(n), "replica": np.empty(n, np.int64),
-        "prefill_replica": np.empty(n, np.int64), "prompt_tokens": np.empty(n, np.int64),
-        "output_tokens": np.empty(n, np.int64), "generated_tokens": np.empty(n, np.int64),
-        "queue_delay_s": np.empty(n), "ttft_s": np.empty(n), "tpot_s": np.empty(n),
-        "e2e_s": np.empty(n), "itl_p50_s": np.empty(n), "itl_p99_s": np.empty(n),
-        "itl_max_s": np.empty(n), "preemptions": np.empty(n, np.int64),
-        "prefix_hit_tokens": np.empty(n, np.int64), "finished": np.empty(n, bool),
-        "rejected": np.empty(n, bool),
-    }
-    reasons = []
+    log = sim.final_log()
+    n = len(log)
+    li = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in log.ints.items()}
+    lf = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in log.floats.items()}
+    runs = np.frombuffer(log.runs, dtype=np.int64) if len(log.runs) else np.zeros(0, np.int64)
+    off = np.frombuffer(log.run_off, dtype=np.int64)
+    status = li["status"]
+    fin = status == STATUS["finished"]
+    arrival = lf["arrival_s"]
+    itl = np.full((n, 3), math.nan)
+    last_tok = np.full(n, math.nan)
     gaps: list[float] = []
     diff_counts = {uid: np.zeros(len(a) + 1, np.int64) for uid, a in ends.items()}
-    for i, s in enumerate(seqs):
-        fin = s.status == "finished"
-        cols["req_id"][i] = s.req_id
-        cols["arrival_s"][i] = s.arrival_s
-        cols["replica"][i] = s.replica
-        cols["prefill_replica"][i] = s.prefill_replica
-        cols["prompt_tokens"][i] = s.prompt
-        cols["output_tokens"][i] = s.output
-        cols["generated_tokens"][i] = s.generated
-        cols["queue_delay_s"][i] = s.admit_s - s.arrival_s
-        cols["ttft_s"][i] = s.first_token_s - s.arrival_s
-        cols["e2e_s"][i] = s.finish_s - s.arrival_s if fin else math.nan
-        last_tok = math.nan
-        toks = s.tokens
-        p50 = p99 = mx = math.nan
-        if len(toks) >= 3:
-            times = _token_times(s, ends)
-            last_tok = float(times[-1])
-            if len(times) > 1:
-                itl = np.sort(np.diff(times))
-                p50, p99 = _sorted_pct(itl, 0.5), _sorted_pct(itl, 0.99)
-                mx = float(itl[-1])
-            prev_end = None
-            for j in range(0, len(toks), 3):
-                uid, a, b = toks[j], toks[j + 1], toks[j + 2]
-                if prev_end is not None:
-                    gaps.append(float(ends[uid][a]) - prev_end)
-                if b > a:
-                    dc = diff_counts[uid]
-                    dc[a + 1] += 1
-                    dc[b + 1] -= 1
-                prev_end = float(ends[uid][b])
-        cols["itl_p50_s"][i], cols["itl_p99_s"][i], cols["itl_max_s"][i] = p50, p99, mx
-        g = s.generated
-        cols["tpot_s"][i] = (last_tok - s.first_token_s) / (g - 1) if g > 1 and fin else math.nan
-        cols["preemptions"][i] = s.preemptions
-        cols["prefix_hit_tokens"][i] = s.hit_tokens
-        cols["finished"][i] = fin
-        cols["rejected"][i] = s.status == "rejected"
-        reasons.append(s.rejected)
-    req = pd.DataFrame(cols)
+    run_list = runs.tolist()
+    off_list = off.tolist()
+    for i in range(n):
+        lo, hi = off_list[i], off_list[i + 1]
+        if hi == lo:
+            continue
+        parts = []
+        prev_end = None
+        for j in range(lo, hi, 3):
+            uid, a, b = run_list[j], run_list[j + 1], run_list[j + 2]
+            e = ends[uid]
+            parts.append(e[a: b + 1])
+            if prev_end is not None:
+                gaps.append(float(e[a]) - prev_end)
+            if b > a:
+                dc = diff_counts[uid]
+                dc[a + 1] += 1
+                dc[b + 1] -= 1
+            prev_end = float(e[b])
+        times = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        last_tok[i] = times[-1]
+        if len(times) > 1:
+            d = np.sort(np.diff(times))
+            itl[i] = (_sorted_pct(d, 0.5), _sorted_pct(d, 0.99), d[-1])
+    gen = li["generated"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(fin & (gen > 1), (last_tok - lf["first_token_s"]) / (gen - 1), math.nan)
+    req = pd.DataFrame({
+        "req_id": li["req_id"], "arrival_s": arrival, "replica": li["replica"],
+        "prefill_replica": li["prefill_replica"], "prompt_tokens": li["prompt"],
+        "output_tokens": li["output"], "generated_tokens": gen,
+        "queue_delay_s": lf["admit_s"] - arrival, "ttft_s": lf["first_token_s"] - arrival,
+        "tpot_s": tpot, "e2e_s": np.where(fin, lf["finish_s"] - arrival, math.nan),
+        "itl_p50_s": itl[:, 0], "itl_p99_s": itl[:, 1], "itl_max_s": itl[:, 2],
+        "preemptions": li["preemptions"], "prefix_hit_tokens": li["hit_tokens"],
+        "finished": fin, "rejected": status == STATUS["rejected"],
+    })
+    reasons = np.full(n, "", dtype=object)
+    for k, v in log.reasons.items():
+        reasons[k] = v
     req["reject_reason"] = reasons
-    if n:
-        req = req.sort_values("req_id", kind="stable").reset_index(drop=True)
+    order = np.argsort(li["req_id"], kind="stable")
+    req = req.iloc[order].reset_index(drop=True)
+    token_runs = {int(li["req_id"][i]): (int(off[i]), int(off[i + 1])) for i in range(n)} if n <= 200_000 else {}
     # pooled ITLs: iteration gaps weighted by the requests spanning them, plus run gaps
     vals, wts = [np.asarray(gaps)], [np.ones(len(gaps))]
     for uid, a in ends.items():
@@ -136,11 +129,11 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     itl_v = np.concatenate(vals)
     itl_w = np.concatenate(wts)
     ts = _timeseries(sim)
-    rep = _replica_table(sim, ts)
+    t0 = float(arrival.min()) if n else 0.0
+    rep = _replica_table(sim, t0)
     tr = pd.DataFrame(sim.transfers, columns=["req_id", "start_s", "end_s", "bytes"])
     summary = _summary(sim, req, rep, itl_v, itl_w, ttft_slo_s, tpot_slo_s)
-    runs = {s.req_id: list(s.tokens) for s in seqs} if n <= 200_000 else {}
-    return RawTables(req, ts, rep, summary, itl_v, itl_w, runs, ends, tr)
+    return RawTables(req, ts, rep, summary, itl_v, itl_w, token_runs, runs, ends, tr)
 
 
 def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
@@ -172,8 +165,7 @@ def _span(sim: ServingSimulation, req: pd.DataFrame) -> tuple[float, float]:
     return t0, max(sim.end_s, t0)
 
 
-def _replica_table(sim: ServingSimulation, ts: pd.DataFrame) -> pd.DataFrame:
-    t0 = min((s.arrival_s for s in sim.seqs), default=0.0)
+def _replica_table(sim: ServingSimulation, t0: float) -> pd.DataFrame:
     span = max(sim.end_s - t0, 1e-12)
     rows = []
     for r in sim.replicas:
