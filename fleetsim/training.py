@@ -100,7 +100,8 @@ class TrainEstimate:
 
     @property
     def bubble_fraction(self) -> float:
-        """Pipeline idle time over compute time of the busiest stage ((p-1)/m for 1F1B)."""
+        """Pipeline idle over busy time of the busiest stage ((p-1)/m for 1F1B, (p-1)/(v m)
+        interleaved, on uniform stages); idle of lighter stages is ``stage_imbalance_s``."""
         return self.result.bubble_fraction
 
     @property
@@ -134,6 +135,7 @@ class TrainEstimate:
             "tp_comm_s": r.tp_comm_s,
             "optimizer_s": r.optimizer_s,
             "contention_s": max(s.contention_s for s in r.engine.stages),
+            "stage_imbalance_s": max(r.stage_compute_s) - min(r.stage_compute_s),
             "grad_accum": float(self.job.grad_accum),
         }
         out.update({f"mem_{k}": v for k, v in pm.as_dict().items() if k != "stage"})

@@ -75,3 +75,19 @@ def test_every_action_once(schedule: str, v: int) -> None:
         fs = sorted((a.micro_batch, a.chunk) for a in order if a.kind == "F")
         bs = sorted((a.micro_batch, a.chunk) for a in order if a.kind == "B")
         assert fs == bs == sorted((i, c) for i in range(m) for c in range(v))
+
+
+def test_uneven_split_imbalance_emerges() -> None:
+    """layer_split (8, 16): the heavier stage 1 bounds the step: it starts after stage 0's
+    first forward (8 layers), then computes back to back, and stage 0 ends with the last
+    backward of its 8 layers. The idle of stage 0 is the imbalance, m * 8 layers."""
+    m = 6
+    est = estimate_train_step(
+        "gpt2-medium", "2xH100-SXM", {"pp": 2, "dp": 1, "layer_split": (8, 16)}, micro_batch=1,
+        global_batch=m, seq_len=1024, gpu=GPU, cost_model=StubCost(coll_bps=None), check_memory=False,
+    )
+    layer = T_F_LAYER + T_B_LAYER
+    assert est.breakdown["stage_imbalance_s"] == pytest.approx(m * 8 * layer, rel=1e-12)
+    assert est.time_s >= m * 16 * layer
+    # stage 1 waits only for the first activation (8 layers' forward): no bubble after it
+    assert est.time_s == pytest.approx(8 * T_F_LAYER + m * 16 * layer + 8 * T_B_LAYER, rel=1e-12)

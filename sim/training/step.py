@@ -213,10 +213,13 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     denom = eng.step_s * par.world_size * peak
     busy = [st.busy_s for st in eng.stages]
     span = max(st.pipeline_end_s for st in eng.stages)
-    # pipeline idle of a stage: waits for activations/gradients plus the drain after its
-    # last backward while other stages finish; communication waits are not bubble
-    idle = max(st.pipeline_wait_s + span - st.pipeline_end_s for st in eng.stages)
-    bubble = idle / max(busy) if max(busy) > 0 else 0.0
+    # bubble: pipeline idle of the busiest stage (waits for activations/gradients plus the
+    # drain after its last backward), over its busy time; lighter stages idle longer, which
+    # is stage imbalance (reported apart); communication waits are not bubble
+    k = max(range(len(busy)), key=busy.__getitem__)
+    st_k = eng.stages[k]
+    idle = st_k.pipeline_wait_s + span - st_k.pipeline_end_s
+    bubble = idle / busy[k] if busy[k] > 0 else 0.0
     exposed = max(st.comm_wait_s for st in eng.stages) + tp_comm_mb * m_mb
     sources = dict(coster.sources)
     for k, n in pricer.sources.items():
