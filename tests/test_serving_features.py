@@ -218,3 +218,37 @@ def test_cli_pd_and_spec_decode_flags() -> None:
     assert spec.num_speculative_tokens == 3 and spec.acceptance_rate == 0.6
     with pytest.raises(ConfigError):
         cli.parse_spec_decode("ngram:q=3")
+
+
+def test_fp8_weights_and_kv_enlarge_the_cache() -> None:
+    from fleetsim.sim.serving.cluster import kv_blocks_for
+    from fleetsim.workloads.memory import kv_cache_bytes_per_token, weight_bytes
+
+    m, g, par = load_model(M), get_gpu("H100"), ParallelConfig()
+    base = kv_blocks_for(m, g, par, EngineConfig())
+    kv8 = kv_blocks_for(m, g, par, EngineConfig(kv_dtype="fp8"))
+    w8 = kv_blocks_for(m, g, par, EngineConfig(dtype="fp8"))
+    assert kv8 == pytest.approx(2 * base, rel=0.01)  # half the bytes per token
+    freed = weight_bytes(m, par, "bf16") - weight_bytes(m, par, "fp8")
+    per_block = kv_cache_bytes_per_token(m, par, "bf16") * 16
+    assert w8 - base == pytest.approx(freed / per_block, rel=0.05)
+    res = simulate_serving(M, "1xH100", "poisson:rate=4,isl=fixed(500),osl=fixed(50)", num_requests=20,
+                           engine=EngineConfig(dtype="fp8", kv_dtype="fp8"))
+    assert res.requests["finished"].all()
+    assert int(res.replicas["kv_blocks"].iloc[0]) == kv_blocks_for(m, g, par, EngineConfig(dtype="fp8", kv_dtype="fp8"))
+
+
+def test_moe_expert_parallel_replica_runs() -> None:
+    dep = Deployment(pools=(PoolDeployment(gpu="H100", tp=2, ep=2, replicas=1),))
+    res = simulate_serving("mixtral-8x7b", "2xH100", "poisson:rate=2,isl=fixed(300),osl=fixed(20)", dep,
+                           num_requests=10)
+    assert res.requests["finished"].all()
+    assert res.replicas["ep"].iloc[0] == 2
+
+
+def test_heterogeneous_pools_share_load_by_speed() -> None:
+    wl = "poisson:rate=30,isl=fixed(800),osl=fixed(200)"
+    res = simulate_serving(M, "1xH100+1xA100-SXM-80GB", wl, num_requests=600, seed=1)
+    assert list(res.replicas["gpu"]) == ["H100-SXM", "A100-SXM-80GB"]
+    counts = res.requests.groupby("replica").size()
+    assert counts[0] > counts[1] > 0  # the faster H100 takes more requests

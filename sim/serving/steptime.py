@@ -213,7 +213,7 @@ class GraphStepTimer:
         hit = self._pre_memo.get(key)
         if hit is not None:
             return hit
-        if len(self._pre_memo) > 500_000:
+        if len(self._pre_memo) > 100_000:
             self._pre_memo.clear()
         w = self.model.sliding_window
         ops: list[Op] = []
@@ -227,7 +227,15 @@ class GraphStepTimer:
                     ops.append(replace(t, q_lens=qs, kv_lens=kvs))
             elif isinstance(t, GemmOp):
                 ops.append(replace(t, m=sum(kvs)))
-        val = self._price(ops, graphs)
+        # Uncached pricing where the model offers it: these ops rarely repeat, and the
+        # cost model's per-op cache would grow with every distinct chunk mix.
+        price = getattr(self.cost, "price", None)
+        if price is not None:
+            t, _ = price(ops, self.gpu, graphs=graphs)
+            counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
+            val = float(t @ counts)
+        else:
+            val = self._price(ops, graphs)
         self._pre_memo[key] = val
         return val
 
