@@ -12,7 +12,9 @@ Three sources, each row with its error ``predicted / measured - 1`` and its targ
 * Our own measurements, ``calibration/validation/<GPU>/training.csv`` (GPT-2-style models on
   one H100, one H200 and DDP on two H200s): step time and peak allocated memory. Target:
   within 10 %. An optional ``training.json`` beside it gives the recipe used
-  (``precision``, ``attention``, ``dropout``, ``grad_dtype``, ``zero``, ``tied``).
+  (``precision``, ``attention``, ``dropout``, ``grad_dtype``, ``zero``, ``tied``,
+  ``bucket_bytes``); the defaults are those of ``calibration/bench/train_bench.py``: amp
+  (bf16 autocast over fp32 weights), SDPA flash attention, no dropout, tied LM head, DDP.
 
 Nothing here is fitted to these rows: the A100 has no measured profile, so its operators
 are priced by the spec roofline of the catalog (provenance reported per row).
@@ -37,6 +39,8 @@ GIB = 2.0**30
 TIME_TARGET_PUBLISHED = 0.15
 TIME_TARGET_OURS = 0.10
 MEMORY_TARGET = 0.10
+DDP_BUCKET_BYTES = 25.0 * 2**20
+"""PyTorch DDP's default gradient bucket (``bucket_cap_mb=25``)."""
 
 COLUMNS = ["source", "gpu", "model", "config", "metric", "predicted", "measured", "error",
            "target", "within_target", "cost_source"]
@@ -155,6 +159,7 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame
                     recompute=rec, zero=int(meta.get("zero", 0)), precision=meta.get("precision", "amp"),
                     attention=meta.get("attention", "flash"), dropout=bool(meta.get("dropout", False)),
                     grad_dtype=meta.get("grad_dtype", "fp32"), dtype=meta.get("dtype", "bf16"),
+                    grad_bucket_bytes=float(meta.get("bucket_bytes", DDP_BUCKET_BYTES)),
                     record_timeline=False, check_memory=False, cost_model=cost_model,
                 )
             except FleetsimError as exc:
