@@ -28,17 +28,33 @@ from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
 from scipy.optimize import nnls
 
 from .interp import FamilyTable, group_rows, split_groups, text_codes
-from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC
+from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC, attention_pairs, pad_attention, pad_m
 from .profile import Profile
+
+HARNESS_LAUNCHES = {"rotary": 5, "silu_mul": 2, "sample": 5, "cross_entropy": 2}
+"""Kernels one call of the calibration harness's composite elementwise ops launches
+(calibration/bench/memory.py: rotary = mul, neg, cat, mul, add; silu_mul = silu, mul;
+sample = softmax, div, exponential_, div, argmax; cross_entropy = log_softmax, nll).
+Every other measured call is one kernel."""
+
+POOLED_KERNELS = ("copy", "residual_add", "gelu", "embedding")
+"""Single-pass streaming kernels whose pooled efficiency prices kernels a profile lacks."""
 
 MEASURED, INTERP, FITTED, NONE = 0, 1, 2, 3
 """Lookup outcomes: exact measured point, inside the measured hull, efficiency taken from
 the nearest measured point (outside the hull), no table at all."""
 
 
+def _peak(gpu: GPUSpec, dtype: str) -> float:
+    """Peak for a compute dtype; storage-only dtypes (uint8 copies) use the widest peak."""
+    if dtype not in DTYPE_BYTES:
+        return max(gpu.peak_flops.values())
+    return gpu.flops(dtype)
+
+
 def peak_flops(gpu: GPUSpec, dtypes: list[str]) -> np.ndarray:
     """Dense peak FLOP/s of ``gpu`` for each dtype in the list."""
-    table = {d: gpu.flops(d) for d in set(dtypes)}
+    table = {d: _peak(gpu, d) for d in set(dtypes)}
     return np.fromiter(map(table.__getitem__, dtypes), dtype=float, count=len(dtypes))
 
 
@@ -79,6 +95,11 @@ class ProfileFit:
         self.graph_s = graph if graph is not None else gpu.graph_kernel_overhead_s
         self.eager_s = eager if eager is not None else gpu.kernel_overhead_s
         self.floor_s = self.graph_s if self.graph_s < t_min else 0.5 * t_min
+        ew = t.get("elementwise")
+        self.stream_floor_s = float(ew["time_s"].min()) if ew is not None and len(ew) else self.graph_s
+        self.graph_gap_s = max(0.0, self.stream_floor_s - self.graph_s)
+        """Per-kernel time a CUDA-graph replay saves against back-to-back stream launches:
+        the fastest measured single kernel minus the graph's per-kernel time."""
         self.gemm = self._gemm(t["gemm"]) if "gemm" in t else None
         self.attention = self._attention(t["attention"]) if "attention" in t else None
         self.elementwise = self._elementwise(t["elementwise"]) if "elementwise" in t else None
@@ -98,12 +119,12 @@ class ProfileFit:
         dt = df["dtype"].tolist()
         eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in dt])
         out_b = np.where(np.isin(np.asarray(dt), ["fp8", "int8", "fp4"]), 2.0, eb)
-        flops = 2.0 * m * n * k * b
         nbytes = b * ((m * k + k * n) * eb + m * n * out_b)
-        y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
+        mp = pad_m(m)
+        y = self._log_r(2.0 * mp * n * k * b, nbytes, dt, df["time_s"].to_numpy(float))
         dc = text_codes(dt)
         fam = np.column_stack([dc, b, n, k])
-        return FamilyTable.build(fam, np.log(m)[:, None], y, coord_cols=(1, 2, 3))
+        return FamilyTable.build(fam, np.log(mp)[:, None], y, coord_cols=(1, 2, 3))
 
     def _attention(self, df: pd.DataFrame) -> FamilyTable:
         keys = [c for c in df.columns if c not in ("backend", "time_s", "p10_s", "p90_s")]
@@ -115,24 +136,37 @@ class ProfileFit:
         causal = df["causal"].to_numpy(bool) & ~decode
         dt = df["dtype"].tolist()
         phase = np.where(decode, 0.0, np.where(np.abs(q - kv) < 0.5, 1.0, 2.0))
-        pairs = np.where(causal, q * kv - q * (q - 1.0) / 2.0, q * kv)
+        qp, kvp = pad_attention(phase, q, kv)
+        pairs = attention_pairs(qp, kvp, causal)
         eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in dt])
         flops = 2.0 * h * (hd + vhd) * bsz * pairs
         nbytes = bsz * (q * h + kv * kvh) * (hd + vhd) * eb
         y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
         base = np.column_stack([phase, causal, hd, vhd, text_codes(dt)]).astype(float)
         fam = np.column_stack([base, h, kvh])
-        fx = np.column_stack([np.log(bsz), np.log(q), np.log(kv)])
-        return FamilyTable.build(fam, fx, y, coord_cols=(5, 6))
+        fx = np.column_stack([np.log(bsz), np.log(qp), np.log(kvp)])
+        table = FamilyTable.build(fam, fx, y, coord_cols=(5, 6))
+        table.shift = (0, 0)  # borrow across head counts at equal batch x heads
+        return table
 
     def _elementwise(self, df: pd.DataFrame) -> FamilyTable:
+        """Tables per kernel name (features: log bytes), plus a pooled family (code 0) of
+        the single-pass streaming kernels for kernels the profile lacks. A kernel's launch
+        count per call comes from ``HARNESS_LAUNCHES`` (composite PyTorch calls such as the
+        harness's rotary issue several kernels)."""
         nbytes = df["bytes"].to_numpy(float)
-        dt = df["dtype"].tolist()
-        y = self._log_r(np.zeros_like(nbytes), nbytes, dt, df["time_s"].to_numpy(float))
-        fam = np.column_stack([text_codes(df["kernel"].tolist()), text_codes(dt)])
-        pooled = np.column_stack([np.zeros(len(df)), fam[:, 1]])
+        time_s = df["time_s"].to_numpy(float)
+        y = self._log_r(np.zeros_like(nbytes), nbytes, df["dtype"].tolist(), time_s)
+        kern = df["kernel"].astype(str).tolist()
+        codes = text_codes(kern)
+        launches = np.array([float(HARNESS_LAUNCHES.get(k, 1)) for k in kern])
+        pool = np.isin(np.asarray(kern), POOLED_KERNELS)
+        if not pool.any():
+            pool = np.ones(len(df), dtype=bool)
+        fam = np.concatenate([codes, np.zeros(int(pool.sum()))])[:, None]
         lx = np.log(nbytes)[:, None]
-        return FamilyTable.build(np.vstack([fam, pooled]), np.vstack([lx, lx]), np.concatenate([y, y]))
+        return FamilyTable.build(fam, np.vstack([lx, lx[pool]]), np.concatenate([y, y[pool]]),
+                                 kernels=np.concatenate([launches, np.ones(int(pool.sum()))]))
 
     @staticmethod
     def _link_table(df: pd.DataFrame, key_cols: list[str]) -> LinkFit:
@@ -166,7 +200,7 @@ class ProfileFit:
 
 
 def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,
-           borrow_interp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+           borrow_interp: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tabulated value and outcome code (MEASURED/INTERP/FITTED/NONE) for each query.
 
     ``fam_keys``: one key row per query (numeric, as the table was built); ``fam_x``: its
@@ -175,12 +209,14 @@ def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,
     point. A query of an unmeasured family borrows from the nearest measured families
     (``FamilyTable.borrow``): INTERP when its key coordinates lie inside the measured range
     and every borrowed value is inside its grid (and ``borrow_interp``), else FITTED.
+    Also returns the kernel launches per call of each query's family (1 when borrowed).
     """
     n = len(fam_keys)
     y = np.full(n, np.nan)
     code = np.full(n, NONE, dtype=np.int8)
+    kern = np.ones(n)
     if table is None or n == 0:
-        return y, code
+        return y, code, kern
     rows, inv = group_rows(fam_keys)
     for g, idx in enumerate(split_groups(inv, len(rows))):
         key = tuple(rows[g].tolist())
@@ -190,6 +226,7 @@ def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,
             v, inside, exact = hi(x)
             y[idx] = v
             code[idx] = np.where(exact, MEASURED, np.where(inside, INTERP, FITTED))
+            kern[idx] = hi.kernels
             if not inside.all():
                 y[idx[~inside]] = hi.nearest(x[~inside])
             continue
@@ -198,12 +235,16 @@ def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,
             continue
         acc = np.zeros(len(idx))
         all_in = np.full(len(idx), within and borrow_interp)
-        for interp, w in parts:
-            v, inside, _ = interp(x)
+        for interp, w, shift in parts:
+            xs = x
+            if shift and table.shift is not None:
+                xs = x.copy()
+                xs[:, table.shift[0]] += shift
+            v, inside, _ = interp(xs)
             if not inside.all():
-                v[~inside] = interp.nearest(x[~inside])
+                v[~inside] = interp.nearest(xs[~inside])
             acc += w * v
             all_in &= inside
         y[idx] = acc
         code[idx] = np.where(all_in, INTERP, FITTED)
-    return y, code
+    return y, code, kern

@@ -33,6 +33,8 @@ class GridInterp:
         inv = inv.reshape(-1)
         uy = np.bincount(inv, weights=y) / np.bincount(inv)
         self.x, self.y = ux, uy
+        self.kernels = 1.0
+        """Kernel launches one call of this family makes (set by the profile fit)."""
         self._tree = cKDTree(ux)
         d = ux.shape[1]
         const = [j for j in range(d) if np.ptp(ux[:, j]) < _TOL]
@@ -87,6 +89,8 @@ class GridInterp:
             lo_idx.append(i)
             fracs.append(f)
         acc = np.zeros(n)
+        wsum = np.zeros(n)
+        missing = np.zeros(n)
         for corner in range(1 << len(self.axes)):
             w = np.ones(n)
             idx = []
@@ -99,10 +103,14 @@ class GridInterp:
                 w = w * (f if up else 1.0 - f)
             else:
                 vals = self.grid[tuple(idx)]
-                used = w > 0
-                ok &= ~(used & np.isnan(vals))
-                acc += np.where(used, np.nan_to_num(vals) * w, 0.0)
-        out[ok] = acc[ok]
+                have = ~np.isnan(vals)
+                acc += np.where(have, np.nan_to_num(vals) * w, 0.0)
+                wsum += np.where(have, w, 0.0)
+                missing += np.where(have, 0.0, w)
+        # A cell with unmeasured corners (grids cut by a memory or token cap) still counts as
+        # inside when the measured corners carry most of the weight: renormalise over them.
+        ok &= missing < 0.5
+        out[ok] = acc[ok] / wsum[ok]
         return out, ok, exact & ok
 
     def nearest(self, q: np.ndarray) -> np.ndarray:
@@ -126,17 +134,24 @@ class FamilyTable:
 
     def __init__(self, coord_cols: tuple[int, ...]) -> None:
         self.coord_cols = coord_cols
+        self.shift: tuple[int, int] | None = None
+        """(feature column, coordinate index): when borrowing from a family whose coordinate
+        differs, move the query's log feature by the log ratio (attention: batch x heads is
+        the parallel work of a flash kernel, so 8 sequences of 25 heads read like 12.5
+        sequences of 16 heads)."""
         self.family: dict[tuple, GridInterp] = {}
         self._by_cat: dict[tuple, list[tuple[np.ndarray, GridInterp]]] = {}
 
     @staticmethod
     def build(fam_keys: np.ndarray, fam_x: np.ndarray, y: np.ndarray,
-              coord_cols: tuple[int, ...] = ()) -> FamilyTable:
+              coord_cols: tuple[int, ...] = (), kernels: np.ndarray | None = None) -> FamilyTable:
         t = FamilyTable(coord_cols)
         rows, inv = group_rows(fam_keys)
         for g, idx in enumerate(split_groups(inv, len(rows))):
             key = tuple(rows[g].tolist())
             hi = GridInterp(fam_x[idx], y[idx])
+            if kernels is not None:
+                hi.kernels = float(np.max(kernels[idx]))
             t.family[key] = hi
             t._by_cat.setdefault(t.category(key), []).append((t.coords(key), hi))
         return t
@@ -147,9 +162,9 @@ class FamilyTable:
     def coords(self, key: tuple) -> np.ndarray:
         return np.log(np.array([key[i] for i in self.coord_cols], dtype=float))
 
-    def borrow(self, key: tuple) -> tuple[list[tuple[GridInterp, float]], bool]:
-        """Nearest measured families for an unmeasured key: (interpolant, weight) pairs and
-        whether the key's coordinates lie inside the range spanned by the measured ones."""
+    def borrow(self, key: tuple) -> tuple[list[tuple[GridInterp, float, float]], bool]:
+        """Nearest measured families for an unmeasured key: (interpolant, weight, feature
+        shift) triples and whether the key's coordinates lie inside the measured range."""
         cands = self._by_cat.get(self.category(key))
         if not cands or not self.coord_cols:
             return [], False
@@ -160,7 +175,13 @@ class FamilyTable:
         w = 1.0 / np.maximum(dist[order], 1e-12) ** 2
         w = w / w.sum()
         within = bool(np.all((c >= pts.min(axis=0) - 1e-9) & (c <= pts.max(axis=0) + 1e-9)))
-        return [(cands[i][1], float(wi)) for i, wi in zip(order, w, strict=True)], within
+        out = []
+        for i, wi in zip(order, w, strict=True):
+            shift = 0.0
+            if self.shift is not None:
+                shift = float(c[self.shift[1]] - pts[i][self.shift[1]])
+            out.append((cands[i][1], float(wi), shift))
+        return out, within
 
 
 _TEXT_CODES: dict[str, float] = {}

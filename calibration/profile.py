@@ -40,6 +40,8 @@ _POSITIVE = {"time_s", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads", "
              "head_dim", "tokens", "experts", "top_k", "group_size", "bytes", "kernels", "rows",
              "cols"}
 """Columns that must be strictly positive (a time or size of zero or less is corrupt)."""
+_MAY_BE_ZERO = {"moe": {"n", "k"}}
+"""Exceptions per file: MoE ``routing`` rows have no expert GEMM (n = k = 0)."""
 
 
 @dataclass
@@ -118,7 +120,7 @@ def read_profile_csv(path: Path, kind: str) -> pd.DataFrame:
                                            f"{raw!r}") from None
                     if not math.isfinite(x):
                         raise ProfileError(f"{path}: row {line}: column {c!r} is not finite: {raw!r}")
-                    if c in _POSITIVE and x <= 0:
+                    if c in _POSITIVE and x <= 0 and not (x == 0 and c in _MAY_BE_ZERO.get(kind, ())):
                         raise ProfileError(f"{path}: row {line}: column {c!r} must be > 0, got {raw}")
                     if x < 0:
                         raise ProfileError(f"{path}: row {line}: column {c!r} is negative: {raw}")

@@ -42,11 +42,14 @@ from .opbatch import (
     GemmArrays,
     MemcpyArrays,
     attention_arrays,
+    attention_pairs,
     collective_arrays,
     elementwise_arrays,
     gemm_arrays,
     group_positions,
     memcpy_arrays,
+    pad_attention,
+    pad_m,
     split_by_kind,
 )
 from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
@@ -136,22 +139,30 @@ class RooflineCostModel:
         return spec
 
     # -- pricing without cache --------------------------------------------------------
-    def price(self, ops: Sequence[Op], gpu: GPUSpec, *, graphs: bool = False
+    def stream_times(self, ops: Sequence[Op], gpu: GPUSpec) -> tuple[np.ndarray, list[Source]]:
+        """Device time of each operator launched back to back on a stream with the host
+        ahead (how the calibration harness times kernels): no launch stalls, no CUDA-graph
+        saving. Uncached."""
+        return self.price(ops, gpu, mode="stream")
+
+    def price(self, ops: Sequence[Op], gpu: GPUSpec, *, graphs: bool = False, mode: str | None = None
               ) -> tuple[np.ndarray, list[Source]]:
-        """Price ``ops`` without the cache (each kind vectorised)."""
+        """Price ``ops`` without the cache (each kind vectorised). ``mode``: "eager",
+        "graph" or "stream" (default from ``graphs``)."""
+        mode = mode if mode is not None else ("graph" if graphs else "eager")
         times = np.empty(len(ops))
         codes = np.empty(len(ops), dtype=np.int8)
         for kind, (pos, group) in split_by_kind(ops).items():
             if kind is GemmOp:
-                t, c = self._gemm(gemm_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+                t, c = self._gemm(gemm_arrays(group), gpu, mode)  # type: ignore[arg-type]
             elif kind is AttentionOp:
-                t, c = self._attention(attention_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+                t, c = self._attention(attention_arrays(group), gpu, mode)  # type: ignore[arg-type]
             elif kind is ElementwiseOp:
-                t, c = self._elementwise(elementwise_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+                t, c = self._elementwise(elementwise_arrays(group), gpu, mode)  # type: ignore[arg-type]
             elif kind is CollectiveOp:
                 t, c = self._collective(collective_arrays(group), gpu)  # type: ignore[arg-type]
             elif kind is MemcpyOp:
-                t, c = self._memcpy(memcpy_arrays(group), gpu, graphs)  # type: ignore[arg-type]
+                t, c = self._memcpy(memcpy_arrays(group), gpu, mode != "eager")  # type: ignore[arg-type]
             else:
                 raise ConfigError(f"cannot price operator of type {kind.__name__}")
             p = np.asarray(pos)
@@ -180,69 +191,99 @@ class RooflineCostModel:
             return None
         return fit
 
-    def _kernels(self, gpu: GPUSpec, graphs: bool, flops: np.ndarray, nbytes: np.ndarray,
+    def _kernels(self, gpu: GPUSpec, mode: str, flops: np.ndarray, nbytes: np.ndarray,
                  dtypes: list[str], log_r: np.ndarray, code: np.ndarray,
-                 flops_peak_dtypes: list[str] | None = None) -> np.ndarray:
+                 flops_peak_dtypes: list[str] | None = None, kern: np.ndarray | None = None,
+                 tile_flops: np.ndarray | None = None) -> np.ndarray:
         """Kernel times from tabulated efficiencies where present, spec roofline elsewhere."""
         peak_dt = flops_peak_dtypes if flops_peak_dtypes is not None else dtypes
         peaks = peak_flops(gpu, peak_dt)
         fit = self._fit_for(gpu)
         spec = np.maximum(flops / (peaks * gpu.flops_efficiency),
                           nbytes / (gpu.memory_bw_bps * gpu.mem_bw_efficiency))
-        spec = spec + (gpu.graph_kernel_overhead_s if graphs else gpu.kernel_overhead_s)
+        spec = spec + (gpu.kernel_overhead_s if mode == "eager" else gpu.graph_kernel_overhead_s)
         if fit is None:
             return spec
-        ideal = np.maximum(flops / peaks, nbytes / gpu.memory_bw_bps)
+        ideal = np.maximum((tile_flops if tile_flops is not None else flops) / peaks,
+                           nbytes / gpu.memory_bw_bps)
         fitted = fit.floor_s + ideal / np.exp(np.where(code == NONE, 0.0, log_r))
-        if not graphs:
-            fitted = np.maximum(fitted, fit.eager_s)
+        k = kern if kern is not None else 1.0
+        if mode == "graph":
+            fitted = np.maximum(fitted - fit.graph_gap_s * k, fit.graph_s * k)
+        elif mode == "eager":
+            fitted = np.maximum(fitted, fit.eager_s * k)
         return np.where(code == NONE, spec, fitted)
 
-    def _gemm(self, a: GemmArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _gemm(self, a: GemmArrays, gpu: GPUSpec, mode: str) -> tuple[np.ndarray, np.ndarray]:
         fit = self._fit_for(gpu)
         n = len(a.dtype)
+        mp = pad_m(a.m)
         if fit is None or fit.gemm is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
             fam = np.column_stack([text_codes(a.dtype), a.batch, a.n, a.k])
-            log_r, code = lookup(fit.gemm, fam, np.log(a.m)[:, None])
-        return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
+            log_r, code, _ = lookup(fit.gemm, fam, np.log(mp)[:, None])
+        tile = 2.0 * mp * a.n * a.k * a.batch
+        return self._kernels(gpu, mode, a.flops, a.bytes, a.dtype, log_r, code, tile_flops=tile), code
 
-    def _attention(self, a: AttentionArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _attention(self, a: AttentionArrays, gpu: GPUSpec, mode: str) -> tuple[np.ndarray, np.ndarray]:
         fit = self._fit_for(gpu)
         n = len(a.dtype)
+        qp, kvp = pad_attention(a.phase, a.q_eq, a.kv_eq)
         if fit is None or fit.attention is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
             base = np.column_stack([a.phase, np.asarray(a.causal, dtype=float), a.head_dim,
                                     a.v_head_dim, text_codes(a.dtype)])
             fam = np.column_stack([base, a.heads, a.kv_heads])
-            fx = np.column_stack([np.log(a.batch), np.log(a.q_eq), np.log(a.kv_eq)])
-            log_r, code = lookup(fit.attention, fam, fx)
-        return self._kernels(gpu, graphs, a.flops, a.bytes, a.dtype, log_r, code), code
+            fx = np.column_stack([np.log(a.batch), np.log(qp), np.log(kvp)])
+            log_r, code, _ = lookup(fit.attention, fam, fx)
+        tile = 2.0 * a.heads * (a.head_dim + a.v_head_dim) * a.batch * attention_pairs(
+            qp, kvp, np.asarray(a.causal, dtype=bool))
+        return self._kernels(gpu, mode, a.flops, a.bytes, a.dtype, log_r, code, tile_flops=tile), code
 
-    def _elementwise(self, a: ElementwiseArrays, gpu: GPUSpec, graphs: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _elementwise_lookup(self, a: ElementwiseArrays, fit: ProfileFit
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(a.kernel)
+        nbytes = np.maximum(a.bytes, 1.0)
+        kernels = [KERNEL_SAME.get(k, k) for k in a.kernel]
+        similar = np.fromiter((k in KERNEL_SIMILAR for k in kernels), dtype=bool, count=n)
+        kernels = [KERNEL_SIMILAR.get(k, k) for k in kernels]
+        fam = text_codes(kernels)[:, None]
+        lx = np.log(nbytes)[:, None]
+        log_r, code, kern = lookup(fit.elementwise, fam, lx)
+        code[similar & (code != NONE)] = FITTED
+        other = np.flatnonzero(code == NONE)
+        if other.size:  # a kernel the profile lacks: pooled streaming-kernel efficiency
+            y2, c2, k2 = lookup(fit.elementwise, np.zeros((other.size, 1)), lx[other])
+            log_r[other], kern[other] = y2, k2
+            code[other] = np.where(c2 == NONE, NONE, FITTED)
+        return log_r, code, kern
+
+    def _elementwise(self, a: ElementwiseArrays, gpu: GPUSpec, mode: str) -> tuple[np.ndarray, np.ndarray]:
         fit = self._fit_for(gpu)
         n = len(a.dtype)
         nbytes = np.maximum(a.bytes, 1.0)
         if fit is None or fit.elementwise is None:
-            log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
+            log_r, code, kern = np.zeros(n), np.full(n, NONE, dtype=np.int8), np.ones(n)
         else:
-            kernels = [KERNEL_SAME.get(k, k) for k in a.kernel]
-            similar = np.fromiter((k in KERNEL_SIMILAR for k in kernels), dtype=bool, count=n)
-            kernels = [KERNEL_SIMILAR.get(k, k) for k in kernels]
-            fam = np.column_stack([text_codes(kernels), text_codes(a.dtype)])
-            lx = np.log(nbytes)[:, None]
-            log_r, code = lookup(fit.elementwise, fam, lx)
-            code[similar & (code != NONE)] = FITTED
-            other = np.flatnonzero(code == NONE)
-            if other.size:  # a kernel the profile lacks: pooled efficiency of all kernels
-                fam[other, 0] = 0.0
-                y2, c2 = lookup(fit.elementwise, fam[other], lx[other])
-                log_r[other] = y2
-                code[other] = np.where(c2 == NONE, NONE, FITTED)
+            log_r, code, kern = self._elementwise_lookup(a, fit)
         vec = ["fp32" if "fp32" in gpu.peak_flops else d for d in a.dtype]
-        return self._kernels(gpu, graphs, a.flops, nbytes, a.dtype, log_r, code, vec), code
+        return self._kernels(gpu, mode, a.flops, nbytes, a.dtype, log_r, code, vec, kern), code
+
+    def launches(self, ops: Sequence[Op], gpu: GPUSpec) -> list[int]:
+        """Kernel launches the host issues per call of each operator: the measured launch
+        count of a profiled elementwise kernel (composite PyTorch ops issue several), else 1."""
+        out = [1] * len(ops)
+        fit = self._fit_for(gpu)
+        if fit is None or fit.elementwise is None:
+            return out
+        pos = [i for i, op in enumerate(ops) if isinstance(op, ElementwiseOp)]
+        if pos:
+            _, code, kern = self._elementwise_lookup(elementwise_arrays([ops[i] for i in pos]), fit)  # type: ignore[misc]
+            for i, c, k in zip(pos, code, kern, strict=True):
+                out[i] = int(k) if c != NONE else 1
+        return out
 
     def _alpha_beta(self, kind: str, n: np.ndarray, nbytes: np.ndarray, bw_bps: float,
                     latency_s: float) -> np.ndarray:
@@ -289,7 +330,7 @@ class RooflineCostModel:
         """Tabulated time inside the measured range, alpha-beta fit outside it."""
         k = len(nb)
         keys = np.tile(np.asarray(key, dtype=float), (k, 1))
-        t, code = lookup(table.table, keys, nb[:, None])
+        t, code, _ = lookup(table.table, keys, nb[:, None])
         out = code == FITTED
         if key in table.alpha_beta:
             alpha, beta = table.alpha_beta[key]

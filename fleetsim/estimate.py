@@ -178,7 +178,9 @@ def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostM
         total = float(df["total_s"].sum())
     elif hasattr(cm, "host_launch_s"):
         is_kernel = [k not in ("collective", "memcpy") for k in df["kind"]]
-        nl = [(launches[i] if launches is not None else 1) if is_kernel[i] else 0 for i in range(len(ops))]
+        if launches is None:
+            launches = cm.launches(ops, gpu) if hasattr(cm, "launches") else [1] * len(ops)  # type: ignore[attr-defined]
+        nl = [launches[i] if is_kernel[i] else 0 for i in range(len(ops))]
         total = eager_pipeline_s(dev, list(df["count"]), cm.host_launch_s(gpu), nl)  # type: ignore[attr-defined]
     else:
         total = float((df["count"] * pd.Series(times)).sum())

@@ -69,12 +69,20 @@ def gemm_time(spec: GPUSpec, m: float, n: float, k: float, dtype: str = "bf16") 
     return FLOOR_S + ideal / gemm_eff(m, n, k)
 
 
+def _tile(x: float, prefill: bool) -> float:
+    """Flash-attention tiles of 128: prefill lengths above one tile round up."""
+    return math.ceil(x / 128) * 128 if prefill and x > 128 else x
+
+
 def attn_time(spec: GPUSpec, batch: float, q: float, kv: float, h: float, kvh: float, hd: float) -> float:
-    pairs = q * kv - q * (q - 1) / 2.0
+    """Oracle attention time; prefill work is tile-quantised (128), bytes are not."""
+    pre = q > 1
+    qt, kvt = _tile(q, pre), max(_tile(kv, pre), _tile(q, pre))
+    pairs = qt * kvt - qt * (qt - 1) / 2.0
     flops = 2.0 * h * 2 * hd * batch * pairs
     nbytes = batch * (q * h + kv * kvh) * 2 * hd * 2.0
     ideal = max(flops / spec.flops("bf16"), nbytes / spec.memory_bw_bps)
-    return FLOOR_S + ideal / attn_eff(batch, q, kv, h)
+    return FLOOR_S + ideal / attn_eff(batch, qt, kvt, h)
 
 
 def ew_time(spec: GPUSpec, nbytes: float) -> float:
