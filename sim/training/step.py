@@ -216,14 +216,14 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     # bubble: pipeline idle of the busiest stage (waits for activations/gradients plus the
     # drain after its last backward), over its busy time; lighter stages idle longer, which
     # is stage imbalance (reported apart); communication waits are not bubble
-    k = max(range(len(busy)), key=busy.__getitem__)
-    st_k = eng.stages[k]
-    idle = st_k.pipeline_wait_s + span - st_k.pipeline_end_s
-    bubble = idle / busy[k] if busy[k] > 0 else 0.0
+    top = max(range(len(busy)), key=busy.__getitem__)
+    st_top = eng.stages[top]
+    idle = st_top.pipeline_wait_s + span - st_top.pipeline_end_s
+    bubble = idle / busy[top] if busy[top] > 0 else 0.0
     exposed = max(st.comm_wait_s for st in eng.stages) + tp_comm_mb * m_mb
     sources = dict(coster.sources)
-    for k, n in pricer.sources.items():
-        sources[k] = sources.get(k, 0) + n
+    for name, n in pricer.sources.items():
+        sources[name] = sources.get(name, 0) + n
     return StepResult(
         job=job, gpu=gpu, step_s=eng.step_s, engine=eng, memory=memory,
         model_flops=mf, hardware_flops=hf, mfu=mf / denom, hfu=hf / denom,
