@@ -48,36 +48,7 @@ def _worker(rank: int, world: int, port: int, rows: list[dict[str, Any]], out_di
         if int(stop.item()):
             break
         op, n = str(row["op"]), int(row["bytes"])
-        elems = max(1, n // 2)
-        x = torch.randn(elems, device=dev, dtype=torch.bfloat16)
-        if op == "all_reduce":
-            def launch(i: int) -> Any:
-                return dist.all_reduce(x)
-        elif op == "all_gather":
-            part = torch.randn(max(1, elems // world), device=dev, dtype=torch.bfloat16)
-            out = torch.empty(part.numel() * world, device=dev, dtype=torch.bfloat16)
-
-            def launch(i: int) -> Any:
-                return dist.all_gather_into_tensor(out, part)
-        elif op == "reduce_scatter":
-            xin = torch.randn((elems // world) * world or world, device=dev, dtype=torch.bfloat16)
-            out = torch.empty(xin.numel() // world, device=dev, dtype=torch.bfloat16)
-
-            def launch(i: int) -> Any:
-                return dist.reduce_scatter_tensor(out, xin)
-        elif op == "all_to_all":
-            xin = torch.randn((elems // world) * world or world, device=dev, dtype=torch.bfloat16)
-            out = torch.empty_like(xin)
-
-            def launch(i: int) -> Any:
-                return dist.all_to_all_single(out, xin)
-        else:  # send_recv between ranks 0 and 1; other ranks idle
-            def launch(i: int) -> Any:
-                if rank == 0:
-                    return dist.send(x, 1)
-                if rank == 1:
-                    return dist.recv(x, 0)
-                return None
+        launch = _make_launch(op, n, rank, world, dev)
         est = 20e-6 + n / 150e9
         dist.barrier()
         med, p10, p90 = time_kernel(launch, est_s=est, device="cuda", target_s=0.02,
@@ -87,9 +58,39 @@ def _worker(rank: int, world: int, port: int, rows: list[dict[str, Any]], out_di
         if writer is not None:
             m, a, b = (float(v) for v in stats.tolist())
             writer.write("collective", {**row, "time_s": m, "p10_s": a, "p90_s": b})
-        del x
+        del launch
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _make_launch(op: str, n: int, rank: int, world: int, dev: Any) -> Any:
+    """A zero-argument-index launcher of one collective on ``n`` bytes of random bf16 data."""
+    import torch
+    import torch.distributed as dist
+
+    elems = max(1, n // 2)
+    if op == "all_reduce":
+        x = torch.randn(elems, device=dev, dtype=torch.bfloat16)
+        return lambda i: dist.all_reduce(x)
+    if op == "all_gather":
+        part = torch.randn(max(1, elems // world), device=dev, dtype=torch.bfloat16)
+        gathered = torch.empty(part.numel() * world, device=dev, dtype=torch.bfloat16)
+        return lambda i: dist.all_gather_into_tensor(gathered, part)
+    if op in ("reduce_scatter", "all_to_all"):
+        xin = torch.randn(max(world, (elems // world) * world), device=dev, dtype=torch.bfloat16)
+        if op == "all_to_all":
+            out_a = torch.empty_like(xin)
+            return lambda i: dist.all_to_all_single(out_a, xin)
+        out_r = torch.empty(xin.numel() // world, device=dev, dtype=torch.bfloat16)
+        return lambda i: dist.reduce_scatter_tensor(out_r, xin)
+    if op == "send_recv":  # rank 0 sends to rank 1; other ranks idle
+        x = torch.randn(elems, device=dev, dtype=torch.bfloat16)
+        if rank == 0:
+            return lambda i: dist.send(x, 1)
+        if rank == 1:
+            return lambda i: dist.recv(x, 0)
+        return lambda i: None
+    raise ValueError(f"unknown collective {op!r}")
 
 
 def run_collectives(rows: list[dict[str, Any]], out_dir: Path, world: int, time_left_s: float,

@@ -205,8 +205,6 @@ def run_rows(ctx: BenchContext, kind: str, rows: list[dict[str, Any]],
     this device (unsupported dtype, out of memory): such points are logged and skipped.
     Returns the number of rows written.
     """
-    import torch
-
     try:
         from fleetsim.calibration.bench.common import Progress
     except ImportError:
@@ -220,17 +218,22 @@ def run_rows(ctx: BenchContext, kind: str, rows: list[dict[str, Any]],
             break
         try:
             res = measure(row)
-        except torch.cuda.OutOfMemoryError:
-            res = None
-            ctx.skipped.append(f"{kind} {row} (out of memory)")
-            torch.cuda.empty_cache()
         except (RuntimeError, NotImplementedError, ValueError, TypeError, MemoryError) as exc:
+            # torch.cuda.OutOfMemoryError is a RuntimeError; unsupported shapes raise the others
             res = None
             msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            ctx.skipped.append(f"{kind} {row} ({msg})")
+            ctx.skipped.append(f"{kind} {row} ({type(exc).__name__}: {msg})")
+            if type(exc).__name__ == "OutOfMemoryError":
+                _empty_cache()
         if res is not None:
             med, p10, p90 = res
             ctx.writer.write(kind, {**row, "time_s": med, "p10_s": p10, "p90_s": p90})
             written += 1
         prog.step()
     return written
+
+
+def _empty_cache() -> None:
+    import torch
+
+    torch.cuda.empty_cache()

@@ -25,10 +25,15 @@ from typing import Any
 
 try:
     from fleetsim.calibration.bench import torch_models as tm
-    from fleetsim.calibration.bench.common import collect_meta, summarize, write_meta
+    from fleetsim.calibration.bench.common import (
+        catalog_name_for,
+        collect_meta,
+        summarize,
+        write_meta,
+    )
 except ImportError:
     import torch_models as tm  # type: ignore[no-redef]
-    from common import collect_meta, summarize, write_meta  # type: ignore[no-redef]
+    from common import catalog_name_for, collect_meta, summarize, write_meta  # type: ignore[no-redef]
 
 COLUMNS = ("model", "layers", "hidden", "heads", "seq_len", "vocab", "ffn", "micro_batch",
            "grad_accum", "recompute", "world_size", "dp", "params", "status", "time_s", "p10_s",
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             port = s.getsockname()[1]
         mp.spawn(_worker, args=(args, args.world, port, allowed), nprocs=args.world, join=True)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    meta = collect_meta(catalog_gpu="", invocation="python3 calibration/bench/train_bench.py "
+    meta = collect_meta(catalog_gpu=catalog_name_for(name), invocation="python3 calibration/bench/train_bench.py "
                         + " ".join(argv if argv is not None else sys.argv[1:]),
                         torch_version=torch.__version__, cuda_version=str(torch.version.cuda),
                         device_name=name, num_gpus=torch.cuda.device_count() if args.device == "cuda" else 0,

@@ -22,10 +22,15 @@ from typing import Any
 
 try:
     from fleetsim.calibration.bench import torch_models as tm
-    from fleetsim.calibration.bench.common import collect_meta, summarize, write_meta
+    from fleetsim.calibration.bench.common import (
+        catalog_name_for,
+        collect_meta,
+        summarize,
+        write_meta,
+    )
 except ImportError:
     import torch_models as tm  # type: ignore[no-redef]
-    from common import collect_meta, summarize, write_meta  # type: ignore[no-redef]
+    from common import catalog_name_for, collect_meta, summarize, write_meta  # type: ignore[no-redef]
 
 FORWARD_COLUMNS = ("model", "mode", "batch", "q_len", "context", "tp", "time_s", "p10_s", "p90_s")
 HELDOUT_COLUMNS = ("op", "dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
@@ -129,7 +134,7 @@ def run_model(shape: tm.ModelShape, args: argparse.Namespace, rank: int, tp: int
                 _append(fwd, FORWARD_COLUMNS, {"model": shape.name, "mode": mode,
                                               "batch": b, "q_len": 1, "context": ctx, "tp": tp,
                                               "time_s": st[0], "p10_s": st[1], "p90_s": st[2]})
-    del model
+    model.layers.clear()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -147,9 +152,8 @@ def _decode_point(model: tm.Decoder, b: int, ctx: int, device: Any
     tokens = torch.randint(0, model.s.vocab, (b, 1), device=device)
     with torch.inference_mode():
         if device.type == "cpu":
-            st = _time_events(lambda: model.decode(tokens, cache, ctx), 5, 1, "cpu")
-            del cache
-            return "decode_graph", st
+            return "decode_graph", _time_events(lambda: model.decode(tokens, cache, ctx), 5, 1,
+                                                "cpu")
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):
@@ -168,7 +172,6 @@ def _decode_point(model: tm.Decoder, b: int, ctx: int, device: Any
             torch.cuda.synchronize()
             st = _time_events(lambda: model.decode(tokens, cache, ctx), 10, 2, "cuda")
             mode = "decode_eager"
-    del cache
     return mode, st
 
 
@@ -240,7 +243,13 @@ def _worker(rank: int, args: argparse.Namespace, port: int) -> None:
     for name in names:
         if time.monotonic() > deadline:
             break
-        run_model(tm.SHAPES[name], args, rank, tp, device, out, deadline, args.smoke)
+        shape = tm.SHAPES[name]
+        if shape.heads % tp or shape.kv_heads % tp:
+            if rank == 0:
+                print(f"skip {name} at tp={tp}: {shape.heads} heads do not split over {tp} GPUs",
+                      file=sys.stderr)
+            continue
+        run_model(shape, args, rank, tp, device, out, deadline, args.smoke)
     if tp > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         left = args.budget_s - (time.monotonic() - t0)
         run_heldout(args.out, args.device, args.smoke, time.monotonic() + max(left, 20.0))
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    meta = collect_meta(catalog_gpu="", invocation="python3 calibration/bench/validate_forward.py "
+    meta = collect_meta(catalog_gpu=catalog_name_for(name), invocation="python3 calibration/bench/validate_forward.py "
                         + " ".join(argv if argv is not None else sys.argv[1:]),
                         torch_version=torch.__version__, cuda_version=str(torch.version.cuda),
                         device_name=name, num_gpus=torch.cuda.device_count() if args.device == "cuda" else 0,
