@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,13 @@ from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
-from fleetsim.planner.first_plan import FirstPlan, ReplicaTimer, Rejected, ServingTargets, first_plan
+from fleetsim.planner.first_plan import (
+    FirstPlan,
+    Rejected,
+    ReplicaTimer,
+    ServingTargets,
+    first_plan,
+)
 from fleetsim.workloads.memory import max_kv_tokens
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
@@ -107,11 +113,11 @@ def make_replica_timer(
     kv_tokens = max_kv_tokens(model, gpu.memory_bytes, parallel, dtype=dtype, kv_dtype=kv_dtype)
     cost = get_cost_model(gpu)
 
-    @lru_cache(maxsize=None)
+    @cache
     def prefill(n: int) -> float:
         return estimate_forward(model, gpu, [Seq(n, 0)], tp=tp, graphs=False, dtype=dtype, cost_model=cost).time_s
 
-    @lru_cache(maxsize=None)
+    @cache
     def decode(b: int, c: int) -> float:
         batch = [Seq(1, c)] * b
         return estimate_forward(model, gpu, batch, tp=tp, graphs=True, dtype=dtype, cost_model=cost).time_s
