@@ -152,6 +152,20 @@ def plan_replicas(model: ModelSpec, cluster: ClusterSpec, dep: Deployment) -> li
     return plans
 
 
+def iter_requests(stream: RequestStream, chunk: int = 8192) -> Generator[Request, None, None]:
+    """``Request`` objects of ``stream`` built a chunk of rows at a time (bounded memory:
+    only one chunk of columns is ever converted to Python objects)."""
+    cols = ("req_id", "arrival_s", "prompt_tokens", "output_tokens", "session_id", "prefix_id",
+            "prefix_tokens", "system_prefix_id", "system_prefix_tokens", "client_id", "think_s")
+    arrays = [stream.column(c) for c in cols]
+    opt = {4, 5, 7, 9}
+    for lo in range(0, len(stream), chunk):
+        lists = [a[lo: lo + chunk].tolist() for a in arrays]
+        for row in zip(*lists, strict=True):
+            yield Request(**{c: (None if (k in opt and v < 0) else v)
+                             for k, (c, v) in enumerate(zip(cols, row, strict=True))})
+
+
 class Replica:
     """A model replica: one engine, or ``pp`` virtual engines sharing its GPUs."""
 
@@ -421,7 +435,7 @@ class ServingSimulation:
         if self.requests.is_closed_loop:
             reqs: Any = self._closed_loop_start()
         else:
-            reqs = iter(self.requests)
+            reqs = iter_requests(self.requests)
         self.env.process(self._open_loop(reqs))
         self.env.run()
         if self.progress is not None:

@@ -144,20 +144,20 @@ def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
         if not k:
             continue
         frames.append(pd.DataFrame({
-            "replica": np.full(k, e.replica, np.int64), "engine": np.full(k, e.uid, np.int64),
+            "replica": np.full(k, e.replica, np.int32), "engine": np.full(k, e.uid, np.int32),
             "start_s": np.frombuffer(s["start_s"]), "end_s": np.frombuffer(s["end_s"]),
-            "iterations": np.frombuffer(s["iters"]).astype(np.int64),
-            "batch_size": np.frombuffer(s["batch"]).astype(np.int64),
-            "tokens": np.frombuffer(s["tokens"]).astype(np.int64),
-            "kv_used_blocks": np.frombuffer(s["kv_used"]).astype(np.int64),
-            "kv_capacity_blocks": np.full(k, e.kv.num_blocks, np.int64),
+            "iterations": np.frombuffer(s["iters"], dtype=np.int32),
+            "batch_size": np.frombuffer(s["batch"], dtype=np.int32),
+            "tokens": np.frombuffer(s["tokens"], dtype=np.int32),
+            "kv_used_blocks": np.frombuffer(s["kv_used"], dtype=np.int32),
+            "kv_capacity_blocks": np.full(k, e.kv.num_blocks, np.int32),
         }))
     if not frames:
         return pd.DataFrame(columns=["replica", "engine", "start_s", "end_s", "iterations", "batch_size",
                                      "tokens", "kv_used_blocks", "kv_capacity_blocks", "kv_occupancy"])
     ts = pd.concat(frames, ignore_index=True)
-    ts["kv_occupancy"] = ts["kv_used_blocks"] / ts["kv_capacity_blocks"]
-    return ts.sort_values(["start_s", "engine"], kind="stable").reset_index(drop=True)
+    ts["kv_occupancy"] = (ts["kv_used_blocks"] / ts["kv_capacity_blocks"]).astype(np.float32)
+    return ts
 
 
 def _span(sim: ServingSimulation, req: pd.DataFrame) -> tuple[float, float]:
