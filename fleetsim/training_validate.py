@@ -43,7 +43,7 @@ DDP_BUCKET_BYTES = 25.0 * 2**20
 """PyTorch DDP's default gradient bucket (``bucket_cap_mb=25``)."""
 
 COLUMNS = ["source", "gpu", "model", "config", "metric", "predicted", "measured", "error",
-           "target", "within_target", "cost_source"]
+           "target", "within_target", "cost_source", "note"]
 
 
 def megatron_gpt(name: str, layers: int, hidden: int, heads: int, ffn: int, vocab: int,
@@ -63,11 +63,26 @@ def _source_label(sources: dict[str, int]) -> str:
 
 
 def _row(source: str, gpu: str, model: str, config: str, metric: str, pred: float, meas: float,
-         target: float, cost_source: str) -> dict[str, Any]:
+         target: float, cost_source: str, note: str = "") -> dict[str, Any]:
     err = pred / meas - 1.0
     return dict(source=source, gpu=gpu, model=model, config=config, metric=metric, predicted=pred,
                 measured=meas, error=err, target=target, within_target=abs(err) <= target,
-                cost_source=cost_source)
+                cost_source=cost_source, note=note)
+
+
+def _inconsistent_peaks(df: pd.DataFrame) -> set[int]:
+    """Rows whose measured peak memory exceeds that of the next larger micro-batch of the same
+    configuration: activations only grow with the micro-batch, so such a peak holds a
+    transient the step itself does not need (e.g. allocator or DDP bucket rebuild)."""
+    keys = ["layers", "hidden", "seq_len", "recompute", "world_size"]
+    bad: set[int] = set()
+    for _, grp in df.groupby(keys):
+        g = grp.sort_values("micro_batch")
+        peaks = g["peak_alloc_bytes"].astype(float).tolist()
+        for idx, here, nxt in zip(g.index, peaks, peaks[1:], strict=False):
+            if here > nxt > 0:
+                bad.add(int(idx))
+    return bad
 
 
 def _truthy(x: Any) -> bool:
@@ -143,6 +158,7 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame
         df = pd.read_csv(path)
         if "status" in df.columns:  # out-of-memory points carry no time
             df = df[df["status"].astype(str) == "ok"]
+        odd = _inconsistent_peaks(df) if "peak_alloc_bytes" in df.columns else set()
         for i, r in df.iterrows():
             world = int(r["world_size"])
             dp = int(r["dp"])
@@ -168,8 +184,9 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame
             rows.append(_row("measured", gpu, name, cfg, "step_time_s", est.time_s, float(r["time_s"]),
                              TIME_TARGET_OURS, src))
             if float(r.get("peak_alloc_bytes", 0) or 0) > 0:
+                note = "measured peak above the next larger micro-batch's" if i in odd else ""
                 rows.append(_row("measured", gpu, name, cfg, "peak_alloc_gib", est.peak_allocated_bytes / GIB,
-                                 float(r["peak_alloc_bytes"]) / GIB, MEMORY_TARGET, src))
+                                 float(r["peak_alloc_bytes"]) / GIB, MEMORY_TARGET, src, note))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -41,6 +41,7 @@ class Unit:
     bwd_s: float
     param_bytes: float  # 16-bit weights of the unit on this GPU (TP/EP-sharded, not ZeRO-sharded)
     grad_bytes: float  # gradient bytes reduced over the data-parallel group
+    reduce_extra_s: float = 0.0  # compute-stream work to hand the gradients to the reduction
 
 
 @dataclass
@@ -265,9 +266,18 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                             gathers.pop((mb, c, "B", i), None)
                         yield from gpu.compute("backward", units[i].bwd_s, mb, c)
                         if reduce_now:
+                            assert spec.dp_reduce is not None
+                            if units[i].reduce_extra_s > 0:
+                                yield from gpu.compute("bucket_copy", units[i].reduce_extra_s, mb, c)
+                            # full buckets go out as one op per unit (same stream time as
+                            # one op each); the rest of the chunk's gradients at its end
                             bucket += units[i].grad_bytes
-                            if bucket >= spec.bucket_bytes or j == len(order) - 1:
-                                assert spec.dp_reduce is not None
+                            full = int(bucket // spec.bucket_bytes)
+                            if full:
+                                dur = full * spec.dp_reduce(spec.bucket_bytes)
+                                pending.append(gpu.issue_comm("grad_reduce", dur, mb, c))
+                                bucket -= full * spec.bucket_bytes
+                            if j == len(order) - 1 and bucket > 0:
                                 pending.append(gpu.issue_comm("grad_reduce", spec.dp_reduce(bucket), mb, c))
                                 bucket = 0.0
                 if g > 0:

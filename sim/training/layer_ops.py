@@ -64,8 +64,10 @@ class LayerTimes:
 class LayerCoster:
     """Builds and prices the operators of each layer kind once and caches the result."""
 
-    def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer) -> None:
+    def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer,
+                 kernel_time_factor: float = 1.0) -> None:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
+        self.kernel_time_factor = kernel_time_factor
         m, par = job.model, job.parallel
         self.t = par.tp
         self.tokens = job.micro_batch * job.seq_len // par.cp
@@ -216,6 +218,10 @@ class LayerCoster:
         del h
         return fwd, bwd
 
+    def streaming_s(self, name: str, elements: float, bytes_per_element: float) -> float:
+        """Seconds of one streaming elementwise kernel (the profile's ``residual_add`` family)."""
+        return self._price([self._ew(name, "residual_add", elements, bytes_per_element, 0.0)])[0]
+
     # -- pricing ----------------------------------------------------------------------------
     def _price(self, ops: list[Op]) -> list[float]:
         if not ops:
@@ -223,7 +229,8 @@ class LayerCoster:
         times, srcs = self.cost.op_times(ops, self.gpu)
         for s in srcs:
             self.sources[s] = self.sources.get(s, 0) + 1
-        return [float(x) * op.count for x, op in zip(times, ops, strict=True)]
+        f = self.kernel_time_factor
+        return [float(x) * op.count * f for x, op in zip(times, ops, strict=True)]
 
     def _backward_ops(self, ops: list[Op]) -> list[Op]:
         out: list[Op] = []

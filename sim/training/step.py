@@ -36,6 +36,15 @@ MAX_UNITS_PER_CHUNK = 16
 """Layers of a chunk are grouped into at most this many units (gather/bucket granularity)."""
 COMM_SLOWDOWN = 0.1
 """Compute slowdown while a communication kernel overlaps it (share of SMs/HBM taken)."""
+SUSTAINED_KERNEL_FACTOR = 1.114
+"""Kernel-time multiplier for cost models built from a measured profile. Profiles time each
+kernel in short bursts near the maximum clock; a training step is sustained load at the
+power cap, where the profiles' own ``power.csv`` shows bf16 GEMMs at 1380 MHz (H100) and
+1485 MHz (H200) against 1980 MHz maximum. FITTED: the geometric mean of measured/predicted
+step time over the 13 GPU-bound single-GPU rows of ``calibration/validation/H100-SXM/
+training.csv`` (>= 1.3B parameters, >= 2048 tokens per micro-batch); the H200 rows (single
+GPU and 2-GPU DDP) are held out. Spec rooflines (no profile) are not scaled: the catalog's
+``flops_efficiency`` already describes sustained throughput."""
 HOST_MEMORY_TIER = "DDR5-host"
 """Memory tier whose bandwidth prices the CPU optimizer step under ZeRO-Offload."""
 
@@ -86,6 +95,15 @@ def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], 
     last_g = par.pp * par.vpp - 1
     out: list[list[list[Unit]]] = []
     comm_worst = 0.0
+    ddp = job.recipe.precision == "amp" and par.dp * par.cp > 1 and job.zero_stage == 0
+
+    def ddp_copy_s(params: float) -> float:
+        """PyTorch DDP (``gradient_as_bucket_view=False``) copies each fp32 gradient into its
+        bucket and divides it by the world size before the all-reduce: 2 x (read 4 + write
+        4) bytes per parameter on the compute stream."""
+        if not ddp or params <= 0:
+            return 0.0
+        return coster.streaming_s("ddp_bucket_copy", params, 16.0)
     for s in range(par.pp):
         chunks: list[list[Unit]] = []
         comm_s = 0.0
@@ -112,7 +130,7 @@ def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], 
                     f, b = f + hf, b + hb
                     head = m.lm_head_params() or (m.vocab_size * m.hidden_size if par.pp > 1 else 0)
                     params += (head + m.final_norm_params()) / par.tp
-                units.append(Unit(f, b, params * sb.weights, params * sb.grads))
+                units.append(Unit(f, b, params * sb.weights, params * sb.grads, ddp_copy_s(params)))
             chunks.append(units)
         out.append(chunks)
         comm_worst = max(comm_worst, comm_s)
@@ -129,8 +147,12 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
     if job.offload_optimizer is None:
         bpp = 28.0 if job.recipe.precision == "amp" else 26.0 + sb.grads
         op = ElementwiseOp("adamw", "adamw_fused", max(1, int(n)), n * bpp, 12.0 * n, "fp32")
-        t, _ = cost.op_times([op], gpu)
-        return float(t[0])
+        ops = [op]
+        if job.recipe.precision == "amp" and par.dp * par.cp > 1 and job.zero_stage == 0:
+            # DDP copies the reduced bucket back into each .grad (read 4, write 4)
+            ops.append(ElementwiseOp("ddp_grad_copy", "residual_add", max(1, int(n)), 8.0 * n, 0.0, "bf16"))
+        t, _ = cost.op_times(ops, gpu)
+        return float(t.sum())
     from fleetsim.hardware.catalog import get_memory_tier
 
     pool = job.cluster.pools[job.pool]
@@ -153,10 +175,18 @@ def stage_memories(job: TrainJob) -> list[MemoryBreakdown]:
     return [stage_memory(job, s, max_in_flight(orders[s])) for s in range(par.pp)]
 
 
+def kernel_time_factor(cost: Any) -> float:
+    """``SUSTAINED_KERNEL_FACTOR`` when ``cost`` prices kernels from a measured profile
+    (microbenchmark bursts), else 1."""
+    return SUSTAINED_KERNEL_FACTOR if getattr(cost, "fit", None) is not None else 1.0
+
+
 def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *,
                   record: bool = True, check_memory: bool = True,
-                  comm_slowdown: float = COMM_SLOWDOWN) -> StepResult:
-    """Simulate one optimizer step of ``job`` (see module doc)."""
+                  comm_slowdown: float = COMM_SLOWDOWN,
+                  kernel_factor: float | None = None) -> StepResult:
+    """Simulate one optimizer step of ``job`` (see module doc). ``kernel_factor`` overrides
+    ``kernel_time_factor(cost)``."""
     validate_job(job)
     gpu, cost = _default_gpu_and_cost(job, gpu, cost)
     par = job.parallel
@@ -166,7 +196,8 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     if check_memory:
         check_capacity(job, max(memory, key=lambda x: x.total_bytes), gpu.memory_bytes)
     pricer = CollectivePricer(job, gpu, cost)
-    coster = LayerCoster(job, gpu, cost, pricer)
+    kf = kernel_time_factor(cost) if kernel_factor is None else kernel_factor
+    coster = LayerCoster(job, gpu, cost, pricer, kf)
     units, tp_comm_mb, _ = _units(job, coster)
 
     z = job.zero_stage
@@ -197,7 +228,7 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
             for s in range(par.pp):
                 dense, expert = stage_params(job, s)
                 post.append(pricer.time("all_gather", (dense + expert) * sb.weights, "dpcp"))
-    opt = [_optimizer_s(job, gpu, cost, s) for s in range(par.pp)]
+    opt = [kf * _optimizer_s(job, gpu, cost, s) for s in range(par.pp)]
     spec = EngineSpec(
         p=par.pp, v=par.vpp, m=m_mb, orders=orders, units=units,
         p2p_s=pricer.p2p_time(2.0 * job.micro_batch * job.seq_len / par.cp * job.model.hidden_size
