@@ -33,6 +33,8 @@ class ServingPlan:
     cluster: ClusterSpec
     first: FirstPlan
     lengths_from: str
+    provenance: dict[str, dict[str, float]]
+    """Per GPU type: share of the best row's step time priced from each cost source."""
 
     @property
     def rows(self) -> list:
@@ -61,6 +63,9 @@ class ServingPlan:
         if t.tpot_s:
             goals.append(f"TPOT <= {t.tpot_s * 1e3:g} ms")
         parts.append("targets: " + (", ".join(goals) if goals else "none (max throughput)"))
+        for gpu, share in self.provenance.items():
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v > 0)
+            parts.append(f"operator costs on {gpu}: {shares}")
         return "\n".join(parts)
 
     def table(self) -> pd.DataFrame:
@@ -171,4 +176,23 @@ def plan_serving(
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
         raise ConfigError("plan produced a non-finite throughput")
-    return ServingPlan(spec, cl, fp, lengths_from)
+    return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, dtype))
+
+
+def _provenance(spec: ModelSpec, fp: FirstPlan, dtype: str) -> dict[str, dict[str, float]]:
+    """Where the costs of each GPU type's best row come from (prefill and decode step)."""
+    from fleetsim.estimate import estimate_forward
+
+    out: dict[str, dict[str, float]] = {}
+    t = fp.targets
+    for row in fp.rows:
+        if row.gpu in out:
+            continue
+        pre = estimate_forward(spec, row.gpu, [Seq(t.isl, 0)], tp=row.tp, dtype=dtype)
+        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * row.batch, tp=row.tp, graphs=True, dtype=dtype)
+        total = pre.time_s + dec.time_s
+        out[row.gpu] = {
+            k: (pre.source_share.get(k, 0.0) * pre.time_s + dec.source_share.get(k, 0.0) * dec.time_s) / total
+            for k in ("measured", "interpolated", "roofline")
+        }
+    return out

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fleetsim.hardware.errors import ConfigError, FleetsimError
+from fleetsim.hardware.errors import ConfigError, FleetsimError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
 
 
@@ -181,6 +181,9 @@ def plan_pool(
             continue
         try:
             timer = make_timer(gpu, tp)
+        except InfeasibleError as exc:
+            rejected.append(Rejected(gpu.name, tp, exc.reason))
+            continue
         except FleetsimError as exc:
             rejected.append(Rejected(gpu.name, tp, str(exc)))
             continue
