@@ -117,6 +117,7 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
             return None, engine
         return "default", (engine, extra)
     layout = dict(gpu=args.gpu, tp=args.tp or 1, pp=args.pp or 1, ep=args.ep or 1, engine=engine)
+    pools: tuple[Any, ...]
     if args.pd:
         x, y = args.pd
         pools = (PoolDeployment(**layout, replicas=x, role="prefill"),

@@ -128,7 +128,7 @@ class Engine:
         self._run_alloc = 0
         # logs
         self.iter_end = array("d")
-        self.seg = {k: array("d") for k in ("start_s", "end_s")}
+        self.seg: dict[str, array[Any]] = {k: array("d") for k in ("start_s", "end_s")}
         self.seg.update({k: array("i") for k in ("iters", "batch", "tokens", "kv_used")})
         self.busy_s = 0.0
         self.preemptions = 0

@@ -58,9 +58,12 @@ class PrefixAware:
         return best
 
 
-ROUTERS = {"round_robin": RoundRobin, "least_outstanding_tokens": LeastOutstandingTokens,
-           "prefix_aware": PrefixAware}
+ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstandingTokens] | type[PrefixAware]] = {
+    "round_robin": RoundRobin, "least_outstanding_tokens": LeastOutstandingTokens,
+    "prefix_aware": PrefixAware}
 
 
 def make_router(name: str) -> Router:
-    return ROUTERS[name]()  # type: ignore[abstract]
+    """A fresh router of the named kind."""
+    router: Router = ROUTERS[name]()
+    return router

@@ -150,8 +150,12 @@ class StaticSchedulerStrategy:
         return plan
 
 
-SCHEDULERS = {"vllm": VllmSchedulerStrategy, "static": StaticSchedulerStrategy}
+Strategy = VllmSchedulerStrategy | StaticSchedulerStrategy
+SCHEDULERS: dict[str, type[VllmSchedulerStrategy] | type[StaticSchedulerStrategy]] = {
+    "vllm": VllmSchedulerStrategy, "static": StaticSchedulerStrategy}
 
 
-def make_scheduler(cfg: VllmScheduler | StaticScheduler) -> VllmSchedulerStrategy | StaticSchedulerStrategy:
-    return SCHEDULERS[cfg.kind](cfg)  # type: ignore[arg-type]
+def make_scheduler(cfg: VllmScheduler | StaticScheduler) -> Strategy:
+    """The strategy object for a scheduler config (looked up by its ``kind``)."""
+    strategy: Strategy = SCHEDULERS[cfg.kind](cfg)  # type: ignore[arg-type]
+    return strategy
