@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "gemm": ("dtype", "m", "n", "k", "batch", "time_s", "p10_s", "p90_s"),
@@ -174,7 +175,7 @@ class Budget:
 class Progress:
     """Prints ``[suite] rows done/total, elapsed, ETA`` lines on stderr, at most every ``every_s``."""
 
-    def __init__(self, suite: str, total: int, *, every_s: float = 5.0, stream: object = None) -> None:
+    def __init__(self, suite: str, total: int, *, every_s: float = 5.0, stream: Any = None) -> None:
         self.suite = suite
         self.total = max(total, 0)
         self.done = 0
@@ -188,7 +189,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every_s or self.done >= self.total:
             self._last = now
-            print(self.line(now - self.start), file=self.stream, flush=True)  # type: ignore[call-overload]
+            print(self.line(now - self.start), file=self.stream, flush=True)
 
     def line(self, elapsed_s: float) -> str:
         rate = self.done / elapsed_s if elapsed_s > 0 else 0.0
@@ -266,10 +267,12 @@ def write_meta(out_dir: Path, meta: dict[str, object], *, merge: bool = True) ->
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
-    invs = list(old.get("invocations", []) or [])  # type: ignore[call-overload]
-    invs.append({"invocation": meta.get("invocation"), "date": meta.get("date"),
-                 **{k: meta[k] for k in ("elapsed_s", "rows_written") if k in meta}})
-    merged = {**old, **meta, "invocations": invs}
+    prior = old.get("invocations")
+    invs: list[Any] = list(prior) if isinstance(prior, list) else []
+    entry: dict[str, object] = {"invocation": meta.get("invocation"), "date": meta.get("date")}
+    entry.update({k: meta[k] for k in ("elapsed_s", "rows_written") if k in meta})
+    invs.append(entry)
+    merged: dict[str, object] = {**old, **meta, "invocations": invs}
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
 

@@ -60,6 +60,8 @@ def gemm_grid(quick: bool = False, dtypes: tuple[str, ...] = ("bf16", "fp16", "t
     """GEMM points as rows without times: dtype, m, n, k, batch (always 1)."""
     rows: list[dict[str, object]] = []
     for dtype in dtypes:
+        ms: tuple[int, ...]
+        pairs: list[tuple[int, int]]
         if quick:
             ms, pairs = M_VALUES_QUICK, [(4096, 4096), (6144, 4096), (128256, 4096)]
         elif dtype == "bf16":

@@ -78,6 +78,7 @@ def _log(msg: str) -> None:
 
 def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]:
     """Run the selected suites within the budget; return a summary (rows written, skipped)."""
+    check_requirements(args.device)
     import torch
 
     try:
@@ -91,7 +92,6 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
         from timing import BenchContext, RandomPool, device_props  # type: ignore[no-redef]
 
     collective.set_safe_env()
-    check_requirements(args.device)
     suites = parse_only(args.only, SUITES)
     props = device_props(args.device)
     catalog = args.catalog_gpu or catalog_name_for(str(props["name"]))

@@ -101,7 +101,7 @@ def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo",
                                 init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world, **({"device_id": device} if cuda else {}))
+                                world_size=world, device_id=device if cuda else None)
     out = Path(args.out) / "training.csv"
     configs = SMOKE_CONFIGS if args.smoke else CONFIGS
     mbs = (1, 2) if args.smoke else MICRO_BATCHES

@@ -81,7 +81,8 @@ def _time_events(fn: Any, reps: int, warmup: int, device: str) -> tuple[float, f
     return summarize(times)
 
 
-def _max_over_ranks(stats: tuple[float, float, float], tp: int, device: Any) -> tuple[float, ...]:
+def _max_over_ranks(stats: tuple[float, float, float], tp: int, device: Any
+                    ) -> tuple[float, float, float]:
     if tp == 1:
         return stats
     import torch
@@ -89,7 +90,8 @@ def _max_over_ranks(stats: tuple[float, float, float], tp: int, device: Any) -> 
 
     t = torch.tensor(stats, device=device, dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(float(v) for v in t.tolist())
+    a, b, c = (float(v) for v in t.tolist())
+    return a, b, c
 
 
 def run_model(shape: tm.ModelShape, args: argparse.Namespace, rank: int, tp: int, device: Any,
