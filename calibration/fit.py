@@ -98,6 +98,14 @@ class ProfileFit:
         ew = t.get("elementwise")
         self.stream_floor_s = float(ew["time_s"].min()) if ew is not None and len(ew) else self.graph_s
         self.graph_gap_s = max(0.0, self.stream_floor_s - self.graph_s)
+        self.dram_efficiency = gpu.mem_bw_efficiency
+        """Best streaming efficiency measured (bytes / time / spec bandwidth of elementwise
+        kernels moving >= 64 MB), the DRAM share used when transferring to another GPU."""
+        if ew is not None:
+            big = ew[ew["bytes"] >= 64e6]
+            if len(big):
+                best = float((big["bytes"] / big["time_s"]).max()) / gpu.memory_bw_bps
+                self.dram_efficiency = min(1.0, max(best, 0.1))
         """Per-kernel time a CUDA-graph replay saves against back-to-back stream launches:
         the fastest measured single kernel minus the graph's per-kernel time."""
         self.gemm = self._gemm(t["gemm"]) if "gemm" in t else None

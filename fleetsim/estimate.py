@@ -153,12 +153,12 @@ def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostM
     """Price an operator list as one iteration (see the module docstring for the modes)."""
     cm = cost_model
     if hasattr(cm, "op_times"):
-        dev, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
+        if graphs or not hasattr(cm, "stream_times"):
+            dev, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
+        else:  # eager: kernels run as stream launches, no CUDA-graph saving
+            dev, sources = cm.stream_times(ops, gpu)  # type: ignore[attr-defined]
         dev = list(map(float, dev))
-        if graphs:
-            times = dev
-        else:
-            times = list(map(float, cm.op_times(ops, gpu, graphs=False)[0]))  # type: ignore[attr-defined]
+        times = dev if graphs else list(map(float, cm.op_times(ops, gpu, graphs=False)[0]))  # type: ignore[attr-defined]
     else:
         costs = [cm.op_time(op, gpu, graphs=True) for op in ops]
         dev, sources = [c.time_s for c in costs], [c.source for c in costs]

@@ -1,9 +1,10 @@
 """Synthetic GPUs, links and calibration profiles for the cost-model tests.
 
-The profile times come from a known analytic *oracle*: every kernel takes
-``FLOOR_S + t_ideal / r(shape)`` with a smooth efficiency ``r`` of the log shape, so an
-interpolating model can be checked against the oracle between grid points, and a model
-transferred to another GPU of the same architecture against the oracle on that GPU.
+The profile times come from a known analytic *oracle*: a fixed floor plus the slower of
+compute (at a smooth efficiency of the log shape) and memory (DRAM at a fixed share of
+spec bandwidth in series with a GPU-independent SM-side limit), so an interpolating model
+can be checked against the oracle between grid points, and a model transferred to
+another GPU of the same architecture against the oracle on that GPU.
 Collectives follow an exact alpha-beta law.
 """
 
@@ -45,28 +46,44 @@ LINKS = {
 }
 
 
+DRAM_EFF = 0.85
+"""Oracle: the share of spec bandwidth that DRAM streaming reaches on every GPU."""
+
+
 def _sig(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
 def gemm_eff(m: float, n: float, k: float) -> float:
-    """Oracle GEMM efficiency: grows smoothly with the log of the work."""
+    """Oracle GEMM compute efficiency: grows smoothly with the log of the work."""
     return 0.3 + 0.5 * _sig(0.6 * (math.log(m * n * k) - math.log(2 ** 30)))
+
+
+def gemm_sm_bps(n: float, k: float) -> float:
+    """Oracle SM-side streaming limit of a GEMM (GPU independent, in series with DRAM)."""
+    return 4e12 + 4e12 * _sig(0.5 * (math.log(n * k) - math.log(2 ** 24)))
 
 
 def attn_eff(batch: float, q: float, kv: float, heads: float) -> float:
     return 0.2 + 0.5 * _sig(0.5 * (math.log(batch * q * kv * heads) - math.log(2 ** 24)))
 
 
-def ew_eff(nbytes: float) -> float:
-    return 0.15 + 0.7 * _sig(0.8 * (math.log(nbytes) - math.log(2 ** 22)))
+def attn_sm_bps(batch: float, kv: float, heads: float) -> float:
+    return 5e12 * (0.3 + 0.7 * _sig(0.5 * (math.log(batch * kv * heads) - math.log(2 ** 16))))
+
+
+def ew_residual_s(nbytes: float) -> float:
+    return 1.5e-6 * (1.0 - math.exp(-nbytes / 1e6))
 
 
 def gemm_time(spec: GPUSpec, m: float, n: float, k: float, dtype: str = "bf16") -> float:
+    """Oracle GEMM: compute at a shape-dependent efficiency, or DRAM at DRAM_EFF in series
+    with a GPU-independent SM-side limit, whichever is slower; plus the fixed floor."""
     b = 2.0 if dtype == "bf16" else 1.0
-    out_b = 2.0
-    ideal = max(2 * m * n * k / spec.flops(dtype), ((m * k + k * n) * b + m * n * out_b) / spec.memory_bw_bps)
-    return FLOOR_S + ideal / gemm_eff(m, n, k)
+    nbytes = (m * k + k * n) * b + m * n * 2.0
+    compute = 2 * m * n * k / (spec.flops(dtype) * gemm_eff(m, n, k))
+    memory = nbytes / (spec.memory_bw_bps * DRAM_EFF) + nbytes / gemm_sm_bps(n, k)
+    return FLOOR_S + max(compute, memory)
 
 
 def _tile(x: float, prefill: bool) -> float:
@@ -75,18 +92,19 @@ def _tile(x: float, prefill: bool) -> float:
 
 
 def attn_time(spec: GPUSpec, batch: float, q: float, kv: float, h: float, kvh: float, hd: float) -> float:
-    """Oracle attention time; prefill work is tile-quantised (128), bytes are not."""
+    """Oracle attention; prefill work is tile-quantised (128), bytes are not."""
     pre = q > 1
     qt, kvt = _tile(q, pre), max(_tile(kv, pre), _tile(q, pre))
     pairs = qt * kvt - qt * (qt - 1) / 2.0
     flops = 2.0 * h * 2 * hd * batch * pairs
     nbytes = batch * (q * h + kv * kvh) * 2 * hd * 2.0
-    ideal = max(flops / spec.flops("bf16"), nbytes / spec.memory_bw_bps)
-    return FLOOR_S + ideal / attn_eff(batch, qt, kvt, h)
+    compute = flops / (spec.flops("bf16") * attn_eff(batch, qt, kvt, h))
+    memory = nbytes / (spec.memory_bw_bps * DRAM_EFF) + nbytes / attn_sm_bps(batch, kv, h)
+    return FLOOR_S + max(compute, memory)
 
 
 def ew_time(spec: GPUSpec, nbytes: float) -> float:
-    return FLOOR_S + nbytes / spec.memory_bw_bps / ew_eff(nbytes)
+    return FLOOR_S + nbytes / (spec.memory_bw_bps * DRAM_EFF) + ew_residual_s(nbytes)
 
 
 def allreduce_time(n: int, nbytes: float) -> float:

@@ -52,7 +52,7 @@ def test_gemm_between_grid_points_is_close(model: MeasuredCostModel, m: int) -> 
 def test_gemm_unmeasured_nk_inside_range_borrows_neighbours(model: MeasuredCostModel) -> None:
     c = model.op_time(GemmOp("g", 300, 5000, 4096), H100, graphs=True)
     assert c.source == "interpolated"
-    assert c.time_s == pytest.approx(S.gemm_time(H100, 300, 5000, 4096), rel=0.03)
+    assert c.time_s == pytest.approx(S.gemm_time(H100, 300, 5000, 4096), rel=0.05)
 
 
 def test_attention_between_grid_points(model: MeasuredCostModel) -> None:
@@ -110,7 +110,8 @@ def test_same_architecture_gpu_scaled_by_specs(model: MeasuredCostModel) -> None
     for m, n, k in ((1, 4096, 4096), (512, 28672, 4096), (8192, 4096, 14336)):
         t, src = model.stream_times([GemmOp("g", m, n, k)], H200)
         assert src == ["roofline"]
-        assert t[0] == pytest.approx(S.gemm_time(H200, m, n, k), rel=1e-9)
+        # exact but for the DRAM share, estimated from the best streaming kernel (-0.6%)
+        assert t[0] == pytest.approx(S.gemm_time(H200, m, n, k), rel=0.01)
     dec = AttentionOp("a", (1,) * 12, (1800,) * 12, 32, 8, 128, 128)
     assert model.stream_times([dec], H200)[0][0] == pytest.approx(
         S.attn_time(H200, 12, 1, 1800, 32, 8, 128), rel=0.03)
@@ -172,6 +173,6 @@ def test_get_cost_model_selection(root: Path) -> None:
     assert type(cross) is RooflineCostModel and cross.fit is not None
     cross.links.update(S.LINKS)
     t, src = cross.stream_times([GemmOp("g", 512, 28672, 4096)], H200)
-    assert src == ["roofline"] and t[0] == pytest.approx(S.gemm_time(H200, 512, 28672, 4096), rel=1e-9)
+    assert src == ["roofline"] and t[0] == pytest.approx(S.gemm_time(H200, 512, 28672, 4096), rel=0.01)
     plain = get_cost_model(OTHER, root, profile_gpus=specs)
     assert type(plain) is RooflineCostModel and plain.fit is None
