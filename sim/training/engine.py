@@ -84,6 +84,16 @@ class EngineResult:
     """(stage, stream, name, start_s, end_s, micro_batch, chunk)."""
 
 
+class _Arrival(simpy.Event):
+    """An event a receiver waits on, which the sender triggers ``delay`` seconds later in
+    one scheduling step (what ``succeed`` does with no delay)."""
+
+    def succeed_after(self, delay: float) -> None:
+        self._ok = True
+        self._value = None
+        self.env.schedule(self, simpy.core.NORMAL, delay)
+
+
 class _Gpu:
     """The two streams of one representative GPU."""
 
@@ -132,18 +142,22 @@ class _Gpu:
             i += 1
         return t + left
 
-    def advance(self, name: str, work: float, mb: int, chunk: int, busy: bool = True) -> float:
-        """Book ``work`` seconds of compute starting now; returns its duration (slowed)."""
+    def advance(self, name: str, work: float, mb: int, chunk: int, busy: bool = True,
+                start: float | None = None) -> float:
+        """Book ``work`` seconds of compute from ``start`` (default now; a later start is a
+        known arrival, before which this GPU issues nothing); returns the delay from now to
+        its (slowed) end."""
         now = self.env.now
-        end = now + work if self.comm_free_at <= now else self.compute_end(now, work)
-        dur = end - now
+        t0 = now if start is None else start
+        end = t0 + work if self.comm_free_at <= t0 else self.compute_end(t0, work)
+        dur = end - t0
         if dur > 0:
             if busy:
                 self.stats.busy_s += dur
             self.stats.contention_s += dur - work
             if self.spec.record:
-                self.events.append((self.stage, "compute", name, now, end, mb, chunk))
-        return dur
+                self.events.append((self.stage, "compute", name, t0, end, mb, chunk))
+        return end - now
 
     def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True):  # noqa: ANN201
         dur = self.advance(name, work, mb, chunk, busy)
@@ -169,7 +183,7 @@ def run_engine(spec: EngineSpec) -> EngineResult:
     gpus = [_Gpu(env, s, spec, events) for s in range(spec.p)]
     n_chunks = spec.p * spec.v
     m = spec.m
-    arrivals: dict[int, float | simpy.Event] = {}
+    arrivals: dict[int, float | _Arrival] = {}
     """Activation (even key) or gradient (odd key) of micro-batch ``mb`` for global chunk ``g``:
     key ``2 (g m + mb) + kind``. A sender that comes first records the arrival time; a
     receiver that comes first leaves an event that the sender triggers ``p2p_s`` later."""
@@ -180,26 +194,32 @@ def run_engine(spec: EngineSpec) -> EngineResult:
         if waiting is None:
             arrivals[key] = env.now + p2p
         else:
-            assert isinstance(waiting, simpy.Event)
-            if p2p <= 0:
-                waiting.succeed()
-            else:
-                ev: simpy.Event = waiting
+            assert isinstance(waiting, _Arrival)
+            waiting.succeed_after(max(0.0, p2p))
 
-                def deliver(_e: simpy.Event) -> None:
-                    ev.succeed()
-
-                env.timeout(p2p).callbacks.append(deliver)
-
-    def receive(key: int) -> simpy.Event | None:
-        """None when the data is already here; else an event to wait for."""
+    def receive(key: int) -> _Arrival | float:
+        """The arrival time when the sender has posted it (possibly already past), else an
+        event to wait for."""
         got = arrivals.pop(key, None)
         if got is None:
-            ev = arrivals[key] = env.event()
+            ev = arrivals[key] = _Arrival(env)
             return ev
-        if isinstance(got, float) and got > env.now:
-            return env.timeout(got - env.now)
-        return None
+        assert isinstance(got, float)
+        return got
+
+    def arrive(key: int, gpu: _Gpu):  # noqa: ANN202
+        """Wait for ``key``; returns when compute may start (a known future arrival is not
+        waited for here: the caller books its compute from that time)."""
+        got = receive(key)
+        if isinstance(got, float):
+            if got > env.now:
+                gpu.stats.pipeline_wait_s += got - env.now
+                return got
+            return env.now
+        t0 = env.now
+        yield got
+        gpu.stats.pipeline_wait_s += env.now - t0
+        return env.now
 
     fwd_total = [[sum(u.fwd_s for u in ch) for ch in st] for st in spec.units]
     bwd_total = [[sum(u.bwd_s for u in ch) for ch in st] for st in spec.units]
@@ -223,15 +243,14 @@ def run_engine(spec: EngineSpec) -> EngineResult:
             g = c * spec.p + s
             units = spec.units[s][c]
             if a.kind == "F":
+                start = env.now
                 if g > 0:
-                    wait_ev = receive(2 * (g * m + mb))
-                    if wait_ev is not None:
-                        t0 = env.now
-                        yield wait_ev
-                        gpu.stats.pipeline_wait_s += env.now - t0
+                    start = yield from arrive(2 * (g * m + mb), gpu)
                 if spec.zero3_gather is None:
-                    yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c))
+                    yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c, start=start))
                 else:
+                    if start > env.now:
+                        yield env.timeout(start - env.now)
                     for i, unit in enumerate(units):
                         ev = gather(mb, c, "F", i)
                         if i + 1 < len(units):
@@ -244,17 +263,16 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                     if spec.record and spec.p2p_s > 0:
                         events.append((s, "p2p", "send_activation", env.now, env.now + spec.p2p_s, mb, c))
             else:
+                start = env.now
                 if g < n_chunks - 1:
-                    wait_ev = receive(2 * (g * m + mb) + 1)
-                    if wait_ev is not None:
-                        t0 = env.now
-                        yield wait_ev
-                        gpu.stats.pipeline_wait_s += env.now - t0
+                    start = yield from arrive(2 * (g * m + mb) + 1, gpu)
                 reduce_now = spec.dp_reduce is not None and spec.overlap_grad_reduce and (
                     spec.grad_sync_every_mb or mb == spec.m - 1)
                 if spec.zero3_gather is None and not reduce_now:
-                    yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c))
+                    yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c, start=start))
                 else:
+                    if start > env.now:
+                        yield env.timeout(start - env.now)
                     bucket = 0.0
                     order = list(range(len(units) - 1, -1, -1))
                     for j, i in enumerate(order):
