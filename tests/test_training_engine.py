@@ -22,8 +22,9 @@ LAYER_S = 12 * GEMM_S  # 4 forward + 8 backward GEMMs
 def _est(**kw: object):
     base: dict[str, object] = dict(micro_batch=2, global_batch=8, seq_len=1024, gpu=GPU,
                                    cost_model=StubCost(), check_memory=False)
+    cluster = kw.pop("cluster", "2xH100-SXM")
     base.update(kw)
-    return estimate_train_step(MODEL, kw.pop("cluster", "2xH100-SXM"), **base)  # type: ignore[arg-type]
+    return estimate_train_step(MODEL, cluster, **base)  # type: ignore[arg-type]
 
 
 def test_unoverlapped_allreduce_adds_exactly() -> None:
@@ -138,3 +139,29 @@ def test_zero3_waits_are_not_bubble() -> None:
     est = _est(dp=2, zero=3, cost_model=StubCost(coll_bps=1e8))
     assert est.bubble_fraction == 0.0
     assert est.exposed_comm_s > 0
+
+
+def test_param_offload_to_nvme_adds_the_shard_reads() -> None:
+    """ZeRO-Infinity: each unit's weight shard is read from NVMe (bandwidth shared by the
+    node's GPUs) before its all-gather; with the gathers exposed the step grows by at least
+    the forward and backward shard reads of one micro-batch's first unit."""
+    base = _est(dp=2, zero=3, cost_model=StubCost(coll_bps=1e8))
+    nvme = _est(dp=2, zero=3, offload_params="nvme", cost_model=StubCost(coll_bps=1e8))
+    fsdp = _est(dp=2, fsdp=True, cost_model=StubCost(coll_bps=1e8))
+    assert fsdp.time_s == base.time_s
+    assert nvme.time_s > base.time_s
+    assert nvme.result.memory[0].weights_bytes == 0.0
+    assert nvme.result.memory[0].nvme_bytes > 0
+
+
+def test_sustained_factor_only_for_profile_models() -> None:
+    from fleetsim.sim.training.step import SUSTAINED_KERNEL_FACTOR, kernel_time_factor
+
+    class Fitted(StubCost):
+        fit = object()
+
+    assert kernel_time_factor(StubCost()) == 1.0
+    assert kernel_time_factor(Fitted()) == SUSTAINED_KERNEL_FACTOR
+    a = _est(cluster="1xH100-SXM", dp=1, global_batch=4, cost_model=StubCost())
+    b = _est(cluster="1xH100-SXM", dp=1, global_batch=4, cost_model=Fitted())
+    assert b.time_s == pytest.approx(SUSTAINED_KERNEL_FACTOR * a.time_s, rel=1e-12)
