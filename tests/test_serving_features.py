@@ -252,3 +252,19 @@ def test_heterogeneous_pools_share_load_by_speed() -> None:
     assert list(res.replicas["gpu"]) == ["H100-SXM", "A100-SXM-80GB"]
     counts = res.requests.groupby("replica").size()
     assert counts[0] > counts[1] > 0  # the faster H100 takes more requests
+
+
+def test_pooled_itl_percentiles_match_every_itl() -> None:
+    eng = EngineConfig(gpu_memory_utilization=0.22)  # tight KV: preemption gaps appear
+    wl = "poisson:rate=30,isl=lognormal(800,1.0,1,4096),osl=lognormal(150,1.0,1,1024)"
+    res = simulate_serving(M, "1xH100", wl, Deployment(pools=(PoolDeployment(replicas=1, engine=eng),)),
+                           num_requests=300, seed=2)
+    itl = res.itl()
+    assert len(itl) == int((res.requests["generated_tokens"] - 1).clip(lower=0).sum())
+    for q in (50, 90, 99):
+        assert res.summary[f"itl_p{q}_s"] == pytest.approx(
+            np.quantile(itl["itl_s"], q / 100, method="inverted_cdf"), rel=1e-12)
+    one = itl[itl["req_id"] == 5]["itl_s"]
+    row = res.requests.set_index("req_id").loc[5]
+    assert row["itl_p50_s"] == pytest.approx(np.percentile(one, 50), rel=1e-12)
+    assert row["itl_max_s"] == pytest.approx(one.max(), rel=1e-12)

@@ -45,40 +45,27 @@ def _sorted_pct(x: np.ndarray, q: float) -> float:
     return float(x[lo] + (x[hi] - x[lo]) * (pos - lo))
 
 
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
-    """Quantile ``q`` of ``values`` repeated ``weights`` times (lower interpolation)."""
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Quantiles ``qs`` of ``values`` repeated ``weights`` times (lower interpolation)."""
     mask = weights > 0
+    if not mask.any():
+        return [math.nan] * len(qs)
     v, w = values[mask], weights[mask]
-    if not len(v):
-        return math.nan
     order = np.argsort(v, kind="stable")
-    v, w = v[order], w[order]
-    cw = np.cumsum(w)
-    k = int(np.searchsorted(cw, q * cw[-1], side="left"))
-    return float(v[min(k, len(v) - 1)])
+    cw = np.cumsum(w[order], dtype=np.int64)
+    out = []
+    for q in qs:
+        k = int(np.searchsorted(cw, q * cw[-1], side="left"))
+        out.append(float(v[order[min(k, len(v) - 1)]]))
+    return out
 
 
-def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float | None) -> RawTables:
-    """Build the result tables of a finished simulation."""
-    ends = {e.uid: np.frombuffer(e.iter_end, dtype=float) if len(e.iter_end) else np.zeros(0)
-            for e in sim.engines}
-    log = sim.final_log()
-    n = len(log)
-    li = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in log.ints.items()}
-    lf = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in log.floats.items()}
-    runs = np.frombuffer(log.runs, dtype=np.int64) if len(log.runs) else np.zeros(0, np.int64)
-    off = np.frombuffer(log.run_off, dtype=np.int64)
-    status = li["status"]
-    fin = status == STATUS["finished"]
-    arrival = lf["arrival_s"]
-    itl = np.full((n, 3), math.nan)
-    last_tok = np.full(n, math.nan)
-    gaps: list[float] = []
-    diff_counts = {uid: np.zeros(len(a) + 1, np.int64) for uid, a in ends.items()}
-    run_list = runs.tolist()
-    off_list = off.tolist()
-    for i in range(n):
-        lo, hi = off_list[i], off_list[i + 1]
+def _itl_chunk(c0: int, c1: int, run_list: list[int], off_list: list[int], ends: dict[int, np.ndarray],
+               itl: np.ndarray, last_tok: np.ndarray, gaps: list[float],
+               diff_counts: dict[int, np.ndarray]) -> None:
+    """Token times, per-request ITL percentiles and pooled-ITL counts for rows c0..c1."""
+    for i in range(c0, c1):
+        lo, hi = off_list[i - c0], off_list[i - c0 + 1]
         if hi == lo:
             continue
         parts = []
@@ -99,10 +86,37 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
         if len(times) > 1:
             d = np.sort(np.diff(times))
             itl[i] = (_sorted_pct(d, 0.5), _sorted_pct(d, 0.99), d[-1])
+
+
+def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float | None) -> RawTables:
+    """Build the result tables of a finished simulation."""
+    ends = {e.uid: np.frombuffer(e.iter_end, dtype=float) if len(e.iter_end) else np.zeros(0)
+            for e in sim.engines}
+    log = sim.final_log()
+    n = len(log)
+    li = {k: np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, np.int64) for k, v in log.ints.items()}
+    lf = {k: np.frombuffer(v, dtype=float) if len(v) else np.zeros(0) for k, v in log.floats.items()}
+    runs = np.frombuffer(log.runs, dtype=np.int64) if len(log.runs) else np.zeros(0, np.int64)
+    off = np.frombuffer(log.run_off, dtype=np.int64)
+    status = li["status"]
+    fin = status == STATUS["finished"]
+    arrival = lf["arrival_s"]
+    itl = np.full((n, 3), math.nan)
+    last_tok = np.full(n, math.nan)
+    gaps: list[float] = []
+    diff_counts = {uid: np.zeros(len(a) + 1, np.int64) for uid, a in ends.items()}
+    chunk = 65536
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        base = int(off[c0])
+        run_list = runs[base: int(off[c1])].tolist()
+        off_list = (off[c0: c1 + 1] - base).tolist()
+        _itl_chunk(c0, c1, run_list, off_list, ends, itl, last_tok, gaps, diff_counts)
     gen = li["generated"]
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(fin & (gen > 1), (last_tok - lf["first_token_s"]) / (gen - 1), math.nan)
-    req = pd.DataFrame({
+    order = np.argsort(li["req_id"], kind="stable")
+    cols = {
         "req_id": li["req_id"], "arrival_s": arrival, "replica": li["replica"],
         "prefill_replica": li["prefill_replica"], "prompt_tokens": li["prompt"],
         "output_tokens": li["output"], "generated_tokens": gen,
@@ -111,23 +125,27 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
         "itl_p50_s": itl[:, 0], "itl_p99_s": itl[:, 1], "itl_max_s": itl[:, 2],
         "preemptions": li["preemptions"], "prefix_hit_tokens": li["hit_tokens"],
         "finished": fin, "rejected": status == STATUS["rejected"],
-    })
+    }
     reasons = np.full(n, "", dtype=object)
     for k, v in log.reasons.items():
         reasons[k] = v
-    req["reject_reason"] = reasons
-    order = np.argsort(li["req_id"], kind="stable")
-    req = req.iloc[order].reset_index(drop=True)
+    cols["reject_reason"] = reasons
+    del itl
+    req = pd.DataFrame({k: v[order] for k, v in cols.items()}, copy=False)
+    del cols
     token_runs = {int(li["req_id"][i]): (int(off[i]), int(off[i + 1])) for i in range(n)} if n <= 200_000 else {}
     # pooled ITLs: iteration gaps weighted by the requests spanning them, plus run gaps
-    vals, wts = [np.asarray(gaps)], [np.ones(len(gaps))]
+    vals, wts = [np.asarray(gaps)], [np.ones(len(gaps), np.int32)]
     for uid, a in ends.items():
         if len(a) > 1:
-            c = np.cumsum(diff_counts[uid])[: len(a)]
-            vals.append(np.diff(a))
-            wts.append(c[1:].astype(float))
+            c = np.cumsum(diff_counts[uid])[1: len(a)].astype(np.int32)
+            keep = c > 0
+            vals.append(np.diff(a)[keep])
+            wts.append(c[keep])
+    del diff_counts
     itl_v = np.concatenate(vals)
     itl_w = np.concatenate(wts)
+    del vals, wts
     ts = _timeseries(sim)
     t0 = float(arrival.min()) if n else 0.0
     rep = _replica_table(sim, t0)
@@ -137,27 +155,24 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
 
 
 def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
-    frames = []
-    for e in sim.engines:
-        s = e.seg
-        k = len(s["start_s"])
-        if not k:
-            continue
-        frames.append(pd.DataFrame({
-            "replica": np.full(k, e.replica, np.int32), "engine": np.full(k, e.uid, np.int32),
-            "start_s": np.frombuffer(s["start_s"]), "end_s": np.frombuffer(s["end_s"]),
-            "iterations": np.frombuffer(s["iters"], dtype=np.int32),
-            "batch_size": np.frombuffer(s["batch"], dtype=np.int32),
-            "tokens": np.frombuffer(s["tokens"], dtype=np.int32),
-            "kv_used_blocks": np.frombuffer(s["kv_used"], dtype=np.int32),
-            "kv_capacity_blocks": np.full(k, e.kv.num_blocks, np.int32),
-        }))
-    if not frames:
-        return pd.DataFrame(columns=["replica", "engine", "start_s", "end_s", "iterations", "batch_size",
-                                     "tokens", "kv_used_blocks", "kv_capacity_blocks", "kv_occupancy"])
-    ts = pd.concat(frames, ignore_index=True)
-    ts["kv_occupancy"] = (ts["kv_used_blocks"] / ts["kv_capacity_blocks"]).astype(np.float32)
-    return ts
+    """One row per logged iteration run, grouped by engine (time order within one)."""
+    engines = [e for e in sim.engines if len(e.seg["start_s"])]
+    names = ("start_s", "end_s", "iters", "batch", "tokens", "kv_used")
+    out_names = ("start_s", "end_s", "iterations", "batch_size", "tokens", "kv_used_blocks")
+    if not engines:
+        return pd.DataFrame(columns=["replica", "engine", *out_names, "kv_capacity_blocks", "kv_occupancy"])
+    sizes = [len(e.seg["start_s"]) for e in engines]
+    cols: dict[str, np.ndarray] = {
+        "replica": np.repeat(np.array([e.replica for e in engines], np.int32), sizes),
+        "engine": np.repeat(np.array([e.uid for e in engines], np.int32), sizes),
+    }
+    for name, out_name in zip(names, out_names, strict=True):
+        dt = np.float64 if name.endswith("_s") else np.int32
+        cols[out_name] = np.concatenate([np.frombuffer(e.seg[name], dtype=dt) for e in engines])
+    cap = np.repeat(np.array([e.kv.num_blocks for e in engines], np.int32), sizes)
+    cols["kv_capacity_blocks"] = cap
+    cols["kv_occupancy"] = (cols["kv_used_blocks"] / cap).astype(np.float32)
+    return pd.DataFrame(cols, copy=False)
 
 
 def _span(sim: ServingSimulation, req: pd.DataFrame) -> tuple[float, float]:
@@ -202,8 +217,8 @@ def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_v
         for q in (50, 90, 99):
             out[f"{name[:-2]}_p{q}_s"] = _pct(col, q)
         out[f"{name[:-2]}_mean_s"] = float(col.mean()) if len(col.dropna()) else math.nan
-    for q in (50, 90, 99):
-        out[f"itl_p{q}_s"] = weighted_quantile(itl_v, itl_w, q / 100)
+    for q, v in zip((50, 90, 99), weighted_quantiles(itl_v, itl_w, (0.5, 0.9, 0.99)), strict=True):
+        out[f"itl_p{q}_s"] = v
     out["input_tokens_per_s"] = float(fin["prompt_tokens"].sum()) / span
     out["output_tokens_per_s"] = float(req["generated_tokens"].sum()) / span
     out["requests_per_s"] = len(fin) / span
