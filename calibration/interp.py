@@ -72,7 +72,8 @@ class GridInterp:
             out[ok] = self.y[0]
             return out, ok, ok.copy()
         exact = ok.copy()
-        lo_idx, fracs = [], []
+        lo_idx: list[np.ndarray] = []
+        fracs: list[np.ndarray] = []
         for a, j in zip(self.axes, self.active, strict=True):
             z = q[:, j]
             ok &= (z >= a[0] - 1e-9) & (z <= a[-1] + 1e-9)
@@ -81,12 +82,12 @@ class GridInterp:
                 fracs.append(np.zeros(n))
                 exact &= np.abs(z - a[0]) < 1e-9
                 continue
-            i = np.clip(np.searchsorted(a, z, side="right") - 1, 0, len(a) - 2)
-            f = np.clip((z - a[i]) / (a[i + 1] - a[i]), 0.0, 1.0)
-            f[np.abs(z - a[i + 1]) < 1e-9] = 1.0
-            f[np.abs(z - a[i]) < 1e-9] = 0.0
+            lo = np.clip(np.searchsorted(a, z, side="right") - 1, 0, len(a) - 2).astype(np.int64)
+            f = np.clip((z - a[lo]) / (a[lo + 1] - a[lo]), 0.0, 1.0)
+            f[np.abs(z - a[lo + 1]) < 1e-9] = 1.0
+            f[np.abs(z - a[lo]) < 1e-9] = 0.0
             exact &= (f == 0.0) | (f == 1.0)
-            lo_idx.append(i)
+            lo_idx.append(lo)
             fracs.append(f)
         acc = np.zeros(n)
         wsum = np.zeros(n)
@@ -94,12 +95,12 @@ class GridInterp:
         for corner in range(1 << len(self.axes)):
             w = np.ones(n)
             idx = []
-            for ax, (i, f) in enumerate(zip(lo_idx, fracs, strict=True)):
+            for ax, (lo, f) in enumerate(zip(lo_idx, fracs, strict=True)):
                 up = (corner >> ax) & 1
                 if len(self.axes[ax]) == 1 and up:
                     w = np.zeros(n)
                     break
-                idx.append(np.minimum(i + up, len(self.axes[ax]) - 1))
+                idx.append(np.minimum(lo + up, len(self.axes[ax]) - 1))
                 w = w * (f if up else 1.0 - f)
             else:
                 vals = self.grid[tuple(idx)]

@@ -7,7 +7,7 @@ Kernels (GEMM, attention, elementwise, device copies):
   mem_bw_efficiency)) + overhead``, the overhead being ``gpu.kernel_overhead_s`` in eager
   mode and ``gpu.graph_kernel_overhead_s`` under CUDA graphs (named spec corrections).
 * fitted (``fit`` given, same architecture as the target GPU): ``t_gpu = floor + t_ideal /
-  r`` where ``t_ideal`` is the *target's* undereated roofline and r the achieved share of
+  r`` where ``t_ideal`` is the *target's* roofline without derating and r the achieved share of
   the roofline measured for the nearest shape on the profile's GPU (``fit.ProfileFit``);
   under CUDA graphs the kernel costs ``t_gpu``, in eager mode ``max(t_gpu, eager launch
   cost)``: the host issues one launch per measured eager interval and the GPU cannot run a
@@ -132,7 +132,7 @@ class RooflineCostModel:
                 cache.clear()
             cache.update(zip(uniq, zip(t.tolist(), src, strict=True), strict=True))
             hits = list(map(cache.get, ops))
-        times = np.fromiter(map(_first, hits), dtype=float, count=len(hits))  # type: ignore[arg-type]
+        times = np.fromiter(map(_first, hits), dtype=np.float64, count=len(hits))  # type: ignore[arg-type]
         return times, list(map(_second, hits))  # type: ignore[arg-type]
 
     def host_launch_s(self, gpu: GPUSpec) -> float:
@@ -318,8 +318,10 @@ class RooflineCostModel:
         t = np.zeros(len(a.kind))
         code = np.full(len(a.kind), NONE, dtype=np.int8)
         fit = self._fit_for(gpu)
-        for key, idx in group_positions(list(zip(a.kind, a.group.tolist(), a.tier, a.link, strict=True))).items():
-            kind, n, tier, link = key  # type: ignore[misc]
+        keys: list[tuple[str, float, str, str | None]] = list(
+            zip(a.kind, a.group.tolist(), a.tier, a.link, strict=True))
+        for idx in group_positions(keys).values():
+            kind, n, tier, link = keys[int(idx[0])]
             if kind not in COLLECTIVE_TRAFFIC:
                 raise ConfigError(f"unknown collective kind {kind!r}")
             if n <= 1:
@@ -373,7 +375,7 @@ class RooflineCostModel:
             nb = a.bytes[idx]
             if fit is not None and fit.memcpy is not None and direction != "d2d" and \
                     fit.gpu.host_link == gpu.host_link:
-                key = (text_code(direction),)
+                key = (text_code(str(direction)),)
                 if key in fit.memcpy.alpha_beta:
                     t[idx], code[idx] = self._fitted_link(fit.memcpy, key, nb, None, "send_recv", 2.0)
                     continue
