@@ -15,6 +15,8 @@ nearest measured families in log space.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -56,11 +58,81 @@ class GridInterp:
         if active:
             idx = tuple(np.searchsorted(a, ux[:, j]) for a, j in zip(self.axes, active, strict=True))
             self.grid[idx] = uy
+        self._axes_list = [a.tolist() for a in self.axes]
+        self._grid_list = self.grid.tolist()
 
     def __call__(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Interpolated values, a mask of queries inside the measured grid (values NaN
         outside) and a mask of queries that coincide with a measured point."""
         q = np.atleast_2d(np.asarray(q, dtype=float))
+        n = q.shape[0]
+        if n <= 4:
+            return self._few(q)
+        return self._many(q)
+
+    def _few(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same computation in plain Python, for a handful of queries (numpy's per-call
+        overhead dominates there: a simulator prices one new decode attention per step)."""
+        out, oks, exacts = [], [], []
+        for row in q.tolist():
+            v, ok, ex = self._one(row)
+            out.append(v)
+            oks.append(ok)
+            exacts.append(ex)
+        return np.array(out, dtype=float), np.array(oks, dtype=bool), np.array(exacts, dtype=bool)
+
+    def _one(self, row: list[float]) -> tuple[float, bool, bool]:
+        nan = float("nan")
+        for j, c in self.const:
+            if abs(row[j] - c) >= 1e-7:
+                return nan, False, False
+        for j, i in self.dup:
+            if abs(row[j] - row[i]) >= 1e-7:
+                return nan, False, False
+        if not self.active:
+            return float(self.y[0]), True, True
+        cells: list[tuple[int, float]] = []
+        exact = True
+        for a, j in zip(self._axes_list, self.active, strict=True):
+            z = row[j]
+            if z < a[0] - 1e-9 or z > a[-1] + 1e-9:
+                return nan, False, False
+            if len(a) == 1:
+                cells.append((0, 0.0))
+                exact = exact and abs(z - a[0]) < 1e-9
+                continue
+            lo = min(max(bisect_right(a, z) - 1, 0), len(a) - 2)
+            f = min(max((z - a[lo]) / (a[lo + 1] - a[lo]), 0.0), 1.0)
+            if abs(z - a[lo + 1]) < 1e-9:
+                f = 1.0
+            if abs(z - a[lo]) < 1e-9:
+                f = 0.0
+            exact = exact and f in (0.0, 1.0)
+            cells.append((lo, f))
+        acc = wsum = missing = 0.0
+        for corner in range(1 << len(cells)):
+            w = 1.0
+            node = self._grid_list
+            for ax, (lo, f) in enumerate(cells):
+                up = (corner >> ax) & 1
+                if up and len(self._axes_list[ax]) == 1:
+                    w = 0.0
+                    break
+                w *= f if up else 1.0 - f
+                node = node[lo + up]
+            if w == 0.0:
+                continue
+            val = float(node)  # type: ignore[arg-type]
+            if val != val:
+                missing += w
+            else:
+                acc += val * w
+                wsum += w
+        if missing >= 0.5 or wsum <= 0.0:
+            return nan, False, False
+        return acc / wsum, True, exact
+
+    def _many(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = q.shape[0]
         ok = np.ones(n, dtype=bool)
         for j, c in self.const:
@@ -217,6 +289,10 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, c = keys.shape
     if n == 0:
         return keys[:0], np.zeros(0, dtype=np.int64)
+    if n <= 16:  # a few rows: plain tuples beat numpy's per-call overhead
+        seen: dict[tuple, int] = {}
+        inv_list = [seen.setdefault(tuple(r), len(seen)) for r in keys.tolist()]
+        return np.array(list(seen), dtype=float).reshape(len(seen), c), np.array(inv_list, dtype=np.int64)
     h = np.zeros(n, dtype=np.uint64)
     bits = keys.view(np.uint64)
     with np.errstate(over="ignore"):

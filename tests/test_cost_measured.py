@@ -176,3 +176,25 @@ def test_get_cost_model_selection(root: Path) -> None:
     assert src == ["roofline"] and t[0] == pytest.approx(S.gemm_time(H200, 512, 28672, 4096), rel=0.01)
     plain = get_cost_model(OTHER, root, profile_gpus=specs)
     assert type(plain) is RooflineCostModel and plain.fit is None
+
+
+def test_grid_interp_small_and_large_query_paths_agree() -> None:
+    from fleetsim.calibration.interp import GridInterp
+
+    rng = np.random.default_rng(5)
+    b, q = np.meshgrid(np.log([1.0, 2, 4, 8]), np.log([128.0, 256, 512, 1024, 2048]))
+    x = np.column_stack([b.ravel(), q.ravel(), q.ravel()])  # third column duplicates the second
+    keep = rng.random(len(x)) > 0.15  # a few grid points missing
+    y = np.sin(x[:, 0]) + x[:, 1] ** 1.5
+    gi = GridInterp(x[keep], y[keep])
+    qs = np.column_stack([rng.uniform(-0.3, 2.4, 300), rng.uniform(4.6, 7.9, 300)])
+    qs = np.column_stack([qs, np.where(rng.random(300) < 0.9, qs[:, 1], qs[:, 1] + 0.1)])
+    qs = np.vstack([qs, x[keep][:20]])
+    v_many, in_many, ex_many = gi._many(qs)
+    v_few = np.array([gi._one(r)[0] for r in qs.tolist()])
+    in_few = np.array([gi._one(r)[1] for r in qs.tolist()])
+    ex_few = np.array([gi._one(r)[2] for r in qs.tolist()])
+    assert (in_many == in_few).all() and (ex_many == ex_few).all() and in_many.sum() > 100
+    np.testing.assert_allclose(v_many[in_many], v_few[in_few], rtol=1e-12)
+    assert ex_many[-20:].all()
+    np.testing.assert_allclose(v_many[-20:], y[keep][:20], rtol=1e-12)
