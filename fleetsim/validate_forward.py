@@ -122,6 +122,32 @@ def reference_ops(model: ModelSpec, batch: int, q_len: int, context: int, tp: in
     return ops
 
 
+HOST_CALLS = {
+    "embedding": 2, "pos_embedding": 1, "pos_add": 1, "norm1": 1, "qkv": 8, "rope_cos": 1,
+    "rope_sin": 1, "rope_q": 7, "rope_k": 7, "cache_write_k": 2, "cache_write_v": 2,
+    "attn": 3, "attn_out_copy": 0, "o_proj": 1, "residual1": 1, "norm2": 1, "w1": 2,
+    "silu_mul": 2, "gelu": 1, "w2": 1, "residual2": 1, "final_norm": 2, "lm_head": 1,
+    "logits_permute": 3, "argmax": 1,
+}
+"""PyTorch calls the reference decoder makes per operator (torch_models.Decoder), views
+included: qkv = linear, split, 3 x (view, transpose); rotary = 2 slices, neg, cat, 2 mul,
+add; attention = SDPA plus the output transpose and reshape; w1 = linear + chunk (llama);
+the cache write = slice + copy_; embedding = positions + gather. Each call costs the
+profiled eager launch interval on the host (``eager_pipeline_s``)."""
+
+
+def reference_host_calls(ops: list[Op], model: ModelSpec) -> list[int]:
+    """Host calls per reference operator (collectives: 0, their launch is in their time)."""
+    llama = model.norm == "rmsnorm"
+    out = []
+    for op in ops:
+        n = HOST_CALLS.get(op.name, 1)
+        if op.name == "w1" and not llama:
+            n = 1
+        out.append(0 if isinstance(op, CollectiveOp) else n)
+    return out
+
+
 @dataclass
 class _Predictor:
     label: str
@@ -168,7 +194,8 @@ def forward_rows(validation_root: str | Path | None = None, profile_root: str | 
             batch = [Seq(q, ctx)] * b
             for p in preds:
                 ref_ops = reference_ops(mspec, b, q, ctx, tp)
-                ref = estimate_ops(ref_ops, gpu, graphs=graphs, cost_model=p.model, tp=tp)
+                ref = estimate_ops(ref_ops, gpu, graphs=graphs, cost_model=p.model, tp=tp,
+                                   launches=reference_host_calls(ref_ops, mspec))
                 srv = estimate_forward(mspec, gpu, batch, tp=tp, graphs=graphs, cost_model=p.model)
                 for kind, est in (("reference", ref), ("serving", srv)):
                     rows.append({"gpu": gpu.name, "model": name, "mode": rec.mode, "batch": b,

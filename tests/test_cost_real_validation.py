@@ -61,7 +61,8 @@ def test_cross_gpu_h200_from_h100_profile(forward: dict) -> None:
 
 
 def test_eager_prefill_gap_is_pinned(forward: dict) -> None:
-    # target 5 % missed: small prompts are host-bound (PyTorch dispatch ~2-3x the profiled
-    # empty-kernel launch interval); large ones under-predict ~8 % (sustained clocks)
-    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.14
-    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.13
+    # target 5 % missed (9.7 % / 9.8 %): small prompts are host-bound and heavy PyTorch
+    # calls dispatch slower than the profiled empty-kernel launch; large ones under-predict
+    # ~8 % (the SM clock falls to 1380 MHz under sustained GEMMs)
+    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.11
+    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.11
