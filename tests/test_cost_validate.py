@@ -21,7 +21,12 @@ from fleetsim.workloads.parallel import Seq
 
 from fleetsim.cli import main
 from fleetsim.estimate import eager_pipeline_s, estimate_forward
-from fleetsim.validate_forward import forward_rows, heldout_rows, reference_ops
+from fleetsim.validate_forward import (
+    forward_rows,
+    heldout_rows,
+    reference_host_calls,
+    reference_ops,
+)
 
 H100, H200 = get_gpu("H100-SXM"), get_gpu("H200-SXM")
 LLAMA = load_model("llama-3.1-8b")
@@ -49,7 +54,7 @@ def _truth(gpu: object, mode: str, b: int, q: int, ctx: int) -> float:
     if mode.endswith("graph"):
         gap = S.ew_time(gpu, min(S.EW_BYTES)) - S.GRAPH_S  # type: ignore[arg-type]
         return sum(op.count * max(ti - gap, S.GRAPH_S) for op, ti in zip(ops, t, strict=True))
-    return eager_pipeline_s(t, [op.count for op in ops], S.EAGER_S)
+    return eager_pipeline_s(t, [op.count for op in ops], S.EAGER_S, reference_host_calls(ops, LLAMA))
 
 
 @pytest.fixture(scope="module")
