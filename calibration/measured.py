@@ -15,14 +15,18 @@ bandwidth is nearest the target's), else the spec roofline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from fleetsim.hardware.errors import SpecError
 from fleetsim.hardware.specs import GPUSpec, LinkSpec
 
+from .cost import OpCost
 from .fit import ProfileFit
+from .ops import Op
+from .power import PowerModel
 from .profile import Profile, load_profile
 from .roofline import RooflineCostModel
 
@@ -50,6 +54,22 @@ class MeasuredCostModel(RooflineCostModel):
         super().__init__(ProfileFit(prof, spec), links=links)
         self.profile = prof
         self.measured_gpu = spec.name
+        self.power = PowerModel.from_profile(prof)
+
+    def op_time(self, op: Op, gpu: GPUSpec, *, graphs: bool = False) -> OpCost:
+        """Seconds (and, on the profiled GPU with a power table, joules) of one instance."""
+        cost = super().op_time(op, gpu, graphs=graphs)
+        if self.power is None or gpu.name != self.measured_gpu:
+            return cost
+        return OpCost(cost.time_s, cost.source, self.power.power_w(op) * cost.time_s)
+
+    def op_energies(self, ops: Sequence[Op], gpu: GPUSpec, graphs: bool = False) -> np.ndarray | None:
+        """Energy (J) of one instance of each operator (class power x time), or None when
+        ``gpu`` is not the profiled GPU or the profile has no power table."""
+        if self.power is None or gpu.name != self.measured_gpu:
+            return None
+        t, _ = self.op_times(ops, gpu, graphs=graphs)
+        return self.power.energies_j(ops, t)
 
     def __repr__(self) -> str:
         return f"MeasuredCostModel({str(self.profile.root)!r}, gpu={self.measured_gpu!r})"

@@ -200,3 +200,26 @@ def test_grid_interp_small_and_large_query_paths_agree() -> None:
     k = len(grid_pts)
     assert ex_many[-k:].all()
     np.testing.assert_allclose(v_many[-k:], y[keep], rtol=1e-12)
+
+
+def test_energy_is_class_power_times_time(tmp_path: Path) -> None:
+    d = S.write_profile(tmp_path, H100)
+    (d / "power.csv").write_text("op_class,power_w_mean,power_w_p90,sm_clock_mhz,duration_s\n"
+                                 "idle,120,125,1980,2\ngemm_bf16,690,700,1400,2\n"
+                                 "attention_decode,600,610,1980,2\nmemory_copy,510,520,1980,2\n")
+    m = MeasuredCostModel(d, H100, links=S.LINKS)
+    g = m.op_time(GemmOp("g", 4096, 4096, 4096), H100)
+    assert g.energy_j == pytest.approx(690.0 * g.time_s, rel=1e-12)
+    dec = AttentionOp("a", (1,) * 8, (1000,) * 8, 32, 8, 128, 128)
+    assert m.op_time(dec, H100).energy_j == pytest.approx(600.0 * m.op_time(dec, H100).time_s)
+    pre = AttentionOp("a", (512,), (512,), 32, 8, 128, 128)  # no prefill row: bf16 GEMM power
+    assert m.op_time(pre, H100).energy_j == pytest.approx(690.0 * m.op_time(pre, H100).time_s)
+    ew = ElementwiseOp("n", "rmsnorm", 10 ** 6, 3e6)
+    e = m.op_energies([ew, dec], H100)
+    assert e is not None and e[0] == pytest.approx(510.0 * m.op_time(ew, H100).time_s)
+    assert m.op_time(GemmOp("g", 64, 4096, 4096), H200).energy_j is None  # other GPU: unknown
+    assert MeasuredCostModel(root_without_power(tmp_path), H100).op_time(ew, H100).energy_j is None
+
+
+def root_without_power(tmp_path: Path) -> Path:
+    return S.write_profile(tmp_path / "nopower", H100)
