@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from .cost import SOURCES, CostModel, OpCost
 from .measured import MeasuredCostModel, get_cost_model, profile_dirs
+from .power import PowerModel
 from .profile import Profile, load_profile
 from .roofline import RooflineCostModel
 
 __all__ = [
-    "SOURCES", "CostModel", "OpCost", "MeasuredCostModel", "RooflineCostModel", "Profile",
+    "SOURCES", "CostModel", "OpCost", "MeasuredCostModel", "RooflineCostModel", "Profile", "PowerModel",
     "get_cost_model", "load_profile", "profile_dirs",
 ]
