@@ -27,8 +27,6 @@ class RawTables:
     timeseries: pd.DataFrame
     replicas: pd.DataFrame
     summary: dict[str, float | int | bool | str]
-    itl_values: np.ndarray
-    itl_weights: np.ndarray
     token_runs: dict[int, tuple[int, int]]
     """req_id -> (start, stop) into ``runs`` (kept for runs up to 200,000 requests)."""
     runs: np.ndarray
@@ -50,7 +48,8 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float,
     mask = weights > 0
     if not mask.any():
         return [math.nan] * len(qs)
-    v, w = values[mask], weights[mask]
+    v, w = (values, weights) if mask.all() else (values[mask], weights[mask])
+    del mask
     order = np.argsort(v, kind="stable")
     cw = np.cumsum(w[order], dtype=np.int64)
     out = []
@@ -112,6 +111,20 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
         run_list = runs[base: int(off[c1])].tolist()
         off_list = (off[c0: c1 + 1] - base).tolist()
         _itl_chunk(c0, c1, run_list, off_list, ends, itl, last_tok, gaps, diff_counts)
+    # pooled ITLs: iteration gaps weighted by the requests spanning them, plus run gaps
+    vals, wts = [np.asarray(gaps)], [np.ones(len(gaps), np.int32)]
+    for uid, a in ends.items():
+        if len(a) > 1:
+            c = np.cumsum(diff_counts[uid])[1: len(a)].astype(np.int32)
+            keep = c > 0
+            vals.append(np.diff(a)[keep])
+            wts.append(c[keep])
+    del diff_counts
+    itl_v = np.concatenate(vals)
+    itl_w = np.concatenate(wts)
+    del vals, wts
+    itl_q = weighted_quantiles(itl_v, itl_w, (0.5, 0.9, 0.99))
+    del itl_v, itl_w
     gen = li["generated"]
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(fin & (gen > 1), (last_tok - lf["first_token_s"]) / (gen - 1), math.nan)
@@ -134,24 +147,12 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     req = pd.DataFrame({k: v[order] for k, v in cols.items()}, copy=False)
     del cols
     token_runs = {int(li["req_id"][i]): (int(off[i]), int(off[i + 1])) for i in range(n)} if n <= 200_000 else {}
-    # pooled ITLs: iteration gaps weighted by the requests spanning them, plus run gaps
-    vals, wts = [np.asarray(gaps)], [np.ones(len(gaps), np.int32)]
-    for uid, a in ends.items():
-        if len(a) > 1:
-            c = np.cumsum(diff_counts[uid])[1: len(a)].astype(np.int32)
-            keep = c > 0
-            vals.append(np.diff(a)[keep])
-            wts.append(c[keep])
-    del diff_counts
-    itl_v = np.concatenate(vals)
-    itl_w = np.concatenate(wts)
-    del vals, wts
     ts = _timeseries(sim)
     t0 = float(arrival.min()) if n else 0.0
     rep = _replica_table(sim, t0)
     tr = pd.DataFrame(sim.transfers, columns=["req_id", "start_s", "end_s", "bytes"])
-    summary = _summary(sim, req, rep, itl_v, itl_w, ttft_slo_s, tpot_slo_s)
-    return RawTables(req, ts, rep, summary, itl_v, itl_w, token_runs, runs, ends, tr)
+    summary = _summary(sim, req, rep, itl_q, ttft_slo_s, tpot_slo_s)
+    return RawTables(req, ts, rep, summary, token_runs, runs, ends, tr)
 
 
 def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
@@ -200,8 +201,8 @@ def _pct(x: pd.Series, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else math.nan
 
 
-def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_v: np.ndarray,
-             itl_w: np.ndarray, ttft_slo_s: float | None, tpot_slo_s: float | None
+def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_q: list[float],
+             ttft_slo_s: float | None, tpot_slo_s: float | None
              ) -> dict[str, float | int | bool | str]:
     t0, t1 = _span(sim, req)
     span = max(t1 - t0, 1e-12)
@@ -217,7 +218,7 @@ def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_v
         for q in (50, 90, 99):
             out[f"{name[:-2]}_p{q}_s"] = _pct(col, q)
         out[f"{name[:-2]}_mean_s"] = float(col.mean()) if len(col.dropna()) else math.nan
-    for q, v in zip((50, 90, 99), weighted_quantiles(itl_v, itl_w, (0.5, 0.9, 0.99)), strict=True):
+    for q, v in zip((50, 90, 99), itl_q, strict=True):
         out[f"itl_p{q}_s"] = v
     out["input_tokens_per_s"] = float(fin["prompt_tokens"].sum()) / span
     out["output_tokens_per_s"] = float(req["generated_tokens"].sum()) / span
