@@ -188,3 +188,29 @@ def test_closed_loop_clients_issue_after_completion() -> None:
         rows = req[req.index % 2 == c].sort_index()
         finish = (rows["arrival_s"] + rows["e2e_s"]).to_numpy()
         np.testing.assert_allclose(rows["arrival_s"].to_numpy()[1:], finish[:-1] + 0.5, atol=1e-12)
+
+
+def test_swap_preemption_is_priced_on_the_host_link() -> None:
+    from fleetsim.hardware.catalog import get_gpu, get_link
+    from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
+    from fleetsim.workloads.models import load_model
+    from fleetsim.workloads.parallel import ParallelConfig
+
+    m, g = load_model(MODEL), get_gpu("H100")
+    mb = memory_breakdown(m, g, ParallelConfig(), "bf16", None, 0.9, 8192)
+    block_bytes = kv_cache_bytes_per_token(m, ParallelConfig(), "bf16") * 16
+    reserve = mb.usable_bytes - mb.weight_bytes - 10.5 * block_bytes  # exactly 10 KV blocks
+    eng = EngineConfig(activation_reserve_bytes=reserve, preemption_mode="swap",
+                       scheduler=VllmScheduler(max_num_seqs=2))
+    timer = AffineStepTimer(base_s=0.01, per_token_s=1e-4)
+    sim, raw = _run([Request(0, 0.0, 48, 60), Request(1, 0.001, 48, 60)], eng, timer)
+    assert sim.engines[0].kv.num_blocks == 10
+    req = raw.requests
+    assert req["finished"].all() and req["preemptions"].tolist() == [0, 1]
+    ts = raw.timeseries
+    affine = (ts["iterations"] * 0.01 + ts["tokens"] * 1e-4).sum()
+    swap_s = float((ts["end_s"] - ts["start_s"]).sum() - affine)
+    host = get_link("PCIe5-x16")
+    per_block = block_bytes / (host.bandwidth_bps * host.efficiency)
+    blocks = (swap_s - 2 * host.latency_s) / (2 * per_block)  # out and back in
+    assert blocks == pytest.approx(round(blocks), abs=1e-6) and 3 <= round(blocks) <= 5
