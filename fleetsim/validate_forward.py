@@ -46,6 +46,11 @@ TARGETS = {"ops": 0.05, "forward": 0.05, "cross": 0.15}
 """Targets: median per-operator error, whole-forward MAPE (own profile), cross-GPU MAPE."""
 
 
+def _gpu_filter(gpus: list[str] | None) -> set[str] | None:
+    """Catalog names of the requested GPUs (aliases resolve; unknown names raise SpecError)."""
+    return None if not gpus else {get_gpu(g).name for g in gpus}
+
+
 def _read(path: Path, cols: tuple[str, ...]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
@@ -179,8 +184,9 @@ def forward_rows(validation_root: str | Path | None = None, profile_root: str | 
     root = Path(validation_root) if validation_root is not None else VALIDATION_ROOT
     proot = Path(profile_root) if profile_root is not None else None
     rows: list[dict[str, object]] = []
+    wanted = _gpu_filter(gpus)
     for gdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        if gpus and gdir.name not in gpus or not (gdir / "forward.csv").exists():
+        if wanted is not None and gdir.name not in wanted or not (gdir / "forward.csv").exists():
             continue
         gpu = get_gpu(gdir.name)
         df = _read(gdir / "forward.csv", FORWARD_COLUMNS)
@@ -216,8 +222,9 @@ def heldout_rows(validation_root: str | Path | None = None, profile_root: str | 
     root = Path(validation_root) if validation_root is not None else VALIDATION_ROOT
     proot = Path(profile_root) if profile_root is not None else None
     rows: list[dict[str, object]] = []
+    wanted = _gpu_filter(gpus)
     for gdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        if gpus and gdir.name not in gpus or not (gdir / "ops_heldout.csv").exists():
+        if wanted is not None and gdir.name not in wanted or not (gdir / "ops_heldout.csv").exists():
             continue
         gpu = get_gpu(gdir.name)
         df = _read(gdir / "ops_heldout.csv", HELDOUT_COLUMNS)

@@ -59,8 +59,12 @@ def _show(title: str, df: pd.DataFrame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fleetsim import validate_forward as vf
+    from fleetsim.hardware.errors import ConfigError
 
     sections = _sections(args.only)
+    for flag, path in (("--validation-dir", args.validation_dir), ("--profile-dir", args.profile_dir)):
+        if path is not None and not path.is_dir():
+            raise ConfigError(f"{flag} {str(path)!r} is not a directory")
     missed: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
     if "ops" in sections:
@@ -107,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         args.csv_dir.mkdir(parents=True, exist_ok=True)
         for name, df in tables.items():
             vf.write_csv(df, args.csv_dir / f"{name}.csv")
+    validated = any(not df.empty for df in tables.values())
     if missed:
         print("\ntargets missed:\n  " + "\n  ".join(missed))
     else:
-        print("\nall targets met" if tables else "\nnothing validated")
+        print("\nall targets met" if validated else "\nnothing validated (no ground truth found)")
     return 1 if (missed and args.strict) else 0
