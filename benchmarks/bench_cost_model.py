@@ -7,7 +7,10 @@ it with ``op_times``:
 * cold: a fresh model (empty cache) on the whole list, duplicates included as a simulator
   would send them;
 * cold-unique: a fresh model on the de-duplicated list (every operator priced);
-* cached: the same list again on a warm model.
+* cached: the same list again on a warm model;
+* per step: a simulator's pattern, one ``op_times`` call per decode iteration whose
+  contexts grow by one token per step (one new attention operator per call, the rest
+  cached).
 
 Rates are operators per second of CPU time of this process (``time.process_time``), best
 of five, so that other load on a shared machine does not distort them.
@@ -73,6 +76,18 @@ def rate(model_factory, ops: list, gpu, graphs: bool = False, repeats: int = 5
     return cold, cold_u, cached
 
 
+def per_step_rate(model, gpu, steps: int = 400) -> tuple[float, float]:
+    """(operators/s, microseconds per call) over ``steps`` decode iterations of 64 sequences."""
+    llama = load_model("llama-3.1-8b")
+    graphs = [serving_step_ops(llama, [Seq(1, 1000 + i + 7 * j) for j in range(64)], ParallelConfig(tp=1))
+              for i in range(steps)]
+    t0 = time.process_time()
+    for ops in graphs:
+        model.op_times(ops, gpu, graphs=True)
+    dt = time.process_time() - t0
+    return sum(map(len, graphs)) / dt, dt / steps * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=200_000)
@@ -95,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, factory in ((label, lambda: MeasuredCostModel(measured.profile, gpu)),
                           ("spec roofline", RooflineCostModel)):
         cold, cold_u, cached = rate(factory, ops, gpu)
+        step_rate, step_us = per_step_rate(factory(), gpu)
         print(f"{name:40s} cold {cold:12,.0f} ops/s   cold-unique {cold_u:12,.0f} ops/s   "
-              f"cached {cached:12,.0f} ops/s")
+              f"cached {cached:12,.0f} ops/s   per step {step_rate:10,.0f} ops/s ({step_us:.0f} us/call)")
     return 0
 
 
