@@ -127,6 +127,12 @@ def get_cost_model(gpu: GPUSpec | str, profile_root: str | Path | None = None, *
         if best is None or dist < best[0]:
             best = (dist, str(path), other)
     if best is not None:
-        measured = _load_measured(best[1], best[2].model_dump_json())
-        return RooflineCostModel(measured.fit, links=measured.links)
+        return _fitted_roofline(best[1], best[2].model_dump_json())
     return RooflineCostModel()
+
+
+@lru_cache(maxsize=16)
+def _fitted_roofline(path: str, gpu_json: str) -> RooflineCostModel:
+    """One shared fitted roofline per profile, so its cache survives repeated look-ups."""
+    measured = _load_measured(path, gpu_json)
+    return RooflineCostModel(measured.fit, links=measured.links)
