@@ -8,9 +8,9 @@ inputs and draws results.
 from __future__ import annotations
 
 import streamlit as st
+from fleetsim.hardware.errors import FleetsimError
 
 import fleetsim
-from fleetsim.hardware.errors import FleetsimError
 
 
 def _models() -> list[str]:
