@@ -5,9 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.planner.first_plan import ReplicaTimer, ServingTargets, rank, size_replica, tp_candidates
+from fleetsim.planner.first_plan import (
+    ReplicaTimer,
+    ServingTargets,
+    rank,
+    size_replica,
+    tp_candidates,
+)
 
 
 def linear_timer(kv: int = 100_000) -> ReplicaTimer:
