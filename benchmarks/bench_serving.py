@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000, help="size of the large run")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--only-large", action="store_true")
+    ap.add_argument("--skip-medium", action="store_true", help="skip the 4-replica fast/slow comparison")
     ap.add_argument("--gpu", default="H100")
     args = ap.parse_args()
     model = "llama-3.1-8b"
@@ -56,14 +57,21 @@ def main() -> None:
     if args.only_large:
         pass
     elif AZURE_CONV.is_file():
-        timed("azure-conv trace, 1 x " + args.gpu, model=model, cluster=f"1x{args.gpu}",
-              workload=str(AZURE_CONV))
+        fast = timed("azure-conv trace, 1 x " + args.gpu, model=model, cluster=f"1x{args.gpu}",
+                     workload=str(AZURE_CONV))
+        dep = Deployment(pools=(PoolDeployment(gpu=args.gpu, replicas=1,
+                                               engine=EngineConfig(fast_forward=False)),))
+        slow = timed("azure-conv trace, 1 x " + args.gpu + ", per-iteration path", model=model,
+                     cluster=f"1x{args.gpu}", workload=str(AZURE_CONV), deployment=dep)
+        a, b = fast.requests, slow.requests  # type: ignore[attr-defined]
+        diff = max(float(np.nanmax(np.abs(a[c] - b[c]) / np.abs(b[c]))) for c in ("ttft_s", "e2e_s"))
+        print(f"    fast vs slow path: largest relative TTFT/E2E difference {diff:.2e}")
     else:
         print(f"skipped the Azure trace: {AZURE_CONV} not found")
 
     wl = "poisson:rate=40,isl=lognormal(1000,1.0,1,8192),osl=lognormal(200,1.0,1,2048)"
     out = {}
-    for ff in (() if args.only_large else (True, False)):
+    for ff in (() if args.only_large or args.skip_medium else (True, False)):
         dep = Deployment(pools=(PoolDeployment(gpu=args.gpu, replicas=4, engine=EngineConfig(fast_forward=ff)),))
         out[ff] = timed(f"fast_forward={ff}, 4 replicas", model=model, cluster=f"4x{args.gpu}", workload=wl,
                         deployment=dep, num_requests=20_000, seed=1)
