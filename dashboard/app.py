@@ -7,6 +7,7 @@ inputs and draws results.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 from fleetsim.hardware.errors import FleetsimError
 
@@ -71,8 +72,12 @@ def simulate_tab() -> None:
     except FleetsimError as exc:
         st.error(str(exc))
         return
-    st.dataframe(res.summary_frame(), hide_index=True)
-    st.line_chart(res.timeseries, x="time_s", y=["batch_size"])
+    summary = pd.DataFrame({"metric": list(res.summary), "value": [str(v) for v in res.summary.values()]})
+    st.dataframe(summary, hide_index=True, key="sim_summary")
+    st.line_chart(res.timeseries, x="start_s", y=["batch_size"])
+    st.line_chart(res.timeseries, x="start_s", y=["kv_occupancy"])
+    st.caption("TTFT distribution (s)")
+    st.bar_chart(res.requests["ttft_s"].dropna().describe(percentiles=[0.5, 0.9, 0.99]).drop("count"))
 
 
 def train_tab() -> None:
