@@ -42,8 +42,8 @@ class ServingResult:
     ``requests``: one row per arrived request (times in seconds; NaN where a request never
     got that far). ``summary``: percentiles, throughput, goodput, cache and overload figures.
     ``timeseries``: one row per engine iteration run (a fast-forwarded decode run is one row
-    of ``iterations`` identical-batch iterations) with batch size and KV occupancy, grouped
-    by engine, in time order within an engine.
+    of ``iterations`` identical-batch iterations) with batch size and KV occupancy, in
+    order of start time.
     ``replicas``: layout, KV capacity, busy time and utilisation per replica.
     """
 
@@ -86,9 +86,7 @@ class ServingResult:
 
     def trace_spans(self, limit: int = TRACE_SPAN_LIMIT) -> list[dict[str, Any]]:
         """Iteration spans per replica/engine for a Chrome/Perfetto timeline."""
-        ts = self.timeseries
-        if len(ts) > limit:
-            ts = ts.nsmallest(limit, "start_s")
+        ts = self.timeseries.head(limit)
         spans = []
         for row in ts.itertuples(index=False):
             name = f"decode x{row.iterations}" if row.iterations > 1 else "iteration"
