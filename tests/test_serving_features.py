@@ -116,15 +116,19 @@ def test_prefix_aware_router_follows_the_cache() -> None:
     assert (res.requests["prefix_hit_tokens"].iloc[2:] == 768).all()
 
 
-def test_pipeline_parallel_virtual_engines() -> None:
+def test_pipeline_parallel_virtual_engines_share_stages() -> None:
     dep = Deployment(pools=(PoolDeployment(gpu="H100", pp=2, replicas=1,
                                            engine=EngineConfig(sched_overhead_s=1e-3)),))
     res = simulate_serving(M, "2xH100", _stream([Request(0, 0.0, 1000, 3), Request(1, 0.0, 1000, 3)]), dep)
-    g = get_gpu("H100")
-    timer = GraphStepTimer(load_model(M), g, ParallelConfig(pp=2), get_cost_model(g), sched_overhead_s=1e-3)
-    ttft = timer.step_time(0, 0, [1000], [1000], 1)
-    # Each request runs on its own virtual engine, so both see a lone-request TTFT.
-    np.testing.assert_allclose(res.requests["ttft_s"], ttft, rtol=1e-12)
+    g, m, par = get_gpu("H100"), load_model(M), ParallelConfig(pp=2)
+    t0, t1 = (GraphStepTimer(m, g, par, get_cost_model(g), sched_overhead_s=1e-3 if s == 0 else 0.0,
+                             stage=s).step_time(0, 0, [1000], [1000], 1) for s in (0, 1))
+    whole = GraphStepTimer(m, g, par, get_cost_model(g), sched_overhead_s=1e-3).step_time(0, 0, [1000], [1000], 1)
+    assert t0 + t1 == pytest.approx(whole, rel=1e-9)
+    # Each request has its own virtual engine; the second waits for stage 0 to free up.
+    ttft = res.requests.set_index("req_id")["ttft_s"]
+    assert ttft[0] == pytest.approx(t0 + t1, rel=1e-12)
+    assert ttft[1] == pytest.approx(max(2 * t0, t0 + t1) + t1, rel=1e-12)
     assert len(res.timeseries["engine"].unique()) == 2
 
 

@@ -7,9 +7,11 @@ KV capacity per replica: ``workloads.memory.memory_breakdown`` (GPU memory times
 ``gpu_memory_utilization`` minus weights minus the activation peak of a
 ``max_num_batched_tokens`` step) divided into blocks; with ``pp`` stages the replica runs
 ``pp`` virtual engines (vLLM's pipeline scheduling), each with ``1/pp`` of the blocks and
-its own scheduler, so ``pp`` micro-batches are in flight. A virtual engine's iteration
-lasts the sum of its stage times; stage contention between virtual engines is not
-modelled (balanced virtual engines pipeline perfectly; an idle one is the bubble).
+its own scheduler, so up to ``pp`` micro-batches are in flight. Each stage is a SimPy
+resource shared by the virtual engines: an iteration holds stage 0 for its stage-0 time,
+then stage 1, and so on, so iterations of different virtual engines overlap, the slowest
+stage bounds throughput, and idle stages (too few micro-batches, unequal stages) are the
+pipeline bubble.
 """
 
 from __future__ import annotations
@@ -258,6 +260,24 @@ class ServingSimulation:
             self._timers[key] = t
         return t
 
+    def _stage_timers(self, plan: ReplicaPlan) -> list[StepTimer] | None:
+        """One timer per pipeline stage (the CPU overhead charged to the first), or None
+        when a custom timer factory is in use."""
+        if self._timer_factory is not None:
+            return None
+        e = plan.entry.engine
+        out: list[StepTimer] = []
+        for st in range(plan.parallel.pp):
+            key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, st)
+            t = self._timers.get(key)
+            if t is None:
+                t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
+                                   dtype=e.dtype, kv_dtype=e.kv_dtype,
+                                   sched_overhead_s=e.sched_overhead_s if st == 0 else 0.0, stage=st)
+                self._timers[key] = t
+            out.append(t)
+        return out
+
     def _draft_timer(self, plan: ReplicaPlan) -> StepTimer | None:
         spec = plan.entry.engine.spec_decode
         if spec is None or spec.method != "draft":
@@ -282,6 +302,9 @@ class ServingSimulation:
             pp = plan.parallel.pp
             engines = []
             draft = self._draft_timer(plan)
+            stage_timers = self._stage_timers(plan) if pp > 1 else None
+            stage_res = ([simpy.Resource(self.env, capacity=1) for _ in range(pp)]
+                         if stage_timers is not None else None)
             for _ in range(pp):
                 eng = Engine(self.env, len(self.engines), plan.index, e, self._timer(plan),
                              max(1, plan.kv_blocks // pp), rng=self.rng,
@@ -289,7 +312,8 @@ class ServingSimulation:
                              block_bytes=block_bytes,
                              host_bps=host.bandwidth_bps * host.efficiency,
                              host_latency_s=host.latency_s, draft_timer=draft,
-                             on_done=self._on_done, cap_s=self.cap_s)
+                             on_done=self._on_done, cap_s=self.cap_s,
+                             stage_timers=stage_timers, stage_res=stage_res)
                 engines.append(eng)
                 self.engines.append(eng)
             self.replicas.append(Replica(plan, engines, sp / ref))

@@ -92,7 +92,8 @@ class Engine:
                  host_bps: float = 1.0, host_latency_s: float = 0.0,
                  draft_timer: StepTimer | None = None,
                  on_done: Callable[[SeqState, Engine], None] | None = None,
-                 cap_s: float = math.inf) -> None:
+                 cap_s: float = math.inf, stage_timers: list[StepTimer] | None = None,
+                 stage_res: list[simpy.Resource] | None = None) -> None:
         self.env = env
         self.uid = uid
         self.replica = replica
@@ -114,6 +115,8 @@ class Engine:
         self.lookahead = self.spec_k
         self.on_done = on_done
         self.cap_s = cap_s
+        self.stage_timers = stage_timers
+        self.stage_res = stage_res
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []
         self.clock = 0.0
@@ -267,7 +270,8 @@ class Engine:
                 seq = self.waiting.popleft()
                 self._drop(seq, "does not fit in KV cache")
                 continue
-            if (self.cfg.fast_forward and not self.spec_k and not plan.preempted
+            if (self.cfg.fast_forward and not self.spec_k and self.stage_res is None
+                    and not plan.preempted
                     and plan.admitted == 0 and not plan.swapped_in_blocks
                     and len(plan.items) == len(self.running)
                     and all(n == 1 and s.generated for s, n in plan.items)):
@@ -301,22 +305,27 @@ class Engine:
                 if seq.computed + n == total:
                     sampled += 1
         k = self.spec_k
-        if k and dec_n:
-            dur = self.timer.step_time(dec_n, dec_ctx + dec_n * k, pre_q, pre_kv, sampled,
-                                       dec_q=k + 1)
-            if self.draft_timer is not None:
-                steps = self.draft_timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))
-                dur += k * float(steps[0])
-        elif not pre_q:
-            dur = float(self.timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))[0])
-        else:
-            dur = self.timer.step_time(dec_n, dec_ctx, pre_q, pre_kv, sampled)
+        timers = self.stage_timers if self.stage_timers is not None else [self.timer]
+        durs = [self._price(t, dec_n, dec_ctx, pre_q, pre_kv, sampled) for t in timers]
+        if k and dec_n and self.draft_timer is not None:
+            steps = self.draft_timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))
+            durs[0] += k * float(steps[0])
         moved = plan.swapped_in_blocks + plan.swapped_out_blocks
         if moved:
-            dur += self.host_latency_s + moved * self.block_bytes / self.host_bps
+            durs[0] += self.host_latency_s + moved * self.block_bytes / self.host_bps
         start = self.clock
-        end = start + dur
-        yield self.env.timeout(max(0.0, end - self.env.now))
+        if self.stage_res is None:
+            end = start + durs[0]
+            yield self.env.timeout(max(0.0, end - self.env.now))
+        else:
+            # Pipeline stages are shared by the replica's virtual engines: a micro-batch
+            # holds each stage in turn, so stages overlap across virtual engines and the
+            # slowest stage bounds throughput; idle stages are the bubble.
+            for res, d in zip(self.stage_res, durs, strict=True):
+                with res.request() as req:
+                    yield req
+                    yield self.env.timeout(d)
+            end = self.env.now
         self.clock = end
         it = len(self.iter_end)
         self.iter_end.append(end)
@@ -343,6 +352,16 @@ class Engine:
         self._log_segment(start, end, 1, len(plan.items), ntok)
         for seq in done:
             self._finish(seq)
+
+    def _price(self, timer: StepTimer, dec_n: int, dec_ctx: int, pre_q: list[int],
+               pre_kv: list[int], sampled: int) -> float:
+        """Seconds of this iteration on ``timer`` (speculative decodes verify k+1 tokens)."""
+        k = self.spec_k
+        if k and dec_n:
+            return timer.step_time(dec_n, dec_ctx + dec_n * k, pre_q, pre_kv, sampled, dec_q=k + 1)
+        if not pre_q:
+            return float(timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))[0])
+        return timer.step_time(dec_n, dec_ctx, pre_q, pre_kv, sampled)
 
     def _emit(self, seq: SeqState, it: int, a: int, t: float) -> None:
         if seq.generated == 0:

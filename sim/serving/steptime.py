@@ -83,11 +83,13 @@ def _spread(total: int, n: int) -> tuple[int, ...]:
 
 
 class GraphStepTimer:
-    """Surrogate iteration time for one (model, GPU, parallel layout, dtypes)."""
+    """Surrogate iteration time for one (model, GPU, parallel layout, dtypes); with
+    ``stage`` set, of that pipeline stage only (else the sum over stages)."""
 
     def __init__(self, model: ModelSpec, gpu: GPUSpec, parallel: ParallelConfig, cost_model: object,
                  *, dtype: str = "bf16", kv_dtype: str | None = None,
-                 sched_overhead_s: float = 2e-3, max_context: int | None = None) -> None:
+                 sched_overhead_s: float = 2e-3, max_context: int | None = None,
+                 stage: int | None = None) -> None:
         parallel.validate_for(model)
         self.model = model
         self.gpu = gpu
@@ -98,7 +100,7 @@ class GraphStepTimer:
         self.overhead_s = float(sched_overhead_s)
         self.max_context = int(max_context or model.max_position_embeddings)
         self.stages: tuple[int | None, ...] = (
-            (None,) if parallel.pp == 1 else tuple(range(parallel.pp)))
+            (None,) if parallel.pp == 1 else (stage,) if stage is not None else tuple(range(parallel.pp)))
         self._token: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
         self._emit: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
         self._dec: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
