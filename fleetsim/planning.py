@@ -20,6 +20,7 @@ from fleetsim.planner.first_plan import (
     ServingTargets,
     first_plan,
 )
+from fleetsim.sim.serving.config import EngineConfig
 from fleetsim.workloads.memory import max_kv_tokens
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
@@ -108,7 +109,7 @@ def _default_lengths(workload: str | None) -> tuple[int, int, str]:
 
 
 def make_replica_timer(
-    model: ModelSpec, gpu: GPUSpec, tp: int, dtype: str, kv_dtype: str | None
+    model: ModelSpec, gpu: GPUSpec, tp: int, dtype: str, kv_dtype: str | None, isl_hint: int
 ) -> ReplicaTimer:
     """Step times of one TP replica priced through the operator cost model."""
     from fleetsim.estimate import estimate_forward, get_cost_model
@@ -118,16 +119,28 @@ def make_replica_timer(
     kv_tokens = max_kv_tokens(model, gpu.memory_bytes, parallel, dtype=dtype, kv_dtype=kv_dtype)
     cost = get_cost_model(gpu)
 
+    # The engine's per-iteration CPU scheduling cost, the same default the simulator uses.
+    overhead_s = EngineConfig().sched_overhead_s
+
     @cache
     def prefill(n: int) -> float:
-        return estimate_forward(model, gpu, [Seq(n, 0)], tp=tp, graphs=False, dtype=dtype, cost_model=cost).time_s
+        est = estimate_forward(model, gpu, [Seq(n, 0)], tp=tp, graphs=False, dtype=dtype, cost_model=cost)
+        return est.time_s + overhead_s
 
     @cache
-    def decode(b: int, c: int) -> float:
-        batch = [Seq(1, c)] * b
-        return estimate_forward(model, gpu, batch, tp=tp, graphs=True, dtype=dtype, cost_model=cost).time_s
+    def iteration(b: int, c: int, k: int) -> float:
+        batch = [Seq(1, c)] * b + prompt_chunks(k)
+        graphs = k == 0  # engines replay CUDA graphs only for pure-decode iterations
+        est = estimate_forward(model, gpu, batch, tp=tp, graphs=graphs, dtype=dtype, cost_model=cost)
+        return est.time_s + overhead_s
 
-    return ReplicaTimer(prefill, decode, kv_tokens)
+    def prompt_chunks(k: int) -> list[Seq]:
+        """``k`` prompt tokens as whole prompts of the mean prompt length plus one partial one."""
+        isl = max(1, isl_hint)
+        full, rem = divmod(k, isl)
+        return [Seq(isl, 0)] * full + ([Seq(rem, 0)] if rem else [])
+
+    return ReplicaTimer(prefill, iteration, kv_tokens)
 
 
 def plan_serving(
@@ -169,7 +182,7 @@ def plan_serving(
         spec.num_heads,
         spec.num_kv_heads,
         targets,
-        lambda gpu, tp: make_replica_timer(spec, gpu, tp, dtype, kv_dtype),
+        lambda gpu, tp: make_replica_timer(spec, gpu, tp, dtype, kv_dtype, targets.isl),
     )
     if not fp.rows:
         reasons = "; ".join(f"{r.gpu} TP={r.tp}: {r.reason}" for r in fp.rejected)
@@ -189,7 +202,7 @@ def _provenance(spec: ModelSpec, fp: FirstPlan, dtype: str) -> dict[str, dict[st
         if row.gpu in out:
             continue
         pre = estimate_forward(spec, row.gpu, [Seq(t.isl, 0)], tp=row.tp, dtype=dtype)
-        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * row.batch, tp=row.tp, graphs=True, dtype=dtype)
+        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * row.batch, tp=row.tp, dtype=dtype)
         total = pre.time_s + dec.time_s
         out[row.gpu] = {
             k: (pre.source_share.get(k, 0.0) * pre.time_s + dec.source_share.get(k, 0.0) * dec.time_s) / total

@@ -5,11 +5,12 @@ fits inside one node, the plan sizes the KV cache, then models one replica in st
 with continuous batching:
 
 * ``P``    = prefill time of one prompt of ``isl`` tokens (eager),
-* ``D(b)`` = one decode iteration of ``b`` sequences at mean context ``isl + osl/2``
-  (CUDA graphs),
-* every ``osl`` decode iterations the replica also prefills ``b`` new prompts, so a
-  sequence sees ``TPOT(b) = D(b) + b * P / osl`` per output token,
-* request throughput ``X(b) = b / (osl * TPOT(b))`` and output tokens/s ``X(b) * osl``,
+* every ``osl`` iterations the replica must also prefill the ``b`` prompts that replace the
+  finished ones; chunked prefill spreads them, so each iteration carries ``b`` decodes at
+  mean context ``isl + osl/2`` plus ``k = b * isl / osl`` prompt tokens, priced as ONE
+  mixed iteration ``I(b, k)`` (the decode and prefill tokens share the weight reads),
+* ``TPOT(b) = I(b, k)``; request throughput ``X(b) = b / (osl * TPOT(b))`` and output
+  tokens/s ``X(b) * osl``,
 * ``TTFT`` ~ ``P`` plus the one iteration in flight when the request arrives, ``TPOT(b)``.
 
 The batch ``b`` is the largest that the KV cache holds (``b * (isl + osl)`` tokens), that the
@@ -57,8 +58,8 @@ class ReplicaTimer:
 
     prefill_s: Callable[[int], float]
     """Prefill of one prompt of n tokens."""
-    decode_s: Callable[[int, int], float]
-    """One decode iteration of b sequences at context c."""
+    iteration_s: Callable[[int, int, int], float]
+    """One iteration of b decodes at context c plus k prompt tokens of new requests."""
     kv_capacity_tokens: int
     """Tokens of KV cache the replica holds."""
 
@@ -74,7 +75,7 @@ class PlanRow:
     batch: int
     kv_capacity_tokens: int
     prefill_s: float
-    decode_step_s: float
+    iteration_s: float
     ttft_s: float
     tpot_s: float
     replica_rps: float
@@ -134,8 +135,8 @@ def size_replica(
         return f"prefill of {isl} tokens takes {p * 1e3:.1f} ms > TTFT target {targets.ttft_s * 1e3:.1f} ms"
 
     def metrics(b: int) -> tuple[float, float, float, float]:
-        d = timer.decode_s(b, ctx)
-        tpot = d + b * p / osl
+        d = timer.iteration_s(b, ctx, round(b * isl / osl))
+        tpot = d
         ttft = p + tpot
         x = b / (osl * tpot)
         return d, ttft, tpot, x
@@ -207,7 +208,7 @@ def plan_pool(
                 batch=b,
                 kv_capacity_tokens=timer.kv_capacity_tokens,
                 prefill_s=p,
-                decode_step_s=d,
+                iteration_s=d,
                 ttft_s=ttft,
                 tpot_s=tpot,
                 replica_rps=x,

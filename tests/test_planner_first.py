@@ -16,20 +16,21 @@ from fleetsim.planner.first_plan import (
 
 
 def linear_timer(kv: int = 100_000) -> ReplicaTimer:
-    # P(n) = 1e-4 n s; D(b, c) = 10 ms + 0.2 ms * b
-    return ReplicaTimer(lambda n: 1e-4 * n, lambda b, c: 0.01 + 0.0002 * b, kv)
+    # P(n) = 1e-4 n s; I(b, c, k) = 10 ms + 0.2 ms * b + 0.05 ms * k
+    return ReplicaTimer(lambda n: 1e-4 * n, lambda b, c, k: 0.01 + 0.0002 * b + 0.00005 * k, kv)
 
 
 def test_batch_is_limited_by_tpot_target() -> None:
     t = ServingTargets(isl=1000, osl=100, tpot_s=0.05)
     b, p, d, ttft, tpot, x = size_replica(t, linear_timer())
-    # TPOT(b) = 0.01 + 0.0002 b + b * 0.1 / 100 = 0.01 + 0.0012 b <= 0.05  ->  b = 33
-    assert b == 33
+    # k = b * 1000 / 100 = 10 b prompt tokens per iteration
+    # TPOT(b) = 0.01 + 0.0002 b + 0.0005 b = 0.01 + 0.0007 b <= 0.05  ->  b = 57
+    assert b == 57
     assert p == pytest.approx(0.1)
-    assert d == pytest.approx(0.01 + 0.0002 * 33)
-    assert tpot == pytest.approx(0.01 + 0.0012 * 33)
+    assert d == pytest.approx(0.01 + 0.0007 * 57)
+    assert tpot == pytest.approx(0.01 + 0.0007 * 57)
     assert ttft == pytest.approx(0.1 + tpot)
-    assert x == pytest.approx(33 / (100 * (0.01 + 0.0012 * 33)))
+    assert x == pytest.approx(57 / (100 * (0.01 + 0.0007 * 57)))
 
 
 def test_batch_is_limited_by_kv_cache() -> None:
