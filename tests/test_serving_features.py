@@ -272,3 +272,13 @@ def test_pooled_itl_percentiles_match_every_itl() -> None:
     row = res.requests.set_index("req_id").loc[5]
     assert row["itl_p50_s"] == pytest.approx(np.percentile(one, 50), rel=1e-12)
     assert row["itl_max_s"] == pytest.approx(one.max(), rel=1e-12)
+
+
+def test_default_deployment_skips_pools_that_cannot_hold_the_model() -> None:
+    # 70B bf16 needs two H100s: the single-GPU pool stays unused, the 8-GPU pool gets 4 x TP2.
+    res = simulate_serving("llama-3.1-70b", "1xH100+8xH100", "poisson:rate=2,isl=100,osl=10", num_requests=8)
+    assert res.replicas["pool"].tolist() == [1, 1, 1, 1]
+    assert (res.replicas["tp"] == 2).all()
+    with pytest.raises(ConfigError, match="out of range"):
+        simulate_serving(M, "1xH100", "poisson:rate=1,isl=10,osl=10",
+                         Deployment(pools=(PoolDeployment(pool=3),)), num_requests=2)

@@ -112,13 +112,21 @@ def smallest_tp(model: ModelSpec, gpu: GPUSpec, max_tp: int, eng: EngineConfig) 
 def default_deployment(model: ModelSpec, cluster: ClusterSpec, engine: EngineConfig | None = None
                        ) -> Deployment:
     """One replica per GPU where the model fits on one GPU, else the smallest TP that fits
-    (per pool / GPU type), as many replicas as the pool holds."""
+    (per pool / GPU type), as many replicas as the pool holds. A GPU type that cannot hold
+    the model at any TP within a node is left unused; if none can, ``InfeasibleError``."""
     eng = engine or EngineConfig()
     entries = []
-    for pool in cluster.pools:
+    errors = []
+    for i, pool in enumerate(cluster.pools):
         gpu = get_gpu(pool.node.gpu)
-        tp = smallest_tp(model, gpu, _gpus_per_node(pool), eng)
-        entries.append(PoolDeployment(gpu=gpu.name, tp=tp, engine=eng))
+        try:
+            tp = smallest_tp(model, gpu, _gpus_per_node(pool), eng)
+        except InfeasibleError as e:  # skip a GPU type the model cannot use
+            errors.append(e)
+            continue
+        entries.append(PoolDeployment(gpu=gpu.name, pool=i, tp=tp, engine=eng))
+    if not entries:
+        raise errors[0]
     return Deployment(pools=tuple(entries))
 
 
@@ -128,7 +136,13 @@ def plan_replicas(model: ModelSpec, cluster: ClusterSpec, dep: Deployment) -> li
     used = [0] * len(cluster.pools)
     plans: list[ReplicaPlan] = []
     for entry in dep.pools:
-        pi = _pool_index(cluster, entry.gpu)
+        if entry.pool is not None:
+            if entry.pool >= len(cluster.pools):
+                raise ConfigError(f"deployment pool {entry.pool} out of range: cluster "
+                                  f"{cluster.name!r} has {len(cluster.pools)} pools")
+            pi = entry.pool
+        else:
+            pi = _pool_index(cluster, entry.gpu)
         pool = cluster.pools[pi]
         gpu = get_gpu(pool.node.gpu)
         per_node = _gpus_per_node(pool)

@@ -109,6 +109,8 @@ class PoolDeployment(_Strict):
 
     gpu: str | None = None
     """Catalog GPU name of the cluster pool to use; None: the first pool."""
+    pool: int | None = Field(None, ge=0)
+    """Index of the cluster pool (overrides ``gpu`` when pools share a GPU type)."""
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
     ep: int = Field(1, ge=1)
