@@ -88,10 +88,13 @@ class VllmSchedulerStrategy:
         while waiting and len(running) < cfg.max_num_seqs and budget > 0:
             seq = waiting[0]
             if seq.swapped_blocks:
-                if seq.swapped_blocks > kv.available():
+                n = min(seq.prompt + seq.generated - seq.computed, budget)
+                extra = max(0, kv.blocks_for(seq.computed + n + eng.lookahead) - seq.swapped_blocks)
+                if seq.swapped_blocks + extra > kv.available():
                     break
                 eng.swap_in(seq, plan)
-                n = min(seq.prompt + seq.generated - seq.computed, budget)
+                kv.allocate(extra)
+                seq.own_blocks += extra
             else:
                 hit, pinned = eng.match_prefix(seq) if seq.computed == 0 else (0, 0)
                 start = seq.computed + hit * kv.block_size
