@@ -38,9 +38,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "memcpy": ("direction", "bytes", "pinned", "time_s", "p10_s", "p90_s"),
     "launch": ("mode", "kernels", "time_s"),
     "power": ("op_class", "power_w_mean", "power_w_p90", "sm_clock_mhz", "duration_s"),
+    "host_dispatch": ("call", "host_s", "p10_s", "p90_s"),
+    "sustained": ("op_class", "shape", "flops", "bytes", "burst_s", "sustained_s", "ratio",
+                  "sm_clock_mhz", "power_w", "duration_s"),
 }
 """Columns of each profile CSV, in order. The leading columns up to ``time_s`` are the key."""
 
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {"host_dispatch": ("call",), "sustained": ("op_class",)}
+"""Identity columns of the kinds whose measured columns are not the ``time_s`` statistics."""
 STAT_COLUMNS = ("time_s", "p10_s", "p90_s")
 META_FIELDS = (
     "gpu_name", "catalog_gpu", "driver", "cuda", "torch", "date", "sm_clock_max_mhz",
@@ -83,6 +88,8 @@ def rotation_count(set_bytes: int, l2_bytes: int, *, factor: float = 3.0, cap: i
 
 def row_key(kind: str, row: dict[str, object]) -> tuple[str, ...]:
     """Identity of a measurement: its non-statistic columns, as strings (for resume)."""
+    if kind in KEY_COLUMNS:
+        return tuple(_fmt(row[c]) for c in KEY_COLUMNS[kind])
     cols = COLUMNS[kind]
     key_cols = [c for c in cols if c not in STAT_COLUMNS and not c.startswith("power_w")
                 and c not in ("sm_clock_mhz", "duration_s")]

@@ -126,6 +126,18 @@ def attention_grid(quick: bool = False) -> list[dict[str, object]]:
     return rows
 
 
+DENSE_CHUNK_Q = (256, 384, 512, 768, 1024, 1536, 2048)
+DENSE_CHUNK_KV = (1024, 1536, 2048, 3072, 4096, 6144, 8192)
+
+
+def attention_dense_grid() -> list[dict[str, object]]:
+    """Chunked prefill on a half-octave grid (q in 256..2048 < kv in 1024..8192, batch 1/4,
+    32/8/128): the octave grid of ``attention_grid`` leaves cells with a missing corner
+    (q = kv) where chunked prefills of a few thousand context tokens fall."""
+    return [_attn_row("chunked_prefill", b, q, kv, HEAD_CONFIGS[0], True)
+            for q in DENSE_CHUNK_Q for kv in DENSE_CHUNK_KV for b in (1, 4) if kv > q]
+
+
 ELEMENTWISE_ROWS = (1, 8, 64, 256, 1024, 4096, 16384)
 ELEMENTWISE_COLS = (1600, 4096, 8192)
 VOCABS = (50257, 128256)

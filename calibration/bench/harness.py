@@ -36,9 +36,11 @@ except ImportError:
         write_meta,
     )
 
-SUITES = ("gemm", "attention", "elementwise", "moe", "memcpy", "launch", "power", "collective")
+SUITES = ("gemm", "attention", "elementwise", "moe", "memcpy", "launch", "power", "collective",
+          "host_dispatch", "sustained", "attention_dense")
 SHARES = {"gemm": 0.36, "attention": 0.22, "elementwise": 0.08, "moe": 0.08, "memcpy": 0.05,
-          "launch": 0.02, "power": 0.06, "collective": 0.13}
+          "launch": 0.02, "power": 0.06, "collective": 0.13, "host_dispatch": 0.02,
+          "sustained": 0.10, "attention_dense": 0.04}
 """Fraction of the budget each suite may use before the next starts (unused time carries on)."""
 
 
@@ -69,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog-gpu", default=None, help="catalog GPU name (default from device name)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                    help="cpu runs a smoke test of the code paths (no meaningful numbers)")
+    p.add_argument("--sustained-s", type=float, default=8.0,
+                   help="seconds of continuous load per class in the sustained suite")
     p.add_argument("--pool-gib", type=float, default=None, help="random operand pool size in GiB")
 
 
@@ -82,11 +86,12 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
     import torch
 
     try:
-        from fleetsim.calibration.bench import collective, compute, memory, power
+        from fleetsim.calibration.bench import collective, compute, host, memory, power
         from fleetsim.calibration.bench.timing import BenchContext, RandomPool, device_props
     except ImportError:
         import collective  # type: ignore[no-redef]
         import compute  # type: ignore[no-redef]
+        import host  # type: ignore[no-redef]
         import memory  # type: ignore[no-redef]
         import power  # type: ignore[no-redef]
         from timing import BenchContext, RandomPool, device_props  # type: ignore[no-redef]
@@ -122,6 +127,9 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
         "memcpy": lambda: memory.run_memcpy(ctx, grids.memcpy_grid(args.quick)),
         "launch": lambda: memory.run_launch(ctx, grids.launch_grid(args.quick)),
         "power": lambda: power.run_power(ctx, grids.POWER_CLASSES),
+        "host_dispatch": lambda: host.run_host_dispatch(ctx),
+        "sustained": lambda: host.run_sustained(ctx, duration_s=args.sustained_s),
+        "attention_dense": lambda: compute.run_attention(ctx, grids.attention_dense_grid()),
     }
     written: dict[str, int] = {}
     active = [s for s in suites if s != "collective" or n_gpus >= 2]
