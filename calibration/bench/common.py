@@ -39,7 +39,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "launch": ("mode", "kernels", "time_s"),
     "power": ("op_class", "power_w_mean", "power_w_p90", "sm_clock_mhz", "duration_s"),
     "host_dispatch": ("call", "host_s", "p10_s", "p90_s"),
-    "sustained": ("op_class", "shape", "flops", "bytes", "burst_s", "sustained_s", "ratio",
+    "sustained": ("op_class", "shape", "flops", "bytes", "burst_s", "early_s", "sustained_s", "ratio",
                   "sm_clock_mhz", "power_w", "duration_s"),
 }
 """Columns of each profile CSV, in order. The leading columns up to ``time_s`` are the key."""

@@ -12,7 +12,7 @@ expressions timed as one unit; ``noop`` is the Python loop and closure call alon
 ``sustained.csv`` (``run_sustained``): a kernel class timed the harness's way
 (``time_kernel``: a ~15 ms burst after an idle GPU) and then run back to back for
 ``duration_s``; ``sustained_s`` is the median per-kernel time over the second half of the
-run, with the SM clock (median of 50 ms NVML samples) and board power (energy counter)
+run (``early_s``: over its first 0.5 s), with the SM clock (median of 50 ms NVML samples) and board power (energy counter)
 of that window. Under a power limit the SM clock falls once the board heats to it, so a
 compute-bound kernel slows down; HBM-bound kernels hardly do.
 """
@@ -313,10 +313,15 @@ def measure_sustained(ctx: BenchContext, cls: str, duration_s: float = 8.0) -> d
     else:
         per = [a.elapsed_time(b) * 1e-3 / per_chunk for _, a, b in late]
     sustained = quantile(per, 0.5)
+    early = [c for c in chunks if c[0] < 0.5] or chunks[:1]
+    if dev == "cpu":
+        early_s = quantile([(c2 - c1) / per_chunk for _, c1, c2 in early], 0.5)
+    else:
+        early_s = quantile([a.elapsed_time(b) * 1e-3 / per_chunk for _, a, b in early], 0.5)
     power = ((e1 - e0) / 1000.0 / (t_e1 - t_e0)) if e0 is not None and t_e0 else float("nan")
     clk = smp.clock_between(t_e0 or t_start, t_e1)
     return {"op_class": cls, "shape": shape, "flops": flops, "bytes": nbytes, "burst_s": burst,
-            "sustained_s": sustained, "ratio": sustained / burst, "sm_clock_mhz": clk,
+            "early_s": early_s, "sustained_s": sustained, "ratio": sustained / burst, "sm_clock_mhz": clk,
             "power_w": power, "duration_s": time.perf_counter() - t_start}
 
 
