@@ -214,3 +214,28 @@ def test_swap_preemption_is_priced_on_the_host_link() -> None:
     per_block = block_bytes / (host.bandwidth_bps * host.efficiency)
     blocks = (swap_s - 2 * host.latency_s) / (2 * per_block)  # out and back in
     assert blocks == pytest.approx(round(blocks), abs=1e-6) and 3 <= round(blocks) <= 5
+
+
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_kv_block_accounting_invariant_every_iteration(mode: str, monkeypatch) -> None:
+    from fleetsim.sim.serving.engine import Engine
+
+    checked = []
+    original = Engine._log_segment
+
+    def checking(self, *args, **kwargs):  # after every iteration or decode run
+        kv = self.kv
+        held = sum(s.held_blocks() for s in self.running)
+        assert kv.used() == held  # no prefix sharing: every held block counted once
+        for s in self.running:
+            assert s.held_blocks() >= kv.blocks_for(s.computed)
+        assert 0 <= kv.free <= kv.num_blocks
+        checked.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_log_segment", checking)
+    timer = AffineStepTimer(base_s=0.005, per_token_s=2e-5, per_ctx_s=1e-8)
+    eng = EngineConfig(gpu_memory_utilization=0.215, preemption_mode=mode,
+                       scheduler=VllmScheduler(max_num_seqs=64, max_num_batched_tokens=512))
+    sim, raw = _run(_random_stream(300, 20.0, 9), eng, timer)
+    assert raw.requests["preemptions"].sum() > 0 and len(checked) > 100
