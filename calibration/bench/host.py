@@ -34,7 +34,7 @@ HOST_CALLS = (
     "noop", "linear", "linear_bias", "sdpa_prefill_gqa", "sdpa_prefill", "sdpa_decode_gqa",
     "rms_norm", "layer_norm", "silu", "mul", "silu_mul", "gelu", "neg", "cat", "rope", "add",
     "index", "arange", "view", "transpose", "reshape_copy", "contiguous", "split", "chunk",
-    "slice", "copy_", "argmax", "linear_autograd", "linear_backward",
+    "slice", "copy_", "permute", "argmax", "linear_autograd", "linear_backward",
 )
 """Call types of host_dispatch.csv (see ``_calls`` for the exact expressions)."""
 
@@ -108,6 +108,7 @@ def _calls(dev: str) -> dict[str, Any]:
         "chunk": lambda: gu.chunk(2, dim=-1),
         "slice": lambda: cache[:, :, 8:8 + t],
         "copy_": lambda: cache[:, :, 8:8 + t].copy_(k),
+        "permute": lambda: qkv.permute(1, 0, 2),
         "argmax": lambda: logits.argmax(-1),
         "linear_autograd": lambda: F.linear(xa, wa),
         "linear_backward": (xa, wa),
