@@ -282,3 +282,16 @@ def test_default_deployment_skips_pools_that_cannot_hold_the_model() -> None:
     with pytest.raises(ConfigError, match="out of range"):
         simulate_serving(M, "1xH100", "poisson:rate=1,isl=10,osl=10",
                          Deployment(pools=(PoolDeployment(pool=3),)), num_requests=2)
+
+
+def test_lone_request_ttft_equals_direct_op_graph_price() -> None:
+    from fleetsim.workloads.parallel import Seq
+
+    res = simulate_serving(M, "1xH100", _stream([Request(0, 0.5, 300, 2)]))
+    g = get_gpu("H100")
+    timer = GraphStepTimer(load_model(M), g, ParallelConfig(), get_cost_model(g), sched_overhead_s=2e-3)
+    prefill = timer.direct_time([Seq(300, 0)], graphs=False)  # whole graph, eager
+    decode = timer.direct_time([Seq(1, 300)], graphs=True)  # whole graph, CUDA graph
+    r = res.requests.iloc[0]
+    assert r["ttft_s"] == pytest.approx(prefill, rel=1e-9)
+    assert r["e2e_s"] - r["ttft_s"] == pytest.approx(decode, rel=2e-3)
