@@ -120,19 +120,38 @@ def test_conservation_and_kv_capacity_under_pressure(mode: str) -> None:
     assert kv.free + len(kv.evictable) == kv.num_blocks  # everything returned at the end
 
 
-def test_fast_path_equals_slow_path() -> None:
+@pytest.mark.parametrize("case", ["recompute", "swap", "static", "prefix"])
+def test_fast_path_equals_slow_path(case: str) -> None:
     timer = AffineStepTimer(base_s=0.004, per_token_s=3e-5, per_ctx_s=2e-8, per_seq_s=1e-5)
     stream = _random_stream(400, 15.0, 3)
+    knobs: dict = dict(gpu_memory_utilization=0.22,
+                       scheduler=VllmScheduler(max_num_seqs=32, max_num_batched_tokens=1024))
+    router = "least_outstanding_tokens"
+    if case == "swap":
+        knobs["preemption_mode"] = "swap"
+    elif case == "static":
+        knobs = dict(scheduler=StaticScheduler(max_num_seqs=16))
+    elif case == "prefix":
+        knobs["enable_prefix_caching"] = True
+        router = "prefix_aware"
+        rng = np.random.default_rng(4)
+        n = 400
+        stream = RequestStream(arrival_s=np.cumsum(rng.exponential(1 / 15.0, n)),
+                               prompt_tokens=rng.integers(600, 3000, n), output_tokens=rng.integers(1, 400, n),
+                               prefix_id=rng.integers(0, 5, n), prefix_tokens=np.full(n, 512))
     out = {}
     for ff in (True, False):
-        eng = EngineConfig(gpu_memory_utilization=0.22, fast_forward=ff,
-                           scheduler=VllmScheduler(max_num_seqs=32, max_num_batched_tokens=1024))
-        out[ff] = _run(stream, eng, timer, replicas=2, cluster="2xH100")[1].requests
+        eng = EngineConfig(fast_forward=ff, **knobs)
+        out[ff] = _run(stream, eng, timer, replicas=2, cluster="2xH100", router=router)[1].requests
     a, b = out[True], out[False]
-    assert a["preemptions"].sum() > 0
+    if case in ("recompute", "swap"):
+        assert a["preemptions"].sum() > 0
+    if case == "prefix":
+        assert a["prefix_hit_tokens"].sum() > 0
     for col in ("queue_delay_s", "ttft_s", "tpot_s", "e2e_s", "itl_p50_s", "itl_p99_s"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-9, atol=0, equal_nan=True)
-    assert (a["replica"] == b["replica"]).all()
+    for col in ("replica", "preemptions", "prefix_hit_tokens", "generated_tokens"):
+        assert (a[col] == b[col]).all()
 
 
 def test_lone_request_ttft_is_prefill_time() -> None:
