@@ -30,6 +30,7 @@ from scipy.optimize import nnls
 from .interp import FamilyTable, group_rows, split_groups, text_codes
 from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC, attention_pairs, pad_attention, pad_m
 from .profile import Profile
+from .sustain import SustainedLoad
 
 HARNESS_LAUNCHES = {"rotary": 5, "silu_mul": 2, "sample": 5, "cross_entropy": 2}
 """Kernels one call of the calibration harness's composite elementwise ops launches
@@ -112,6 +113,8 @@ class ProfileFit:
         self.attention = self._attention(t["attention"]) if "attention" in t else None
         self.elementwise = self._elementwise(t["elementwise"]) if "elementwise" in t else None
         self.collective = self._link_table(t["collective"], ["op", "group_size"]) if "collective" in t else None
+        self.sustained = SustainedLoad.from_profile(profile)
+        self.host_calls = profile.host_calls()
         self.memcpy = None
         if "memcpy" in t:
             df = t["memcpy"]

@@ -29,16 +29,18 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "memcpy": ("direction", "bytes", "pinned", "time_s", "p10_s", "p90_s"),
     "launch": ("mode", "kernels", "time_s"),
     "power": ("op_class", "power_w_mean", "power_w_p90", "sm_clock_mhz", "duration_s"),
+    "host_dispatch": ("call", "host_s"),
+    "sustained": ("op_class", "flops", "bytes", "burst_s", "sustained_s", "ratio"),
 }
 """Required columns of each profile CSV (extra columns are allowed and ignored)."""
 
-_TEXT = {"dtype", "backend", "phase", "kernel", "impl", "op", "direction", "mode", "op_class"}
+_TEXT = {"dtype", "backend", "phase", "kernel", "impl", "op", "direction", "mode", "op_class", "call"}
 _BOOL = {"causal", "pinned"}
 _OPTIONAL = {"p10_s", "p90_s", "sm_clock_mhz", "power_w_p90"}
 """Numeric columns that may be left blank (read as NaN)."""
 _POSITIVE = {"time_s", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads", "num_kv_heads",
              "head_dim", "tokens", "experts", "top_k", "group_size", "bytes", "kernels", "rows",
-             "cols"}
+             "cols", "host_s", "burst_s", "sustained_s", "ratio"}
 """Columns that must be strictly positive (a time or size of zero or less is corrupt)."""
 _MAY_BE_ZERO = {"moe": {"n", "k"}}
 """Exceptions per file: MoE ``routing`` rows have no expert GEMM (n = k = 0)."""
@@ -67,6 +69,14 @@ class Profile:
         if sel.empty:
             return None
         return float(sel["time_s"].median())
+
+    def host_calls(self) -> dict[str, float]:
+        """Measured host dispatch seconds per PyTorch call type (``host_dispatch.csv``),
+        empty when the profile has none."""
+        df = self.tables.get("host_dispatch")
+        if df is None:
+            return {}
+        return {str(c): float(t) for c, t in zip(df["call"], df["host_s"], strict=True)}
 
 
 def _parse_bool(text: str) -> bool | None:

@@ -53,6 +53,7 @@ from .opbatch import (
     split_by_kind,
 )
 from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+from .sustain import host_seconds, serving_calls
 
 KERNEL_SAME = {"sampling": "sample", "add": "residual_add"}
 """Graph kernel names -> profile kernel names of the same operation."""
@@ -140,6 +141,31 @@ class RooflineCostModel:
         interval when its GPU shares ``gpu``'s architecture, else ``gpu.kernel_overhead_s``."""
         fit = self._fit_for(gpu)
         return fit.eager_s if fit is not None else gpu.kernel_overhead_s
+
+    def sustained_ratios(self, ops: Sequence[Op], gpu: GPUSpec) -> np.ndarray:
+        """Sustained/burst time ratio of each operator under continuous whole-model load
+        (``sustain.SustainedLoad``): the profile's measured ratios when its GPU shares
+        ``gpu``'s architecture and it has a ``sustained.csv``, else 1."""
+        fit = self._fit_for(gpu)
+        if fit is None or fit.sustained is None:
+            return np.ones(len(ops))
+        return fit.sustained.ratios(ops)
+
+    def host_times(self, ops: Sequence[Op], gpu: GPUSpec,
+                   calls: Sequence[Sequence[str]] | None = None) -> list[float]:
+        """Host seconds to issue each operator in eager mode. With the profile's
+        ``host_dispatch.csv`` (same architecture), the sum of the measured dispatch times of
+        its PyTorch calls (``calls``, default ``sustain.serving_calls``); otherwise its
+        kernel launches x the eager launch interval (``host_launch_s``)."""
+        eager = self.host_launch_s(gpu)
+        per_launch = [eager * n for n in self.launches(ops, gpu)]
+        fit = self._fit_for(gpu)
+        if fit is None or not fit.host_calls:
+            if calls is None:
+                return per_launch
+            return [eager * len(c) if c else fb for c, fb in zip(calls, per_launch, strict=True)]
+        cs = calls if calls is not None else [serving_calls(op) for op in ops]
+        return host_seconds(cs, fit.host_calls, eager, per_launch)
 
     def clear_cache(self) -> None:
         self._caches.clear()

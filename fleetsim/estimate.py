@@ -5,13 +5,16 @@ prices every operator with a cost model and combines the times:
 
 * under CUDA graphs (``graphs=True``) the kernels replay back to back, so the iteration
   takes the sum of ``count x`` device time;
-* in eager mode the host issues one launch per ``host_launch_s`` while the GPU executes
-  kernels in order, so the iteration is a two-stage pipeline (host launches, device runs):
+* in eager mode the host issues each operator's PyTorch calls (their measured dispatch
+  times, or one eager launch interval per kernel without a host-dispatch table) while the
+  GPU executes kernels in order, so the iteration is a two-stage pipeline (host, device):
   kernel j starts at ``max(issued_j, end_{j-1})``. Long GEMMs let the host run ahead; runs
   of short kernels are launch-bound. This is the per-step overhead that a plain roofline
   misses (it under-predicts small-batch eager steps).
 
-With ``tp > 1`` the graph is that of one tensor-parallel rank and includes its
+Whole-model execution keeps the GPU busy, so each kernel's profiled burst time is
+multiplied by the profile's measured sustained-load ratio (``calibration.sustain``; 1
+without a ``sustained.csv``). With ``tp > 1`` the graph is that of one tensor-parallel rank and includes its
 all-reduces, priced by the link model. The result keeps the per-operator table so that a
 user can see where the time goes and how much of it comes from measurements.
 """
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fleetsim.calibration import get_cost_model
@@ -37,9 +41,11 @@ __all__ = ["ForwardEstimate", "eager_pipeline_s", "estimate_forward", "estimate_
 class ForwardEstimate:
     """Time of one forward iteration and its breakdown.
 
-    ``ops``: one row per operator (name, kind, count, flops, bytes, time_s = device time
-    per instance, total_s = count x time_s, source); in eager mode ``time_s`` of the
-    estimate also includes host launch stalls, so it can exceed the sum of ``total_s``. ``source_share``: share of ``time_s`` priced from
+    ``ops``: one row per operator (name, kind, count, flops, bytes, burst_s = profiled
+    (burst) device time per instance, sustained_ratio = measured slowdown under continuous
+    load, time_s = burst_s x sustained_ratio, total_s = count x time_s, source); in eager
+    mode ``time_s`` of the estimate also includes host dispatch stalls, so it can exceed the
+    sum of ``total_s``. ``source_share``: share of ``time_s`` priced from
     measured / interpolated / roofline numbers. ``tflops``: achieved TFLOP/s (model FLOPs of
     the iteration over its time).
     """
@@ -118,17 +124,28 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
     return estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)
 
 
-def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: float,
+def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: float | Sequence[float],
                      launches: Sequence[int] | None = None) -> float:
-    """Iteration time of kernels issued by a host at ``host_s`` per launch and run in order.
+    """Iteration time of kernels issued by a host and run in order on the device.
 
-    Consecutive operators with the same ``count`` > 1 form a block (one layer) that repeats
-    ``count`` times, as the operator graphs list them. ``launches[j]`` host launches issue
-    operator j (default 1). Returns the device end time of the last kernel, the host having
-    started issuing at time 0.
+    ``host_s``: host seconds per launch (a number; ``launches[j]`` launches issue operator
+    j, default 1) or host seconds per operator (a sequence, e.g. the measured dispatch time
+    of its PyTorch calls; then ``launches`` must be None). Consecutive operators with the
+    same ``count`` > 1 form a block (one layer) that repeats ``count`` times, as the
+    operator graphs list them. Operator j starts on the device at
+    ``max(issued_j, end_{j-1})``. Returns the device end time of the last kernel, the host
+    having started issuing at time 0.
     """
     n = len(device_s)
-    nl = list(launches) if launches is not None else [1] * n
+    if isinstance(host_s, (int, float)):
+        nl = list(launches) if launches is not None else [1] * n
+        per_op = [float(host_s) * k for k in nl]
+    else:
+        if launches is not None:
+            raise ConfigError("eager_pipeline_s: give launches only with a per-launch host_s")
+        per_op = [float(h) for h in host_s]
+        if len(per_op) != n:
+            raise ConfigError(f"eager_pipeline_s: {len(per_op)} host times for {n} operators")
     blocks: list[tuple[list[int], int]] = []
     j = 0
     while j < n:
@@ -142,48 +159,70 @@ def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: f
     for idx, reps in blocks:
         for _ in range(reps):
             for i in idx:
-                host += host_s * nl[i]
+                host += per_op[i]
                 end = max(host, end) + device_s[i]
     return end
 
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
-                 model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None
+                 model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None,
+                 host_calls: Sequence[Sequence[str]] | None = None, sustained: bool = True
                  ) -> ForwardEstimate:
-    """Price an operator list as one iteration (see the module docstring for the modes)."""
+    """Price an operator list as one iteration (see the module docstring for the modes).
+
+    ``sustained``: multiply each kernel's burst time by the profile's measured
+    sustained-load ratio (``cost_model.sustained_ratios``; the table keeps ``burst_s`` and
+    ``sustained_ratio``). Eager host time per operator: ``host_calls`` (PyTorch call names
+    per operator, priced by the profile's host dispatch table), else ``launches`` x the
+    eager launch interval, else the cost model's ``host_times`` for serving operators.
+    """
     cm = cost_model
     if hasattr(cm, "op_times"):
         if graphs or not hasattr(cm, "stream_times"):
-            dev, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
+            burst, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
         else:  # eager: kernels run as stream launches, no CUDA-graph saving
-            dev, sources = cm.stream_times(ops, gpu)  # type: ignore[attr-defined]
-        dev = list(map(float, dev))
-        times = dev if graphs else list(map(float, cm.op_times(ops, gpu, graphs=False)[0]))  # type: ignore[attr-defined]
+            burst, sources = cm.stream_times(ops, gpu)  # type: ignore[attr-defined]
+        burst = np.asarray(burst, dtype=float)
+        times = None if graphs else np.asarray(cm.op_times(ops, gpu, graphs=False)[0], dtype=float)  # type: ignore[attr-defined]
     else:
         costs = [cm.op_time(op, gpu, graphs=True) for op in ops]
-        dev, sources = [c.time_s for c in costs], [c.source for c in costs]
-        times = dev if graphs else [cm.op_time(op, gpu, graphs=False).time_s for op in ops]
+        burst, sources = np.array([c.time_s for c in costs]), [c.source for c in costs]
+        times = None if graphs else np.array([cm.op_time(op, gpu, graphs=False).time_s for op in ops])
+    ratio = (np.asarray(cm.sustained_ratios(ops, gpu), dtype=float)  # type: ignore[attr-defined]
+             if sustained and hasattr(cm, "sustained_ratios") else np.ones(len(ops)))
+    dev = burst * ratio
+    kinds = [_kind(op) for op in ops]
     df = pd.DataFrame({
         "name": [op.name for op in ops],
-        "kind": [_kind(op) for op in ops],
+        "kind": kinds,
         "count": [op.count for op in ops],
         "flops": [float(op.flops) for op in ops],
         "bytes": [float(op.bytes_moved) for op in ops],
+        "burst_s": burst,
+        "sustained_ratio": ratio,
         "time_s": dev,
         "source": sources,
     })
     df["total_s"] = df["count"] * df["time_s"]
-    df = df[["name", "kind", "count", "flops", "bytes", "time_s", "total_s", "source"]]
+    df = df[["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s",
+             "total_s", "source"]]
+    counts = list(df["count"])
     if graphs:
         total = float(df["total_s"].sum())
     elif hasattr(cm, "host_launch_s"):
-        is_kernel = [k not in ("collective", "memcpy") for k in df["kind"]]
-        if launches is None:
-            launches = cm.launches(ops, gpu) if hasattr(cm, "launches") else [1] * len(ops)  # type: ignore[attr-defined]
-        nl = [launches[i] if is_kernel[i] else 0 for i in range(len(ops))]
-        total = eager_pipeline_s(dev, list(df["count"]), cm.host_launch_s(gpu), nl)  # type: ignore[attr-defined]
+        is_kernel = [k not in ("collective", "memcpy") for k in kinds]
+        if host_calls is not None:
+            host = cm.host_times(ops, gpu, host_calls)  # type: ignore[attr-defined]
+        elif launches is not None:
+            host = [cm.host_launch_s(gpu) * n for n in launches]  # type: ignore[attr-defined]
+        elif hasattr(cm, "host_times"):
+            host = cm.host_times(ops, gpu)  # type: ignore[attr-defined]
+        else:
+            host = [cm.host_launch_s(gpu)] * len(ops)  # type: ignore[attr-defined]
+        host = [h if k else 0.0 for h, k in zip(host, is_kernel, strict=True)]
+        total = eager_pipeline_s(list(dev), counts, host)
     else:
-        total = float((df["count"] * pd.Series(times)).sum())
+        total = float((df["count"] * pd.Series(times * ratio)).sum())
     flops = float((df["count"] * df["flops"]).sum())
     by_src = df.groupby("source")["total_s"].sum()
     busy = float(df["total_s"].sum())

@@ -127,29 +127,46 @@ def reference_ops(model: ModelSpec, batch: int, q_len: int, context: int, tp: in
     return ops
 
 
-HOST_CALLS = {
-    "embedding": 2, "pos_embedding": 1, "pos_add": 1, "norm1": 1, "qkv": 8, "rope_cos": 1,
-    "rope_sin": 1, "rope_q": 7, "rope_k": 7, "cache_write_k": 2, "cache_write_v": 2,
-    "attn": 3, "attn_out_copy": 0, "o_proj": 1, "residual1": 1, "norm2": 1, "w1": 2,
-    "silu_mul": 2, "gelu": 1, "w2": 1, "residual2": 1, "final_norm": 2, "lm_head": 1,
-    "logits_permute": 3, "argmax": 1,
-}
-"""PyTorch calls the reference decoder makes per operator (torch_models.Decoder), views
-included: qkv = linear, split, 3 x (view, transpose); rotary = 2 slices, neg, cat, 2 mul,
-add; attention = SDPA plus the output transpose and reshape; w1 = linear + chunk (llama);
-the cache write = slice + copy_; embedding = positions + gather. Each call costs the
-profiled eager launch interval on the host (``eager_pipeline_s``)."""
+def _host_calls(llama: bool) -> dict[str, tuple[str, ...]]:
+    lin = "linear" if llama else "linear_bias"
+    norm = "rms_norm" if llama else "layer_norm"
+    view_t = ("view", "transpose")
+    return {
+        "embedding": ("arange", "index"), "pos_embedding": ("index",), "pos_add": ("add",),
+        "norm1": (norm,), "qkv": (lin, "split") + view_t * 3, "rope_cos": ("index",),
+        "rope_sin": ("index",), "rope_q": ("rope",), "rope_k": ("rope",),
+        "cache_write_k": ("slice", "copy_"), "cache_write_v": ("slice", "copy_"),
+        "attn": ("sdpa_prefill_gqa" if llama else "sdpa_prefill", "transpose", "reshape_copy"),
+        "attn_out_copy": (), "o_proj": (lin,), "residual1": ("add",), "norm2": (norm,),
+        "w1": ("linear", "chunk") if llama else (lin,), "silu_mul": ("silu_mul",),
+        "gelu": ("gelu",), "w2": (lin,), "residual2": ("add",), "final_norm": ("slice", norm),
+        "lm_head": ("linear",), "logits_permute": ("view", "permute", "reshape_copy"),
+        "argmax": ("argmax",),
+    }
 
 
-def reference_host_calls(ops: list[Op], model: ModelSpec) -> list[int]:
-    """Host calls per reference operator (collectives: 0, their launch is in their time)."""
+HOST_CALLS = _host_calls(True)
+"""PyTorch calls the reference decoder (torch_models.Decoder) makes per operator, views
+included, as host_dispatch.csv call names: qkv = linear, split, 3 x (view, transpose);
+rotary = the rotate-half expression (``rope``: 2 slices, neg, cat, 2 mul, add); attention =
+SDPA plus the output transpose and reshape; w1 = linear + chunk (llama); the cache write =
+slice + copy_; embedding = positions + gather. GPT-2 uses linear with bias, layer_norm and
+MHA SDPA (``_host_calls(False)``). Each operator's host time is the sum of its calls'
+measured dispatch times (``RooflineCostModel.host_times``)."""
+
+
+def reference_host_calls(ops: list[Op], model: ModelSpec) -> list[tuple[str, ...]]:
+    """PyTorch calls per reference operator (collectives: none, their launch is in their time)."""
     llama = model.norm == "rmsnorm"
-    out = []
+    table = _host_calls(llama)
+    out: list[tuple[str, ...]] = []
     for op in ops:
-        n = HOST_CALLS.get(op.name, 1)
-        if op.name == "w1" and not llama:
-            n = 1
-        out.append(0 if isinstance(op, CollectiveOp) else n)
+        if isinstance(op, CollectiveOp):
+            out.append(())
+        elif isinstance(op, AttentionOp) and op.phase == "decode":
+            out.append(("sdpa_decode_gqa" if llama else "sdpa_decode_gqa", "transpose", "reshape_copy"))
+        else:
+            out.append(table.get(op.name, ("noop",)))
     return out
 
 
@@ -201,7 +218,7 @@ def forward_rows(validation_root: str | Path | None = None, profile_root: str | 
             for p in preds:
                 ref_ops = reference_ops(mspec, b, q, ctx, tp)
                 ref = estimate_ops(ref_ops, gpu, graphs=graphs, cost_model=p.model, tp=tp,
-                                   launches=reference_host_calls(ref_ops, mspec))
+                                   host_calls=reference_host_calls(ref_ops, mspec))
                 srv = estimate_forward(mspec, gpu, batch, tp=tp, graphs=graphs, cost_model=p.model)
                 for kind, est in (("reference", ref), ("serving", srv)):
                     rows.append({"gpu": gpu.name, "model": name, "mode": rec.mode, "batch": b,

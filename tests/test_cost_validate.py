@@ -54,7 +54,8 @@ def _truth(gpu: object, mode: str, b: int, q: int, ctx: int) -> float:
     if mode.endswith("graph"):
         gap = S.ew_time(gpu, min(S.EW_BYTES)) - S.GRAPH_S  # type: ignore[arg-type]
         return sum(op.count * max(ti - gap, S.GRAPH_S) for op, ti in zip(ops, t, strict=True))
-    return eager_pipeline_s(t, [op.count for op in ops], S.EAGER_S, reference_host_calls(ops, LLAMA))
+    return eager_pipeline_s(t, [op.count for op in ops], S.EAGER_S,
+                            [len(c) for c in reference_host_calls(ops, LLAMA)])
 
 
 @pytest.fixture(scope="module")
