@@ -24,6 +24,7 @@ from fleetsim.sim.serving.config import (
     VllmScheduler,
 )
 from fleetsim.sim.serving.results import RawTables, collect
+from fleetsim.workloads.arrivals import TraceArrivals
 from fleetsim.workloads.defaults import get_workload
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.requests import RequestStream
@@ -139,10 +140,9 @@ def _requests(workload: Any, seed: int, num_requests: int | None, duration_s: fl
         return workload
     wl: Workload = get_workload(workload)
     if num_requests is None and duration_s is None:
-        times = getattr(wl.arrivals, "_times", None)
-        if wl.arrivals.kind != "trace" or times is None or wl.sessions is not None:
+        if not isinstance(wl.arrivals, TraceArrivals) or wl.sessions is not None:
             raise ConfigError(f"workload {wl.name}: give num_requests or duration_s")
-        num_requests = len(times())  # a trace replays once by default
+        num_requests = wl.arrivals.num_trace_requests()  # a trace replays once by default
     return wl.generate(seed, num_requests=num_requests, duration_s=duration_s)
 
 

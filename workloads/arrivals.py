@@ -253,6 +253,10 @@ class TraceArrivals(_Arrivals):
     def _times(self) -> np.ndarray:
         return load_trace_cached(self.path).column("arrival_s") * self.time_scale
 
+    def num_trace_requests(self) -> int:
+        """Requests in one pass over the trace (its natural length when replayed once)."""
+        return len(self._times())
+
     def mean_rate_rps(self) -> float:
         t = self._times()
         return (len(t) - 1) / float(t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else math.nan
