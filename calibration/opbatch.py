@@ -111,10 +111,18 @@ def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
         sp[pre] = np.add.reduceat(pairs, starts)
     hh = np.fromiter(chain.from_iterable(map(_ATTN_HEADS, ops)), dtype=float,
                      count=4 * len(ops)).reshape(-1, 4)
-    heads, kv_heads, hd, vhd = hh[:, 0], hh[:, 1], hh[:, 2], hh[:, 3]
-    dtype = list(map(_DTYPE, ops))
+    return attention_from_sums(lens, q_tok, kv_tok, sp, hh[:, 0], hh[:, 1], hh[:, 2], hh[:, 3],
+                               causal_arr, list(map(_DTYPE, ops)), [o.kv_dtype for o in ops])
+
+
+def attention_from_sums(lens: np.ndarray, q_tok: np.ndarray, kv_tok: np.ndarray, sp: np.ndarray,
+                        heads: np.ndarray, kv_heads: np.ndarray, hd: np.ndarray, vhd: np.ndarray,
+                        causal_arr: np.ndarray, dtype: list[str], kv_dtype: list[str]) -> AttentionArrays:
+    """Attention arrays from per-operator sums: sequences, query and key tokens and score
+    pairs (what a simulator can keep per batch without the ragged length tuples)."""
     b = _dtype_bytes(dtype)
-    kvb = _dtype_bytes([o.kv_dtype for o in ops])
+    kvb = _dtype_bytes(kv_dtype)
+    decode = q_tok == lens
     flops = 2.0 * heads * (hd + vhd) * sp
     nbytes = q_tok * heads * (hd + vhd) * b + kv_tok * kv_heads * (hd + vhd) * kvb
     q_eq = q_tok / lens
@@ -127,8 +135,7 @@ def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
         kv_eq[square] = q_sq
     phase = np.where(decode, 0.0, np.where(square, 1.0, 2.0))
     return AttentionArrays(lens, q_eq, kv_eq, heads, kv_heads, hd, vhd,
-                           [c and not d for c, d in zip(causal, decode.tolist(), strict=True)],
-                           phase, dtype, flops, nbytes)
+                           list(causal_arr & ~decode), phase, dtype, flops, nbytes)
 
 
 @dataclass

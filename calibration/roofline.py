@@ -30,6 +30,7 @@ import numpy as np
 from fleetsim.hardware.errors import ConfigError, SpecError
 from fleetsim.hardware.specs import GPUSpec, LinkSpec
 
+from .columns import OpColumns, price_columns
 from .cost import OpCost, Source
 from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, lookup, peak_flops
 from .interp import text_code, text_codes
@@ -141,6 +142,12 @@ class RooflineCostModel:
         interval when its GPU shares ``gpu``'s architecture, else ``gpu.kernel_overhead_s``."""
         fit = self._fit_for(gpu)
         return fit.eager_s if fit is not None else gpu.kernel_overhead_s
+
+    def price_columns(self, cols: OpColumns, gpu: GPUSpec, *, graphs: bool = False,
+                      mode: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Columnar batch pricing (``columns.price_columns``): per kind, seconds and sources
+        of shape arrays, no operator objects, no cache."""
+        return price_columns(self, cols, gpu, graphs=graphs, mode=mode)
 
     def sustained_ratios(self, ops: Sequence[Op], gpu: GPUSpec) -> np.ndarray:
         """Sustained/burst time ratio of each operator under continuous whole-model load
