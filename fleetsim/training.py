@@ -237,6 +237,7 @@ def build_train_job(
     dropout: bool = False,
     overlap_grad_reduce: bool = True,
     grad_bucket_bytes: float | None = None,
+    execution: str = "eager",
     pool: int = 0,
 ) -> TrainJob:
     """The ``TrainJob`` that ``estimate_train_step`` would simulate, checked against the model
@@ -258,7 +259,7 @@ def build_train_job(
         parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
         recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
         offload_optimizer=offload_optimizer, offload_params=offload_params,
-        overlap_grad_reduce=overlap_grad_reduce, pool=pool,
+        overlap_grad_reduce=overlap_grad_reduce, execution=execution, pool=pool,
     )
     if grad_bucket_bytes is not None:
         kwargs["grad_bucket_bytes"] = grad_bucket_bytes
@@ -296,6 +297,7 @@ def estimate_train_step(
     dropout: bool = False,
     overlap_grad_reduce: bool = True,
     grad_bucket_bytes: float | None = None,
+    execution: str = "eager",
     pool: int = 0,
     gpu: GPUSpec | None = None,
     cost_model: Any = None,
@@ -307,7 +309,10 @@ def estimate_train_step(
     ``cluster`` is a shorthand such as ``"2xH200-SXM"``, a YAML path or a ``ClusterSpec``;
     ``parallel`` a ``ParallelConfig``, ``TrainParallel``, dict or None (the keyword degrees
     override it; ``dp`` defaults to the GPUs left over). ``global_batch`` is in sequences;
-    gradient accumulation is ``global_batch / (micro_batch * dp)``. Raises ``ConfigError``
+    gradient accumulation is ``global_batch / (micro_batch * dp)``. ``execution="eager"``
+    (default) bounds every kernel sequence by the host's dispatch cost (PyTorch eager, see
+    ``fleetsim.sim.training.dispatch``); ``"graph"`` prices CUDA-graph/compiled execution
+    with no per-kernel host work. Raises ``ConfigError``
     for layouts that do not divide and ``InfeasibleError`` (with the breakdown) when the
     step does not fit in memory.
     """

@@ -20,7 +20,8 @@ def test_context_parallel_ring_exposed_beyond_attention() -> None:
     m = load_model("llama-3.2-1b")
     b, s, cp = 1, 8192, 2
     est = estimate_train_step(m, "2xH100-SXM", micro_batch=b, global_batch=2, seq_len=s, cp=cp, dp=1,
-                              overlap_grad_reduce=False, gpu=GPU, cost_model=StubCost(), check_memory=False)
+                              overlap_grad_reduce=False, gpu=GPU, cost_model=StubCost(), check_memory=False,
+                              execution="graph")
     T = b * s // cp
     ring = 2.0 * T * m.num_kv_heads * (m.head_dim + m.value_head_dim) * cp / COLL_BPS
     per_layer = 3 * 4 * GEMM_S + 3 * ring  # qkv, attn_out, mlp_up (gate fused), mlp_down
@@ -35,7 +36,8 @@ def test_expert_parallel_all_to_all_and_gradients() -> None:
     (experts halved by ep)."""
     m = load_model("mixtral-8x7b")
     est = estimate_train_step(m, "2xH100-SXM", micro_batch=1, global_batch=2, seq_len=1024, dp=2, ep=2,
-                              overlap_grad_reduce=False, gpu=GPU, cost_model=StubCost(), check_memory=False)
+                              overlap_grad_reduce=False, gpu=GPU, cost_model=StubCost(), check_memory=False,
+                              execution="graph")
     T, k, h = 1024, m.num_experts_per_tok, m.hidden_size
     a2a = 2.0 * T * k * h / COLL_BPS
     per_layer = 15 * GEMM_S + 4 * a2a

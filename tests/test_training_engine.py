@@ -21,7 +21,8 @@ LAYER_S = 12 * GEMM_S  # 4 forward + 8 backward GEMMs
 
 def _est(**kw: object):
     base: dict[str, object] = dict(micro_batch=2, global_batch=8, seq_len=1024, gpu=GPU,
-                                   cost_model=StubCost(), check_memory=False)
+                                   cost_model=StubCost(), check_memory=False,
+                                   execution="graph")  # device-time closed forms
     cluster = kw.pop("cluster", "2xH100-SXM")
     base.update(kw)
     return estimate_train_step(MODEL, cluster, **base)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ def _run(p: int, m: int, schedule: str, v: int = 1):
     return estimate_train_step(
         "gpt2-medium", f"{p}xH100-SXM", micro_batch=1, global_batch=m, seq_len=1024, pp=p, dp=1,
         vpp=v, schedule=schedule, gpu=GPU, cost_model=StubCost(coll_bps=None), check_memory=False,
+        execution="graph",  # device-time closed forms: no host dispatch term
     )
 
 
@@ -85,6 +86,7 @@ def test_uneven_split_imbalance_emerges() -> None:
     est = estimate_train_step(
         "gpt2-medium", "2xH100-SXM", {"pp": 2, "dp": 1, "layer_split": (8, 16)}, micro_batch=1,
         global_batch=m, seq_len=1024, gpu=GPU, cost_model=StubCost(coll_bps=None), check_memory=False,
+        execution="graph",
     )
     layer = T_F_LAYER + T_B_LAYER
     assert est.breakdown["stage_imbalance_s"] == pytest.approx(m * 8 * layer, rel=1e-12)

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("mixed", "amp"), default="mixed",
                    help="mixed: 16-bit weights + fp32 master (18 B/param); amp: fp32 weights (16 B/param)")
     p.add_argument("--attention", choices=("flash", "eager"), default="flash")
+    p.add_argument("--execution", choices=("eager", "graph"), default="eager",
+                   help="eager: host dispatch cost per kernel (PyTorch default); graph: CUDA graphs/compiled")
     p.add_argument("--dropout", action="store_true", help="store dropout masks (GPT-2/Megatron GPT)")
     p.add_argument("--offload", type=_offload, choices=(None, "cpu", "nvme"), default=None,
                    help="offload optimizer state to cpu or nvme (ZeRO-Offload/Infinity); 'none' to disable")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, tp=args.tp, pp=args.pp, dp=args.dp, cp=args.cp, ep=args.ep, vpp=args.vpp,
         sequence_parallel=args.sp, placement=placement, offload_optimizer=args.offload,
         offload_params=args.offload_params, precision=args.precision, attention=args.attention,
-        dropout=args.dropout, record_timeline=args.out is not None,
+        dropout=args.dropout, execution=args.execution, record_timeline=args.out is not None,
     )
     job = est.job
     par = job.parallel

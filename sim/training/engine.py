@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from fleetsim.calibration.launch import Dispatch, chain
+
 from .schedule import Action
 
 
@@ -42,6 +44,9 @@ class Unit:
     param_bytes: float  # 16-bit weights of the unit on this GPU (TP/EP-sharded, not ZeRO-sharded)
     grad_bytes: float  # gradient bytes reduced over the data-parallel group
     reduce_extra_s: float = 0.0  # compute-stream work to hand the gradients to the reduction
+    fwd_dispatch: Dispatch | None = None  # eager host dispatch of the forward (None: no host term)
+    bwd_dispatch: Dispatch | None = None
+    reduce_dispatch: Dispatch | None = None
 
 
 @dataclass
@@ -60,6 +65,7 @@ class EngineSpec:
     bucket_bytes: float = 160e6
     overlap_grad_reduce: bool = True
     optimizer_s: list[float] = field(default_factory=list)
+    optimizer_dispatch: list[Dispatch] | None = None  # per stage; None: no host term
     post_step_comm_s: list[float] = field(default_factory=list)
     comm_slowdown: float = 0.0
     record: bool = True
@@ -71,6 +77,7 @@ class StageStats:
     pipeline_wait_s: float = 0.0
     comm_wait_s: float = 0.0
     contention_s: float = 0.0
+    host_bound_s: float = 0.0  # compute-stream time spent waiting for the host to issue kernels
     comm_busy_s: float = 0.0
     pipeline_end_s: float = 0.0
     end_s: float = 0.0
@@ -104,6 +111,7 @@ class _Gpu:
         self.comm_starts: list[float] = []
         self.comm_ends: list[float] = []
         self.comm_free_at = 0.0
+        self.host_at = 0.0  # time the host has issued everything so far (eager dispatch)
         self.stats = StageStats()
 
     def issue_comm(self, name: str, dur: float, mb: int = -1, chunk: int = -1) -> simpy.Event:
@@ -143,24 +151,32 @@ class _Gpu:
         return t + left
 
     def advance(self, name: str, work: float, mb: int, chunk: int, busy: bool = True,
-                start: float | None = None) -> float:
+                start: float | None = None, disp: Dispatch | None = None) -> float:
         """Book ``work`` seconds of compute from ``start`` (default now; a later start is a
         known arrival, before which this GPU issues nothing); returns the delay from now to
-        its (slowed) end."""
+        its (slowed) end. With ``disp`` (eager host dispatch of the same kernels, ``work`` =
+        its device time) the end is also bounded by the host issuing them
+        (``Dispatch.finish``): ``max(device end, host clock + disp.end_s)``."""
         now = self.env.now
         t0 = now if start is None else start
         end = t0 + work if self.comm_free_at <= t0 else self.compute_end(t0, work)
+        slowed = end
+        if disp is not None:
+            end = max(end, self.host_at + disp.end_s)
+            self.host_at += disp.host_s
+            self.stats.host_bound_s += end - slowed
         dur = end - t0
         if dur > 0:
             if busy:
                 self.stats.busy_s += dur
-            self.stats.contention_s += dur - work
+            self.stats.contention_s += slowed - t0 - work
             if self.spec.record:
                 self.events.append((self.stage, "compute", name, t0, end, mb, chunk))
         return end - now
 
-    def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True):  # noqa: ANN201
-        dur = self.advance(name, work, mb, chunk, busy)
+    def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True,  # noqa: ANN201
+                disp: Dispatch | None = None):
+        dur = self.advance(name, work, mb, chunk, busy, disp=disp)
         if dur > 0:
             yield self.env.timeout(dur)
 
@@ -224,6 +240,13 @@ def run_engine(spec: EngineSpec) -> EngineResult:
     fwd_total = [[sum(u.fwd_s for u in ch) for ch in st] for st in spec.units]
     bwd_total = [[sum(u.bwd_s for u in ch) for ch in st] for st in spec.units]
 
+    def chunk_dispatch(ch: list[Unit], phase: str) -> Dispatch | None:
+        parts = [getattr(u, phase) for u in ch]
+        return None if any(d is None for d in parts) else chain(parts)
+
+    fwd_disp = [[chunk_dispatch(ch, "fwd_dispatch") for ch in st] for st in spec.units]
+    bwd_disp = [[chunk_dispatch(ch, "bwd_dispatch") for ch in st] for st in spec.units]
+
     def stage_proc(s: int):  # noqa: ANN202
         gpu = gpus[s]
         pending: list[simpy.Event] = []
@@ -247,7 +270,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                 if g > 0:
                     start = yield from arrive(2 * (g * m + mb), gpu)
                 if spec.zero3_gather is None:
-                    yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c, start=start))
+                    yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c, start=start,
+                                                  disp=fwd_disp[s][c]))
                 else:
                     if start > env.now:
                         yield env.timeout(start - env.now)
@@ -256,7 +280,7 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                         if i + 1 < len(units):
                             gather(mb, c, "F", i + 1)
                         yield from gpu.wait(ev, "comm")
-                        yield from gpu.compute("forward", unit.fwd_s, mb, c)
+                        yield from gpu.compute("forward", unit.fwd_s, mb, c, disp=unit.fwd_dispatch)
                         gathers.pop((mb, c, "F", i), None)
                 if g < n_chunks - 1:
                     send(2 * ((g + 1) * m + mb))
@@ -269,7 +293,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                 reduce_now = spec.dp_reduce is not None and spec.overlap_grad_reduce and (
                     spec.grad_sync_every_mb or mb == spec.m - 1)
                 if spec.zero3_gather is None and not reduce_now:
-                    yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c, start=start))
+                    yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c, start=start,
+                                                  disp=bwd_disp[s][c]))
                 else:
                     if start > env.now:
                         yield env.timeout(start - env.now)
@@ -282,11 +307,12 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                                 gather(mb, c, "B", order[j + 1])
                             yield from gpu.wait(ev, "comm")
                             gathers.pop((mb, c, "B", i), None)
-                        yield from gpu.compute("backward", units[i].bwd_s, mb, c)
+                        yield from gpu.compute("backward", units[i].bwd_s, mb, c, disp=units[i].bwd_dispatch)
                         if reduce_now:
                             assert spec.dp_reduce is not None
                             if units[i].reduce_extra_s > 0:
-                                yield from gpu.compute("bucket_copy", units[i].reduce_extra_s, mb, c)
+                                yield from gpu.compute("bucket_copy", units[i].reduce_extra_s, mb, c,
+                                                       disp=units[i].reduce_dispatch)
                             # full buckets go out as one op per unit (same stream time as
                             # one op each); the rest of the chunk's gradients at its end
                             bucket += units[i].grad_bytes
@@ -312,7 +338,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
         for ev in pending:
             yield from gpu.wait(ev, "comm")
         if spec.optimizer_s:
-            yield from gpu.compute("optimizer", spec.optimizer_s[s], -1, -1, busy=False)
+            od = spec.optimizer_dispatch[s] if spec.optimizer_dispatch else None
+            yield from gpu.compute("optimizer", spec.optimizer_s[s], -1, -1, busy=False, disp=od)
         if spec.post_step_comm_s and spec.post_step_comm_s[s] > 0:
             ev = gpu.issue_comm("param_all_gather", spec.post_step_comm_s[s])
             yield from gpu.wait(ev, "comm")

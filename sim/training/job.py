@@ -91,6 +91,10 @@ class TrainJob(_Strict):
     grad_bucket_bytes: float = Field(40e6 * 4, gt=0)
     """Gradient bucket size for the overlapped DP reduction (Megatron: 40M elements)."""
     overlap_grad_reduce: bool = True
+    execution: Literal["eager", "graph"] = "eager"
+    """``eager``: every kernel is issued by the host at its measured dispatch cost
+    (``dispatch.py``), so small kernels can leave the GPU waiting; ``graph``: CUDA graphs or
+    a compiled step (no per-kernel host work)."""
     pool: int = Field(0, ge=0, description="index of the cluster pool that runs the job")
 
     @property

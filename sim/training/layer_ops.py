@@ -34,9 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.specs import GPUSpec
 
+from . import dispatch as dsp
 from .job import TrainJob
 from .placement import CollectivePricer
 
@@ -59,6 +62,37 @@ class LayerTimes:
     flops_recompute: float
     params_local: float  # parameters of this layer held by the GPU (unsharded by ZeRO)
     sources: dict[str, int] = field(default_factory=dict)
+    fwd_kernels: Kernels | None = None  # the forward as (host launch intervals, device s) per kernel
+    bwd_kernels: Kernels | None = None  # the backward, recomputation and its host hooks included
+    param_tensors: int = 0  # parameter tensors of the layer (optimizer and DDP host work)
+
+
+@dataclass
+class Kernels:
+    """Work in issue order, one entry per op: kernels launched, extra host-only work (hooks)
+    in eager launch intervals, and device seconds (collectives count as kernels)."""
+
+    kernels: np.ndarray
+    hooks: np.ndarray
+    device: np.ndarray
+
+    @staticmethod
+    def build(entries: list[tuple[float, float, float]]) -> Kernels:
+        arr = np.asarray(entries, dtype=np.float64).reshape(-1, 3)
+        return Kernels(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
+
+    def then(self, other: Kernels) -> Kernels:
+        return Kernels(np.concatenate([self.kernels, other.kernels]),
+                       np.concatenate([self.hooks, other.hooks]),
+                       np.concatenate([self.device, other.device]))
+
+    def host_intervals(self) -> np.ndarray:
+        """Host cost per entry in eager launch intervals."""
+        return self.kernels * dsp.OP_HOST_RATIO + self.hooks
+
+    @property
+    def count(self) -> int:
+        return int(self.kernels.sum())
 
 
 class LayerCoster:
@@ -251,20 +285,45 @@ class LayerCoster:
             return hit
         job, m = self.job, self.job.model
         ops, attn, coll = self.layer_ops(kind, local)
-        fwd_k = sum(self._price(ops))
-        bwd_k = sum(self._price(self._backward_ops(ops)))
-        if self.amp:
+        amp = self.amp
+        norm_f = 1 + (dsp.AMP_NORM_CASTS if amp else 0)
+        norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
+
+        def entries(op_list: list[Op], times: list[float], backward: bool) -> list[tuple[float, float, float]]:
+            out = []
+            for op, t in zip(op_list, times, strict=True):
+                k = 1
+                if isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm"):
+                    k = norm_b if backward else norm_f
+                out.append((k, 0.0, t))
+            return out
+
+        t_f = self._price(ops)
+        bops = self._backward_ops(ops)
+        t_b = self._price(bops)
+        fwd_e = entries(ops, t_f, False)
+        bwd_e = entries(bops, t_b, True)
+        fwd_k, bwd_k = sum(t_f), sum(t_b)
+        if amp:
             extra_f, extra_b = self.eager_extras(ops)
-            fwd_k += sum(self._price(extra_f))
-            bwd_k += sum(self._price(extra_b))
+            t_xf, t_xb = self._price(extra_f), self._price(extra_b)
+            fwd_k += sum(t_xf)
+            bwd_k += sum(t_xb)
+            fwd_e = [(1, 0.0, t) for t in t_xf] + fwd_e  # weight casts run before the GEMMs
+            bwd_e += [(1, 0.0, t) for t in t_xb]
         if job.recipe.attention == "eager" and job.parallel.cp == 1:
             core = self.eager_attention_ops(local)
-            attn_f = sum(self._price(core))
-            attn_b = sum(self._price(self._backward_ops(core)))
+            tc_f, tc_b = self._price(core), self._price(self._backward_ops(core))
+            attn_f, attn_b = sum(tc_f), sum(tc_b)
+            attn_fe = [(1, 0.0, t) for t in tc_f]
+            attn_be = [(1, 0.0, t) for t in tc_b]
         else:
             attn_f = self._price([attn])[0]
             attn_b = ATTENTION_BACKWARD_RATIO * attn_f
-        comm = sum(self.pricer.time(k, b, g) for k, b, g in coll)  # type: ignore[arg-type]
+            attn_fe = [(1, 0.0, attn_f)]
+            attn_be = [(dsp.FLASH_BWD_KERNELS, 0.0, attn_b)]
+        comm_each = [self.pricer.time(k, b, g) for k, b, g in coll]  # type: ignore[arg-type]
+        comm = sum(comm_each)
         cp_ring = 0.0
         if job.parallel.cp > 1:  # K and V of the other chunks around the ring
             kv_bytes = 2.0 * self.tokens * self.kv_local * (m.head_dim + m.value_head_dim)
@@ -272,11 +331,17 @@ class LayerCoster:
         cp_fwd = max(0.0, cp_ring - attn_f)
         cp_bwd = max(0.0, 2 * cp_ring - ATTENTION_BACKWARD_RATIO * attn_f)  # dK, dV travel back
         fwd = fwd_k + attn_f + comm + cp_fwd
+        fwd_e = fwd_e + attn_fe + [(1, 0.0, c) for c in comm_each] + [(0, 0.0, cp_fwd)]
+        bwd_e = attn_be + bwd_e + [(1, 0.0, c) for c in comm_each] + [(0, 0.0, cp_bwd)]
         flops_f = sum(op.flops for op in ops) + attn.flops
+        rec_e: list[tuple[float, float, float]] = []
         if job.recompute == "full":
             rec, rec_flops = fwd, flops_f
+            fwd_e = [(0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0)] + fwd_e
+            rec_e = [(0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + [e for e in fwd_e[1:]]
         elif job.recompute == "selective":
             rec, rec_flops = attn_f, attn.flops
+            rec_e = list(attn_fe)
         else:
             rec, rec_flops = 0.0, 0.0
         bwd = bwd_k + attn_b + comm + cp_bwd + rec
@@ -284,9 +349,25 @@ class LayerCoster:
 
         d, e = layer_params_split(m, kind)  # type: ignore[arg-type]
         params = d / self.t + e / (self.t * job.parallel.ep)
-        lt = LayerTimes(fwd, bwd, rec, comm + cp_fwd, comm + cp_bwd, flops_f, rec_flops, params)
+        lt = LayerTimes(fwd, bwd, rec, comm + cp_fwd, comm + cp_bwd, flops_f, rec_flops, params,
+                        fwd_kernels=Kernels.build(fwd_e), bwd_kernels=Kernels.build(rec_e + bwd_e),
+                        param_tensors=self.param_tensors(ops))
         self._cache[key] = lt
         return lt
+
+    def param_tensors(self, ops: list[Op]) -> int:
+        """Parameter tensors of one layer: a weight per GEMM, its bias when the model has
+        one, and the norms' weight (and bias for LayerNorm)."""
+        m = self.job.model
+        biased = {"qkv": m.qkv_bias, "attn_out": m.o_bias, "mlp_up": m.mlp_bias, "mlp_down": m.mlp_bias,
+                  "shared_up": m.mlp_bias, "shared_down": m.mlp_bias}
+        n = 0
+        for op in ops:
+            if isinstance(op, GemmOp):
+                n += 1 + int(biased.get(op.name, False))
+            elif isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm"):
+                n += 2 if op.kernel == "layernorm" else 1
+        return n
 
     def embedding(self) -> tuple[float, float]:
         """(forward, backward) seconds of the token embedding on the first stage."""
@@ -321,3 +402,19 @@ class LayerCoster:
             fwd += c
             bwd += c
         return fwd, bwd, sum(op.flops for op in ops)
+
+    def edge_kernels(self, first: bool, last: bool) -> tuple[Kernels, Kernels]:
+        """(forward, backward) work of the embedding (``first``) and the head + loss
+        (``last``) as kernel entries, counts from ``dispatch.EMBEDDING_KERNELS`` and
+        ``dispatch.HEAD_KERNELS``."""
+        fwd: list[tuple[float, float, float]] = []
+        bwd: list[tuple[float, float, float]] = []
+        if first:
+            ef, eb = self.embedding()
+            fwd.append((dsp.EMBEDDING_KERNELS[0], 0.0, ef))
+            bwd.append((dsp.EMBEDDING_KERNELS[1], 0.0, eb))
+        if last:
+            hf, hb, _ = self.head()
+            fwd.append((dsp.HEAD_KERNELS[0], 0.0, hf))
+            bwd.insert(0, (dsp.HEAD_KERNELS[1], 0.0, hb))
+        return Kernels.build(fwd), Kernels.build(bwd)

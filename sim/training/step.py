@@ -21,13 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetsim.calibration.launch import Dispatch, from_kernels
 from fleetsim.calibration.ops import ElementwiseOp, MemcpyOp
 from fleetsim.hardware.specs import GPUSpec
 
+from . import dispatch as dsp
 from .engine import EngineResult, EngineSpec, Unit, run_engine
 from .flops import hardware_flops, model_flops
 from .job import TrainJob, chunk_layers, validate_job
-from .layer_ops import LayerCoster
+from .layer_ops import Kernels, LayerCoster
 from .memory import MemoryBreakdown, check_capacity, stage_memory, stage_params, state_bytes
 from .placement import CollectivePricer
 from .schedule import max_in_flight, stage_orders
@@ -86,16 +88,33 @@ def _default_gpu_and_cost(job: TrainJob, gpu: GPUSpec | None, cost: Any) -> tupl
     return gpu, cost
 
 
-def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], float, float]:
+def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
+           ) -> tuple[list[list[list[Unit]]], float, float, int]:
     """Units per [stage][chunk], plus (TP/CP/EP comm, recompute) seconds per micro-batch of
-    the busiest stage."""
+    the busiest stage and the most parameter tensors on a stage. ``launch_s`` is the host's
+    eager launch interval (None: no host dispatch term, i.e. CUDA-graph execution)."""
     m, par = job.model, job.parallel
     sb = state_bytes(job)
     layout = chunk_layers(job)
     last_g = par.pp * par.vpp - 1
     out: list[list[list[Unit]]] = []
     comm_worst = 0.0
+    tensors_worst = 0
     ddp = job.recipe.precision == "amp" and par.dp * par.cp > 1 and job.zero_stage == 0
+    eager = launch_s is not None
+    layer_disp: dict[tuple[str, bool], tuple[Dispatch, Dispatch]] = {}
+
+    def disp(k: Kernels) -> Dispatch:
+        assert launch_s is not None
+        return from_kernels(k.host_intervals() * launch_s, k.device)
+
+    def layer_dispatch(kind: str, local: bool) -> tuple[Dispatch, Dispatch]:
+        hit = layer_disp.get((kind, local))
+        if hit is None:
+            lt = coster.layer(kind, local)
+            assert lt.fwd_kernels is not None and lt.bwd_kernels is not None
+            hit = layer_disp[(kind, local)] = (disp(lt.fwd_kernels), disp(lt.bwd_kernels))
+        return hit
 
     def ddp_copy_s(params: float) -> float:
         """PyTorch DDP (``gradient_as_bucket_view=False``) copies each fp32 gradient into its
@@ -107,6 +126,7 @@ def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], 
     for s in range(par.pp):
         chunks: list[list[Unit]] = []
         comm_s = 0.0
+        tensors_s = 0
         for k, rng in enumerate(layout[s]):
             g = k * par.pp + s
             layers = list(rng)
@@ -115,26 +135,56 @@ def _units(job: TrainJob, coster: LayerCoster) -> tuple[list[list[list[Unit]]], 
             for u in range(n_units):
                 sel = layers[u * len(layers) // n_units:(u + 1) * len(layers) // n_units]
                 f = b = params = 0.0
+                tensors = 0
+                fd, bd = Dispatch(), Dispatch()
+                runs: list[tuple[tuple[str, bool], int]] = []
                 for i in sel:
-                    lt = coster.layer(m.layer_kinds[i], m.is_local_layer(i))
+                    key = (m.layer_kinds[i], m.is_local_layer(i))
+                    lt = coster.layer(*key)
                     f += lt.fwd_s
                     b += lt.bwd_s
                     params += lt.params_local
+                    tensors += lt.param_tensors
                     comm_s += lt.comm_fwd_s + lt.comm_bwd_s
-                if g == 0 and u == 0:
+                    if runs and runs[-1][0] == key:
+                        runs[-1] = (key, runs[-1][1] + 1)
+                    else:
+                        runs.append((key, 1))
+                if eager:
+                    for key, n in runs:
+                        lf, lb = layer_dispatch(*key)
+                        fd, bd = fd.then(lf.repeat(n)), lb.repeat(n).then(bd)
+                first, last = g == 0 and u == 0, g == last_g and u == n_units - 1
+                if first:
                     ef, eb = coster.embedding()
                     f, b = f + ef, b + eb
                     params += m.embedding_params() / par.tp
-                if g == last_g and u == n_units - 1:
+                    tensors += 2
+                if last:
                     hf, hb, _ = coster.head()
                     f, b = f + hf, b + hb
                     head = m.lm_head_params() or (m.vocab_size * m.hidden_size if par.pp > 1 else 0)
                     params += (head + m.final_norm_params()) / par.tp
-                units.append(Unit(f, b, params * sb.weights, params * sb.grads, ddp_copy_s(params)))
+                    tensors += 2 + int(bool(m.lm_head_params()))
+                extra = ddp_copy_s(params)
+                if eager:
+                    if first or last:
+                        kf_, kb_ = coster.edge_kernels(first, last)
+                        ef_d, eb_d = disp(kf_), disp(kb_)
+                        if first:  # embedding first in forward, last in backward
+                            fd, bd = ef_d.then(fd), bd.then(eb_d)
+                        else:  # head last in forward, first in backward
+                            fd, bd = fd.then(ef_d), eb_d.then(bd)
+                    rd = disp(Kernels.build([(dsp.DDP_KERNELS_PER_TENSOR * tensors, 0.0, extra)])) if ddp else None
+                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra, fd, bd, rd))
+                else:
+                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra))
+                tensors_s += tensors
             chunks.append(units)
         out.append(chunks)
         comm_worst = max(comm_worst, comm_s)
-    return out, comm_worst, 0.0
+        tensors_worst = max(tensors_worst, tensors_s)
+    return out, comm_worst, 0.0, tensors_worst
 
 
 def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
@@ -198,7 +248,8 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     pricer = CollectivePricer(job, gpu, cost)
     kf = kernel_time_factor(cost) if kernel_factor is None else kernel_factor
     coster = LayerCoster(job, gpu, cost, pricer, kf)
-    units, tp_comm_mb, _ = _units(job, coster)
+    launch_s = dsp.launch_interval_s(cost, gpu) if job.execution == "eager" else None
+    units, tp_comm_mb, _, n_tensors = _units(job, coster, launch_s)
 
     z = job.zero_stage
     dp_group = par.dp * par.cp
@@ -235,7 +286,10 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
                               / (par.tp if par.sequence_parallel else 1)),
         dp_reduce=dp_reduce, grad_sync_every_mb=z >= 2, zero3_gather=zero3_gather,
         bucket_bytes=job.grad_bucket_bytes, overlap_grad_reduce=job.overlap_grad_reduce,
-        optimizer_s=opt, post_step_comm_s=post, comm_slowdown=comm_slowdown, record=record,
+        optimizer_s=opt, post_step_comm_s=post,
+        optimizer_dispatch=None if launch_s is None else [
+            Dispatch(h, o, h + o) for o in opt
+            for h in [dsp.OPTIMIZER_HOST_RATIO_PER_TENSOR * n_tensors * launch_s]], comm_slowdown=comm_slowdown, record=record,
     )
     eng = run_engine(spec)
     mf = model_flops(job.model, job.global_batch, job.seq_len)
