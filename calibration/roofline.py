@@ -159,20 +159,20 @@ class RooflineCostModel:
         return fit.sustained.ratios(ops)
 
     def host_times(self, ops: Sequence[Op], gpu: GPUSpec,
-                   calls: Sequence[Sequence[str]] | None = None) -> list[float]:
+                   calls: Sequence[Sequence[str] | None] | None = None) -> list[float]:
         """Host seconds to issue each operator in eager mode. With the profile's
         ``host_dispatch.csv`` (same architecture), the sum of the measured dispatch times of
-        its PyTorch calls (``calls``, default ``sustain.serving_calls``); otherwise its
-        kernel launches x the eager launch interval (``host_launch_s``)."""
+        its PyTorch calls (``calls``, default ``sustain.serving_calls``; a call the table
+        lacks costs one eager launch interval, an empty tuple nothing); an operator without
+        a call list costs its kernel launches x the eager launch interval."""
         eager = self.host_launch_s(gpu)
         per_launch = [eager * n for n in self.launches(ops, gpu)]
         fit = self._fit_for(gpu)
-        if fit is None or not fit.host_calls:
-            if calls is None:
-                return per_launch
-            return [eager * len(c) if c else fb for c, fb in zip(calls, per_launch, strict=True)]
-        cs = calls if calls is not None else [serving_calls(op) for op in ops]
-        return host_seconds(cs, fit.host_calls, eager, per_launch)
+        table = fit.host_calls if fit is not None else {}
+        if not table and calls is None:
+            return per_launch
+        cs = list(calls) if calls is not None else [serving_calls(op) for op in ops]
+        return host_seconds(cs, table, eager, per_launch)
 
     def clear_cache(self) -> None:
         self._caches.clear()

@@ -45,6 +45,11 @@ SERVING_CALLS: dict[str, tuple[str, ...]] = {
 call names), by operator kind / elementwise kernel name."""
 
 
+CALLS_IN = {"rope": 7, "silu_mul": 2, "linear_backward": 1}
+"""PyTorch calls inside a composite host_dispatch.csv entry (rope: 2 slices, neg, cat, 2
+mul, add; silu_mul: silu, mul); without a measured entry each costs one eager interval."""
+
+
 @dataclass(frozen=True)
 class SustainedLoad:
     """Measured sustained/burst time ratios per kernel class, indexed by arithmetic intensity."""
@@ -95,23 +100,25 @@ class SustainedLoad:
         return out
 
 
-def serving_calls(op: Op) -> tuple[str, ...]:
-    """host_dispatch.csv call names of one serving-graph operator (empty: not known)."""
+def serving_calls(op: Op) -> tuple[str, ...] | None:
+    """host_dispatch.csv call names of one serving-graph operator (None: not known)."""
     if isinstance(op, GemmOp):
         return SERVING_CALLS["gemm"]
     if isinstance(op, AttentionOp):
         return SERVING_CALLS["attention_decode" if op.phase == "decode" else "attention_prefill"]
     if isinstance(op, ElementwiseOp):
-        return SERVING_CALLS.get(op.kernel, ())
-    return ()
+        return SERVING_CALLS.get(op.kernel)
+    return None
 
 
-def host_seconds(calls: Sequence[Sequence[str]], table: dict[str, float], call_fallback_s: float,
+def host_seconds(calls: Sequence[Sequence[str] | None], table: dict[str, float], call_fallback_s: float,
                  op_fallback_s: Sequence[float]) -> list[float]:
     """Host time of each operator: the sum of its calls' measured dispatch times (a call the
-    table lacks costs ``call_fallback_s``); an operator with no calls listed takes its
-    ``op_fallback_s`` (launches x eager launch interval)."""
+    table lacks costs ``call_fallback_s`` per PyTorch call in it, ``CALLS_IN``; no calls, e.g. a kernel another call launches,
+    cost nothing); an operator whose calls are None takes its ``op_fallback_s`` (launches x
+    eager launch interval)."""
     out = []
     for cs, fb in zip(calls, op_fallback_s, strict=True):
-        out.append(float(sum(table.get(c, call_fallback_s) for c in cs)) if cs else float(fb))
+        out.append(float(fb) if cs is None else
+                   float(sum(table.get(c, call_fallback_s * CALLS_IN.get(c, 1)) for c in cs)))
     return out

@@ -166,7 +166,7 @@ def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: f
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
                  model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None,
-                 host_calls: Sequence[Sequence[str]] | None = None, sustained: bool = True
+                 host_calls: Sequence[Sequence[str] | None] | None = None, sustained: bool = True
                  ) -> ForwardEstimate:
     """Price an operator list as one iteration (see the module docstring for the modes).
 

@@ -114,7 +114,8 @@ def test_pipeline_with_per_operator_host_times() -> None:
 
 
 def test_host_seconds_fallbacks() -> None:
-    assert host_seconds([("a", "b"), (), ("a", "z")], {"a": 1.0, "b": 2.0}, 0.5, [9.0, 7.0, 9.0]) == [3.0, 7.0, 1.5]
+    assert host_seconds([("a", "b"), (), ("a", "z"), None], {"a": 1.0, "b": 2.0}, 0.5,
+                        [9.0, 7.0, 9.0, 4.0]) == [3.0, 0.0, 1.5, 4.0]
 
 
 def test_call_names_are_benchmarked() -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp
+from fleetsim.calibration.sustain import CALLS_IN
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.workloads.models import load_model
 from fleetsim.workloads.parallel import Seq
@@ -55,7 +56,7 @@ def _truth(gpu: object, mode: str, b: int, q: int, ctx: int) -> float:
         gap = S.ew_time(gpu, min(S.EW_BYTES)) - S.GRAPH_S  # type: ignore[arg-type]
         return sum(op.count * max(ti - gap, S.GRAPH_S) for op, ti in zip(ops, t, strict=True))
     return eager_pipeline_s(t, [op.count for op in ops], S.EAGER_S,
-                            [len(c) for c in reference_host_calls(ops, LLAMA)])
+                            [sum(CALLS_IN.get(x, 1) for x in c) for c in reference_host_calls(ops, LLAMA)])
 
 
 @pytest.fixture(scope="module")
