@@ -45,14 +45,15 @@ def test_heldout_gemm_meets_target(ops: dict) -> None:
 def test_heldout_attention(ops: dict) -> None:
     assert ops[("H200-SXM", "own", "attention")] <= 0.05
     # H100: 6.1 % (target 5 %): 9 points, chunked prefill at q 768 / kv 3000 and small
-    # GQA decodes off the measured grid dominate
-    assert ops[("H100-SXM", "own", "attention")] <= 0.07
+    # GQA decodes off the measured grid dominate (the half-octave chunked grid,
+    # ``--only attention_dense``, is not yet measured)
+    assert ops[("H100-SXM", "own", "attention")] <= 0.065
 
 
 def test_graph_decode(forward: dict) -> None:
     assert forward[("H100-SXM", "own", "decode_graph")] <= 0.05
     # H200 includes TP=2 rows whose in-graph all-reduces cost more than the profiled ones
-    assert forward[("H200-SXM", "own", "decode_graph")] <= 0.07
+    assert forward[("H200-SXM", "own", "decode_graph")] <= 0.065
 
 
 def test_cross_gpu_h200_from_h100_profile(forward: dict) -> None:
@@ -63,6 +64,7 @@ def test_cross_gpu_h200_from_h100_profile(forward: dict) -> None:
 def test_eager_prefill_gap_is_pinned(forward: dict) -> None:
     # target 5 % missed (9.7 % / 9.8 %): small prompts are host-bound and heavy PyTorch
     # calls dispatch slower than the profiled empty-kernel launch; large ones under-predict
-    # ~8 % (the SM clock falls to 1380 MHz under sustained GEMMs)
-    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.11
-    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.11
+    # ~8 % (the SM clock falls to 1380 MHz under sustained GEMMs). The committed profiles
+    # have no host_dispatch.csv / sustained.csv yet (suites host_dispatch, sustained).
+    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.10
+    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.10
