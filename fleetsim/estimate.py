@@ -222,6 +222,7 @@ def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostM
         host = [h if k else 0.0 for h, k in zip(host, is_kernel, strict=True)]
         total = eager_pipeline_s(list(dev), counts, host)
     else:
+        assert times is not None  # eager mode
         total = float((df["count"] * pd.Series(times * ratio)).sum())
     flops = float((df["count"] * df["flops"]).sum())
     by_src = df.groupby("source")["total_s"].sum()

@@ -209,14 +209,18 @@ def _sustained_workload(ctx: BenchContext, cls: str) -> tuple[Any, float, float,
         sets = ctx.pool.carve([(b, 32, s, 128), (b, 8, s, 128), (b, 8, s, 128)], 2)
         fl = 4.0 * b * 32 * s * s * 128 / 2
         by = 2.0 * b * s * 128 * (32 * 2 + 8 * 2)
-        return (lambda i: F.scaled_dot_product_attention(*sets[i % len(sets)], is_causal=True,
-                                                         enable_gqa=True), fl, by, f"b{b} s{s} h32/8 d128")
+        def prefill(i: int) -> Any:
+            q, k, v = sets[i % len(sets)]
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return prefill, fl, by, f"b{b} s{s} h32/8 d128"
     if cls == "attention_decode":
         b, s = (2, 64) if small else (64, 4096)
         by = 2.0 * b * s * 8 * 128 * 2
         sets = ctx.pool.carve([(b, 32, 1, 128), (b, 8, s, 128), (b, 8, s, 128)], ctx.sets_for(int(by)))
-        return (lambda i: F.scaled_dot_product_attention(*sets[i % len(sets)], enable_gqa=True),
-                4.0 * b * 32 * s * 128, by, f"b{b} kv{s} h32/8 d128")
+        def decode(i: int) -> Any:
+            q, k, v = sets[i % len(sets)]
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return decode, 4.0 * b * 32 * s * 128, by, f"b{b} kv{s} h32/8 d128"
     if cls == "memory_copy":
         nb = (1 << 20) if small else (256 << 20)
         src = ctx.pool.data[: nb // 2]
