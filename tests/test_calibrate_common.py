@@ -109,6 +109,22 @@ def test_writer_appends_and_resume_skips(tmp_path) -> None:
         w3.write("gemm", row)
 
 
+def test_writer_restarts_only_the_suites_it_runs(tmp_path) -> None:
+    w = ProfileWriter(tmp_path, resume=False)
+    row = {"dtype": "bf16", "m": 16, "n": 4096, "k": 4096, "batch": 1}
+    w.write("gemm", {**row, "time_s": 1.5e-5, "p10_s": 1.4e-5, "p90_s": 1.6e-5})
+    w.write("host_dispatch", {"call": "linear", "host_s": 2e-5, "p10_s": 2e-5, "p90_s": 2e-5})
+    w.write("sustained", {"op_class": "gemm_8192", "shape": "8192x8192x8192", "flops": 1.1e12,
+                          "bytes": 4e8, "burst_s": 1.4e-3, "early_s": 1.5e-3, "sustained_s": 1.5e-3,
+                          "ratio": 1.07, "sm_clock_mhz": 1400.0, "power_w": 690.0, "duration_s": 8.0})
+    # identity of the new kinds: the call / class alone, not the measured columns
+    assert w.done("host_dispatch", {"call": "linear"}) and w.done("sustained", {"op_class": "gemm_8192"})
+    w2 = ProfileWriter(tmp_path, resume=False, fresh=["host_dispatch"])
+    assert w2.done("gemm", row) and w2.done("sustained", {"op_class": "gemm_8192"})
+    assert not w2.done("host_dispatch", {"call": "linear"})
+    assert not (tmp_path / "host_dispatch.csv").exists()
+
+
 def test_row_key_ignores_statistics() -> None:
     a = {"op": "all_reduce", "group_size": 2, "bytes": 1024, "time_s": 1.0, "p10_s": 0.5,
          "p90_s": 2.0}

@@ -111,15 +111,18 @@ class ProfileWriter:
     every finished measurement on disk, and ``--resume`` skips them.
     """
 
-    def __init__(self, out_dir: Path, *, resume: bool) -> None:
+    def __init__(self, out_dir: Path, *, resume: bool, fresh: Iterable[str] | None = None) -> None:
+        """``fresh``: the kinds a run without ``resume`` starts over (default: all); the
+        other CSVs of the folder are kept and appended to."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume
         self._done: dict[str, set[tuple[str, ...]]] = {}
         self.rows_written = 0
+        restart = set(COLUMNS if fresh is None else fresh)
         for kind in COLUMNS:
             path = self.path(kind)
-            if path.exists() and not resume:
+            if path.exists() and not resume and kind in restart:
                 path.unlink()
             self._done[kind] = set()
             if path.exists():

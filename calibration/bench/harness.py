@@ -101,7 +101,9 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
     props = device_props(args.device)
     catalog = args.catalog_gpu or catalog_name_for(str(props["name"]))
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "profiles" / catalog
-    writer = ProfileWriter(out, resume=args.resume)
+    # a run starts over the CSVs of the suites it runs; attention_dense only adds rows
+    writer = ProfileWriter(out, resume=args.resume,
+                           fresh=[s for s in suites if s != "attention_dense"])
     budget = Budget(args.budget_s)
     n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.pool_gib is not None:
