@@ -30,6 +30,7 @@ import pandas as pd
 
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.cost import SOURCES, CostModel
+from fleetsim.calibration.launch import Dispatch, chain, from_kernels
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import GPUSpec
 
@@ -134,7 +135,8 @@ def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: f
     same ``count`` > 1 form a block (one layer) that repeats ``count`` times, as the
     operator graphs list them. Operator j starts on the device at
     ``max(issued_j, end_{j-1})``. Returns the device end time of the last kernel, the host
-    having started issuing at time 0.
+    having started issuing at time 0 (the closed form of ``calibration.launch``, one block
+    summarised and repeated at a time).
     """
     n = len(device_s)
     if isinstance(host_s, (int, float)):
@@ -146,22 +148,18 @@ def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: f
         per_op = [float(h) for h in host_s]
         if len(per_op) != n:
             raise ConfigError(f"eager_pipeline_s: {len(per_op)} host times for {n} operators")
-    blocks: list[tuple[list[int], int]] = []
+    dev = np.asarray(device_s, dtype=float)
+    host = np.asarray(per_op, dtype=float)
+    parts: list[Dispatch] = []
     j = 0
     while j < n:
         c = counts[j]
         k = j
         while k + 1 < n and counts[k + 1] == c and c > 1:
             k += 1
-        blocks.append((list(range(j, k + 1)), max(int(c), 0)))
+        parts.append(from_kernels(host[j:k + 1], dev[j:k + 1]).repeat(max(int(c), 0)))
         j = k + 1
-    host = end = 0.0
-    for idx, reps in blocks:
-        for _ in range(reps):
-            for i in idx:
-                host += per_op[i]
-                end = max(host, end) + device_s[i]
-    return end
+    return chain(parts).end_s
 
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
