@@ -26,11 +26,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fleetsim.hardware.errors import FleetsimError
-from fleetsim.sim.training.step import stage_memories
-from fleetsim.training import build_train_job, estimate_train_step
+from fleetsim.sim.training.step import COMM_SLOWDOWN, simulate_step, stage_memories
+from fleetsim.training import TrainEstimate, build_train_job, estimate_train_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO_ROOT.parent / "shared" / "data" / "published"
@@ -147,9 +148,12 @@ def measured_files(root: Path = MEASURED_ROOT) -> list[Path]:
     return sorted(root.glob("*/training.csv")) if root.is_dir() else []
 
 
-def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame:
+def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_factor: float | None = None,
+             comm_slowdown: float = COMM_SLOWDOWN, select: Any = None) -> pd.DataFrame:
     """Rows of our own GPU measurements (step time and peak allocated memory); ``cost_model``
-    overrides the GPU's default (its measured profile when there is one)."""
+    overrides the GPU's default (its measured profile when there is one); ``kernel_factor``
+    and ``comm_slowdown`` override the simulator's constants (for their fits); ``select``
+    (gpu name, measured row) -> bool keeps only some rows."""
     rows = []
     for path in measured_files(root):
         gpu = path.parent.name
@@ -160,6 +164,8 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame
             df = df[df["status"].astype(str) == "ok"]
         odd = _inconsistent_peaks(df) if "peak_alloc_bytes" in df.columns else set()
         for i, r in df.iterrows():
+            if select is not None and not select(gpu, r):
+                continue
             world = int(r["world_size"])
             dp = int(r["dp"])
             name = f"gpt-L{int(r['layers'])}-h{int(r['hidden'])}"
@@ -170,14 +176,16 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None) -> pd.DataFrame
             mb, ga = int(r["micro_batch"]), int(r["grad_accum"])
             cfg = f"b{mb} ga{ga} s{int(r['seq_len'])} dp{dp} {rec}"
             try:
-                est = estimate_train_step(
+                job = build_train_job(
                     model, f"{world}x{gpu}", None, mb, mb * ga * dp, int(r["seq_len"]), dp=dp,
                     recompute=rec, zero=int(meta.get("zero", 0)), precision=meta.get("precision", "amp"),
                     attention=meta.get("attention", "flash"), dropout=bool(meta.get("dropout", False)),
                     grad_dtype=meta.get("grad_dtype", "fp32"), dtype=meta.get("dtype", "bf16"),
                     grad_bucket_bytes=float(meta.get("bucket_bytes", DDP_BUCKET_BYTES)),
-                    record_timeline=False, check_memory=False, cost_model=cost_model,
+                    execution=meta.get("execution", "eager"),
                 )
+                est = TrainEstimate(simulate_step(job, None, cost_model, record=False, check_memory=False,
+                                                  comm_slowdown=comm_slowdown, kernel_factor=kernel_factor))
             except FleetsimError as exc:
                 raise FleetsimError(f"{path} row {i}: {exc}") from None
             src = _source_label(est.sources)
@@ -201,3 +209,46 @@ def validation_rows(published: Path = PUBLISHED, measured_root: Path = MEASURED_
     parts.append(our_rows(measured_root))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+def is_gpu_bound_single(gpu: str, r: pd.Series) -> bool:
+    """The rows ``SUSTAINED_KERNEL_FACTOR`` is fitted on: one H100, >= 1.3B parameters and
+    >= 2048 tokens per micro-batch (kernels long against their dispatch)."""
+    return (gpu == "H100-SXM" and int(r["world_size"]) == 1 and int(r["hidden"]) >= 2048
+            and int(r["micro_batch"]) * int(r["seq_len"]) >= 2048)
+
+
+def is_ddp_fit_row(gpu: str, r: pd.Series) -> bool:
+    """The rows ``COMM_SLOWDOWN`` is fitted on: DDP over two GPUs, the largest (2.7B) model,
+    whose steps are GPU-bound at every micro-batch."""
+    return int(r["world_size"]) > 1 and int(r["hidden"]) >= 2560
+
+
+def _geo_ratio(df: pd.DataFrame) -> float:
+    t = df[df["metric"] == "step_time_s"]
+    return float(np.exp(np.mean(np.log(t["measured"] / t["predicted"]))))
+
+
+def _bisect(f: Any, lo: float, hi: float, iters: int = 30) -> float:
+    """Root of the increasing function ``f`` on [lo, hi]."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def fit_sustained_kernel_factor(root: Path = MEASURED_ROOT) -> float:
+    """The kernel-time factor making the geometric mean of measured/predicted step time 1
+    over ``is_gpu_bound_single`` rows (with ``COMM_SLOWDOWN`` irrelevant: one GPU)."""
+    return _bisect(lambda k: 1.0 - _geo_ratio(our_rows(root, kernel_factor=k, select=is_gpu_bound_single)),
+                   0.5, 2.0, 20)
+
+
+def fit_comm_slowdown(root: Path = MEASURED_ROOT) -> float:
+    """The compute slowdown under overlapped communication making the geometric mean of
+    measured/predicted step time 1 over ``is_ddp_fit_row`` rows."""
+    return _bisect(lambda s: 1.0 - _geo_ratio(our_rows(root, comm_slowdown=s, select=is_ddp_fit_row)),
+                   0.0, 5.0, 20)

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import simpy
-
 from fleetsim.calibration.launch import Dispatch, chain
 
 from .schedule import Action

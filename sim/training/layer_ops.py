@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.specs import GPUSpec
 
@@ -290,7 +289,7 @@ class LayerCoster:
         norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
 
         def entries(op_list: list[Op], times: list[float], backward: bool) -> list[tuple[float, float, float]]:
-            out = []
+            out: list[tuple[float, float, float]] = []
             for op, t in zip(op_list, times, strict=True):
                 k = 1
                 if isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm"):

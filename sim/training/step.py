@@ -36,17 +36,30 @@ from .schedule import max_in_flight, stage_orders
 
 MAX_UNITS_PER_CHUNK = 16
 """Layers of a chunk are grouped into at most this many units (gather/bucket granularity)."""
-COMM_SLOWDOWN = 0.1
-"""Compute slowdown while a communication kernel overlaps it (share of SMs/HBM taken)."""
-SUSTAINED_KERNEL_FACTOR = 1.114
+COMM_SLOWDOWN = 2.48
+"""Compute slowdown while a data-parallel communication kernel overlaps it: compute runs at
+``1 / (1 + COMM_SLOWDOWN)`` of its speed for the duration of the collective. FITTED
+(``fleetsim.training_validate.fit_comm_slowdown``): the geometric mean of measured/predicted
+step time is 1 over the 8 rows of PyTorch DDP on two H200s (NVLink) with the 2.7B model
+(``calibration/validation/H200-SXM/training.csv``, world_size 2, GPU-bound at every
+micro-batch); the 1.3B and 350M DDP rows are held out. Those measurements add almost the
+whole fp32 gradient all-reduce to the step (31-33 ms for 2.7B at micro-batch 1 to 8, against
+42 ms of all-reduce in the profile's ``collective.csv`` and 13 ms of bucket copies), i.e.
+DDP's bucket all-reduce barely overlaps backward: NCCL's CTAs hold SMs and HBM bandwidth and
+are scheduled between the GEMMs' full-GPU waves, so the effective slowdown is far above the
+SM share NCCL takes (~0.3). Fitted on NVLink DDP only; it is applied to every overlapped
+DP/ZeRO collective, unvalidated elsewhere."""
+SUSTAINED_KERNEL_FACTOR = 1.096
 """Kernel-time multiplier for cost models built from a measured profile. Profiles time each
 kernel in short bursts near the maximum clock; a training step is sustained load at the
 power cap, where the profiles' own ``power.csv`` shows bf16 GEMMs at 1380 MHz (H100) and
-1485 MHz (H200) against 1980 MHz maximum. FITTED: the geometric mean of measured/predicted
-step time over the 13 GPU-bound single-GPU rows of ``calibration/validation/H100-SXM/
-training.csv`` (>= 1.3B parameters, >= 2048 tokens per micro-batch); the H200 rows (single
-GPU and 2-GPU DDP) are held out. Spec rooflines (no profile) are not scaled: the catalog's
-``flops_efficiency`` already describes sustained throughput."""
+1485 MHz (H200) against 1980 MHz maximum. FITTED (``fleetsim.training_validate.
+fit_sustained_kernel_factor``, with the eager host-dispatch model in place): the geometric
+mean of measured/predicted step time is 1 over the 13 GPU-bound single-GPU rows of
+``calibration/validation/H100-SXM/training.csv`` (>= 1.3B parameters, >= 2048 tokens per
+micro-batch); the H200 rows (single GPU and 2-GPU DDP) are held out. Spec rooflines (no
+profile) are not scaled: the catalog's ``flops_efficiency`` already describes sustained
+throughput."""
 HOST_MEMORY_TIER = "DDR5-host"
 """Memory tier whose bandwidth prices the CPU optimizer step under ZeRO-Offload."""
 
