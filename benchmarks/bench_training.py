@@ -23,6 +23,12 @@ CASES = [
     ("GPT-3 175B, 1024x H100, tp8 pp8 dp16", dict(
         model="gpt3-175b", cluster="1024xH100-SXM", tp=8, pp=8, dp=16, micro_batch=1, global_batch=1536,
         seq_len=2048, recompute="selective", sequence_parallel=True, zero=1)),
+    ("GPT-2 350M, 1x H100, amp, eager (host-bound)", dict(
+        model=megatron_gpt("gpt2-350m", 24, 1024, 8, 4096, 50257, 1024), cluster="1xH100-SXM",
+        micro_batch=1, global_batch=1, seq_len=1024, precision="amp", execution="eager")),
+    ("GPT-2 350M, 1x H100, amp, CUDA graph", dict(
+        model=megatron_gpt("gpt2-350m", 24, 1024, 8, 4096, 50257, 1024), cluster="1xH100-SXM",
+        micro_batch=1, global_batch=1, seq_len=1024, precision="amp", execution="graph")),
     ("Llama-3.1-8B, 8x H100, FSDP", dict(
         model="llama-3.1-8b", cluster="8xH100-SXM", dp=8, fsdp=True, micro_batch=2, global_batch=64,
         seq_len=4096, recompute="full")),

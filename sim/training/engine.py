@@ -17,6 +17,12 @@ only a stage's own process issues its communication, and only between compute ke
 communication interval that can overlap a compute kernel is known when the kernel starts; the
 kernel's end is then computed exactly by integrating the rate over those intervals.
 
+Host dispatch (eager execution): each GPU also keeps its host's clock. A chunk (or unit)
+carries the ``Dispatch`` summary of its kernel list (``fleetsim.calibration.launch``); issued
+from host time ``h`` onto a device free at ``t`` it ends at ``max(t + device work slowed by
+contention, h + dispatch.end_s)`` and the host clock advances by ``dispatch.host_s``; the host
+never waits for the device (no synchronisation inside a step).
+
 Pipeline send/recv: a chunk's output reaches the next stage ``p2p_s`` after the chunk ends
 (asynchronous P2P on its own channel); the receiver waits for it. Bubbles, exposed
 communication and imbalance are not formulas here: they are the waits that occur.
