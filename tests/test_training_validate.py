@@ -74,8 +74,8 @@ def test_our_step_times() -> None:
     SUSTAINED_KERNEL_FACTOR (H100 rows) and COMM_SLOWDOWN (2.7B DDP rows):
 
     * one H100, >= 1.3B parameters: every row within 10 % (15 rows; 13 are the factor's fit);
-    * one H200 (held out), >= 1.3B: every row within 10 % except the three 2.7B rows
-      without recomputation at micro-batch >= 2 (-10.0 % to -10.7 %);
+    * one H200 (held out), >= 1.3B: every row within 10 % except the two 2.7B rows
+      without recomputation at micro-batch 4 and 8 (-10.7 %, -10.0 %);
     * DDP on two H200s, >= 1.3B: at least 14 of 16 within 10 %, all within 20 %;
     * the 350M model (host-bound, all GPUs): at least 10 of 24 within 10 %, all within 45 %.
     """
@@ -85,7 +85,7 @@ def test_our_step_times() -> None:
     h200 = t[big & (t.gpu == "H200-SXM") & dp1]
     assert len(h200) == 16
     misses = h200[h200.error.abs() > 0.10]
-    assert len(misses) <= 3 and misses.config.str.endswith(" none").all(), misses.to_string()
+    assert len(misses) <= 2 and misses.config.str.endswith(" none").all(), misses.to_string()
     assert misses.model.str.endswith("h2560").all() and (misses.error.abs() <= 0.11).all()
     ddp = t[big & ~dp1]
     assert len(ddp) == 16

@@ -288,39 +288,30 @@ class LayerCoster:
         norm_f = 1 + (dsp.AMP_NORM_CASTS if amp else 0)
         norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
 
-        def entries(op_list: list[Op], times: list[float], backward: bool) -> list[tuple[float, float, float]]:
-            out: list[tuple[float, float, float]] = []
-            for op, t in zip(op_list, times, strict=True):
-                k = 1
-                if isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm"):
-                    k = norm_b if backward else norm_f
-                out.append((k, 0.0, t))
-            return out
-
         t_f = self._price(ops)
         bops = self._backward_ops(ops)
         t_b = self._price(bops)
-        fwd_e = entries(ops, t_f, False)
-        bwd_e = entries(bops, t_b, True)
         fwd_k, bwd_k = sum(t_f), sum(t_b)
+        x_f: dict[str, float] = {}
+        x_b: dict[str, float] = {}
         if amp:
             extra_f, extra_b = self.eager_extras(ops)
             t_xf, t_xb = self._price(extra_f), self._price(extra_b)
             fwd_k += sum(t_xf)
             bwd_k += sum(t_xb)
-            fwd_e = [(1, 0.0, t) for t in t_xf] + fwd_e  # weight casts run before the GEMMs
-            bwd_e += [(1, 0.0, t) for t in t_xb]
+            x_f = {op.name: t for op, t in zip(extra_f, t_xf, strict=True)}
+            x_b = {op.name: t for op, t in zip(extra_b, t_xb, strict=True)}
         if job.recipe.attention == "eager" and job.parallel.cp == 1:
             core = self.eager_attention_ops(local)
             tc_f, tc_b = self._price(core), self._price(self._backward_ops(core))
             attn_f, attn_b = sum(tc_f), sum(tc_b)
-            attn_fe = [(1, 0.0, t) for t in tc_f]
-            attn_be = [(1, 0.0, t) for t in tc_b]
+            attn_fe: list[tuple[float, float, float]] = [(1.0, 0.0, t) for t in tc_f]
+            attn_be: list[tuple[float, float, float]] = [(1.0, 0.0, t) for t in tc_b]
         else:
             attn_f = self._price([attn])[0]
             attn_b = ATTENTION_BACKWARD_RATIO * attn_f
-            attn_fe = [(1, 0.0, attn_f)]
-            attn_be = [(dsp.FLASH_BWD_KERNELS, 0.0, attn_b)]
+            attn_fe = [(1.0, 0.0, attn_f)]
+            attn_be = [(float(dsp.FLASH_BWD_KERNELS), 0.0, attn_b)]
         comm_each = [self.pricer.time(k, b, g) for k, b, g in coll]  # type: ignore[arg-type]
         comm = sum(comm_each)
         cp_ring = 0.0
@@ -330,14 +321,16 @@ class LayerCoster:
         cp_fwd = max(0.0, cp_ring - attn_f)
         cp_bwd = max(0.0, 2 * cp_ring - ATTENTION_BACKWARD_RATIO * attn_f)  # dK, dV travel back
         fwd = fwd_k + attn_f + comm + cp_fwd
-        fwd_e = fwd_e + attn_fe + [(1, 0.0, c) for c in comm_each] + [(0, 0.0, cp_fwd)]
-        bwd_e = attn_be + bwd_e + [(1, 0.0, c) for c in comm_each] + [(0, 0.0, cp_bwd)]
+        fwd_e, bwd_e = self._issue_order(ops, t_f, t_b, x_f, x_b, attn_fe + [(0.0, 0.0, cp_fwd)],
+                                         attn_be + [(0.0, 0.0, cp_bwd)], norm_f, norm_b)
+        fwd_e += [(1.0, 0.0, c) for c in comm_each]
+        bwd_e += [(1.0, 0.0, c) for c in comm_each]
         flops_f = sum(op.flops for op in ops) + attn.flops
         rec_e: list[tuple[float, float, float]] = []
         if job.recompute == "full":
             rec, rec_flops = fwd, flops_f
-            fwd_e = [(0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0)] + fwd_e
-            rec_e = [(0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + [e for e in fwd_e[1:]]
+            fwd_e = [(0.0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0)] + fwd_e
+            rec_e = [(0.0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + [e for e in fwd_e[1:]]
         elif job.recompute == "selective":
             rec, rec_flops = attn_f, attn.flops
             rec_e = list(attn_fe)
@@ -353,6 +346,41 @@ class LayerCoster:
                         param_tensors=self.param_tensors(ops))
         self._cache[key] = lt
         return lt
+
+    @staticmethod
+    def _issue_order(ops: list[Op], t_f: list[float], t_b: list[float], x_f: dict[str, float],
+                     x_b: dict[str, float], attn_fe: list[tuple[float, float, float]],
+                     attn_be: list[tuple[float, float, float]], norm_f: int, norm_b: int
+                     ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
+        """Kernel entries (kernels, hook intervals, device s) of one layer in the order eager
+        PyTorch issues them: in forward each GEMM after its weight/bias casts and the attention
+        core (with its head-merge copy) before the output projection; in backward the reverse,
+        each GEMM's dgrad and wgrad followed by its gradient casts and bias reductions."""
+        fwd: list[tuple[float, float, float]] = []
+        groups: list[list[tuple[float, float, float]]] = []
+        j = 0
+        for op, tf in zip(ops, t_f, strict=True):
+            is_norm = isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm")
+            nb = 2 if isinstance(op, GemmOp) else 1
+            back: list[tuple[float, float, float]] = [(float(norm_b if is_norm else 1), 0.0, t) for t in t_b[j:j + nb]]
+            j += nb
+            pre: list[tuple[float, float, float]] = []
+            if op.name == "attn_out":
+                pre = attn_fe + ([(1.0, 0.0, x_f["attn_merge_copy"])] if "attn_merge_copy" in x_f else [])
+                tail: list[tuple[float, float, float]] = [(1.0, 0.0, x_b["attn_merge_copy_bwd"])] if "attn_merge_copy_bwd" in x_b else []
+                tail += attn_be + ([(1.0, 0.0, x_b["qkv_grad_stack"])] if "qkv_grad_stack" in x_b else [])
+            else:
+                tail = []
+            casts = [(1.0, 0.0, x_f[op.name + sfx]) for sfx in ("_weight_cast", "_bias_cast") if op.name + sfx in x_f]
+            grads = [(1.0, 0.0, x_b[op.name + sfx]) for sfx in ("_bias_grad", "_grad_cast", "_bias_grad_cast")
+                     if op.name + sfx in x_b]
+            fwd += pre + casts + [(float(norm_f if is_norm else 1), 0.0, tf)]
+            groups.append(back + grads + tail)
+        bwd = [e for g in reversed(groups) for e in g]
+        if not any(op.name == "attn_out" for op in ops):  # no output projection: attention last
+            fwd += attn_fe
+            bwd = attn_be + bwd
+        return fwd, bwd
 
     def param_tensors(self, ops: list[Op]) -> int:
         """Parameter tensors of one layer: a weight per GEMM, its bias when the model has
