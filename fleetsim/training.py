@@ -135,6 +135,7 @@ class TrainEstimate:
             "tp_comm_s": r.tp_comm_s,
             "optimizer_s": r.optimizer_s,
             "contention_s": max(s.contention_s for s in r.engine.stages),
+            "host_bound_s": max(s.host_bound_s for s in r.engine.stages),
             "stage_imbalance_s": max(r.stage_compute_s) - min(r.stage_compute_s),
             "grad_accum": float(self.job.grad_accum),
         }
@@ -182,6 +183,7 @@ class TrainEstimate:
             ("grad accumulation", self.job.grad_accum, "micro-batches"),
             ("bubble fraction", self.bubble_fraction, ""),
             ("exposed comm", self.exposed_comm_s, "s"),
+            ("host-bound (GPU waits for dispatch)", max(s.host_bound_s for s in self.result.engine.stages), "s"),
             (f"peak memory (stage {pm.stage})", pm.total_bytes / 2**30, "GiB"),
         ]
         for k, v in pm.as_dict().items():
