@@ -123,3 +123,18 @@ def test_eager_small_model_is_host_bound_on_h100_profile() -> None:
     big_g = estimate_train_step(big, "1xH100-SXM", None, 2, 2, 2048, precision="amp",
                                 check_memory=False, record_timeline=False, execution="graph")
     assert big_g.time_s <= big_e.time_s < 1.03 * big_g.time_s
+
+
+DDP_PROFILE = ROOT / "benchmarks" / "train_dispatch_profile_h200x2_ddp.jsonl"
+
+
+@pytest.mark.skipif(not DDP_PROFILE.exists(), reason="benchmarks/train_dispatch_profile_h200x2_ddp.jsonl absent")
+def test_ddp_backward_kernel_count_matches_profiler() -> None:
+    """DDP over two GPUs: backward kernels = the single-GPU count + DDP_KERNELS_PER_TENSOR
+    per parameter tensor, within 10 % of torch.profiler's count on rank 0."""
+    rows = [json.loads(line) for line in DDP_PROFILE.read_text().splitlines()]
+    measured = next(r["kernels"]["backward"] for r in rows if "kernels" in r and not r["recompute"])
+    lt = _coster().layer("dense", False)
+    assert lt.bwd_kernels is not None
+    ours = 24 * lt.bwd_kernels.count + EDGE_BWD + dsp.DDP_KERNELS_PER_TENSOR * TENSORS
+    assert ours == pytest.approx(measured, rel=0.10)
