@@ -106,6 +106,16 @@ def run(args: argparse.Namespace) -> int:
             _show("training", rows)
             if "error" in rows.columns and len(rows):
                 print(f"training MAPE {rows['error'].abs().mean():.1%} over {len(rows)} points")
+            if {"within_target", "target", "error"} <= set(rows.columns) and len(rows):
+                groups = training_groups(rows)
+                print()
+                print(groups.to_string(index=False))
+                missed += [
+                    f"training {g.source} {g.gpu} {g.metric}: {g.within}/{g.n} within {g.target:.0%} "
+                    f"(max |error| {g.max_abs_error:.1%})"
+                    for g in groups.itertuples()
+                    if g.within < g.n
+                ]
             tables["training_points"] = rows
     if args.csv_dir is not None:
         args.csv_dir.mkdir(parents=True, exist_ok=True)
@@ -117,3 +127,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\nall targets met" if validated else "\nnothing validated (no ground truth found)")
     return 1 if (missed and args.strict) else 0
+
+
+def training_groups(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, GPU, metric): points, points within the target, mean and max |error|."""
+    g = rows.assign(abs_error=rows["error"].abs()).groupby(["source", "gpu", "metric"], sort=False)
+    out = g.agg(
+        n=("error", "size"),
+        within=("within_target", "sum"),
+        target=("target", "first"),
+        mean_abs_error=("abs_error", "mean"),
+        max_abs_error=("abs_error", "max"),
+    ).reset_index()
+    out["within"] = out["within"].astype(int)
+    return out
