@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 raise
             print("\n== training: skipped (fleetsim.training_validate is not installed)")
         else:
-            rows = pd.DataFrame(mod.validation_rows())
+            kwargs = {} if args.validation_dir is None else {"measured_root": args.validation_dir}
+            rows = pd.DataFrame(mod.validation_rows(**kwargs))
             if {"measured_s", "predicted_s"} <= set(rows.columns) and "error" not in rows.columns:
                 rows["error"] = rows["predicted_s"] / rows["measured_s"] - 1.0
             _show("training", rows)
