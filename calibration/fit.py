@@ -38,6 +38,9 @@ HARNESS_LAUNCHES = {"rotary": 5, "silu_mul": 2, "sample": 5, "cross_entropy": 2}
 sample = softmax, div, exponential_, div, argmax; cross_entropy = log_softmax, nll).
 Every other measured call is one kernel."""
 
+MIN_TOKENS_PER_EXPERT = 4.0
+"""Grouped-GEMM profile points with fewer routed tokens per expert leave experts idle."""
+
 POOLED_KERNELS = ("copy", "residual_add", "gelu", "embedding")
 """Single-pass streaming kernels whose pooled efficiency prices kernels a profile lacks."""
 
@@ -110,6 +113,7 @@ class ProfileFit:
         """Per-kernel time a CUDA-graph replay saves against back-to-back stream launches:
         the fastest measured single kernel minus the graph's per-kernel time."""
         self.gemm = self._gemm(t["gemm"]) if "gemm" in t else None
+        self.grouped_gemm = self._grouped_gemm(t["moe"]) if "moe" in t else None
         self.attention = self._attention(t["attention"]) if "attention" in t else None
         self.elementwise = self._elementwise(t["elementwise"]) if "elementwise" in t else None
         self.collective = self._link_table(t["collective"], ["op", "group_size"]) if "collective" in t else None
@@ -136,6 +140,29 @@ class ProfileFit:
         dc = text_codes(dt)
         fam = np.column_stack([dc, b, n, k])
         return FamilyTable.build(fam, np.log(mp)[:, None], y, coord_cols=(1, 2, 3))
+
+    def _grouped_gemm(self, df: pd.DataFrame) -> FamilyTable | None:
+        """Grouped expert GEMMs (``moe.csv``, impl ``grouped_mm``) as GEMM families keyed by
+        (dtype, experts, n, k) over the tokens per expert ``m = tokens * top_k / experts``.
+
+        One grouped kernel streams every expert's weights, so its efficiency is not that of a
+        single expert's small GEMM. Only points where routing touches essentially every expert
+        (``m >= MIN_TOKENS_PER_EXPERT``: with uniform routing, 1 - e^-4 = 98 % of experts) are
+        kept, since the operator graphs count all local experts as active."""
+        g = df[(df["impl"] == "grouped_mm") & (df["n"] > 0) & (df["k"] > 0)]
+        m = g["tokens"].to_numpy(float) * g["top_k"].to_numpy(float) / g["experts"].to_numpy(float)
+        g = g[m >= MIN_TOKENS_PER_EXPERT]
+        if g.empty:
+            return None
+        rows = pd.DataFrame({
+            "dtype": g["dtype"].to_numpy(),
+            "m": (g["tokens"] * g["top_k"] / g["experts"]).to_numpy(float),
+            "n": g["n"].to_numpy(float),
+            "k": g["k"].to_numpy(float),
+            "batch": g["experts"].to_numpy(float),
+            "time_s": g["time_s"].to_numpy(float),
+        })
+        return self._gemm(rows)
 
     def _attention(self, df: pd.DataFrame) -> FamilyTable:
         keys = [c for c in df.columns if c not in ("backend", "time_s", "p10_s", "p90_s")]

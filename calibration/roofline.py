@@ -279,6 +279,14 @@ class RooflineCostModel:
         else:
             fam = np.column_stack([text_codes(a.dtype), a.batch, a.n, a.k])
             log_r, code, _ = lookup(fit.gemm, fam, np.log(mp)[:, None])
+            grouped = np.flatnonzero(a.batch > 1)
+            if fit.grouped_gemm is not None and len(grouped):
+                # grouped expert GEMMs take the measured grouped kernels' efficiency where the
+                # profile has grouped points of that dtype, else one dense GEMM's (above)
+                g_r, g_code, _ = lookup(fit.grouped_gemm, fam[grouped], np.log(mp[grouped])[:, None])
+                ok = g_code != NONE
+                log_r[grouped[ok]] = g_r[ok]
+                code[grouped[ok]] = g_code[ok]
         tile = 2.0 * mp * a.n * a.k * a.batch
         return self._kernels(gpu, mode, a.flops, a.bytes, a.dtype, log_r, code, tile_flops=tile), code
 
