@@ -91,14 +91,19 @@ def test_sequence_parallel_swaps_allreduce_for_ag_rs() -> None:
     assert "all_gather" not in kinds(plain["forward"])
     k = kinds(sp["forward"])
     assert k["all_gather"] == 2 * 96 + 1 and k["reduce_scatter"] == 2 * 96 + 1
-    kb = kinds(sp["backward"])
-    assert kb["all_gather"] == k["reduce_scatter"] and kb["reduce_scatter"] == k["all_gather"]
+    # inside the layers the backward mirrors the forward (an all-gather's gradient is a
+    # reduce-scatter and vice versa); the edges keep the head's exchange and drop the
+    # embedding's reduction (training_edge_ops)
+    layer_f = kinds([o for o in sp["forward"] if o.count == 96])
+    layer_b = kinds([o for o in sp["backward"] if o.count == 96])
+    assert layer_b == {"all_gather": layer_f["reduce_scatter"], "reduce_scatter": layer_f["all_gather"]} \
+        == {"all_gather": 2 * 96, "reduce_scatter": 2 * 96}
     # an all-reduce moves the same data as a reduce-scatter plus an all-gather
     ag = [o for o in sp["forward"] if isinstance(o, CollectiveOp) and o.kind == "all_gather"]
     assert ag[1].bytes == 2048 * 12288 * 2
     # norms run on 1/tp of the tokens under SP
-    n_sp = [o for o in sp["forward"] if o.name == "input_norm"][0]
-    n_pl = [o for o in plain["forward"] if o.name == "input_norm"][0]
+    n_sp = [o for o in sp["forward"] if o.name == "norm1"][0]
+    n_pl = [o for o in plain["forward"] if o.name == "norm1"][0]
     assert n_sp.elements * 8 == n_pl.elements
 
 
@@ -111,7 +116,7 @@ def test_selective_recompute_replays_attention_only() -> None:
     m = load_model("llama-3.1-8b")
     d = training_microbatch_ops(m, ParallelConfig(), 1, 4096, recompute="selective")
     rec = [o for o in d["backward"] if o.name.startswith("recompute.")]
-    assert [o.name for o in rec] == ["recompute.attn_fwd"] and rec[0].count == 32
+    assert [o.name for o in rec] == ["recompute.attention"] and rec[0].count == 32
     full = training_microbatch_ops(m, ParallelConfig(), 1, 4096, recompute="full")
     rec_full = [o for o in full["backward"] if o.name.startswith("recompute.")]
     assert len(rec_full) == len([o for o in full["forward"] if o.count == 32])
@@ -124,8 +129,11 @@ def test_context_parallel_splits_pairs_and_adds_ring() -> None:
     a1 = [o for o in one["forward"] if isinstance(o, AttentionOp)][0]
     a4 = [o for o in cp["forward"] if isinstance(o, AttentionOp)][0]
     assert a4.score_pairs * 4 == pytest.approx(a1.score_pairs, rel=1e-3)
+    # each rank gathers K and V of the whole sequence: s x 8 KV heads x (128 + 128) x 2 bytes
     ring = [o for o in cp["forward"] if o.name == "cp_kv_ring"][0]
-    assert ring.count == 32 * 3 and ring.bytes == 2048 * 8 * 256 * 2
+    assert ring.count == 32 and ring.bytes == 8192 * 8 * 256 * 2 and ring.group_size == 4
+    back = [o for o in cp["backward"] if o.name == "cp_kv_ring_bwd"][0]
+    assert back.count == 2 * 32 and back.bytes == ring.bytes  # dK and dV travel back
     with pytest.raises(ConfigError, match="cp=3"):
         training_microbatch_ops(m, ParallelConfig(cp=3), 1, 8192)
 
@@ -133,9 +141,12 @@ def test_context_parallel_splits_pairs_and_adds_ring() -> None:
 def test_moe_training_expert_shapes() -> None:
     m = load_model("mixtral-8x7b")
     d = training_microbatch_ops(m, ParallelConfig(tp=2, dp=4, ep=8, sequence_parallel=True), 1, 4096)
-    g = [o for o in d["forward"] if o.name == "expert_gate_up_proj"][0]
-    # 8 experts over 8 ranks; 4 TP groups' tokens; top-2 of 8
-    assert g.batch == 1 and g.m == 4096 * 2 * 4 // 8 and g.n == 2 * 14336
+    g = [o for o in d["forward"] if o.name == "expert_up"][0]
+    # 8 experts over 8 ranks: the local expert takes the rank's 4096 tokens x top-2 (balanced
+    # routing), gate and up of its 14336-wide FFN split over tp = 2
+    assert g.batch == 1 and g.m == 4096 * 2 and g.n == 2 * 14336 // 2 and g.k == 4096
+    a2a = [o for o in d["forward"] if o.name == "ep_dispatch"][0]
+    assert a2a.kind == "all_to_all" and a2a.group_size == 8 and a2a.bytes == 4096 * 2 * 4096 * 2
     assert any(o.name == "ep_dispatch_bwd" for o in d["backward"])
 
 
@@ -159,3 +170,35 @@ def test_pipeline_sends_once_per_boundary() -> None:
         assert all(o.bytes == 2048 * 4096 * 2 for o in fwd + bwd)
         assert any(o.name == "embedding" for o in d["forward"]) == (stage == 0)
         assert any(o.name == "lm_head" for o in d["forward"]) == (stage == 3)
+
+
+def test_layer_graph_tags_collectives_in_issue_order() -> None:
+    """One MoE layer under tp=2, cp=2, ep=4, SP and autocast: every collective names its
+    group and has that group's size; casts run right before their GEMM; the attention core
+    runs right before the head-merge copy and the output projection; every GEMM has a dgrad
+    and a wgrad of its FLOPs."""
+    from fleetsim.workloads.graph_training import training_layer_graph
+
+    m = load_model("mixtral-8x7b")
+    g = training_layer_graph(m, "moe", False, 1, 4096, tp=2, cp=2, ep=4, sequence_parallel=True,
+                             amp=True, recompute="selective")
+    size = {"tp": 2, "cp": 2, "ep": 4}
+    colls = [o for o in g.forward + g.backward if isinstance(o, CollectiveOp)]
+    assert {g.groups[o.name] for o in colls} == {"tp", "cp", "ep"}
+    assert all(o.group_size == size[g.groups[o.name]] for o in colls)
+    names = [o.name for o in g.forward]
+    for i, name in enumerate(names):
+        if name.endswith("_weight_cast"):
+            assert names[i + 1] == name[: -len("_weight_cast")]
+    i = names.index("attention")
+    assert names[i:i + 4] == ["attention", "cp_kv_ring", "attn_merge_copy", "attn_out_weight_cast"]
+    assert names[i + 4] == "attn_out" and names[i + 5] == "attn_sp_reducescatter"
+    bwd = {o.name: o for o in g.backward}
+    for o in g.compute:
+        if isinstance(o, GemmOp):
+            assert bwd[o.name + "_dgrad"].flops == bwd[o.name + "_wgrad"].flops == o.flops
+    assert g.recompute == (g.attention,)
+    with pytest.raises(ConfigError, match="layer kind"):
+        training_layer_graph(m, "ssm", False, 1, 4096)
+    with pytest.raises(ConfigError, match="dtype"):
+        training_layer_graph(m, "moe", False, 1, 4096, dtype="int4")

@@ -1,51 +1,64 @@
-"""Per-layer training operators of one GPU, built from ``ModelSpec`` and the parallel layout.
+"""Prices the per-layer training operators of one GPU into seconds and dispatch work.
 
-This module builds its own operator lists (rather than ``workloads.graph``) because the
-training simulator needs them per layer and split into forward, backward and
-recomputation, with the TP/CP/EP collectives kept apart so that they can be priced on the
-link their group is placed on.
+The operators themselves (shapes, issue order, which parallel group each collective runs
+over) come from ``fleetsim.workloads.graph_training``: ``training_layer_graph`` per layer
+kind and ``training_edge_ops`` for the embedding and the head. This module prices them with
+the cost model, puts each TP/CP/EP collective on the link its group is placed on
+(``placement.CollectivePricer``) and turns the lists into kernel entries for the
+host-dispatch model (``dispatch``).
 
-Shapes for ``T = micro_batch * seq_len / cp`` tokens on a GPU of a ``t``-way TP group
-(Megatron column/row split; ``T/t`` tokens in the norms and dropouts with sequence
-parallelism):
+Pricing conventions of the simulator:
 
-* attention: norm, QKV projection ``(T x h) @ (h x n_qkv/t)`` (MLA: its low-rank chain with
-  the same weight count), rotary, attention over ``a/t`` heads, output projection
-  ``(T x a v/t) @ (a v/t x h)``, residual + dropout;
-* MLP: norm, up (and gate) ``(T x h) @ (h x f/t)``, activation, down; MoE: router, all-to-all
-  dispatch over ``ep``, grouped expert GEMMs on ``T k`` routed tokens split over the
-  ``E/ep`` local experts (balanced routing), all-to-all combine, shared expert;
-* TP: one all-reduce of ``T h`` 16-bit activations after each block (with SP a
-  reduce-scatter after and an all-gather before); the backward mirrors them;
-* CP (ring attention): K and V of the other ``cp - 1`` chunks arrive while attention runs,
-  so only the part of the ring transfer longer than the attention kernel is exposed.
-
-Backward: every GEMM ``Y = X W`` becomes ``dX = dY W^T`` and ``dW = X^T dY``; attention costs
-``ATTENTION_BACKWARD_RATIO`` times its forward (FlashAttention-2: five matmuls versus two,
-Dao 2023); elementwise kernels move ``ELEMENTWISE_BACKWARD_RATIO`` times their forward bytes.
-Recomputation: ``full`` re-runs the layer forward (collectives included) before its backward,
-``selective`` re-runs the attention kernel (the ``5as/h`` part of Korthikanti et al. 2022).
-Causal attention with ``cp > 1`` is priced as its load-balanced share: ``s/cp`` queries each
-seeing ``s/2`` keys on average (non-causal shape with the same score count).
+* the fused attention backward costs ``ATTENTION_BACKWARD_RATIO`` times the priced forward
+  kernel (FlashAttention-2: five matmuls versus two, Dao 2023; the profiles hold no backward
+  kernel) and launches ``dispatch.FLASH_BWD_KERNELS`` kernels;
+* the CP ring transfer overlaps the attention kernel: only the part longer than it (forward,
+  or the backward kernel for the returning dK and dV) is exposed;
+* TP/EP collectives count as one kernel each, issued after the layer's compute kernels;
+* recomputation: ``full`` re-runs the layer forward (collectives included) behind the
+  checkpoint hooks, ``selective`` re-runs the attention core's kernels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
+from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.specs import GPUSpec
+from fleetsim.workloads.graph_training import (
+    ATTN_BWD_DIM_FACTOR,
+    NORM_KERNELS,
+    TrainingEdgeOps,
+    TrainingLayerGraph,
+    gemm_has_bias,
+    training_edge_ops,
+    training_layer_graph,
+)
 
 from . import dispatch as dsp
 from .job import TrainJob
 from .placement import CollectivePricer
 
-ATTENTION_BACKWARD_RATIO = 2.5
+ATTENTION_BACKWARD_RATIO = ATTN_BWD_DIM_FACTOR
 """Backward / forward time of the attention kernel (5 vs 2 matmuls of FlashAttention-2)."""
-ELEMENTWISE_BACKWARD_RATIO = 2.0
-"""Backward / forward bytes of memory-bound kernels (read output grad and saved input)."""
+Entry = tuple[float, float, float]
+"""(kernels launched, extra host-only work in launch intervals, device seconds)."""
+
+
+@dataclass
+class _Priced:
+    """Kernel entries of one op list: compute in issue order (the CP ring's exposed part
+    included), the TP/EP collectives, the exposed ring seconds, each priced op's entry, and
+    the forward attention kernel's seconds."""
+
+    compute: list[Entry]
+    comm: list[Entry]
+    ring_s: float
+    by_op: dict[int, Entry]
+    attn_s: float
 
 
 @dataclass
@@ -101,155 +114,27 @@ class LayerCoster:
                  kernel_time_factor: float = 1.0) -> None:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
         self.kernel_time_factor = kernel_time_factor
-        m, par = job.model, job.parallel
-        self.t = par.tp
-        self.tokens = job.micro_batch * job.seq_len // par.cp
-        self.norm_tokens = self.tokens // self.t if par.sequence_parallel else self.tokens
-        self.gemm_dtype = job.recipe.dtype
+        self.t = job.parallel.tp
         self.act_dtype = "fp16" if job.recipe.dtype == "fp16" else "bf16"
-        self.kv_local = max(1, m.num_kv_heads // self.t)
         self.amp = job.recipe.precision == "amp"
-        drop = 1.0 if job.recipe.dropout else 0.0
-        # bytes per element: 16-bit norm in/out; under autocast the residual stream is fp32
-        # (fp32 norm in/out plus the cast of its output for the next GEMM: 8 + 6)
-        self.norm_rw = 14.0 if self.amp else 4.0
-        self.resid_rw = (10.0 if self.amp else 6.0) + drop
-        # kernel names as the calibration profiles spell them
-        self.resid_kernel = "bias_dropout_add" if job.recipe.dropout else "residual_add"
-        self.act_kernel = "silu_mul" if job.model.mlp_gated else "gelu"
         self._cache: dict[tuple[str, bool], LayerTimes] = {}
         self.sources: dict[str, int] = {}
 
-    # -- operator builders ---------------------------------------------------------------
-    def _gemm(self, name: str, m: int, n: int, k: int, batch: int = 1) -> GemmOp:
-        return GemmOp(name, max(1, m), max(1, n), max(1, k), self.gemm_dtype, batch)
+    def _graph(self, kind: str, local: bool) -> TrainingLayerGraph:
+        job, par, r = self.job, self.job.parallel, self.job.recipe
+        return training_layer_graph(job.model, kind, local, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
+                                    ep=par.ep, sequence_parallel=par.sequence_parallel, dtype=r.dtype,
+                                    amp=self.amp, dropout=r.dropout, attention=r.attention,
+                                    recompute=job.recompute)
+
+    def _edges(self) -> TrainingEdgeOps:
+        job, par = self.job, self.job.parallel
+        return training_edge_ops(job.model, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
+                                 sequence_parallel=par.sequence_parallel, dtype=job.recipe.dtype, amp=self.amp)
 
     def _ew(self, name: str, kernel: str, elements: float, rw_bytes: float, flops: float = 1.0) -> ElementwiseOp:
         e = max(1, int(elements))
         return ElementwiseOp(name, kernel, e, rw_bytes * e, flops * e, self.act_dtype)
-
-    def _attention(self, local: bool) -> AttentionOp:
-        m, job = self.job.model, self.job
-        s, cp, b = job.seq_len, job.parallel.cp, job.micro_batch
-        window = m.sliding_window if (local and m.sliding_window) else None
-        if cp == 1 and (window is None or window >= s):
-            q, kv, causal = s, s, True
-        else:
-            q = s // cp
-            kv_eff = s / 2 if window is None or window >= s else window - window * window / (2 * s)
-            kv, causal = max(1, int(round(kv_eff))), False
-        return AttentionOp("attention", (q,) * b, (kv,) * b, m.num_heads // self.t,
-                           self.kv_local, m.head_dim, m.value_head_dim, causal, self.act_dtype, self.act_dtype)
-
-    def layer_ops(self, kind: str, local: bool) -> tuple[list[Op], AttentionOp, list[tuple[str, float, str]]]:
-        """(forward GEMM/elementwise ops except attention, the attention op, collectives as
-        (kind, bytes, group)) of one layer, one micro-batch."""
-        m, t, T, Tn = self.job.model, self.t, self.tokens, self.norm_tokens
-        h = m.hidden_size
-        sp = self.job.parallel.sequence_parallel and t > 1
-        norm = "layernorm" if m.norm == "layernorm" else "rmsnorm"
-        ops: list[Op] = []
-        coll: list[tuple[str, float, str]] = []
-        act_bytes = 2.0 * T * h
-
-        def block_comm() -> None:
-            if t > 1:
-                if sp:
-                    coll.append(("all_gather", act_bytes, "tp"))
-                    coll.append(("reduce_scatter", act_bytes, "tp"))
-                else:
-                    coll.append(("all_reduce", act_bytes, "tp"))
-
-        # attention block
-        ops.append(self._ew("norm1", norm, Tn * h, self.norm_rw, 5.0))
-        if m.is_mla:  # low-rank chain priced as one GEMM with the same weight count
-            n_qkv = (m.attention_params() - m.num_heads * m.value_head_dim * h) // (h * t)
-        else:
-            n_qkv = (m.q_width + m.num_kv_heads * (m.head_dim + m.value_head_dim)) // t
-        ops.append(self._gemm("qkv", T, n_qkv, h))
-        if m.position_embedding == "rope":
-            ops.append(self._ew("rotary", "rotary", T * (m.num_heads // t + self.kv_local) * m.head_dim, 4.0, 3.0))
-        ops.append(self._gemm("attn_out", T, h, m.num_heads * m.value_head_dim // t))
-        ops.append(self._ew("residual1", self.resid_kernel, Tn * h, self.resid_rw))
-        block_comm()
-        # MLP block
-        ops.append(self._ew("norm2", norm, Tn * h, self.norm_rw, 5.0))
-        gate = 2 if m.mlp_gated else 1
-        if kind == "moe":
-            E, k = m.num_experts, m.num_experts_per_tok
-            ep = self.job.parallel.ep
-            local_e = E // ep
-            routed = T * k
-            ops.append(self._gemm("router", T, E, h))
-            ops.append(self._ew("topk", "softmax", T * E, 8.0, 5.0))
-            f = m.moe_intermediate_size // t
-            ops.append(self._gemm("expert_up", routed // local_e, gate * f, h, local_e))
-            ops.append(self._ew("expert_act", self.act_kernel, routed * f * gate, 2.0 * (gate + 1) / gate, 8.0))
-            ops.append(self._gemm("expert_down", routed // local_e, h, f, local_e))
-            if ep > 1:
-                coll.append(("all_to_all", 2.0 * routed * h, "ep"))
-                coll.append(("all_to_all", 2.0 * routed * h, "ep"))
-            if m.shared_ffn_size:
-                fs = m.shared_ffn_size // t
-                ops.append(self._gemm("shared_up", T, gate * fs, h))
-                ops.append(self._ew("shared_act", self.act_kernel, T * fs * gate, 2.0 * (gate + 1) / gate, 8.0))
-                ops.append(self._gemm("shared_down", T, h, fs))
-        else:
-            f = m.intermediate_size // t
-            ops.append(self._gemm("mlp_up", T, gate * f, h))
-            ops.append(self._ew("mlp_act", self.act_kernel, T * f * gate, 2.0 * (gate + 1) / gate, 8.0))
-            ops.append(self._gemm("mlp_down", T, h, f))
-        ops.append(self._ew("residual2", self.resid_kernel, Tn * h, self.resid_rw))
-        block_comm()
-        return ops, self._attention(local), coll
-
-    def eager_attention_ops(self, local: bool) -> list[Op]:
-        """Unfused attention (Megatron before FlashAttention): batched ``Q K^T``, the fused
-        scale-mask-softmax (read and write 16-bit scores), dropout (read scores, write the
-        output and a 1-byte mask) and the batched ``P V``, over ``b a/t`` heads."""
-        m, job = self.job.model, self.job
-        s, b = job.seq_len, job.micro_batch
-        keys = min(s, m.sliding_window) if (local and m.sliding_window) else s
-        heads = b * (m.num_heads // self.t)
-        scores = float(heads) * s * keys
-        ops: list[Op] = [
-            self._gemm("attn_scores", s, keys, m.head_dim, heads),
-            self._ew("softmax", "softmax", scores, 4.0, 5.0),
-        ]
-        if job.recipe.dropout:
-            ops.append(self._ew("attn_dropout", "dropout", scores, 5.0, 1.0))
-        ops.append(self._gemm("attn_values", s, m.value_head_dim, keys, heads))
-        return ops
-
-    def eager_extras(self, ops: list[Op]) -> tuple[list[Op], list[Op]]:
-        """Kernels eager PyTorch with ``torch.autocast`` adds per layer (``precision="amp"``),
-        all streaming kernels priced as the profile's ``residual_add`` family: the bf16 cast
-        of every fp32 weight in forward (read 4, write 2 bytes/element) and the fp32 cast of
-        its gradient in backward (read 2, write 4); bias gradients (a reduction reading the
-        16-bit output gradient); the head-merge copy of the attention output (transpose +
-        reshape, read 2 write 2) and, in backward, its copy back and the stacking of dQ, dK,
-        dV into the fused QKV gradient."""
-        m, T, h = self.job.model, self.tokens, self.job.model.hidden_size
-        biased = {"qkv": m.qkv_bias, "attn_out": m.o_bias, "mlp_up": m.mlp_bias, "mlp_down": m.mlp_bias}
-        fwd: list[Op] = []
-        bwd: list[Op] = []
-        for op in ops:
-            if not isinstance(op, GemmOp):
-                continue
-            w = op.n * op.k * op.batch
-            fwd.append(self._ew(op.name + "_weight_cast", "residual_add", w, 6.0, 0.0))
-            bwd.append(self._ew(op.name + "_grad_cast", "residual_add", w, 6.0, 0.0))
-            if biased.get(op.name, False):
-                fwd.append(self._ew(op.name + "_bias_cast", "residual_add", op.n, 6.0, 0.0))
-                bwd.append(self._ew(op.name + "_bias_grad", "residual_add", T * op.n, 2.0, 1.0))
-                bwd.append(self._ew(op.name + "_bias_grad_cast", "residual_add", op.n, 6.0, 0.0))
-        heads_w = m.num_heads * m.value_head_dim // self.t
-        fwd.append(self._ew("attn_merge_copy", "residual_add", T * heads_w, 4.0, 0.0))
-        bwd.append(self._ew("attn_merge_copy_bwd", "residual_add", T * heads_w, 4.0, 0.0))
-        qkv_w = (m.q_width + m.num_kv_heads * (m.head_dim + m.value_head_dim)) // self.t
-        bwd.append(self._ew("qkv_grad_stack", "residual_add", T * qkv_w, 4.0, 0.0))
-        del h
-        return fwd, bwd
 
     def streaming_s(self, name: str, elements: float, bytes_per_element: float) -> float:
         """Seconds of one streaming elementwise kernel (the profile's ``residual_add`` family)."""
@@ -265,15 +150,41 @@ class LayerCoster:
         f = self.kernel_time_factor
         return [float(x) * op.count * f for x, op in zip(times, ops, strict=True)]
 
-    def _backward_ops(self, ops: list[Op]) -> list[Op]:
-        out: list[Op] = []
+    def _comm_s(self, op: CollectiveOp, groups: Mapping[str, str]) -> float:
+        """Seconds of ``op`` on the link its parallel group is placed on, ``count`` times."""
+        return op.count * self.pricer.time(op.kind, op.bytes, groups[op.name])
+
+    def _entries(self, ops: tuple[Op, ...], groups: Mapping[str, str], attn_s: float, backward: bool,
+                 norm_k: int) -> _Priced:
+        """Price ``ops`` into kernel entries: each op one kernel (norms ``norm_k``; the fused
+        attention backward ``FLASH_BWD_KERNELS`` at ``ATTENTION_BACKWARD_RATIO`` times the
+        forward's ``attn_s``); the CP ring only where it outlasts the attention kernel it
+        overlaps (no kernel: it runs on a side stream). The TP/EP collectives are issued after
+        the layer's compute in the dispatch model."""
+        priced = [op for op in ops if isinstance(op, GemmOp | ElementwiseOp)
+                  or (isinstance(op, AttentionOp) and not backward)]
+        times = iter(self._price(priced))
+        out = _Priced([], [], 0.0, {}, attn_s)
         for op in ops:
-            if isinstance(op, GemmOp):
-                out.append(GemmOp(op.name + "_dgrad", op.m, op.k, op.n, op.dtype, op.batch))
-                out.append(GemmOp(op.name + "_wgrad", op.k, op.n, op.m, op.dtype, op.batch))
-            elif isinstance(op, ElementwiseOp):
-                out.append(ElementwiseOp(op.name + "_bwd", op.kernel, op.elements,
-                                         op.bytes_moved * ELEMENTWISE_BACKWARD_RATIO, op.flops, op.dtype))
+            if isinstance(op, CollectiveOp):
+                t = self._comm_s(op, groups)
+                if groups[op.name] == "cp":
+                    hidden = (ATTENTION_BACKWARD_RATIO if backward else 1.0) * out.attn_s
+                    exposed = max(0.0, t - hidden)
+                    out.compute.append((0.0, 0.0, exposed))
+                    out.ring_s += exposed
+                else:
+                    out.comm.append((1.0, 0.0, t))
+                continue
+            if isinstance(op, AttentionOp) and backward:
+                entry = (float(dsp.FLASH_BWD_KERNELS), 0.0, ATTENTION_BACKWARD_RATIO * attn_s)
+            else:
+                is_norm = isinstance(op, ElementwiseOp) and op.kernel in NORM_KERNELS
+                entry = (float(norm_k if is_norm else 1), 0.0, next(times))
+                if isinstance(op, AttentionOp):
+                    out.attn_s = entry[2]
+            out.compute.append(entry)
+            out.by_op[id(op)] = entry
         return out
 
     def layer(self, kind: str, local: bool) -> LayerTimes:
@@ -283,152 +194,66 @@ class LayerCoster:
         if hit is not None:
             return hit
         job, m = self.job, self.job.model
-        ops, attn, coll = self.layer_ops(kind, local)
+        g = self._graph(kind, local)
         amp = self.amp
         norm_f = 1 + (dsp.AMP_NORM_CASTS if amp else 0)
         norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
-
-        t_f = self._price(ops)
-        bops = self._backward_ops(ops)
-        t_b = self._price(bops)
-        fwd_k, bwd_k = sum(t_f), sum(t_b)
-        x_f: dict[str, float] = {}
-        x_b: dict[str, float] = {}
-        if amp:
-            extra_f, extra_b = self.eager_extras(ops)
-            t_xf, t_xb = self._price(extra_f), self._price(extra_b)
-            fwd_k += sum(t_xf)
-            bwd_k += sum(t_xb)
-            x_f = {op.name: t for op, t in zip(extra_f, t_xf, strict=True)}
-            x_b = {op.name: t for op, t in zip(extra_b, t_xb, strict=True)}
-        if job.recipe.attention == "eager" and job.parallel.cp == 1:
-            core = self.eager_attention_ops(local)
-            tc_f, tc_b = self._price(core), self._price(self._backward_ops(core))
-            attn_f, attn_b = sum(tc_f), sum(tc_b)
-            attn_fe: list[tuple[float, float, float]] = [(1.0, 0.0, t) for t in tc_f]
-            attn_be: list[tuple[float, float, float]] = [(1.0, 0.0, t) for t in tc_b]
-        else:
-            attn_f = self._price([attn])[0]
-            attn_b = ATTENTION_BACKWARD_RATIO * attn_f
-            attn_fe = [(1.0, 0.0, attn_f)]
-            attn_be = [(float(dsp.FLASH_BWD_KERNELS), 0.0, attn_b)]
-        comm_each = [self.pricer.time(k, b, g) for k, b, g in coll]  # type: ignore[arg-type]
-        comm = sum(comm_each)
-        cp_ring = 0.0
-        if job.parallel.cp > 1:  # K and V of the other chunks around the ring
-            kv_bytes = 2.0 * self.tokens * self.kv_local * (m.head_dim + m.value_head_dim)
-            cp_ring = self.pricer.time("all_gather", kv_bytes * job.parallel.cp, "cp")
-        cp_fwd = max(0.0, cp_ring - attn_f)
-        cp_bwd = max(0.0, 2 * cp_ring - ATTENTION_BACKWARD_RATIO * attn_f)  # dK, dV travel back
-        fwd = fwd_k + attn_f + comm + cp_fwd
-        fwd_e, bwd_e = self._issue_order(ops, t_f, t_b, x_f, x_b, attn_fe + [(0.0, 0.0, cp_fwd)],
-                                         attn_be + [(0.0, 0.0, cp_bwd)], norm_f, norm_b)
-        fwd_e += [(1.0, 0.0, c) for c in comm_each]
-        bwd_e += [(1.0, 0.0, c) for c in comm_each]
-        flops_f = sum(op.flops for op in ops) + attn.flops
-        rec_e: list[tuple[float, float, float]] = []
-        if job.recompute == "full":
-            rec, rec_flops = fwd, flops_f
+        pf = self._entries(g.forward, g.groups, 0.0, False, norm_f)
+        pb = self._entries(g.backward, g.groups, pf.attn_s, True, norm_b)
+        fwd_e, bwd_e = pf.compute + pf.comm, pb.compute + pb.comm
+        fwd = sum((e[2] for e in fwd_e), 0.0)
+        flops_f = sum(op.flops for op in g.compute) + g.attention.flops
+        rec_e: list[Entry] = []
+        if job.recompute == "full":  # the whole forward again, behind checkpoint hooks
+            rec_flops = flops_f
+            rec_e = [(0.0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + fwd_e
             fwd_e = [(0.0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0)] + fwd_e
-            rec_e = [(0.0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + [e for e in fwd_e[1:]]
-        elif job.recompute == "selective":
-            rec, rec_flops = attn_f, attn.flops
-            rec_e = list(attn_fe)
+        elif job.recompute == "selective":  # the attention core's kernels again
+            rec_flops = g.attention.flops
+            rec_e = [pf.by_op[id(op)] for op in g.recompute]
         else:
-            rec, rec_flops = 0.0, 0.0
-        bwd = bwd_k + attn_b + comm + cp_bwd + rec
+            rec_flops = 0.0
+        rec = sum((e[2] for e in rec_e), 0.0)
+        bwd = sum((e[2] for e in bwd_e), 0.0) + rec
+        comm_f = sum(e[2] for e in pf.comm) + pf.ring_s
+        comm_b = sum(e[2] for e in pb.comm) + pb.ring_s
         from .memory import layer_params_split
 
         d, e = layer_params_split(m, kind)  # type: ignore[arg-type]
         params = d / self.t + e / (self.t * job.parallel.ep)
-        lt = LayerTimes(fwd, bwd, rec, comm + cp_fwd, comm + cp_bwd, flops_f, rec_flops, params,
+        lt = LayerTimes(fwd, bwd, rec, comm_f, comm_b, flops_f, rec_flops, params,
                         fwd_kernels=Kernels.build(fwd_e), bwd_kernels=Kernels.build(rec_e + bwd_e),
-                        param_tensors=self.param_tensors(ops))
+                        param_tensors=self.param_tensors(g.compute))
         self._cache[key] = lt
         return lt
 
-    @staticmethod
-    def _issue_order(ops: list[Op], t_f: list[float], t_b: list[float], x_f: dict[str, float],
-                     x_b: dict[str, float], attn_fe: list[tuple[float, float, float]],
-                     attn_be: list[tuple[float, float, float]], norm_f: int, norm_b: int
-                     ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
-        """Kernel entries (kernels, hook intervals, device s) of one layer in the order eager
-        PyTorch issues them: in forward each GEMM after its weight/bias casts and the attention
-        core (with its head-merge copy) before the output projection; in backward the reverse,
-        each GEMM's dgrad and wgrad followed by its gradient casts and bias reductions."""
-        fwd: list[tuple[float, float, float]] = []
-        groups: list[list[tuple[float, float, float]]] = []
-        j = 0
-        for op, tf in zip(ops, t_f, strict=True):
-            is_norm = isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm")
-            nb = 2 if isinstance(op, GemmOp) else 1
-            back: list[tuple[float, float, float]] = [(float(norm_b if is_norm else 1), 0.0, t) for t in t_b[j:j + nb]]
-            j += nb
-            pre: list[tuple[float, float, float]] = []
-            if op.name == "attn_out":
-                pre = attn_fe + ([(1.0, 0.0, x_f["attn_merge_copy"])] if "attn_merge_copy" in x_f else [])
-                tail: list[tuple[float, float, float]] = [(1.0, 0.0, x_b["attn_merge_copy_bwd"])] if "attn_merge_copy_bwd" in x_b else []
-                tail += attn_be + ([(1.0, 0.0, x_b["qkv_grad_stack"])] if "qkv_grad_stack" in x_b else [])
-            else:
-                tail = []
-            casts = [(1.0, 0.0, x_f[op.name + sfx]) for sfx in ("_weight_cast", "_bias_cast") if op.name + sfx in x_f]
-            grads = [(1.0, 0.0, x_b[op.name + sfx]) for sfx in ("_bias_grad", "_grad_cast", "_bias_grad_cast")
-                     if op.name + sfx in x_b]
-            fwd += pre + casts + [(float(norm_f if is_norm else 1), 0.0, tf)]
-            groups.append(back + grads + tail)
-        bwd = [e for g in reversed(groups) for e in g]
-        if not any(op.name == "attn_out" for op in ops):  # no output projection: attention last
-            fwd += attn_fe
-            bwd = attn_be + bwd
-        return fwd, bwd
-
-    def param_tensors(self, ops: list[Op]) -> int:
+    def param_tensors(self, ops: Sequence[Op]) -> int:
         """Parameter tensors of one layer: a weight per GEMM, its bias when the model has
         one, and the norms' weight (and bias for LayerNorm)."""
         m = self.job.model
-        biased = {"qkv": m.qkv_bias, "attn_out": m.o_bias, "mlp_up": m.mlp_bias, "mlp_down": m.mlp_bias,
-                  "shared_up": m.mlp_bias, "shared_down": m.mlp_bias}
         n = 0
         for op in ops:
             if isinstance(op, GemmOp):
-                n += 1 + int(biased.get(op.name, False))
-            elif isinstance(op, ElementwiseOp) and op.kernel in ("layernorm", "rmsnorm"):
+                n += 1 + int(gemm_has_bias(m, op.name))
+            elif isinstance(op, ElementwiseOp) and op.kernel in NORM_KERNELS:
                 n += 2 if op.kernel == "layernorm" else 1
         return n
 
     def embedding(self) -> tuple[float, float]:
         """(forward, backward) seconds of the token embedding on the first stage."""
-        m, T, h = self.job.model, self.tokens, self.job.model.hidden_size
-        fwd = self._price([self._ew("embedding", "embedding", T * h, 4.0, 0.0)])[0]
-        bwd = self._price([self._ew("embedding_bwd", "embedding", T * h, 8.0, 1.0)])[0]
-        if self.t > 1:  # vocab-parallel embedding: partial sums reduced over TP
-            kind = "reduce_scatter" if self.job.parallel.sequence_parallel else "all_reduce"
-            fwd += self.pricer.time(kind, 2.0 * T * h, "tp")  # type: ignore[arg-type]
-        del m
-        return fwd, bwd
+        g = self._edges()
+        return self._edge_s(g.embedding_fwd, g.groups), self._edge_s(g.embedding_bwd, g.groups)
 
     def head(self) -> tuple[float, float, float]:
         """(forward, backward seconds, forward FLOPs) of final norm, LM head and loss."""
-        m, T, t = self.job.model, self.tokens, self.t
-        h, V = m.hidden_size, m.vocab_size
-        ops: list[Op] = [
-            self._ew("final_norm", "layernorm" if m.norm == "layernorm" else "rmsnorm", self.norm_tokens * h,
-                     self.norm_rw, 5.0),
-            self._gemm("lm_head", T, V // t, h),
-            # fused softmax cross-entropy; bytes counted as the 16-bit logits it reads, the
-            # convention of the calibration profiles
-            self._ew("cross_entropy", "cross_entropy", T * V // t, 2.0, 5.0),
-        ]
-        if self.amp:  # logits.float(): a streaming upcast of the logits (read 2, write 4)
-            ops.append(self._ew("logits_upcast", "residual_add", T * V // t, 6.0, 0.0))
-        fwd = sum(self._price(ops))
-        bwd = sum(self._price(self._backward_ops(ops)))
-        if t > 1:
-            kind = "all_gather" if self.job.parallel.sequence_parallel else "all_reduce"
-            c = self.pricer.time(kind, 2.0 * T * h, "tp")  # type: ignore[arg-type]
-            fwd += c
-            bwd += c
-        return fwd, bwd, sum(op.flops for op in ops)
+        g = self._edges()
+        flops = sum(op.flops for op in g.head_fwd if not isinstance(op, CollectiveOp))
+        return self._edge_s(g.head_fwd, g.groups), self._edge_s(g.head_bwd, g.groups), flops
+
+    def _edge_s(self, ops: tuple[Op, ...], groups: Mapping[str, str]) -> float:
+        """Seconds of the compute ops of ``ops`` plus their collectives."""
+        comp = sum(self._price([op for op in ops if not isinstance(op, CollectiveOp)]))
+        return comp + sum(self._comm_s(op, groups) for op in ops if isinstance(op, CollectiveOp))
 
     def edge_kernels(self, first: bool, last: bool) -> tuple[Kernels, Kernels]:
         """(forward, backward) work of the embedding (``first``) and the head + loss
