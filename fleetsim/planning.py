@@ -78,6 +78,7 @@ class ServingPlan:
                     "rank": i,
                     "gpu": r.gpu,
                     "tp": r.tp,
+                    "pp": r.pp,
                     "replicas": r.replicas,
                     "gpus": r.gpus_used,
                     "batch": r.batch,
@@ -109,12 +110,16 @@ def _default_lengths(workload: str | None) -> tuple[int, int, str]:
 
 
 def make_replica_timer(
-    model: ModelSpec, gpu: GPUSpec, tp: int, dtype: str, kv_dtype: str | None, isl_hint: int
+    model: ModelSpec, gpu: GPUSpec, tp: int, pp: int, dtype: str, kv_dtype: str | None, isl_hint: int
 ) -> ReplicaTimer:
-    """Step times of one TP replica priced through the operator cost model."""
+    """Step times of one TP x PP replica priced through the operator cost model.
+
+    With ``pp`` stages an engine's iteration passes every stage in turn, so it takes the
+    whole model's time at this TP (the stage-to-stage activation sends, a few hundred KB,
+    are left out); the KV capacity is that of the tightest stage."""
     from fleetsim.estimate import estimate_forward, get_cost_model
 
-    parallel = ParallelConfig(tp=tp)
+    parallel = ParallelConfig(tp=tp, pp=pp)
     parallel.validate(model)
     kv_tokens = max_kv_tokens(model, gpu.memory_bytes, parallel, dtype=dtype, kv_dtype=kv_dtype)
     cost = get_cost_model(gpu)
@@ -140,7 +145,7 @@ def make_replica_timer(
         full, rem = divmod(k, isl)
         return [Seq(isl, 0)] * full + ([Seq(rem, 0)] if rem else [])
 
-    return ReplicaTimer(prefill, iteration, kv_tokens)
+    return ReplicaTimer(prefill, iteration, kv_tokens, engines=pp)
 
 
 def plan_serving(
@@ -182,10 +187,11 @@ def plan_serving(
         spec.num_heads,
         spec.num_kv_heads,
         targets,
-        lambda gpu, tp: make_replica_timer(spec, gpu, tp, dtype, kv_dtype, targets.isl),
+        lambda gpu, tp, pp: make_replica_timer(spec, gpu, tp, pp, dtype, kv_dtype, targets.isl),
+        spec.num_layers,
     )
     if not fp.rows:
-        reasons = "; ".join(f"{r.gpu} TP={r.tp}: {r.reason}" for r in fp.rejected)
+        reasons = "; ".join(f"{r.gpu} TP={r.tp} PP={r.pp}: {r.reason}" for r in fp.rejected)
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
         raise ConfigError("plan produced a non-finite throughput")
@@ -202,7 +208,7 @@ def _provenance(spec: ModelSpec, fp: FirstPlan, dtype: str) -> dict[str, dict[st
         if row.gpu in out:
             continue
         pre = estimate_forward(spec, row.gpu, [Seq(t.isl, 0)], tp=row.tp, dtype=dtype)
-        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * row.batch, tp=row.tp, dtype=dtype)
+        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * (row.batch // row.pp), tp=row.tp, dtype=dtype)
         total = pre.time_s + dec.time_s
         out[row.gpu] = {
             k: (pre.source_share.get(k, 0.0) * pre.time_s + dec.source_share.get(k, 0.0) * dec.time_s) / total

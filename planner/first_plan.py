@@ -14,7 +14,13 @@ with continuous batching:
 * ``TTFT`` ~ ``P`` plus the one iteration in flight when the request arrives, ``TPOT(b)``.
 
 The batch ``b`` is the largest that the KV cache holds (``b * (isl + osl)`` tokens), that the
-scheduler allows (``max_num_seqs``) and that meets the TPOT and TTFT targets. With a request
+scheduler allows (``max_num_seqs``) and that meets the TPOT and TTFT targets.
+
+A model that does not fit in the memory of one node's TP group gets pipeline stages across
+nodes: the smallest power-of-two ``pp`` that fits. Such a replica runs ``pp`` virtual engines
+(as vLLM does): each stage works on a different engine's batch, so with balanced stages an
+engine's iteration takes the whole-model time ``I(b, k)`` (its TPOT) and the replica serves
+``pp`` batches at once: ``X = pp * b / (osl * TPOT)``, with ``pp * b`` sequences in the KV cache. With a request
 rate the plan asks for ``ceil(rate / X(b))`` replicas and flags a shortfall. The discrete-event
 simulator (``fleetsim simulate``) checks a plan under real arrivals; this module is the fast
 pre-filter the full planner builds on.
@@ -62,6 +68,8 @@ class ReplicaTimer:
     """One iteration of b decodes at context c plus k prompt tokens of new requests."""
     kv_capacity_tokens: int
     """Tokens of KV cache the replica holds."""
+    engines: int = 1
+    """Batches in flight at once: the pipeline depth (virtual engines), 1 without PP."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class PlanRow:
     replicas: int
     gpus_used: int
     batch: int
+    """Sequences decoding at once in one replica (all its virtual engines)."""
     kv_capacity_tokens: int
     prefill_s: float
     iteration_s: float
@@ -86,6 +95,7 @@ class PlanRow:
     price_per_hour_usd: float | None
     usd_per_million_output_tokens: float | None
     note: str = ""
+    pp: int = 1
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class Rejected:
     gpu: str
     tp: int
     reason: str
+    pp: int = 1
 
 
 @dataclass
@@ -124,7 +135,8 @@ def size_replica(
     """Pick the batch for one replica. Returns (b, P, D(b), TTFT, TPOT, X) or a reason string."""
     isl, osl = targets.isl, targets.osl
     ctx = isl + osl // 2
-    b_max = min(targets.max_num_seqs, timer.kv_capacity_tokens // (isl + osl))
+    e = timer.engines
+    b_max = min(targets.max_num_seqs, timer.kv_capacity_tokens // ((isl + osl) * e))
     if b_max < 1:
         return (
             f"KV cache holds {timer.kv_capacity_tokens} tokens, less than one request "
@@ -138,7 +150,7 @@ def size_replica(
         d = timer.iteration_s(b, ctx, round(b * isl / osl))
         tpot = d
         ttft = p + tpot
-        x = b / (osl * tpot)
+        x = e * b / (osl * tpot)
         return d, ttft, tpot, x
 
     def ok(b: int) -> bool:
@@ -162,7 +174,16 @@ def size_replica(
         else:
             hi = mid - 1
     d, ttft, tpot, x = metrics(lo)
-    return lo, p, d, ttft, tpot, x
+    return lo * e, p, d, ttft, tpot, x
+
+
+def pipeline_depths(pool_gpus: int, tp: int, num_layers: int) -> list[int]:
+    """Powers of two ``pp`` with ``tp * pp`` GPUs in the pool and at most one layer a stage."""
+    out, pp = [], 1
+    while tp * pp <= pool_gpus and pp <= num_layers:
+        out.append(pp)
+        pp *= 2
+    return out
 
 
 def plan_pool(
@@ -170,9 +191,10 @@ def plan_pool(
     gpu: GPUSpec,
     targets: ServingTargets,
     tps: list[int],
-    make_timer: Callable[[GPUSpec, int], ReplicaTimer],
+    make_timer: Callable[[GPUSpec, int, int], ReplicaTimer],
+    num_layers: int,
 ) -> tuple[list[PlanRow], list[Rejected]]:
-    """All TP candidates of one pool."""
+    """All TP candidates of one pool, each with the smallest pipeline depth that fits."""
     rows: list[PlanRow] = []
     rejected: list[Rejected] = []
     per_node = pool.gpus_per_node or pool.node.gpus_per_node
@@ -180,23 +202,32 @@ def plan_pool(
         if tp > per_node:
             rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPUs per node"))
             continue
-        try:
-            timer = make_timer(gpu, tp)
-        except InfeasibleError as exc:
-            rejected.append(Rejected(gpu.name, tp, exc.reason))
+        timer: ReplicaTimer | None = None
+        why: Rejected | None = None
+        for pp in pipeline_depths(pool.gpus, tp, num_layers):
+            try:
+                timer = make_timer(gpu, tp, pp)
+                break
+            except InfeasibleError as exc:
+                why = Rejected(gpu.name, tp, exc.reason, pp)  # try a deeper pipeline
+            except FleetsimError as exc:
+                why = Rejected(gpu.name, tp, str(exc), pp)
+                break
+        if timer is None:
+            if why is not None:
+                rejected.append(why)
             continue
-        except FleetsimError as exc:
-            rejected.append(Rejected(gpu.name, tp, str(exc)))
-            continue
+        pp = timer.engines
         sized = size_replica(targets, timer)
         if isinstance(sized, str):
-            rejected.append(Rejected(gpu.name, tp, sized))
+            rejected.append(Rejected(gpu.name, tp, sized, pp))
             continue
         b, p, d, ttft, tpot, x = sized
-        replicas = (per_node // tp) * pool.num_nodes
+        replicas = pool.gpus // (tp * pp) if pp > 1 else (per_node // tp) * pool.num_nodes
         needed = math.ceil(targets.rate_rps / x) if targets.rate_rps else None
         used = replicas if needed is None else min(replicas, needed)
-        price = gpu.price_per_hour_usd * used * tp if gpu.price_per_hour_usd else None
+        gpus_used = used * tp * pp
+        price = gpu.price_per_hour_usd * gpus_used if gpu.price_per_hour_usd else None
         out_tok_s = x * targets.osl * used
         usd_per_m = price / (out_tok_s * 3600) * 1e6 if price else None
         rows.append(
@@ -204,7 +235,7 @@ def plan_pool(
                 gpu=gpu.name,
                 tp=tp,
                 replicas=used,
-                gpus_used=used * tp,
+                gpus_used=gpus_used,
                 batch=b,
                 kv_capacity_tokens=timer.kv_capacity_tokens,
                 prefill_s=p,
@@ -219,6 +250,7 @@ def plan_pool(
                 price_per_hour_usd=price,
                 usd_per_million_output_tokens=usd_per_m,
                 note="" if needed is None or needed <= replicas else f"needs {needed} replicas, has {replicas}",
+                pp=pp,
             )
         )
     return rows, rejected
@@ -227,8 +259,8 @@ def plan_pool(
 def rank(rows: list[PlanRow], with_rate: bool) -> list[PlanRow]:
     """Rows that meet the rate first; then fewest GPUs (with a rate) or most tokens/s."""
     if with_rate:
-        return sorted(rows, key=lambda r: (not r.meets_rate, r.gpus_used, -r.output_tok_s, r.tp))
-    return sorted(rows, key=lambda r: (-r.output_tok_s, r.tp))
+        return sorted(rows, key=lambda r: (not r.meets_rate, r.gpus_used, -r.output_tok_s, r.tp, r.pp))
+    return sorted(rows, key=lambda r: (-r.output_tok_s, r.tp, r.pp))
 
 
 def first_plan(
@@ -237,7 +269,8 @@ def first_plan(
     num_heads: int,
     num_kv_heads: int,
     targets: ServingTargets,
-    make_timer: Callable[[GPUSpec, int], ReplicaTimer],
+    make_timer: Callable[[GPUSpec, int, int], ReplicaTimer],
+    num_layers: int,
 ) -> FirstPlan:
     """Plan every pool of ``cluster``; ``gpus`` maps each pool's GPU name to its spec."""
     plan = FirstPlan(targets)
@@ -249,7 +282,7 @@ def first_plan(
         if not tps:
             plan.rejected.append(Rejected(gpu.name, 0, f"no TP size up to {per_node} divides {num_heads} heads"))
             continue
-        r, rej = plan_pool(pool, gpu, targets, tps, make_timer)
+        r, rej = plan_pool(pool, gpu, targets, tps, make_timer, num_layers)
         rows += r
         plan.rejected += rej
     plan.rows = rank(rows, targets.rate_rps is not None)

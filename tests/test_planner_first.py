@@ -69,3 +69,22 @@ def test_rank_orders_by_rate_then_gpus() -> None:
     rows = [row(1, 8, 100, False), row(2, 4, 50, True), row(4, 8, 80, True)]
     assert [r.tp for r in rank(rows, with_rate=True)] == [2, 4, 1]
     assert [r.tp for r in rank(rows, with_rate=False)] == [1, 4, 2]
+
+
+def test_pipeline_engines_share_the_kv_cache_and_multiply_throughput() -> None:
+    base = linear_timer()
+    timer = ReplicaTimer(base.prefill_s, base.iteration_s, base.kv_capacity_tokens, engines=2)
+    t = ServingTargets(isl=1000, osl=100, tpot_s=0.05)
+    b, p, d, ttft, tpot, x = size_replica(t, timer)
+    # per engine: KV allows 100000 // (1100 * 2) = 45 < 57 from the TPOT target
+    assert b == 2 * 45
+    assert tpot == pytest.approx(0.01 + 0.0007 * 45)
+    assert x == pytest.approx(2 * 45 / (100 * tpot))
+
+
+def test_pipeline_depths() -> None:
+    from fleetsim.planner.first_plan import pipeline_depths
+
+    assert pipeline_depths(16, 8, 126) == [1, 2]
+    assert pipeline_depths(16, 1, 4) == [1, 2, 4]
+    assert pipeline_depths(4, 8, 32) == []

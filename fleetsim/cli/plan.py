@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         print()
         print("Not feasible:")
         for r in plan.rejected:
-            print(f"  {r.gpu} TP={r.tp}: {r.reason}")
+            print(f"  {r.gpu} TP={r.tp} PP={r.pp}: {r.reason}")
     return 0
