@@ -9,13 +9,14 @@ cost of training a given number of tokens.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job, validate_job
 from fleetsim.sim.training.step import StepResult, simulate_step
@@ -278,33 +279,11 @@ def estimate_train_step(
     global_batch: int | None = None,
     seq_len: int = 2048,
     *,
-    recompute: str = "none",
-    zero: int = 0,
-    fsdp: bool = False,
-    schedule: str = "1f1b",
-    dtype: str = "bf16",
-    tp: int | None = None,
-    pp: int | None = None,
-    dp: int | None = None,
-    cp: int | None = None,
-    ep: int | None = None,
-    vpp: int | None = None,
-    sequence_parallel: bool | None = None,
-    placement: tuple[str, ...] | None = None,
-    offload_optimizer: str | None = None,
-    offload_params: str | None = None,
-    precision: str = "mixed",
-    grad_dtype: str = "fp32",
-    attention: str = "flash",
-    dropout: bool = False,
-    overlap_grad_reduce: bool = True,
-    grad_bucket_bytes: float | None = None,
-    execution: str = "eager",
-    pool: int = 0,
     gpu: GPUSpec | None = None,
     cost_model: Any = None,
     record_timeline: bool = True,
     check_memory: bool = True,
+    **options: Any,
 ) -> TrainEstimate:
     """Simulate one optimizer step of training ``model`` on ``cluster``.
 
@@ -314,12 +293,16 @@ def estimate_train_step(
     gradient accumulation is ``global_batch / (micro_batch * dp)``. ``execution="eager"``
     (default) bounds every kernel sequence by the host's dispatch cost (PyTorch eager, see
     ``fleetsim.sim.training.dispatch``); ``"graph"`` prices CUDA-graph/compiled execution
-    with no per-kernel host work. Raises ``ConfigError``
-    for layouts that do not divide and ``InfeasibleError`` (with the breakdown) when the
-    step does not fit in memory.
+    with no per-kernel host work. ``options`` are ``build_train_job``'s keywords (recompute,
+    zero, fsdp, schedule, dtype, the parallel degrees, precision, attention, execution, ...)
+    with its defaults. Raises ``ConfigError`` for layouts that do not divide and
+    ``InfeasibleError`` (with the breakdown) when the step does not fit in memory.
     """
-    args = {k: v for k, v in locals().items() if k not in ("gpu", "cost_model", "record_timeline", "check_memory")}
-    job = build_train_job(**args)
+    known = inspect.signature(build_train_job).parameters
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"estimate_train_step: unknown option {name!r}{suggest(name, known)}")
+    job = build_train_job(model, cluster, parallel, micro_batch, global_batch, seq_len, **options)
     return TrainEstimate(simulate_step(job, gpu, cost_model, record=record_timeline, check_memory=check_memory))
 
 

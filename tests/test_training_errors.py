@@ -61,3 +61,10 @@ def test_cli_raises_the_api_error() -> None:
                               "--global-batch", "8"])
     with pytest.raises(FleetsimError, match="tp\\*cp\\*pp = 3"):
         args.func(args)
+
+
+def test_unknown_estimate_option_is_named() -> None:
+    from fleetsim.training import estimate_train_step
+
+    with pytest.raises(ConfigError, match=r"unknown option 'recompue' \(did you mean 'recompute'"):
+        estimate_train_step(GPT, "1xH100-SXM", None, 1, 1, 1024, recompue="full")
