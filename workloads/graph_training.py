@@ -46,11 +46,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Literal
 
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.workloads.graph_common import act_dtype, collective, layer_groups, resolve_stage
+from fleetsim.workloads.graph_common import collective, layer_groups, resolve_stage
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig
 
@@ -306,7 +307,8 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
         if isinstance(op, CollectiveOp) and op.name not in sh.groups:
             sh.groups[op.name] = sh.groups[op.name[: -len("_bwd")]]
     rec = fwd if recompute == "full" else core if recompute == "selective" else []
-    return TrainingLayerGraph(tuple(fwd), tuple(bwd), tuple(rec), tuple(compute), attn, dict(sh.groups))
+    return TrainingLayerGraph(tuple(fwd), tuple(bwd), tuple(rec), tuple(compute), attn,
+                              MappingProxyType(dict(sh.groups)))
 
 
 @lru_cache(maxsize=64)
@@ -334,7 +336,8 @@ def training_edge_ops(model: ModelSpec, micro_batch: int, seq_len: int, *, tp: i
         kind = "all_gather" if sequence_parallel else "all_reduce"
         head.insert(1, sh.coll("lm_head_tp", kind, 2.0 * T * h, "tp", t))
         head_b.append(sh.coll("lm_head_tp_bwd", kind, 2.0 * T * h, "tp", t))
-    return TrainingEdgeOps(tuple(emb_f), tuple(emb_b), tuple(head), tuple(head_b), dict(sh.groups))
+    return TrainingEdgeOps(tuple(emb_f), tuple(emb_b), tuple(head), tuple(head_b),
+                           MappingProxyType(dict(sh.groups)))
 
 
 def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = None,
@@ -349,7 +352,6 @@ def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = 
     and its input gradients back (``pp_send_grad``, all but the first)."""
     par = parallel if parallel is not None else ParallelConfig()
     _check(micro_batch, seq_len, par.cp, recompute, attention)
-    act_dtype(dtype)  # names the dtype when it is unknown
     if par.sequence_parallel and (micro_batch * seq_len // par.cp) % par.tp:
         raise ConfigError(f"sequence_parallel: tokens {micro_batch * seq_len // par.cp} not divisible by tp={par.tp}")
     par.validate_for(model)
