@@ -93,6 +93,12 @@ class TrainingEdgeOps:
     groups: Mapping[str, Group]
 
 
+def training_act_dtype(dtype: str) -> str:
+    """Activation dtype of a training recipe whose GEMMs take ``dtype`` (fp8 GEMMs keep
+    bf16 activations)."""
+    return "fp16" if dtype == "fp16" else "bf16"
+
+
 class _Shapes:
     """Token counts and dtypes shared by a layer's builders."""
 
@@ -105,7 +111,7 @@ class _Shapes:
         self.T = micro_batch * seq_len // cp
         self.Tn = self.T // tp if sequence_parallel else self.T
         self.gemm_dtype = dtype
-        self.act = "fp16" if dtype == "fp16" else "bf16"
+        self.act = training_act_dtype(dtype)
         self.kv_local = max(1, model.num_kv_heads // tp)
         self.amp, self.dropout = amp, dropout
         # bytes per element: 16-bit norm in/out; under autocast the residual stream is fp32

@@ -34,6 +34,7 @@ from fleetsim.workloads.graph_training import (
     TrainingEdgeOps,
     TrainingLayerGraph,
     gemm_has_bias,
+    training_act_dtype,
     training_edge_ops,
     training_layer_graph,
 )
@@ -115,7 +116,7 @@ class LayerCoster:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
         self.kernel_time_factor = kernel_time_factor
         self.t = job.parallel.tp
-        self.act_dtype = "fp16" if job.recipe.dtype == "fp16" else "bf16"
+        self.act_dtype = training_act_dtype(job.recipe.dtype)
         self.amp = job.recipe.precision == "amp"
         self._cache: dict[tuple[str, bool], LayerTimes] = {}
         self.sources: dict[str, int] = {}
