@@ -15,6 +15,7 @@ nearest measured families in log space.
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_right
 
 import numpy as np
@@ -258,18 +259,27 @@ class FamilyTable:
 
 
 _TEXT_CODES: dict[str, float] = {}
+_CODE_TEXTS: dict[float, str] = {}
 
 
 def text_code(text: str) -> float:
-    """A stable (per process) number for a text key column (dtype, kernel, collective)."""
+    """A fixed number for a text key column (dtype, kernel, collective): its CRC-32.
+
+    The code depends only on the text, never on the order in which texts were first seen or
+    on the interpreter's hash seed, so family order and tie-breaks are the same in every
+    process (determinism across runs)."""
     code = _TEXT_CODES.get(text)
     if code is None:
-        code = _TEXT_CODES[text] = float(len(_TEXT_CODES) + 1)
+        code = float(zlib.crc32(text.encode()) + 1)
+        other = _CODE_TEXTS.setdefault(code, text)
+        if other != text:
+            raise ValueError(f"text key codes collide: {other!r} and {text!r}")
+        _TEXT_CODES[text] = code
     return code
 
 
 def text_codes(texts: list[str]) -> np.ndarray:
-    for t in set(texts):
+    for t in dict.fromkeys(texts):
         text_code(t)
     return np.fromiter(map(_TEXT_CODES.__getitem__, texts), dtype=float, count=len(texts))
 
