@@ -74,6 +74,33 @@ def test_dense_gemms_do_not_see_grouped_points() -> None:
     for m in (1, 37, 512, 3000):
         op = GemmOp("dense", m, 28672, 4096)
         assert a.op_time(op, gpu).time_s == b.op_time(op, gpu).time_s
-    # an expert GEMM of a dtype with no grouped measurement keeps the dense-efficiency rule
-    fp8 = GemmOp("expert", 50, 512, 7168, "fp8", 256)
-    assert a.op_time(fp8, gpu).time_s == b.op_time(fp8, gpu).time_s
+
+
+
+def test_grouped_gemm_of_an_unmeasured_dtype_borrows_the_bf16_grouped_efficiency() -> None:
+    gpu = get_gpu("H200-SXM")
+    cm = MeasuredCostModel(load_profile(PROFILES / "H200-SXM"), gpu)
+    bf16 = cm.op_time(GemmOp("expert", 50, 512, 7168, "bf16", 256), gpu, graphs=True)
+    fp8 = cm.op_time(GemmOp("expert", 50, 512, 7168, "fp8", 256), gpu, graphs=True)
+    assert fp8.source == "roofline"
+    # memory-bound: the same achieved bandwidth on the bytes each dtype moves
+    bw16 = GemmOp("e", 50, 512, 7168, "bf16", 256).bytes_moved / bf16.time_s
+    bw8 = GemmOp("e", 50, 512, 7168, "fp8", 256).bytes_moved / fp8.time_s
+    assert bw8 == pytest.approx(bw16, rel=0.02)
+
+
+@pytest.mark.parametrize("gpu_name", GPUS)
+def test_dtype_borrow_rule_on_held_out_dense_dtypes(gpu_name: str) -> None:
+    """Evidence for the rule: drop a dtype's GEMM rows and price them from bf16's table."""
+    gpu = get_gpu(gpu_name)
+    prof = load_profile(PROFILES / gpu_name)
+    gemm = prof.tables["gemm"]
+    limits = {"fp16": 0.05, "tf32": 0.08, "fp8": 0.20}
+    for dtype, limit in limits.items():
+        held = copy.copy(prof)
+        object.__setattr__(held, "tables", {**prof.tables, "gemm": gemm[gemm["dtype"] != dtype]})
+        cm = MeasuredCostModel(held, gpu)
+        rows = gemm[gemm["dtype"] == dtype]
+        err = [cm.op_time(GemmOp("g", int(r.m), int(r.n), int(r.k), dtype), gpu, graphs=True).time_s / r.time_s - 1
+               for r in rows.itertuples()]
+        assert np.median(np.abs(err)) < limit, (dtype, np.median(np.abs(err)))

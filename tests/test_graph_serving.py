@@ -235,3 +235,18 @@ def test_random_batches_conserve_tokens_and_shard_flops(seqs: list, name: str, t
     f1 = sum(o.flops * o.count for o in one if isinstance(o, GemmOp | AttentionOp) and o.name not in rep)
     ft = sum(o.flops * o.count for o in ops if isinstance(o, GemmOp | AttentionOp) and o.name not in rep)
     assert ft * tp == pytest.approx(f1, rel=1e-9)
+
+
+def test_small_decode_batches_touch_only_some_experts() -> None:
+    """Expected active experts under uniform top-k routing: E (1 - (1 - k/E)^T)."""
+    from fleetsim.calibration.ops import GemmOp
+    from fleetsim.workloads.graph import serving_step_ops
+    from fleetsim.workloads.models import load_model
+    from fleetsim.workloads.parallel import ParallelConfig, Seq
+
+    ds = load_model("deepseek-v3")  # 256 routed experts, top-8
+    for batch, active in ((1, 8), (4, round(256 * (1 - (248 / 256) ** 4))), (512, 256)):
+        ops = serving_step_ops(ds, [Seq(1, 1000)] * batch, ParallelConfig(tp=8))
+        up = next(op for op in ops if isinstance(op, GemmOp) and op.name == "expert_gate_up_proj")
+        assert up.batch == active
+        assert up.batch * up.m >= batch * 8  # every routed row is computed

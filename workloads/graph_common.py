@@ -90,6 +90,23 @@ def expert_tokens(model: ModelSpec, parallel: ParallelConfig, tokens: int) -> in
     return ceil(tokens * model.num_experts_per_tok * spread / model.num_experts)
 
 
+def active_experts(model: ModelSpec, parallel: ParallelConfig, tokens: int) -> tuple[int, int]:
+    """(local experts that receive tokens, rows each of them processes), in expectation under
+    uniform routing. Each of the ``R = tokens * spread`` routed tokens picks top-k of E
+    experts, so an expert stays idle with probability (1 - k/E)^R: small decode batches touch
+    only a few experts and read only their weights, large batches touch them all (then the
+    rows are ``expert_tokens``). The local share of routed rows is spread over the active
+    experts."""
+    e_local = model.num_experts // parallel.ep
+    spread = max(1.0, parallel.ep / parallel.tp)
+    k, e = model.num_experts_per_tok, model.num_experts
+    idle = (1.0 - k / e) ** (tokens * spread)
+    active = max(1, min(e_local, round(e_local * (1.0 - idle))))
+    if active == e_local:
+        return active, expert_tokens(model, parallel, tokens)
+    return active, ceil(tokens * k * spread * e_local / (e * active))
+
+
 def layer_groups(model: ModelSpec, layers: range) -> list[tuple[LayerKind, bool, int]]:
     """Group a stage's layers into runs of identical cost: (kind, is_local_window, count),
     ordered by first appearance."""

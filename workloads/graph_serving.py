@@ -34,10 +34,10 @@ from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op, dty
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.workloads.graph_common import (
     act_dtype,
+    active_experts,
     check_kv_dtype,
     collective,
     ew_op,
-    expert_tokens,
     layer_groups,
     mlp_ops,
     norm_op,
@@ -118,8 +118,7 @@ def _mlp_block_ops(model: ModelSpec, par: ParallelConfig, kind: LayerKind, T: in
         out += mlp_ops("", model, T, model.intermediate_size // tp, dtype, act, n)
     else:
         E, k = model.num_experts, model.num_experts_per_tok
-        e_local = E // par.ep
-        m_e = expert_tokens(model, par, T)
+        e_local, m_e = active_experts(model, par, T)
         out += [GemmOp("router", T, E, h, act, 1, n),
                 ew_op("topk_route", "topk_softmax", T * E, 1, 0.5, "fp32", n, 4.0)]
         if par.ep > 1:
