@@ -12,7 +12,7 @@ import pandas as pd
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
-from fleetsim.hardware.specs import ClusterSpec, GPUSpec
+from fleetsim.hardware.specs import DTYPE_BYTES, ClusterSpec, GPUSpec
 from fleetsim.planner.first_plan import (
     FirstPlan,
     Rejected,
@@ -176,6 +176,9 @@ def plan_serving(
     elif workload is not None:
         raise ConfigError("give either --workload or both --isl and --osl, not both")
     targets = ServingTargets(isl=isl, osl=osl, rate_rps=rate_rps, ttft_s=ttft_s, tpot_s=tpot_s)
+    for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
+        if value is not None and value not in DTYPE_BYTES:
+            raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
     if isl + osl > spec.max_position_embeddings:
         raise ConfigError(
             f"isl + osl = {isl + osl} exceeds {spec.name}'s context of {spec.max_position_embeddings} tokens"

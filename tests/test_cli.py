@@ -33,6 +33,7 @@ def test_plan_matches_api(capsys: pytest.CaptureFixture[str]) -> None:
         (["plan", "--model", "llama-3.1-8b", "--cluster", "8xH1000"], "H1000"),
         (["plan", "--model", "llama-3.1-8b", "--cluster", "8xH100", "--isl", "-5", "--osl", "10"], "isl"),
         (["plan", "--model", "llama-3.1-405b", "--cluster", "1xL4", "--isl", "100", "--osl", "10"], "infeasible"),
+        (["plan", "--model", "llama-3.1-8b", "--cluster", "8xH100", "--dtype", "fp9"], "fp9"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
