@@ -130,9 +130,8 @@ class GammaArrivals(_Arrivals):
     ) -> np.ndarray:
         _check_bounds(num_requests, duration_s, "gamma arrivals")
         _positive_rate(self.rate_rps, "gamma arrivals")
-        if self.cv == 1.0:
-            scale = 1.0 / self.rate_rps
-            return _renewal(lambda n: rng.exponential(scale, n), self.rate_rps, 1.0, num_requests, duration_s)
+        if self.cv == 1.0:  # exponential gaps: the Poisson process, with the same draws
+            return PoissonArrivals(rate_rps=self.rate_rps).generate(rng, num_requests, duration_s)
         shape = 1.0 / self.cv**2
         theta = self.cv**2 / self.rate_rps
         return _renewal(lambda n: rng.gamma(shape, theta, n), self.rate_rps, self.cv, num_requests, duration_s)
