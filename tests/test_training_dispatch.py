@@ -17,7 +17,7 @@ from fleetsim.training import build_train_job, estimate_train_step
 from fleetsim.training_validate import megatron_gpt
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = ROOT / "benchmarks" / "train_dispatch_profile_h200.json"
+PROFILE = ROOT / "calibration" / "validation" / "H200-SXM" / "train_dispatch_profile.json"
 GPU = get_gpu("H100-SXM")
 GPT350M = megatron_gpt("gpt2-350m", 24, 1024, 8, 4096, 50257, 1024)
 # calibration/bench/torch_models.make_train_model under autocast, per block, by hand:
@@ -57,7 +57,7 @@ def test_kernel_counts_match_hand_count() -> None:
     assert lt.param_tensors == 12
 
 
-@pytest.mark.skipif(not PROFILE.exists(), reason="benchmarks/train_dispatch_profile_h200.json absent")
+@pytest.mark.skipif(not PROFILE.exists(), reason="calibration/validation/H200-SXM/train_dispatch_profile.json absent")
 def test_kernel_counts_match_profiler() -> None:
     """Step kernel counts within 10 % of torch.profiler's on the real model (16-token
     sequences, where some GEMMs add split-K reductions the count leaves out)."""
@@ -125,10 +125,10 @@ def test_eager_small_model_is_host_bound_on_h100_profile() -> None:
     assert big_g.time_s <= big_e.time_s < 1.03 * big_g.time_s
 
 
-DDP_PROFILE = ROOT / "benchmarks" / "train_dispatch_profile_h200x2_ddp.jsonl"
+DDP_PROFILE = ROOT / "calibration" / "validation" / "H200-SXM" / "train_dispatch_profile_ddp2.jsonl"
 
 
-@pytest.mark.skipif(not DDP_PROFILE.exists(), reason="benchmarks/train_dispatch_profile_h200x2_ddp.jsonl absent")
+@pytest.mark.skipif(not DDP_PROFILE.exists(), reason="calibration/validation/H200-SXM/train_dispatch_profile_ddp2.jsonl absent")
 def test_ddp_backward_kernel_count_matches_profiler() -> None:
     """DDP over two GPUs: backward kernels = the single-GPU count + DDP_KERNELS_PER_TENSOR
     per parameter tensor, within 10 % of torch.profiler's count on rank 0."""
