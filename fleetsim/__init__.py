@@ -7,9 +7,20 @@ The public API is re-exported here lazily (PEP 562) so that importing a lower la
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
+
+# In a source checkout the subpackages sit beside this folder (``hardware/``, ``sim/``, ...)
+# and are installed as ``fleetsim.hardware``, ``fleetsim.sim``, ... When Python picks up this
+# folder from the checkout itself (``python3 -m fleetsim`` run in the repository root puts the
+# root first on sys.path), let the package search the root too, so the checkout resolves
+# exactly like an installed copy. An installed copy has no such siblings.
+_ROOT = Path(__file__).resolve().parent.parent
+if (_ROOT / "pyproject.toml").is_file() and (_ROOT / "hardware" / "__init__.py").is_file():
+    if str(_ROOT) not in __path__:
+        __path__.append(str(_ROOT))
 
 _EXPORTS: dict[str, str] = {
     # hardware

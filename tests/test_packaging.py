@@ -43,3 +43,17 @@ def test_subpackages_and_data_are_in_the_wheel(wheel_names: list[str]) -> None:
         assert f"fleetsim/{sub}/__init__.py" in wheel_names, sub
     assert any(n.startswith("fleetsim/hardware/catalog/gpus/") and n.endswith(".yaml") for n in wheel_names)
     assert any(n.startswith("fleetsim/workloads/catalog/") for n in wheel_names)
+
+
+def test_source_checkout_runs_without_install(tmp_path: Path) -> None:
+    """``python3 -m fleetsim`` in the repository root resolves the subpackages from the
+    checkout (the root is first on sys.path there), the same as an installed copy."""
+    code = ("import importlib.util as u, fleetsim.hardware.errors as e; print(e.__file__); "
+            "print(u.find_spec('fleetsim.sim.serving').origin)")
+    proc = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path[:0] = ['.']; " + code],
+                          cwd=ROOT, capture_output=True, text=True)
+    # -S drops site-packages: no installed fleetsim can answer instead of the checkout
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines[0] == str(ROOT / "hardware" / "errors.py")
+    assert lines[1] == str(ROOT / "sim" / "serving" / "__init__.py")
