@@ -19,18 +19,17 @@ from pathlib import Path
 import pandas as pd
 from fleetsim.hardware.errors import ProfileError
 
+from .bench.common import COLUMNS as WRITTEN_COLUMNS
+
+NOT_REQUIRED: dict[str, frozenset[str]] = {
+    "host_dispatch": frozenset({"p10_s", "p90_s"}),
+    "sustained": frozenset({"shape", "early_s", "sm_clock_mhz", "power_w", "duration_s"}),
+}
+"""Columns the harness writes that a loadable profile may lack (added after the first runs)."""
+
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "gemm": ("dtype", "m", "n", "k", "batch", "time_s", "p10_s", "p90_s"),
-    "attention": ("backend", "phase", "batch", "q_len", "kv_len", "num_heads", "num_kv_heads",
-                  "head_dim", "v_head_dim", "causal", "dtype", "time_s", "p10_s", "p90_s"),
-    "elementwise": ("kernel", "rows", "cols", "dtype", "bytes", "time_s", "p10_s", "p90_s"),
-    "moe": ("impl", "tokens", "experts", "top_k", "n", "k", "dtype", "time_s", "p10_s", "p90_s"),
-    "collective": ("op", "group_size", "bytes", "time_s", "p10_s", "p90_s"),
-    "memcpy": ("direction", "bytes", "pinned", "time_s", "p10_s", "p90_s"),
-    "launch": ("mode", "kernels", "time_s"),
-    "power": ("op_class", "power_w_mean", "power_w_p90", "sm_clock_mhz", "duration_s"),
-    "host_dispatch": ("call", "host_s"),
-    "sustained": ("op_class", "flops", "bytes", "burst_s", "sustained_s", "ratio"),
+    kind: tuple(c for c in cols if c not in NOT_REQUIRED.get(kind, frozenset()))
+    for kind, cols in WRITTEN_COLUMNS.items()
 }
 """Required columns of each profile CSV (extra columns are allowed and ignored)."""
 
