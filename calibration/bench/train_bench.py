@@ -25,15 +25,12 @@ from typing import Any
 
 try:
     from fleetsim.calibration.bench import torch_models as tm
-    from fleetsim.calibration.bench.common import (
-        catalog_name_for,
-        collect_meta,
-        summarize,
-        write_meta,
-    )
+    from fleetsim.calibration.bench.common import summarize
+    from fleetsim.calibration.bench.runs import free_port, write_run_meta
 except ImportError:
     import torch_models as tm  # type: ignore[no-redef]
-    from common import catalog_name_for, collect_meta, summarize, write_meta  # type: ignore[no-redef]
+    from common import summarize  # type: ignore[no-redef]
+    from runs import free_port, write_run_meta  # type: ignore[no-redef]
 
 COLUMNS = ("model", "layers", "hidden", "heads", "seq_len", "vocab", "ffn", "micro_batch",
            "grad_accum", "recompute", "world_size", "dp", "params", "status", "time_s", "p10_s",
@@ -171,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
-    import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
     allowed = None
@@ -183,21 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.world == 1:
         _worker(0, args, 1, 0, allowed)
     else:
-        import socket
-
         import torch.multiprocessing as mp
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         mp.spawn(_worker, args=(args, args.world, port, allowed), nprocs=args.world, join=True)
-    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    meta = collect_meta(catalog_gpu=catalog_name_for(name), invocation="python3 calibration/bench/train_bench.py "
-                        + " ".join(argv if argv is not None else sys.argv[1:]),
-                        torch_version=torch.__version__, cuda_version=str(torch.version.cuda),
-                        device_name=name, num_gpus=torch.cuda.device_count() if args.device == "cuda" else 0,
-                        extra={"elapsed_s": round(time.monotonic() - t0, 1), "script": "train_bench"})
-    write_meta(args.out, meta)
+    write_run_meta(args.out, "train_bench", argv, args.device, t0)
     print(f"train_bench: done in {time.monotonic() - t0:.0f} s -> {args.out}", file=sys.stderr)
     return 0
 

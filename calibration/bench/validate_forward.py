@@ -22,15 +22,12 @@ from typing import Any
 
 try:
     from fleetsim.calibration.bench import torch_models as tm
-    from fleetsim.calibration.bench.common import (
-        catalog_name_for,
-        collect_meta,
-        summarize,
-        write_meta,
-    )
+    from fleetsim.calibration.bench.common import summarize
+    from fleetsim.calibration.bench.runs import free_port, write_run_meta
 except ImportError:
     import torch_models as tm  # type: ignore[no-redef]
-    from common import catalog_name_for, collect_meta, summarize, write_meta  # type: ignore[no-redef]
+    from common import summarize  # type: ignore[no-redef]
+    from runs import free_port, write_run_meta  # type: ignore[no-redef]
 
 FORWARD_COLUMNS = ("model", "mode", "batch", "q_len", "context", "tp", "time_s", "p10_s", "p90_s")
 HELDOUT_COLUMNS = ("op", "dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
@@ -267,31 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--smoke", action="store_true", help="tiny models, exercises code paths only")
     args = p.parse_args(argv)
-    import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if args.tp == 1:
         _worker(0, args, 0)
     else:
-        import socket
-
         import torch.multiprocessing as mp
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         mp.spawn(_worker, args=(args, port), nprocs=args.tp, join=True)
     if not args.no_heldout and args.tp == 1:
         left = args.budget_s - (time.monotonic() - t0)
         run_heldout(args.out, args.device, args.smoke, time.monotonic() + max(left, 20.0))
-    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    meta = collect_meta(catalog_gpu=catalog_name_for(name), invocation="python3 calibration/bench/validate_forward.py "
-                        + " ".join(argv if argv is not None else sys.argv[1:]),
-                        torch_version=torch.__version__, cuda_version=str(torch.version.cuda),
-                        device_name=name, num_gpus=torch.cuda.device_count() if args.device == "cuda" else 0,
-                        extra={"elapsed_s": round(time.monotonic() - t0, 1), "script": "validate_forward"})
-    write_meta(args.out, meta)
+    write_run_meta(args.out, "validate_forward", argv, args.device, t0)
     print(f"validate_forward: done in {time.monotonic() - t0:.0f} s -> {args.out}", file=sys.stderr)
     return 0
 
