@@ -89,6 +89,8 @@ def attention_flops(row: dict[str, Any]) -> float:
     full = 2.0 * b * h * q * kv * (d + dv)
     if row["phase"] == "prefill":
         return full / 2
+    if row["phase"] == "backward":  # dQ, dK, dV, dP and the recomputed S: 2.5x the forward
+        return 2.5 * full / 2
     if row["phase"] == "chunked_prefill":
         return full * (1 - q / (2 * kv))
     return full
@@ -108,20 +110,41 @@ def measure_attention(ctx: BenchContext, row: dict[str, Any]) -> tuple[float, fl
         from torch.nn.attention.bias import causal_lower_right
 
         mask = causal_lower_right(q_len, kv_len)
-    causal = row["phase"] == "prefill"
+    causal = row["phase"] in ("prefill", "backward")
     gqa = hkv != h
-    q0, k0, v0 = groups[0]
-    _sdpa_call(q0, k0, v0, causal=causal, gqa=gqa, mask=mask)  # raises if unsupported
+    if row["phase"] == "backward":
+        launch = _backward_launcher(groups, causal=causal, gqa=gqa)
+    else:
+        q0, k0, v0 = groups[0]
+        _sdpa_call(q0, k0, v0, causal=causal, gqa=gqa, mask=mask)  # raises if unsupported
 
-    def launch(i: int) -> Any:
-        q, k, v = groups[i % len(groups)]
-        return _sdpa_call(q, k, v, causal=causal, gqa=gqa, mask=mask)
+        def launch(i: int) -> Any:
+            q, k, v = groups[i % len(groups)]
+            return _sdpa_call(q, k, v, causal=causal, gqa=gqa, mask=mask)
 
     est = roofline_guess_s(attention_flops(row) * 1.6, set_bytes + b * h * q_len * dv * 2)
     if ctx.device == "cpu":
         est *= 1000
     del torch
     return time_kernel(launch, est_s=est, device=ctx.device, target_s=0.015 if not ctx.quick else 0.005)
+
+
+def _backward_launcher(groups: list[Any], *, causal: bool, gqa: bool) -> Any:
+    """``launch(i)`` running only SDPA's backward kernels: the forward of each operand set is
+    recorded once (graph retained), each launch asks autograd for dQ, dK, dV."""
+    import torch
+
+    graphs = []
+    for q, k, v in groups[:2]:  # two sets alternate: the saved tensors already double memory
+        q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+        out = _sdpa_call(q, k, v, causal=causal, gqa=gqa, mask=None)
+        graphs.append((out, (q, k, v), torch.randn_like(out)))
+
+    def launch(i: int) -> Any:
+        out, inputs, grad = graphs[i % len(graphs)]
+        return torch.autograd.grad(out, inputs, grad, retain_graph=True)
+    launch(0)  # raises if unsupported
+    return launch
 
 
 def run_attention(ctx: BenchContext, rows: list[dict[str, Any]]) -> int:

@@ -138,6 +138,24 @@ def attention_dense_grid() -> list[dict[str, object]]:
             for q in DENSE_CHUNK_Q for kv in DENSE_CHUNK_KV for b in (1, 4) if kv > q]
 
 
+BACKWARD_HEAD_CONFIGS = ((32, 8, 128, 128), (32, 32, 128, 128), (16, 16, 64, 64),
+                         (16, 16, 192, 128))
+BACKWARD_SEQ = (256, 512, 1024, 2048, 4096, 8192, 16384)
+BACKWARD_BATCH = (1, 2, 4, 8, 16)
+BACKWARD_TOKEN_CAP = 32768
+
+
+def attention_backward_grid(quick: bool = False) -> list[dict[str, object]]:
+    """Causal self-attention backward (q = kv, phase ``backward``): the gradient of SDPA with
+    respect to Q, K and V, as a training step runs it, for MHA, GQA, small-head and MLA-like
+    head shapes up to ``BACKWARD_TOKEN_CAP`` tokens."""
+    cfgs = BACKWARD_HEAD_CONFIGS[:1] if quick else BACKWARD_HEAD_CONFIGS
+    seqs = (256, 1024) if quick else BACKWARD_SEQ
+    batches = (1, 2) if quick else BACKWARD_BATCH
+    return [_attn_row("backward", b, s, s, cfg, True) for cfg in cfgs for s in seqs for b in batches
+            if b * s <= BACKWARD_TOKEN_CAP]
+
+
 ELEMENTWISE_ROWS = (1, 8, 64, 256, 1024, 4096, 16384)
 ELEMENTWISE_COLS = (1600, 4096, 8192)
 VOCABS = (50257, 128256)

@@ -37,10 +37,10 @@ except ImportError:
     )
 
 SUITES = ("gemm", "attention", "elementwise", "moe", "memcpy", "launch", "power", "collective",
-          "host_dispatch", "sustained", "attention_dense")
+          "host_dispatch", "sustained", "attention_dense", "attention_backward")
 SHARES = {"gemm": 0.36, "attention": 0.22, "elementwise": 0.08, "moe": 0.08, "memcpy": 0.05,
           "launch": 0.02, "power": 0.06, "collective": 0.13, "host_dispatch": 0.02,
-          "sustained": 0.10, "attention_dense": 0.04}
+          "sustained": 0.10, "attention_dense": 0.04, "attention_backward": 0.05}
 """Fraction of the budget each suite may use before the next starts (unused time carries on)."""
 
 
@@ -101,9 +101,9 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
     props = device_props(args.device)
     catalog = args.catalog_gpu or catalog_name_for(str(props["name"]))
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "profiles" / catalog
-    # a run starts over the CSVs of the suites it runs; attention_dense only adds rows
+    # a run starts over the CSVs of the suites it runs; the extra attention suites only add rows
     writer = ProfileWriter(out, resume=args.resume,
-                           fresh=[s for s in suites if s != "attention_dense"])
+                           fresh=[s for s in suites if s not in ("attention_dense", "attention_backward")])
     budget = Budget(args.budget_s)
     n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.pool_gib is not None:
@@ -132,6 +132,7 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
         "host_dispatch": lambda: host.run_host_dispatch(ctx),
         "sustained": lambda: host.run_sustained(ctx, duration_s=args.sustained_s),
         "attention_dense": lambda: compute.run_attention(ctx, grids.attention_dense_grid()),
+        "attention_backward": lambda: compute.run_attention(ctx, grids.attention_backward_grid(args.quick)),
     }
     written: dict[str, int] = {}
     active = [s for s in suites if s != "collective" or n_gpus >= 2]

@@ -30,10 +30,10 @@ if [ "$VF" != 0 ]; then
   fi
 fi
 if [ "$TB" != 0 ]; then
-  timeout $((TB + 25)) python3 calibration/bench/train_bench.py --out $V --budget-s $TB --steps 8 --warmup 2 >>"$LOG" 2>&1
+  timeout $((TB + 25)) python3 calibration/bench/train_bench.py --out $V --budget-s $TB ${TB_ARGS:---steps 20 --warmup 5} >>"$LOG" 2>&1
   echo "train_bench w1 rc=$? at $(( $(date +%s) - T0 )) s" >>"$LOG"
   if [ "$WORLD" -ge 2 ]; then
-    timeout $((TB + 40)) python3 calibration/bench/train_bench.py --out $V --budget-s $TB --steps 8 --warmup 2 --world $WORLD --only-ok-from $V/training.csv >>"$LOG" 2>&1
+    timeout $((TB + 40)) python3 calibration/bench/train_bench.py --out $V --budget-s $TB ${TB_ARGS:---steps 20 --warmup 5} --world $WORLD --only-ok-from $V/training.csv >>"$LOG" 2>&1
     echo "train_bench ddp rc=$? at $(( $(date +%s) - T0 )) s" >>"$LOG"
   fi
 fi

@@ -9,6 +9,14 @@ the median of ``--steps`` steps after ``--warmup`` (host clock around a synchron
 step). Peak memory is ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``
 over the timed steps. Points that run out of memory are recorded with ``status=oom``.
 
+Three more figures per point separate the host from the device, so that a prediction can be
+checked part by part: ``host_s``, the median host time to issue a whole step (from its start
+to ``zero_grad`` returning, before the closing synchronize); ``device_s``/``comm_s``/``kernels``,
+the summed durations of one step's compute kernels, its NCCL kernels and the kernel count,
+from ``torch.profiler`` (CUPTI) over one extra step; ``launch_s``, the eager launch interval of
+this host at this moment (a Python loop of ``x.add_(1)``, as the harness's ``launch`` suite),
+measured right before the point's steps.
+
 Usage: ``python3 calibration/bench/train_bench.py --out DIR [--world 2] [--budget-s S]``;
 ``--device cpu --smoke`` exercises the code paths on a tiny model.
 """
@@ -34,7 +42,8 @@ except ImportError:
 
 COLUMNS = ("model", "layers", "hidden", "heads", "seq_len", "vocab", "ffn", "micro_batch",
            "grad_accum", "recompute", "world_size", "dp", "params", "status", "time_s", "p10_s",
-           "p90_s", "peak_alloc_bytes", "peak_reserved_bytes")
+           "p90_s", "peak_alloc_bytes", "peak_reserved_bytes", "host_s", "device_s", "comm_s",
+           "kernels", "launch_s")
 # (name, layers, hidden, heads, seq_len)
 CONFIGS = (("gpt2-350m", 24, 1024, 8, 1024), ("gpt2-1.3b", 24, 2048, 16, 1024),
            ("gpt2-2.7b", 32, 2560, 20, 2048))
@@ -61,7 +70,7 @@ def _bench_one(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: Any,
     x = torch.randint(0, vocab, (mb, seq), device=device, generator=gen)
     y = torch.randint(0, vocab, (mb, seq), device=device, generator=gen)
     cuda = device.type == "cuda"
-    times = []
+    times, hosts = [], []
     for i in range(warmup + steps):
         if i == warmup and cuda:
             torch.cuda.synchronize()
@@ -74,13 +83,65 @@ def _bench_one(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: Any,
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        t_host = time.perf_counter() - t0
         if cuda:
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            hosts.append(t_host)
     alloc = torch.cuda.max_memory_allocated(device) if cuda else 0
     reserved = torch.cuda.max_memory_reserved(device) if cuda else 0
-    return summarize(times), int(alloc), int(reserved)
+    return summarize(times), int(alloc), int(reserved), summarize(hosts)[0]
+
+
+def _profile_step(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: Any
+                  ) -> tuple[float, float, int]:
+    """(compute kernel seconds, NCCL kernel seconds, kernel count) of one step under
+    torch.profiler; (nan, nan, 0) where CUDA activity cannot be profiled."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return float("nan"), float("nan"), 0
+    x = torch.randint(0, vocab, (mb, seq), device=device)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            loss = model(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    comp = comm = 0.0
+    n = 0
+    for ev in prof.events():
+        if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
+            continue
+        dur = float(ev.time_range.elapsed_us()) * 1e-6
+        n += 1
+        if "nccl" in ev.name.lower():
+            comm += dur
+        else:
+            comp += dur
+    return comp, comm, n
+
+
+def _launch_interval(device: Any, n: int = 2000) -> float:
+    """Seconds per eager ``x.add_(1)`` launch on this host right now."""
+    import torch
+
+    x = torch.zeros(1, device=device)
+    for _ in range(200):
+        x.add_(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        x.add_(1)
+    dt = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return dt / n
 
 
 def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
@@ -123,18 +184,25 @@ def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
                 if allowed is not None and (name, mb, recompute) not in allowed:
                     continue
                 status, st, alloc, res = "ok", (float("nan"),) * 3, 0, 0
+                host = dev = comm = float("nan")
+                kernels = 0
+                launch = _launch_interval(device)
                 try:
-                    st, alloc, res = _bench_one(net, opt, mb, seq, vocab, device, args.steps,
-                                                args.warmup)
+                    st, alloc, res, host = _bench_one(net, opt, mb, seq, vocab, device, args.steps,
+                                                      args.warmup)
+                    if args.profile:
+                        dev, comm, kernels = _profile_step(net, opt, mb, seq, vocab, device)
                 except torch.cuda.OutOfMemoryError:
                     status = "oom"
                     opt.zero_grad(set_to_none=True)
                     torch.cuda.empty_cache()
                 if world > 1:
-                    t = torch.tensor(list(st) + [alloc, res], device=device, dtype=torch.float64)
+                    t = torch.tensor(list(st) + [alloc, res, host, dev, comm, kernels, launch],
+                                     device=device, dtype=torch.float64)
                     dist.all_reduce(t, op=dist.ReduceOp.MAX)
                     vals = t.tolist()
                     st, alloc, res = tuple(vals[:3]), int(vals[3]), int(vals[4])
+                    host, dev, comm, kernels, launch = vals[5], vals[6], vals[7], int(vals[8]), vals[9]
                 if rank == 0:
                     _append(out, {"model": name, "layers": layers, "hidden": hidden,
                                   "heads": heads, "seq_len": seq, "vocab": vocab,
@@ -142,9 +210,13 @@ def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
                                   "recompute": int(recompute), "world_size": world, "dp": world,
                                   "params": params, "status": status, "time_s": float(st[0]),
                                   "p10_s": float(st[1]), "p90_s": float(st[2]),
-                                  "peak_alloc_bytes": alloc, "peak_reserved_bytes": res})
+                                  "peak_alloc_bytes": alloc, "peak_reserved_bytes": res,
+                                  "host_s": float(host), "device_s": float(dev),
+                                  "comm_s": float(comm), "kernels": kernels,
+                                  "launch_s": float(launch)})
                     print(f"[train] {name} mb={mb} recompute={recompute} world={world}: "
-                          f"{status} {st[0]:.4f} s, peak {alloc / 2**30:.1f} GiB",
+                          f"{status} {st[0]:.4f} s (host {host:.4f}, kernels {dev:.4f}, "
+                          f"launch {launch * 1e6:.1f} us), peak {alloc / 2**30:.1f} GiB",
                           file=sys.stderr, flush=True)
                 if status == "oom":
                     break
@@ -161,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--world", type=int, default=1, help="DDP processes (GPUs); 1 = single GPU")
     p.add_argument("--budget-s", type=float, default=300.0)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the torch.profiler step (device_s, comm_s, kernels)")
     p.add_argument("--only-ok-from", type=Path, default=None,
                    help="training.csv of a single-GPU run: run only its status=ok points (DDP)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
