@@ -28,7 +28,15 @@ from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
 from scipy.optimize import nnls
 
 from .interp import FamilyTable, group_rows, split_groups, text_codes
-from .opbatch import COLLECTIVE_STEPS, COLLECTIVE_TRAFFIC, attention_pairs, pad_attention, pad_m
+from .opbatch import (
+    COLLECTIVE_STEPS,
+    COLLECTIVE_TRAFFIC,
+    attention_pairs,
+    gemm_unaligned,
+    pad_attention,
+    pad_m,
+)
+from .ops import BACKWARD_BYTES_FACTOR, BACKWARD_FLOPS_FACTOR
 from .profile import Profile
 from .sustain import SustainedLoad
 
@@ -114,6 +122,9 @@ class ProfileFit:
         the fastest measured single kernel minus the graph's per-kernel time."""
         self.gemm = self._gemm(t["gemm"]) if "gemm" in t else None
         self.grouped_gemm = self._grouped_gemm(t["moe"]) if "moe" in t else None
+        self.gemm_layout = self._gemm(t["gemm_layout"], key_dtypes=layout_dtypes(t["gemm_layout"])) \
+            if "gemm_layout" in t else None
+        """Backward-layout GEMMs (``gemm_layout.csv``), families keyed by ``layout_dtype``."""
         self.attention = self._attention(t["attention"]) if "attention" in t else None
         self.elementwise = self._elementwise(t["elementwise"]) if "elementwise" in t else None
         self.collective = self._link_table(t["collective"], ["op", "group_size"]) if "collective" in t else None
@@ -129,7 +140,9 @@ class ProfileFit:
         ideal = ideal_time(self.gpu, flops, nbytes, dtypes)
         return np.log(ideal / (t - self.floor_s))
 
-    def _gemm(self, df: pd.DataFrame) -> FamilyTable:
+    def _gemm(self, df: pd.DataFrame, key_dtypes: list[str] | None = None) -> FamilyTable:
+        """GEMM families keyed by (dtype, alignment, batch, n, k) over log m; ``key_dtypes``
+        replaces the dtype in the key only (layout tables), not in the roofline it is scaled by."""
         m, n, k, b = (df[c].to_numpy(float) for c in ("m", "n", "k", "batch"))
         dt = df["dtype"].tolist()
         eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in dt])
@@ -137,9 +150,9 @@ class ProfileFit:
         nbytes = b * ((m * k + k * n) * eb + m * n * out_b)
         mp = pad_m(m)
         y = self._log_r(2.0 * mp * n * k * b, nbytes, dt, df["time_s"].to_numpy(float))
-        dc = text_codes(dt)
-        fam = np.column_stack([dc, b, n, k])
-        return FamilyTable.build(fam, np.log(mp)[:, None], y, coord_cols=(1, 2, 3))
+        dc = text_codes(dt if key_dtypes is None else key_dtypes)
+        fam = np.column_stack([dc, gemm_unaligned(n, k, eb), b, n, k])
+        return FamilyTable.build(fam, np.log(mp)[:, None], y, coord_cols=(2, 3, 4))
 
     def _grouped_gemm(self, df: pd.DataFrame) -> FamilyTable | None:
         """Grouped expert GEMMs (``moe.csv``, impl ``grouped_mm``) as GEMM families keyed by
@@ -174,11 +187,14 @@ class ProfileFit:
         causal = df["causal"].to_numpy(bool) & ~decode
         dt = df["dtype"].tolist()
         phase = np.where(decode, 0.0, np.where(np.abs(q - kv) < 0.5, 1.0, 2.0))
+        bwd = (df["phase"].astype(str) == "backward").to_numpy() if "phase" in df.columns else \
+            np.zeros(len(df), dtype=bool)
+        phase = np.where(bwd, 3.0, phase)
         qp, kvp = pad_attention(phase, q, kv)
         pairs = attention_pairs(qp, kvp, causal)
         eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in dt])
-        flops = 2.0 * h * (hd + vhd) * bsz * pairs
-        nbytes = bsz * (q * h + kv * kvh) * (hd + vhd) * eb
+        flops = 2.0 * h * (hd + vhd) * bsz * pairs * np.where(bwd, BACKWARD_FLOPS_FACTOR, 1.0)
+        nbytes = bsz * (q * h + kv * kvh) * (hd + vhd) * eb * np.where(bwd, BACKWARD_BYTES_FACTOR, 1.0)
         y = self._log_r(flops, nbytes, dt, df["time_s"].to_numpy(float))
         base = np.column_stack([phase, causal, hd, vhd, text_codes(dt)]).astype(float)
         fam = np.column_stack([base, h, kvh])
@@ -235,6 +251,17 @@ class ProfileFit:
         steps = float(COLLECTIVE_STEPS[kind](np.float64(g)))
         bw = traffic / beta if beta > 0 else np.inf
         return bw, (alpha / steps if steps > 0 else alpha)
+
+
+def layout_dtype(dtype: str, layout: str) -> str:
+    """Key text of a GEMM dtype in a non-default operand layout (``"bf16:nn"``)."""
+    return f"{dtype}:{layout}"
+
+
+def layout_dtypes(df: pd.DataFrame) -> list[str]:
+    """Family key texts of ``gemm_layout.csv`` rows: the layout folded into the dtype."""
+    return [layout_dtype(d, lay) for d, lay in zip(df["dtype"].astype(str), df["layout"].astype(str),
+                                                   strict=True)]
 
 
 def lookup(table: FamilyTable | None, fam_keys: np.ndarray, fam_x: np.ndarray,

@@ -21,7 +21,16 @@ from operator import attrgetter
 import numpy as np
 from fleetsim.hardware.specs import DTYPE_BYTES
 
-from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+from .ops import (
+    BACKWARD_BYTES_FACTOR,
+    BACKWARD_FLOPS_FACTOR,
+    AttentionOp,
+    CollectiveOp,
+    ElementwiseOp,
+    GemmOp,
+    MemcpyOp,
+    Op,
+)
 
 
 def split_by_kind(ops: Sequence[Op]) -> dict[type, tuple[list[int], list[Op]]]:
@@ -56,6 +65,8 @@ class GemmArrays:
     dtype: list[str]
     flops: np.ndarray
     bytes: np.ndarray
+    layout: list[str] | None = None
+    """Operand layout per GEMM (``GemmOp.layout``); None: all "tn"."""
 
 
 def gemm_arrays(ops: Sequence[GemmOp]) -> GemmArrays:
@@ -67,7 +78,9 @@ def gemm_arrays(ops: Sequence[GemmOp]) -> GemmArrays:
     out_b = np.where(np.isin(np.asarray(dtype), ["fp8", "int8", "fp4"]), 2.0, b)
     flops = 2.0 * m * n * k * batch
     nbytes = batch * ((m * k + k * n) * b + m * n * out_b)
-    return GemmArrays(m, n, k, batch, dtype, flops, nbytes)
+    layout = [o.layout for o in ops]
+    return GemmArrays(m, n, k, batch, dtype, flops, nbytes,
+                      layout if any(x != "tn" for x in layout) else None)
 
 
 @dataclass
@@ -81,7 +94,8 @@ class AttentionArrays:
     v_head_dim: np.ndarray
     causal: list[bool]
     phase: np.ndarray
-    """0: decode (every q_len 1), 1: prefill without cached context, 2: prefill on a context."""
+    """0: decode (every q_len 1), 1: prefill without cached context, 2: prefill on a context,
+    3: backward of a causal self-attention (``AttentionOp.backward``)."""
     dtype: list[str]
     flops: np.ndarray
     bytes: np.ndarray
@@ -111,15 +125,19 @@ def attention_arrays(ops: Sequence[AttentionOp]) -> AttentionArrays:
         sp[pre] = np.add.reduceat(pairs, starts)
     hh = np.fromiter(chain.from_iterable(map(_ATTN_HEADS, ops)), dtype=float,
                      count=4 * len(ops)).reshape(-1, 4)
+    bwd = np.fromiter((o.backward for o in ops), dtype=bool, count=len(ops))
     return attention_from_sums(lens, q_tok, kv_tok, sp, hh[:, 0], hh[:, 1], hh[:, 2], hh[:, 3],
-                               causal_arr, list(map(_DTYPE, ops)), [o.kv_dtype for o in ops])
+                               causal_arr, list(map(_DTYPE, ops)), [o.kv_dtype for o in ops],
+                               backward=bwd if bwd.any() else None)
 
 
 def attention_from_sums(lens: np.ndarray, q_tok: np.ndarray, kv_tok: np.ndarray, sp: np.ndarray,
                         heads: np.ndarray, kv_heads: np.ndarray, hd: np.ndarray, vhd: np.ndarray,
-                        causal_arr: np.ndarray, dtype: list[str], kv_dtype: list[str]) -> AttentionArrays:
+                        causal_arr: np.ndarray, dtype: list[str], kv_dtype: list[str],
+                        backward: np.ndarray | None = None) -> AttentionArrays:
     """Attention arrays from per-operator sums: sequences, query and key tokens and score
-    pairs (what a simulator can keep per batch without the ragged length tuples)."""
+    pairs (what a simulator can keep per batch without the ragged length tuples);
+    ``backward`` flags gradient kernels (phase 3, FLOPs and bytes scaled as ``AttentionOp``)."""
     b = _dtype_bytes(dtype)
     kvb = _dtype_bytes(kv_dtype)
     decode = q_tok == lens
@@ -134,6 +152,10 @@ def attention_from_sums(lens: np.ndarray, q_tok: np.ndarray, kv_tok: np.ndarray,
         q_eq[square] = q_sq
         kv_eq[square] = q_sq
     phase = np.where(decode, 0.0, np.where(square, 1.0, 2.0))
+    if backward is not None:
+        phase = np.where(backward, 3.0, phase)
+        flops = np.where(backward, flops * BACKWARD_FLOPS_FACTOR, flops)
+        nbytes = np.where(backward, nbytes * BACKWARD_BYTES_FACTOR, nbytes)
     return AttentionArrays(lens, q_eq, kv_eq, heads, kv_heads, hd, vhd,
                            list(causal_arr & ~decode), phase, dtype, flops, nbytes)
 
@@ -220,6 +242,21 @@ def pad_m(m: np.ndarray) -> np.ndarray:
     if GEMM_TILE_M is None:
         return m
     return np.where(m > GEMM_TILE_M, np.ceil(m / GEMM_TILE_M) * GEMM_TILE_M, m)
+
+
+GEMM_ALIGN_BYTES = 16
+"""Operand alignment cuBLAS's fast Hopper kernels need: a GEMM whose N or K row (the
+leading dimensions of ``y[M, N] = x[M, K] @ W[N, K]^T``) is not a multiple of 16 bytes
+falls back to 1-element-aligned kernels (``cutlass_75 ... align1``), several times slower:
+measured on the H100, 97 TFLOP/s for a (4096, 50257, 1024) LM head against ~700 aligned."""
+
+
+def gemm_unaligned(n: np.ndarray, k: np.ndarray, elem_bytes: np.ndarray) -> np.ndarray:
+    """1.0 where a GEMM's N or K row is not ``GEMM_ALIGN_BYTES``-aligned, else 0.0 (a family
+    key: aligned and unaligned shapes never interpolate into each other)."""
+    nb = np.rint(n * elem_bytes)
+    kb = np.rint(k * elem_bytes)
+    return ((np.mod(nb, GEMM_ALIGN_BYTES) != 0) | (np.mod(kb, GEMM_ALIGN_BYTES) != 0)).astype(float)
 
 
 def pad_attention(phase: np.ndarray, q: np.ndarray, kv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

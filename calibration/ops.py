@@ -23,7 +23,11 @@ def dtype_bytes(dtype: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class GemmOp:
-    """``batch`` independent (M x K) @ (K x N) products (batch > 1: grouped / per-expert GEMM)."""
+    """``batch`` independent (M x K) @ (K x N) products (batch > 1: grouped / per-expert GEMM).
+
+    ``layout`` is the operand layout: "tn" for a linear layer's forward ``x W^T`` (the
+    profile's ``gemm.csv``), "nn" for its input gradient ``dy W`` and "nt" for its weight
+    gradient ``dy^T x`` (``gemm_layout.csv`` where measured, else priced as "tn")."""
 
     name: str
     m: int
@@ -32,6 +36,7 @@ class GemmOp:
     dtype: str = "bf16"
     batch: int = 1
     count: int = 1
+    layout: str = "tn"
 
     @property
     def flops(self) -> float:
@@ -44,6 +49,12 @@ class GemmOp:
         return self.batch * ((self.m * self.k + self.k * self.n) * b + self.m * self.n * out_b)
 
 
+BACKWARD_FLOPS_FACTOR = 2.5
+"""Attention backward FLOPs over forward FLOPs (5 against 2 matmuls per score pair)."""
+BACKWARD_BYTES_FACTOR = 2.0
+"""Attention backward HBM traffic over the forward's (Q, K, V, O, dO in; dQ, dK, dV out)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AttentionOp:
     """Scaled-dot-product attention over a batch of sequences.
@@ -51,7 +62,11 @@ class AttentionOp:
     ``q_lens[i]`` new query tokens attend to ``kv_lens[i]`` keys (the context *including* the
     new tokens). ``phase`` is "decode" when every q_len is 1. With ``causal``, query j of a
     chunk sees ``kv_len - q_len + j + 1`` keys. ``head_dim`` is the query/key width,
-    ``v_head_dim`` the value width (they differ under MLA).
+    ``v_head_dim`` the value width (they differ under MLA). ``backward`` marks the gradient of
+    a causal self-attention (dQ, dK, dV from dO): FlashAttention-2's backward does 5 matmuls per
+    (query, key) pair against the forward's 2 (Dao 2023), so ``BACKWARD_FLOPS_FACTOR`` = 2.5 times
+    the forward FLOPs, and reads Q, K, V, O, dO and writes dQ, dK, dV (``BACKWARD_BYTES_FACTOR``
+    = 2 times the forward traffic); its phase is "backward".
     """
 
     name: str
@@ -65,9 +80,12 @@ class AttentionOp:
     dtype: str = "bf16"
     kv_dtype: str = "bf16"
     count: int = 1
+    backward: bool = False
 
     @property
     def phase(self) -> str:
+        if self.backward:
+            return "backward"
         return "decode" if all(q == 1 for q in self.q_lens) else "prefill"
 
     @property
@@ -83,7 +101,8 @@ class AttentionOp:
 
     @property
     def flops(self) -> float:
-        return 2.0 * self.num_heads * (self.head_dim + self.v_head_dim) * self.score_pairs
+        f = 2.0 * self.num_heads * (self.head_dim + self.v_head_dim) * self.score_pairs
+        return f * BACKWARD_FLOPS_FACTOR if self.backward else f
 
     @property
     def bytes_moved(self) -> float:
@@ -92,7 +111,7 @@ class AttentionOp:
         kv_tok = sum(self.kv_lens)
         q_io = q_tok * self.num_heads * (self.head_dim + self.v_head_dim) * b
         kv_io = kv_tok * self.num_kv_heads * (self.head_dim + self.v_head_dim) * kvb
-        return q_io + kv_io
+        return (q_io + kv_io) * (BACKWARD_BYTES_FACTOR if self.backward else 1.0)
 
 
 @dataclass(frozen=True, slots=True)

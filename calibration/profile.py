@@ -33,7 +33,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Required columns of each profile CSV (extra columns are allowed and ignored)."""
 
-_TEXT = {"dtype", "backend", "phase", "kernel", "impl", "op", "direction", "mode", "op_class", "call"}
+_TEXT = {"dtype", "backend", "phase", "kernel", "impl", "op", "direction", "mode", "op_class", "call",
+         "layout"}
 _BOOL = {"causal", "pinned"}
 _OPTIONAL = {"p10_s", "p90_s", "sm_clock_mhz", "power_w_p90"}
 """Numeric columns that may be left blank (read as NaN)."""

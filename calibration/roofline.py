@@ -28,11 +28,11 @@ from operator import itemgetter
 
 import numpy as np
 from fleetsim.hardware.errors import ConfigError, SpecError
-from fleetsim.hardware.specs import GPUSpec, LinkSpec
+from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec, LinkSpec
 
 from .columns import OpColumns, price_columns
 from .cost import OpCost, Source
-from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, lookup, peak_flops
+from .fit import FITTED, INTERP, MEASURED, NONE, ProfileFit, layout_dtype, lookup, peak_flops
 from .interp import text_code, text_codes
 from .opbatch import (
     COLLECTIVE_STEPS,
@@ -47,13 +47,14 @@ from .opbatch import (
     collective_arrays,
     elementwise_arrays,
     gemm_arrays,
+    gemm_unaligned,
     group_positions,
     memcpy_arrays,
     pad_attention,
     pad_m,
     split_by_kind,
 )
-from .ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+from .ops import BACKWARD_FLOPS_FACTOR, AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
 from .sustain import host_seconds, serving_calls
 
 KERNEL_SAME = {"sampling": "sample", "add": "residual_add"}
@@ -280,12 +281,15 @@ class RooflineCostModel:
         if fit is None or fit.gemm is None:
             log_r, code = np.zeros(n), np.full(n, NONE, dtype=np.int8)
         else:
-            fam = np.column_stack([text_codes(a.dtype), a.batch, a.n, a.k])
+            eb = np.array([DTYPE_BYTES.get(d, 2.0) for d in a.dtype])
+            fam = np.column_stack([text_codes(a.dtype), gemm_unaligned(a.n, a.k, eb), a.batch, a.n, a.k])
             log_r, code, _ = lookup(fit.gemm, fam, np.log(mp)[:, None])
             grouped = np.flatnonzero(a.batch > 1)
             if fit.grouped_gemm is not None and len(grouped):
                 self._grouped(fit, fam, mp, grouped, log_r, code)
             self._borrow_dtype(fit, a, fam, mp, log_r, code)
+            if a.layout is not None and fit.gemm_layout is not None:
+                self._layout(fit, a, fam, mp, log_r, code)
         tile = 2.0 * mp * a.n * a.k * a.batch
         return self._kernels(gpu, mode, a.flops, a.bytes, a.dtype, log_r, code, tile_flops=tile), code
 
@@ -310,6 +314,22 @@ class RooflineCostModel:
             found = b_code != NONE
             log_r[grouped[rest][found]] = b_r[found]
             code[grouped[rest][found]] = FITTED
+
+    @staticmethod
+    def _layout(fit: ProfileFit, a: GemmArrays, fam: np.ndarray, mp: np.ndarray,
+                log_r: np.ndarray, code: np.ndarray) -> None:
+        """Backward-layout GEMMs ("nn" input gradients, "nt" weight gradients) take the
+        efficiency of the measured kernels of their own layout where the profile's
+        ``gemm_layout.csv`` has the family (measured or interpolated); elsewhere the "tn"
+        look-up stands."""
+        assert fit.gemm_layout is not None and a.layout is not None
+        idx = np.flatnonzero(np.array([x != "tn" for x in a.layout]))
+        alt = fam[idx].copy()
+        alt[:, 0] = text_codes([layout_dtype(a.dtype[i], a.layout[i]) for i in idx])
+        r, c, _ = lookup(fit.gemm_layout, alt, np.log(mp[idx])[:, None])
+        ok = (c == MEASURED) | (c == INTERP)
+        log_r[idx[ok]] = r[ok]
+        code[idx[ok]] = c[ok]
 
     @staticmethod
     def _borrow_dtype(fit: ProfileFit, a: GemmArrays, fam: np.ndarray, mp: np.ndarray,
@@ -342,7 +362,7 @@ class RooflineCostModel:
             fx = np.column_stack([np.log(a.batch), np.log(qp), np.log(kvp)])
             log_r, code, _ = lookup(fit.attention, fam, fx)
         tile = 2.0 * a.heads * (a.head_dim + a.v_head_dim) * a.batch * attention_pairs(
-            qp, kvp, np.asarray(a.causal, dtype=bool))
+            qp, kvp, np.asarray(a.causal, dtype=bool)) * np.where(a.phase == 3.0, BACKWARD_FLOPS_FACTOR, 1.0)
         return self._kernels(gpu, mode, a.flops, a.bytes, a.dtype, log_r, code, tile_flops=tile), code
 
     def _elementwise_lookup(self, a: ElementwiseArrays, fit: ProfileFit

@@ -12,9 +12,12 @@ prices every operator with a cost model and combines the times:
   of short kernels are launch-bound. This is the per-step overhead that a plain roofline
   misses (it under-predicts small-batch eager steps).
 
-Whole-model execution keeps the GPU busy, so each kernel's profiled burst time is
-multiplied by the profile's measured sustained-load ratio (``calibration.sustain``; 1
-without a ``sustained.csv``). With ``tp > 1`` the graph is that of one tensor-parallel rank and includes its
+Kernels are priced at their profiled burst times. ``sustained=True`` multiplies each by the
+profile's measured sustained-load ratio (``calibration.sustain``: one kernel class run for 10
+s at the power cap); it is off by default because the measured forward passes do not run
+at that clock: with it, graph-decode MAPE rose from 4.4% to 5.1% (H100) and 6.1% to 7.2%
+(H200), eager prefill moved from 6.3% to 6.8% (H100) and 11.4% to 11.7% (H200) against
+``calibration/validation/*/forward.csv`` (2026-11-22 profiles). With ``tp > 1`` the graph is that of one tensor-parallel rank and includes its
 all-reduces, priced by the link model. The result keeps the per-operator table so that a
 user can see where the time goes and how much of it comes from measurements.
 """
@@ -164,7 +167,7 @@ def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: f
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
                  model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None,
-                 host_calls: Sequence[Sequence[str] | None] | None = None, sustained: bool = True
+                 host_calls: Sequence[Sequence[str] | None] | None = None, sustained: bool = False
                  ) -> ForwardEstimate:
     """Price an operator list as one iteration (see the module docstring for the modes).
 

@@ -31,9 +31,10 @@ run on ``T/tp`` tokens (Korthikanti et al. 2022).
   gradient reductions, the copy back and the stacking of dQ, dK, dV.
 
 Backward conventions: every GEMM ``Y = X W`` (m, n, k) yields ``<name>_dgrad`` (m, k, n) and
-``<name>_wgrad`` (k, n, m), the same FLOPs each; the fused attention kernel yields ``attn_bwd``
-with ``head_dim`` and ``v_head_dim`` scaled by ``ATTN_BWD_DIM_FACTOR`` = 2.5 (FlashAttention-2:
-5 matmuls per (query, key) pair versus 2 forward, Dao 2023), so its FLOPs are 2.5x; elementwise
+``<name>_wgrad`` (k, n, m), the same FLOPs each; the fused attention kernel yields ``attn_bwd``,
+the same shape with ``backward=True`` (FlashAttention-2: 5 matmuls per (query, key) pair versus
+2 forward, Dao 2023, so its FLOPs are 2.5x; priced from a profile's measured SDPA backward
+rows where it has them, else by roofline); elementwise
 kernels move ``ELEMENTWISE_BWD_BYTES_FACTOR`` = 2 times their forward bytes (read the output
 gradient and the saved input, write the input gradient); collectives mirror (all-gather <->
 reduce-scatter), and the CP ring runs twice (dK and dV travel back). Recompute ``full``
@@ -230,11 +231,10 @@ def _layer_ops(sh: _Shapes, kind: str) -> list[Op]:
 def _backward_of(op: Op) -> list[Op]:
     """The backward ops of one forward op (module docstring)."""
     if isinstance(op, GemmOp):
-        return [replace(op, name=f"{op.name}_dgrad", n=op.k, k=op.n),
-                replace(op, name=f"{op.name}_wgrad", m=op.k, n=op.n, k=op.m)]
+        return [replace(op, name=f"{op.name}_dgrad", n=op.k, k=op.n, layout="nn"),
+                replace(op, name=f"{op.name}_wgrad", m=op.k, n=op.n, k=op.m, layout="nt")]
     if isinstance(op, AttentionOp):
-        return [replace(op, name="attn_bwd", head_dim=round(op.head_dim * ATTN_BWD_DIM_FACTOR),
-                        v_head_dim=round(op.v_head_dim * ATTN_BWD_DIM_FACTOR))]
+        return [replace(op, name="attn_bwd", backward=True)]
     if isinstance(op, ElementwiseOp):
         return [replace(op, name=f"{op.name}_bwd", bytes_moved=op.bytes_moved * ELEMENTWISE_BWD_BYTES_FACTOR)]
     if isinstance(op, CollectiveOp):

@@ -28,6 +28,7 @@ from typing import Any
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "gemm": ("dtype", "m", "n", "k", "batch", "time_s", "p10_s", "p90_s"),
+    "gemm_layout": ("dtype", "layout", "m", "n", "k", "batch", "time_s", "p10_s", "p90_s"),
     "attention": (
         "backend", "phase", "batch", "q_len", "kv_len", "num_heads", "num_kv_heads",
         "head_dim", "v_head_dim", "causal", "dtype", "time_s", "p10_s", "p90_s",

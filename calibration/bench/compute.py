@@ -74,6 +74,42 @@ def run_gemm(ctx: BenchContext, rows: list[dict[str, Any]]) -> int:
     return run_rows(ctx, "gemm", rows, lambda r: measure_gemm(ctx, r), "gemm")
 
 
+def measure_gemm_layout(ctx: BenchContext, row: dict[str, Any]) -> tuple[float, float, float] | None:
+    """A bf16/fp16 GEMM (m, n, k) in a backward layout: ``nn`` = ``A[m, k] @ B[k, n]`` (both
+    row-major: the input gradient ``dy @ W``), ``nt`` = ``A[k, n]^T @ B[k, m]`` giving
+    [n, m] (the weight gradient ``dy^T @ x``, k = tokens)."""
+    import torch
+
+    dt = str(row["dtype"])
+    if dt not in ("bf16", "fp16"):
+        return None
+    m, n, k = int(row["m"]), int(row["n"]), int(row["k"])
+    layout = str(row["layout"])
+    set_bytes = (m * k + n * k) * 2
+    if layout == "nn":
+        groups = ctx.pool.carve([(m, k), (k, n)], ctx.sets_for(set_bytes))
+
+        def launch(i: int) -> Any:
+            a, b = groups[i % len(groups)]
+            return torch.mm(a, b)
+    elif layout == "nt":
+        groups = ctx.pool.carve([(k, n), (k, m)], ctx.sets_for(set_bytes))
+
+        def launch(i: int) -> Any:
+            dy, x = groups[i % len(groups)]
+            return torch.mm(dy.t(), x)
+    else:
+        raise ValueError(f"unknown GEMM layout {layout!r}")
+    est = roofline_guess_s(2.0 * m * n * k, set_bytes + m * n * 2, dt)
+    if ctx.device == "cpu":
+        est *= 1000
+    return time_kernel(launch, est_s=est, device=ctx.device, target_s=0.015 if not ctx.quick else 0.005)
+
+
+def run_gemm_layout(ctx: BenchContext, rows: list[dict[str, Any]]) -> int:
+    return run_rows(ctx, "gemm_layout", rows, lambda r: measure_gemm_layout(ctx, r), "gemm_layout")
+
+
 def _sdpa_call(q: Any, k: Any, v: Any, *, causal: bool, gqa: bool, mask: Any) -> Any:
     import torch.nn.functional as F  # noqa: N812
 

@@ -55,6 +55,68 @@ def reduced_linear_shapes() -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
+LAYOUT_HIDDEN = (1024, 2048, 2560, 4096)
+LAYOUT_TOKENS = (2048, 4096, 8192, 16384)
+LAYOUT_WGRAD_M = (256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def gemm_layout_grid(quick: bool = False) -> list[dict[str, object]]:
+    """bf16 backward GEMMs of a linear layer ``y = x W^T`` (W [N, K]), in the operand layouts
+    autograd issues them: the input gradient ``dx[M, K] = dy[M, N] @ W`` (layout ``nn``: both
+    operands row-major, as GemmOp (M, K, N)) and the weight gradient ``dW[N, K] = dy^T @ x``
+    (layout ``nt``: the first operand transposed, as GemmOp (K, N, M) with M the tokens), for
+    the (N, K) of GPT-style blocks (QKV 3h x h, output h x h, MLP 4h x h and h x 4h)."""
+    hs = (1024,) if quick else LAYOUT_HIDDEN
+    toks = (2048,) if quick else LAYOUT_TOKENS
+    ms = M_VALUES_QUICK if quick else M_VALUES
+    rows: list[dict[str, object]] = []
+    seen: set[tuple[str, int, int, int]] = set()
+
+    def add(layout: str, m: int, n: int, k: int) -> None:
+        if (layout, m, n, k) not in seen and 2.0 * m * n * k <= GEMM_FLOP_CAP:
+            seen.add((layout, m, n, k))
+            rows.append({"dtype": "bf16", "layout": layout, "m": m, "n": n, "k": k, "batch": 1})
+    for h in hs:
+        for n_f, k_f in ((3 * h, h), (h, h), (4 * h, h), (h, 4 * h)):
+            for m in ms:
+                add("nn", m, k_f, n_f)
+            for t in toks:
+                for m in ((1024,) if quick else LAYOUT_WGRAD_M):
+                    add("nt", m, n_f, t)
+    return rows
+
+
+UNALIGNED_HIDDEN = (768, 1024, 1280, 1600, 2048, 2560)
+UNALIGNED_TOKENS = (1024, 2048, 4096, 8192, 16384)
+
+
+def gemm_unaligned_grid(quick: bool = False) -> list[dict[str, object]]:
+    """bf16 GEMMs of a GPT-2-vocabulary (50257, not 16-byte aligned) LM head in training:
+    the forward (M, V, h) at the hidden sizes the main grid lacks, its input gradient
+    (M, h, V) (K unaligned) and its weight gradient (h, V, M) (M = the micro-batch's
+    tokens). cuBLAS runs them with 1-element-aligned kernels, far below the aligned shapes'
+    speed, so they form their own families (``opbatch.gemm_unaligned``)."""
+    hs = (1024,) if quick else UNALIGNED_HIDDEN
+    toks = (2048,) if quick else UNALIGNED_TOKENS
+    ms = M_VALUES_QUICK if quick else M_VALUES
+    rows: list[dict[str, object]] = []
+    seen: set[tuple[int, int, int]] = set()
+
+    def add(m: int, n: int, k: int) -> None:
+        if (m, n, k) not in seen and 2.0 * m * n * k <= GEMM_FLOP_CAP:
+            seen.add((m, n, k))
+            rows.append({"dtype": "bf16", "m": m, "n": n, "k": k, "batch": 1})
+    for h in hs:
+        for m in ms:
+            if h not in _GPT2_HIDDEN:
+                add(m, _GPT2_VOCAB, h)     # forward
+            add(m, h, _GPT2_VOCAB)         # input gradient
+    for t in toks:
+        for m in ms:
+            add(m, _GPT2_VOCAB, t)         # weight gradient: m = hidden, k = tokens
+    return rows
+
+
 def gemm_grid(quick: bool = False, dtypes: tuple[str, ...] = ("bf16", "fp16", "tf32", "fp8")
               ) -> list[dict[str, object]]:
     """GEMM points as rows without times: dtype, m, n, k, batch (always 1)."""

@@ -37,10 +37,12 @@ except ImportError:
     )
 
 SUITES = ("gemm", "attention", "elementwise", "moe", "memcpy", "launch", "power", "collective",
-          "host_dispatch", "sustained", "attention_dense", "attention_backward")
+          "host_dispatch", "sustained", "attention_dense", "attention_backward", "gemm_unaligned",
+          "gemm_layout")
 SHARES = {"gemm": 0.36, "attention": 0.22, "elementwise": 0.08, "moe": 0.08, "memcpy": 0.05,
           "launch": 0.02, "power": 0.06, "collective": 0.13, "host_dispatch": 0.02,
-          "sustained": 0.10, "attention_dense": 0.04, "attention_backward": 0.05}
+          "sustained": 0.10, "attention_dense": 0.04, "attention_backward": 0.05,
+          "gemm_unaligned": 0.05, "gemm_layout": 0.08}
 """Fraction of the budget each suite may use before the next starts (unused time carries on)."""
 
 
@@ -103,7 +105,8 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
     out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "profiles" / catalog
     # a run starts over the CSVs of the suites it runs; the extra attention suites only add rows
     writer = ProfileWriter(out, resume=args.resume,
-                           fresh=[s for s in suites if s not in ("attention_dense", "attention_backward")])
+                           fresh=[s for s in suites
+                                  if s not in ("attention_dense", "attention_backward", "gemm_unaligned")])
     budget = Budget(args.budget_s)
     n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.pool_gib is not None:
@@ -132,6 +135,8 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
         "host_dispatch": lambda: host.run_host_dispatch(ctx),
         "sustained": lambda: host.run_sustained(ctx, duration_s=args.sustained_s),
         "attention_dense": lambda: compute.run_attention(ctx, grids.attention_dense_grid()),
+        "gemm_layout": lambda: compute.run_gemm_layout(ctx, grids.gemm_layout_grid(args.quick)),
+        "gemm_unaligned": lambda: compute.run_gemm(ctx, grids.gemm_unaligned_grid(args.quick)),
         "attention_backward": lambda: compute.run_attention(ctx, grids.attention_backward_grid(args.quick)),
     }
     written: dict[str, int] = {}

@@ -161,7 +161,8 @@ def _worker(rank: int, args: argparse.Namespace, world: int, port: int,
                                 init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world, device_id=device if cuda else None)
     out = Path(args.out) / "training.csv"
-    configs = SMOKE_CONFIGS if args.smoke else CONFIGS
+    configs = SMOKE_CONFIGS if args.smoke else tuple(
+        c for c in CONFIGS if not args.models or c[0] in args.models.split(","))
     mbs = (1, 2) if args.smoke else MICRO_BATCHES
     for name, layers, hidden, heads, seq in configs:
         if time.monotonic() > deadline:
@@ -239,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the torch.profiler step (device_s, comm_s, kernels)")
     p.add_argument("--only-ok-from", type=Path, default=None,
                    help="training.csv of a single-GPU run: run only its status=ok points (DDP)")
+    p.add_argument("--models", default="",
+                   help="comma-separated model names to run (default: all of CONFIGS)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    unknown = set(filter(None, args.models.split(","))) - {c[0] for c in CONFIGS}
+    if unknown:
+        p.error(f"--models: unknown {sorted(unknown)}; known: {[c[0] for c in CONFIGS]}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     allowed = None

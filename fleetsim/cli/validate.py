@@ -14,6 +14,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SECTIONS = ("ops", "forward", "training")
@@ -115,8 +116,19 @@ def run(args: argparse.Namespace) -> int:
                     f"training {g.source} {g.gpu} {g.metric}: {g.within}/{g.n} within {g.target:.0%} "
                     f"(max |error| {g.max_abs_error:.1%})"
                     for g in groups.itertuples()
-                    if g.within < g.n
+                    if g.within < g.n and np.isfinite(g.target)
                 ]
+                rep = getattr(mod, "measurement_repeatability", None)
+                rep_df = rep(**({} if args.validation_dir is None else {"root": args.validation_dir})) \
+                    if rep is not None else pd.DataFrame()
+                if len(rep_df):
+                    print("\nrepeatability of our measurements (same configuration, two runs):")
+                    for bound, part in rep_df.groupby("gpu_bound"):
+                        print(f"  {'GPU-bound' if bound else 'host-bound'} rows: {len(part)}, step time "
+                              f"max |diff| {part['step_diff'].abs().max():.1%} (mean "
+                              f"{part['step_diff'].abs().mean():.1%}), summed kernel time max |diff| "
+                              f"{part['kernel_diff'].abs().max():.1%}")
+                    tables["training_repeatability"] = rep_df
             tables["training_points"] = rows
     if args.csv_dir is not None:
         args.csv_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +147,7 @@ def training_groups(rows: pd.DataFrame) -> pd.DataFrame:
     g = rows.assign(abs_error=rows["error"].abs()).groupby(["source", "gpu", "metric"], sort=False)
     out = g.agg(
         n=("error", "size"),
-        within=("within_target", "sum"),
+        within=("within_target", lambda s: int(sum(bool(x) for x in s if x is not None))),
         target=("target", "first"),
         mean_abs_error=("abs_error", "mean"),
         max_abs_error=("abs_error", "max"),

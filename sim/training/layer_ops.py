@@ -9,9 +9,11 @@ host-dispatch model (``dispatch``).
 
 Pricing conventions of the simulator:
 
-* the fused attention backward costs ``ATTENTION_BACKWARD_RATIO`` times the priced forward
-  kernel (FlashAttention-2: five matmuls versus two, Dao 2023; the profiles hold no backward
-  kernel) and launches ``dispatch.FLASH_BWD_KERNELS`` kernels;
+* the fused attention backward is priced from the profile's measured SDPA backward rows
+  (``attention.csv`` phase ``backward``) when the cost model finds it there (measured or
+  interpolated); otherwise it costs ``ATTENTION_BACKWARD_RATIO`` times the priced forward
+  kernel (FlashAttention-2: five matmuls versus two, Dao 2023). Either way it launches
+  ``dispatch.FLASH_BWD_KERNELS`` kernels;
 * the CP ring transfer overlaps the attention kernel: only the part longer than it (forward,
   or the backward kernel for the returning dK and dV) is exposed;
 * TP/EP collectives count as one kernel each, issued after the layer's compute kernels;
@@ -112,9 +114,10 @@ class LayerCoster:
     """Builds and prices the operators of each layer kind once and caches the result."""
 
     def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer,
-                 kernel_time_factor: float = 1.0) -> None:
+                 kernel_time_factor: float = 1.0, sustained: bool = True) -> None:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
         self.kernel_time_factor = kernel_time_factor
+        self.sustained = sustained and hasattr(cost, "sustained_ratios")
         self.t = job.parallel.tp
         self.act_dtype = training_act_dtype(job.recipe.dtype)
         self.amp = job.recipe.precision == "amp"
@@ -143,13 +146,28 @@ class LayerCoster:
 
     # -- pricing ----------------------------------------------------------------------------
     def _price(self, ops: list[Op]) -> list[float]:
+        return self._price_with_sources(ops)[0]
+
+    def _price_with_sources(self, ops: list[Op], tally: bool = True) -> tuple[list[float], list[str]]:
         if not ops:
-            return []
+            return [], []
         times, srcs = self.cost.op_times(ops, self.gpu)
-        for s in srcs:
-            self.sources[s] = self.sources.get(s, 0) + 1
+        if tally:
+            for s in srcs:
+                self.sources[s] = self.sources.get(s, 0) + 1
         f = self.kernel_time_factor
-        return [float(x) * op.count * f for x, op in zip(times, ops, strict=True)]
+        ratio = self.cost.sustained_ratios(ops, self.gpu) if self.sustained else np.ones(len(ops))
+        return [float(x) * op.count * f * float(r) for x, op, r in zip(times, ops, ratio, strict=True)], list(srcs)
+
+    def _attention_backward_s(self, op: AttentionOp, forward_s: float) -> float:
+        """Seconds of the fused attention backward: the cost model's price of ``op`` (a
+        ``backward=True`` attention) when it comes from measured backward kernels, else
+        ``ATTENTION_BACKWARD_RATIO`` times the forward kernel's ``forward_s``."""
+        times, srcs = self._price_with_sources([op], tally=False)
+        if srcs[0] in ("measured", "interpolated"):
+            self.sources[srcs[0]] = self.sources.get(srcs[0], 0) + 1
+            return times[0]
+        return ATTENTION_BACKWARD_RATIO * forward_s
 
     def _comm_s(self, op: CollectiveOp, groups: Mapping[str, str]) -> float:
         """Seconds of ``op`` on the link its parallel group is placed on, ``count`` times."""
@@ -178,7 +196,7 @@ class LayerCoster:
                     out.comm.append((1.0, 0.0, t))
                 continue
             if isinstance(op, AttentionOp) and backward:
-                entry = (float(dsp.FLASH_BWD_KERNELS), 0.0, ATTENTION_BACKWARD_RATIO * attn_s)
+                entry = (float(dsp.FLASH_BWD_KERNELS), 0.0, self._attention_backward_s(op, attn_s))
             else:
                 is_norm = isinstance(op, ElementwiseOp) and op.kernel in NORM_KERNELS
                 entry = (float(norm_k if is_norm else 1), 0.0, next(times))
