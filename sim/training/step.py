@@ -41,14 +41,11 @@ COMM_SLOWDOWN = 0.371
 ``1 / (1 + COMM_SLOWDOWN)`` of its speed for the duration of the collective. FITTED
 (``fleetsim.training_validate.fit_comm_slowdown``): the geometric mean of measured/predicted
 step time is 1 over the 8 rows of PyTorch DDP on two H200s (NVLink) with the 2.7B model
-(``calibration/validation/H200-SXM/training.csv``, world_size 2, GPU-bound at every
-micro-batch); the 1.3B and 350M DDP rows are held out. Those measurements add almost the
-whole fp32 gradient all-reduce to the step (31-33 ms for 2.7B at micro-batch 1 to 8, against
-42 ms of all-reduce in the profile's ``collective.csv`` and 13 ms of bucket copies), i.e.
-DDP's bucket all-reduce barely overlaps backward: NCCL's CTAs hold SMs and HBM bandwidth and
-are scheduled between the GEMMs' full-GPU waves, so the effective slowdown is far above the
-SM share NCCL takes (~0.3). Fitted on NVLink DDP only; it is applied to every overlapped
-DP/ZeRO collective, unvalidated elsewhere."""
+(``calibration/validation/H200-SXM/training.csv``, world_size 2, re-measured 2026-11-22);
+the 1.3B and 350M DDP rows are held out. The value is close to the share of SMs NCCL's
+blocks take (~0.3); it was 2.48 when kernels were priced with a fitted sustained-clock
+factor and the LM head's align-1 GEMMs were mispriced (docs/training.md). Fitted on NVLink
+DDP only; it is applied to every overlapped DP/ZeRO collective, unvalidated elsewhere."""
 HOST_MEMORY_TIER = "DDR5-host"
 """Memory tier whose bandwidth prices the CPU optimizer step under ZeRO-Offload."""
 
