@@ -114,10 +114,9 @@ class LayerCoster:
     """Builds and prices the operators of each layer kind once and caches the result."""
 
     def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer,
-                 kernel_time_factor: float = 1.0, sustained: bool = True) -> None:
+                 kernel_time_factor: float = 1.0) -> None:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
         self.kernel_time_factor = kernel_time_factor
-        self.sustained = sustained and hasattr(cost, "sustained_ratios")
         self.t = job.parallel.tp
         self.act_dtype = training_act_dtype(job.recipe.dtype)
         self.amp = job.recipe.precision == "amp"
@@ -156,8 +155,7 @@ class LayerCoster:
             for s in srcs:
                 self.sources[s] = self.sources.get(s, 0) + 1
         f = self.kernel_time_factor
-        ratio = self.cost.sustained_ratios(ops, self.gpu) if self.sustained else np.ones(len(ops))
-        return [float(x) * op.count * f * float(r) for x, op, r in zip(times, ops, ratio, strict=True)], list(srcs)
+        return [float(x) * op.count * f for x, op in zip(times, ops, strict=True)], list(srcs)
 
     def _attention_backward_s(self, op: AttentionOp, forward_s: float) -> float:
         """Seconds of the fused attention backward: the cost model's price of ``op`` (a

@@ -246,8 +246,8 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     if check_memory:
         check_capacity(job, max(memory, key=lambda x: x.total_bytes), gpu.memory_bytes)
     pricer = CollectivePricer(job, gpu, cost)
-    coster = LayerCoster(job, gpu, cost, pricer, 1.0 if kernel_factor is None else kernel_factor,
-                         sustained=False)
+    kf = 1.0 if kernel_factor is None else kernel_factor
+    coster = LayerCoster(job, gpu, cost, pricer, kf)
     launch_s = dsp.launch_interval_s(cost, gpu) if job.execution == "eager" else None
     units, tp_comm_mb, _, n_tensors = _units(job, coster, launch_s)
 
@@ -279,7 +279,6 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
             for s in range(par.pp):
                 dense, expert = stage_params(job, s)
                 post.append(pricer.time("all_gather", (dense + expert) * sb.weights, "dpcp"))
-    kf = 1.0 if kernel_factor is None else kernel_factor
     opt = [kf * _optimizer_s(job, gpu, cost, s) for s in range(par.pp)]
     spec = EngineSpec(
         p=par.pp, v=par.vpp, m=m_mb, orders=orders, units=units,
