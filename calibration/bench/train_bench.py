@@ -114,16 +114,27 @@ def _profile_step(model: Any, opt: Any, mb: int, seq: int, vocab: int, device: A
         torch.cuda.synchronize()
     comp = comm = 0.0
     n = 0
+    for name, (launches, secs) in kernel_times(prof).items():
+        n += launches
+        if "nccl" in name.lower():
+            comm += secs
+        else:
+            comp += secs
+    return comp, comm, n
+
+
+def kernel_times(prof: Any) -> dict[str, tuple[int, float]]:
+    """Per CUDA kernel name (first 160 characters) of a finished ``torch.profiler`` run:
+    launches and summed device seconds."""
+    import torch
+
+    acc: dict[str, tuple[int, float]] = {}
     for ev in prof.events():
         if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
             continue
-        dur = float(ev.time_range.elapsed_us()) * 1e-6
-        n += 1
-        if "nccl" in ev.name.lower():
-            comm += dur
-        else:
-            comp += dur
-    return comp, comm, n
+        n, t = acc.get(ev.name[:160], (0, 0.0))
+        acc[ev.name[:160]] = (n + 1, t + float(ev.time_range.elapsed_us()) * 1e-6)
+    return acc
 
 
 def _launch_interval(device: Any, n: int = 2000) -> float:

@@ -17,18 +17,17 @@ import argparse
 import csv
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 try:
     from fleetsim.calibration.bench import torch_models as tm
     from fleetsim.calibration.bench.runs import write_run_meta
-    from fleetsim.calibration.bench.train_bench import CONFIGS, VOCAB
+    from fleetsim.calibration.bench.train_bench import CONFIGS, VOCAB, kernel_times
 except ImportError:
     import torch_models as tm  # type: ignore[no-redef]
     from runs import write_run_meta  # type: ignore[no-redef]
-    from train_bench import CONFIGS, VOCAB  # type: ignore[no-redef]
+    from train_bench import CONFIGS, VOCAB, kernel_times  # type: ignore[no-redef]
 
 COLUMNS = ("model", "micro_batch", "recompute", "phase", "kernel", "launches", "time_s")
 DEFAULT = "350m:1:0,350m:1:1,350m:8:0,1.3b:2:0,1.3b:2:1,2.7b:2:0,2.7b:2:1"
@@ -44,19 +43,6 @@ def _parse(spec: str) -> list[tuple[str, int, bool]]:
                              f"model in {sorted(names)}")
         out.append((names[parts[0]], int(parts[1]), parts[2] in ("1", "true", "full")))
     return out
-
-
-def _kernels(prof: Any) -> dict[str, list[float]]:
-    import torch
-
-    acc: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for ev in prof.events():
-        if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
-            continue
-        a = acc[ev.name[:160]]
-        a[0] += 1
-        a[1] += float(ev.time_range.elapsed_us()) * 1e-6
-    return acc
 
 
 def run(args: argparse.Namespace) -> None:
@@ -106,16 +92,16 @@ def run(args: argparse.Namespace) -> None:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                 loss = model(x, x)
             sync()
-        phases["forward"] = _kernels(p)
+        phases["forward"] = kernel_times(p)
         with profile(activities=acts) as p:
             loss.backward()
             sync()
-        phases["backward"] = _kernels(p)
+        phases["backward"] = kernel_times(p)
         with profile(activities=acts) as p:
             opt.step()
             opt.zero_grad(set_to_none=True)
             sync()
-        phases["optimizer"] = _kernels(p)
+        phases["optimizer"] = kernel_times(p)
         for phase, ks in phases.items():
             for k, (n, t) in sorted(ks.items(), key=lambda kv: -kv[1][1]):
                 w.writerow([name, mb, int(rec), phase, k, int(n), f"{t:.6g}"])
