@@ -97,5 +97,5 @@ def read_table(path: Path, required: Iterable[str], numeric: Iterable[str] = (),
         if bad.size:
             line = int(df.index[bad[0]]) + 2
             need = "a positive number" if c in pos else "a finite number"
-            raise ProfileError(f"{path}: row {line}: column {c!r} must be {need}, got {df[c].iloc[bad[0]]!r}")
+            raise ProfileError(f"{path}: row {line}: column {c!r} must be {need}, got {str(df[c].iloc[bad[0]])!r}")
     return df
