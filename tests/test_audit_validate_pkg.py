@@ -8,12 +8,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
-
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.measured import PROFILE_ROOT, VALIDATION_ROOT
-from fleetsim.cli import main
 from fleetsim.hardware.errors import FleetsimError, ProfileError
+
+from fleetsim.cli import main
 
 GPU = "H100-SXM"
 BINARY = bytes(range(256)) * 4
@@ -211,8 +212,6 @@ def test_gpu_filters_the_training_section(good: Path, capsys: pytest.CaptureFixt
     rc = main(["validate", f"--validation-dir={good}/val", f"--published-dir={good}/pub", "--only", "training",
                "--gpu", "A100-SXM-80GB", f"--csv-dir={tmp_path}"])
     assert rc == 0
-    import pandas as pd
-
     rows = pd.read_csv(tmp_path / "training_points.csv")
     assert set(rows["gpu"]) == {"A100-SXM-80GB"} and len(rows) == 3
     capsys.readouterr()
