@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from fleetsim.hardware.errors import SpecError
+from fleetsim.hardware.errors import ProfileError, SpecError
 from fleetsim.hardware.specs import GPUSpec, LinkSpec
 
 from .cost import OpCost
@@ -32,6 +32,8 @@ from .roofline import RooflineCostModel
 
 PROFILE_ROOT = Path(__file__).resolve().parent / "profiles"
 """Profiles shipped with the package: ``profiles/<catalog GPU name>/``."""
+VALIDATION_ROOT = Path(__file__).resolve().parent / "validation"
+"""Validation ground truth shipped with the package: ``validation/<catalog GPU name>/``."""
 
 
 def _catalog_gpu(name: str) -> GPUSpec:
@@ -76,7 +78,11 @@ class MeasuredCostModel(RooflineCostModel):
 
 
 def profile_dirs(root: str | Path | None = None) -> dict[str, Path]:
-    """Catalog GPU name -> profile directory, for every profile under ``root``."""
+    """Catalog GPU name -> profile directory, for every profile under ``root`` (default: the
+    package's). A ``root`` that is given must be an existing directory (``ProfileError``)."""
+    if root is not None and not Path(root).is_dir():
+        what = "does not exist" if not Path(root).exists() else "is not a directory"
+        raise ProfileError(f"profile root {str(root)!r} {what}")
     base = Path(root) if root is not None else PROFILE_ROOT
     out: dict[str, Path] = {}
     if not base.is_dir():

@@ -90,6 +90,17 @@ def _parse_bool(text: str) -> bool | None:
 
 def read_profile_csv(path: Path, kind: str) -> pd.DataFrame:
     """Read and validate one profile CSV; raise ``ProfileError`` naming file and row."""
+    try:
+        return _read_profile_csv(path, kind)
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a text CSV file (undecodable bytes)") from None
+    except csv.Error as exc:
+        raise ProfileError(f"{path}: not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_profile_csv(path: Path, kind: str) -> pd.DataFrame:
     cols = COLUMNS[kind]
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
@@ -150,6 +161,10 @@ def load_profile(root: str | Path) -> Profile:
             loaded = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise ProfileError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise ProfileError(f"{meta_path}: not a text JSON file (undecodable bytes)") from None
+        except OSError as exc:
+            raise ProfileError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
         if not isinstance(loaded, dict):
             raise ProfileError(f"{meta_path}: expected a JSON object")
         meta = loaded

@@ -9,8 +9,8 @@ Three sources, each row with its error ``predicted / measured - 1`` and its targ
   parameter + optimizer memory and activation memory. The figure counts transformer layers
   only, so a middle pipeline stage (no embedding or LM head) is compared; with pp = 1 the
   only stage includes the embeddings. Target: within 10 %.
-* Our own measurements, ``calibration/validation/<GPU>/training.csv`` (GPT-2-style models on
-  one H100, one H200 and DDP on two H200s), target within 10 %:
+* Our own measurements, ``<GPU>/training.csv`` under the package's ``calibration/validation``
+  (GPT-2-style models on one H100, one H200 and DDP on two H200s), target within 10 %:
 
   - ``device_time_s``: the step's summed kernel time (``device_s``, torch.profiler) against
     the simulated step without host dispatch (``execution="graph"``): the cost model and the
@@ -28,6 +28,10 @@ Three sources, each row with its error ``predicted / measured - 1`` and its targ
   ``bucket_bytes``); the defaults are those of ``calibration/bench/train_bench.py``: amp
   (bf16 autocast over fp32 weights), SDPA flash attention, no dropout, tied LM head, DDP.
 
+The published tables are not shipped: pass their folder (``../shared/data/published`` in a
+checkout) as ``published``; ``fleetsim.validation_data.published_dir`` resolves the
+``--published-dir`` flag and ``$FLEETSIM_PUBLISHED_DIR``.
+
 Nothing here is fitted to these rows: the A100 has no measured profile, so its operators
 are priced by the spec roofline of the catalog (provenance reported per row).
 """
@@ -41,13 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fleetsim.hardware.errors import FleetsimError
+from fleetsim.hardware.errors import FleetsimError, ProfileError
 from fleetsim.sim.training.step import COMM_SLOWDOWN, simulate_step, stage_memories
 from fleetsim.training import TrainEstimate, build_train_job, estimate_train_step
+from fleetsim.validation_data import VALIDATION_ROOT, read_table
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = REPO_ROOT.parent / "shared" / "data" / "published"
-MEASURED_ROOT = REPO_ROOT / "calibration" / "validation"
+MEASURED_ROOT = VALIDATION_ROOT
 GIB = 2.0**30
 TIME_TARGET_PUBLISHED = 0.15
 TIME_TARGET_OURS = 0.10
@@ -56,6 +59,18 @@ GPU_BOUND_SHARE = 0.9
 """A measured step is GPU-bound when its summed kernel time is at least this share of it."""
 DDP_BUCKET_BYTES = 25.0 * 2**20
 """PyTorch DDP's default gradient bucket (``bucket_cap_mb=25``)."""
+
+TABLE5_COLUMNS = ("model", "gpu", "gpus", "layers", "hidden", "heads", "ffn", "vocab", "seq_len",
+                  "micro_batch", "global_batch", "tp", "pp", "dp", "pipeline_interleave", "dtype",
+                  "recompute", "sequence_parallel", "iteration_time_s")
+TABLE5_NUMERIC = ("gpus", "layers", "hidden", "heads", "ffn", "vocab", "seq_len", "micro_batch",
+                  "global_batch", "tp", "pp", "dp", "pipeline_interleave", "iteration_time_s")
+FIG1_COLUMNS = ("model", "tp", "pp", "mode", "params_and_optimizer_gib_per_gpu", "activations_gib_per_gpu")
+TRAINING_COLUMNS = ("layers", "hidden", "heads", "ffn", "vocab", "seq_len", "micro_batch", "grad_accum",
+                    "recompute", "world_size", "dp", "time_s")
+"""Required columns of ``<GPU>/training.csv`` (optional: ``status``, ``device_s``,
+``peak_alloc_bytes``); every one but ``recompute`` is a positive number."""
+REPEAT_KEYS = ("model", "micro_batch", "recompute", "world_size")
 
 COLUMNS = ["source", "gpu", "model", "config", "metric", "predicted", "measured", "error",
            "target", "within_target", "cost_source", "note"]
@@ -118,9 +133,14 @@ def _korthikanti_args(r: pd.Series, recompute: str, sp: bool) -> dict[str, Any]:
     )
 
 
-def korthikanti_table5_rows(published: Path = PUBLISHED) -> pd.DataFrame:
-    """Iteration time rows of Korthikanti et al. 2022 table 5."""
-    df = pd.read_csv(published / "korthikanti2022_table5.csv")
+def _table5(published: Path) -> pd.DataFrame:
+    return read_table(published / "korthikanti2022_table5.csv", TABLE5_COLUMNS, TABLE5_NUMERIC,
+                      TABLE5_NUMERIC)
+
+
+def korthikanti_table5_rows(published: Path) -> pd.DataFrame:
+    """Iteration time rows of Korthikanti et al. 2022 table 5 (``published``: the folder)."""
+    df = _table5(published)
     rows = []
     for _, r in df.iterrows():
         sp = _truthy(r["sequence_parallel"])
@@ -133,12 +153,16 @@ def korthikanti_table5_rows(published: Path = PUBLISHED) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def korthikanti_fig1_rows(published: Path = PUBLISHED) -> pd.DataFrame:
+def korthikanti_fig1_rows(published: Path) -> pd.DataFrame:
     """Memory rows of Korthikanti et al. 2022 fig. 1 (configs from table 5)."""
-    fig = pd.read_csv(published / "korthikanti2022_fig1_memory_gib.csv")
-    tab = pd.read_csv(published / "korthikanti2022_table5.csv").drop_duplicates("model").set_index("model")
+    fig_path = published / "korthikanti2022_fig1_memory_gib.csv"
+    fig = read_table(fig_path, FIG1_COLUMNS, FIG1_COLUMNS[1:3] + FIG1_COLUMNS[4:], FIG1_COLUMNS[1:3])
+    tab = _table5(published).drop_duplicates("model").set_index("model")
     rows = []
-    for _, f in fig.iterrows():
+    for i, f in fig.iterrows():
+        if f["model"] not in tab.index:
+            raise ProfileError(f"{fig_path}: row {int(i) + 2}: model {f['model']!r} is not in "
+                               "korthikanti2022_table5.csv")
         r = tab.loc[f["model"]]
         r = r.copy()
         r["model"] = f["model"]
@@ -158,26 +182,45 @@ def korthikanti_fig1_rows(published: Path = PUBLISHED) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def measured_files(root: Path = MEASURED_ROOT) -> list[Path]:
-    """Every ``<GPU>/training.csv`` under ``root``."""
-    return sorted(root.glob("*/training.csv")) if root.is_dir() else []
+def measured_files(root: Path = MEASURED_ROOT, gpus: set[str] | None = None) -> list[Path]:
+    """Every ``<GPU>/training.csv`` under ``root`` (only those GPUs' when ``gpus`` is given)."""
+    files = sorted(root.glob("*/training.csv")) if root.is_dir() else []
+    return [f for f in files if gpus is None or f.parent.name in gpus]
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (UnicodeDecodeError, OSError):
+        raise ProfileError(f"{path}: cannot read as a text JSON file") from None
+    if not isinstance(meta, dict):
+        raise ProfileError(f"{path}: expected a JSON object")
+    return meta
+
+
+def _read_training(path: Path) -> pd.DataFrame:
+    """A ``training.csv``'s completed points (``status`` ok: out-of-memory points carry no time)."""
+    return read_table(path, TRAINING_COLUMNS, (), [c for c in TRAINING_COLUMNS if c != "recompute"],
+                      keep=("status", "ok"))
 
 
 def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_factor: float | None = None,
-             comm_slowdown: float = COMM_SLOWDOWN, select: Any = None) -> pd.DataFrame:
+             comm_slowdown: float = COMM_SLOWDOWN, select: Any = None,
+             gpus: set[str] | None = None) -> pd.DataFrame:
     """Rows of our own GPU measurements (device time, step time and peak allocated memory,
     see the module doc); ``cost_model`` overrides the GPU's default (its measured profile
     when there is one); ``kernel_factor`` and ``comm_slowdown`` override the simulator's
     (for sensitivity and the ``COMM_SLOWDOWN`` fit); ``select`` (gpu name, measured row) ->
-    bool keeps only some rows."""
+    bool keeps only some rows; ``gpus`` keeps only those GPUs' folders."""
     rows = []
-    for path in measured_files(root):
+    for path in measured_files(root, gpus):
         gpu = path.parent.name
-        meta_path = path.with_suffix(".json")
-        meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        df = pd.read_csv(path)
-        if "status" in df.columns:  # out-of-memory points carry no time
-            df = df[df["status"].astype(str) == "ok"]
+        meta = _read_meta(path.with_suffix(".json"))
+        df = _read_training(path)
         odd = _inconsistent_peaks(df) if "peak_alloc_bytes" in df.columns else set()
         for i, r in df.iterrows():
             if select is not None and not select(gpu, r):
@@ -209,7 +252,7 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_facto
                         job, None, cost_model, record=False, check_memory=False,
                         comm_slowdown=comm_slowdown, kernel_factor=kernel_factor))
             except FleetsimError as exc:
-                raise FleetsimError(f"{path} row {i}: {exc}") from None
+                raise type(exc)(f"{path}: row {int(i) + 2}: {exc}") from None
             est = ests[meta.get("execution", "eager")]
             src = _source_label(est.sources)
             meas_t = float(r["time_s"])
@@ -229,15 +272,19 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_facto
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def validation_rows(published: Path = PUBLISHED, measured_root: Path = MEASURED_ROOT) -> pd.DataFrame:
-    """All validation rows: Korthikanti table 5 and fig. 1 (when ``../shared/data`` exists)
-    and our own measurements (when committed)."""
+def published_gpus(published: Path) -> set[str]:
+    """GPU names of the published table 5 rows."""
+    return set(_table5(published)["gpu"].astype(str))
+
+
+def validation_rows(published: Path | None = None, measured_root: Path = MEASURED_ROOT,
+                    gpus: set[str] | None = None) -> pd.DataFrame:
+    """All validation rows: Korthikanti table 5 and fig. 1 (when ``published`` is given) and
+    our own measurements under ``measured_root``; ``gpus`` keeps only those GPUs' rows."""
     parts = []
-    if (published / "korthikanti2022_table5.csv").exists():
-        parts.append(korthikanti_table5_rows(published))
-    if (published / "korthikanti2022_fig1_memory_gib.csv").exists():
-        parts.append(korthikanti_fig1_rows(published))
-    parts.append(our_rows(measured_root))
+    if published is not None and (gpus is None or published_gpus(published) & gpus):
+        parts += [korthikanti_table5_rows(published), korthikanti_fig1_rows(published)]
+    parts.append(our_rows(measured_root, gpus=gpus))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
@@ -271,18 +318,23 @@ def fit_comm_slowdown(root: Path = MEASURED_ROOT) -> float:
                    0.0, 5.0, 20)
 
 
-def measurement_repeatability(root: Path = MEASURED_ROOT) -> pd.DataFrame:
+def measurement_repeatability(root: Path = MEASURED_ROOT, gpus: set[str] | None = None) -> pd.DataFrame:
     """Same configurations measured twice on one GPU kind: ``<GPU>/training.csv`` against the
     later run in ``<GPU>/repeat/training.csv`` (another machine of the kind, about half an
     hour later). Per row: both step times, both summed kernel times, their relative
     differences, and whether the first run was GPU-bound (``GPU_BOUND_SHARE``)."""
     out = []
-    keys = ["model", "micro_batch", "recompute", "world_size"]
+    keys = list(REPEAT_KEYS)
+    cols = (*REPEAT_KEYS, "time_s", "device_s")
     for path in sorted(root.glob("*/repeat/training.csv")) if root.is_dir() else []:
-        first = pd.read_csv(path.parent.parent / "training.csv")
-        again = pd.read_csv(path)
+        if gpus is not None and path.parent.parent.name not in gpus:
+            continue
+        first_path = path.parent.parent / "training.csv"
+        if not first_path.is_file():
+            raise ProfileError(f"{path}: repeat run without the first run {first_path}")
+        first, again = (read_table(p, cols, ("time_s", "device_s"), ("time_s", "device_s"),
+                                   keep=("status", "ok")) for p in (first_path, path))
         m = first.merge(again, on=keys, suffixes=("_1", "_2"))
-        m = m[(m["status_1"] == "ok") & (m["status_2"] == "ok")]
         for r in m.itertuples(index=False):
             d = r._asdict()
             out.append({"gpu": path.parent.parent.name, **{k: d[k] for k in keys},

@@ -1,6 +1,7 @@
 """Forward-pass and per-operator validation: predicted versus measured, per point.
 
-Ground truth is ``calibration/validation/<GPU>/`` (written by
+Ground truth is ``<GPU>/`` under the package's ``calibration/validation`` or a folder
+given as ``validation_root`` (written by
 ``calibration/bench/validate_forward.py``, see docs/calibration.md):
 
 * ``forward.csv``: ``model,mode,batch,q_len,context,tp,time_s,p10_s,p90_s`` — whole
@@ -25,20 +26,22 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fleetsim.calibration import MeasuredCostModel, RooflineCostModel, get_cost_model, profile_dirs
-from fleetsim.calibration.measured import PROFILE_ROOT
+from fleetsim.calibration.measured import VALIDATION_ROOT
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
 from fleetsim.estimate import estimate_forward, estimate_ops
 from fleetsim.hardware.catalog import get_gpu
-from fleetsim.hardware.errors import ProfileError
+from fleetsim.hardware.errors import FleetsimError, ProfileError
 from fleetsim.hardware.specs import GPUSpec
+from fleetsim.validation_data import read_table
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.parallel import Seq
 
-VALIDATION_ROOT = PROFILE_ROOT.parent / "validation"
+__all__ = ["VALIDATION_ROOT", "forward_rows", "heldout_rows", "reference_ops", "summarize_forward",
+           "summarize_heldout", "write_csv"]
+
 FORWARD_COLUMNS = ("model", "mode", "batch", "q_len", "context", "tp", "time_s")
 HELDOUT_COLUMNS = ("op", "dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
                    "num_kv_heads", "head_dim", "causal", "time_s")
@@ -52,18 +55,23 @@ def _gpu_filter(gpus: list[str] | None) -> set[str] | None:
 
 
 def _read(path: Path, cols: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ProfileError(f"{path}: cannot read ({exc})") from None
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ProfileError(f"{path}: header lacks column(s) {', '.join(missing)}")
-    t = pd.to_numeric(df["time_s"], errors="coerce")
-    bad = np.flatnonzero(~(t > 0))
-    if bad.size:
-        raise ProfileError(f"{path}: row {int(bad[0]) + 2}: time_s must be a positive number")
-    return df
+    """A forward.csv / ops_heldout.csv: every column after the text ones a finite number,
+    ``time_s`` and ``batch`` positive."""
+    text = {"model", "mode", "op", "dtype"}
+    return read_table(path, cols, [c for c in cols if c not in text], ("time_s", "batch"))
+
+
+def _gpu_dirs(root: Path, name: str, wanted: set[str] | None) -> list[tuple[Path, GPUSpec]]:
+    """(folder, catalog spec) of each ``<GPU>/`` under ``root`` holding ``name``."""
+    out = []
+    for gdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if wanted is not None and gdir.name not in wanted or not (gdir / name).exists():
+            continue
+        try:
+            out.append((gdir, get_gpu(gdir.name)))
+        except FleetsimError as exc:
+            raise ProfileError(f"{gdir / name}: folder {gdir.name!r} is not a catalog GPU name ({exc})") from None
+    return out
 
 
 def _elementwise(name: str, kernel: str, rows: int, cols: int, nbytes: float, count: int) -> ElementwiseOp:
@@ -202,16 +210,18 @@ def forward_rows(validation_root: str | Path | None = None, profile_root: str | 
     proot = Path(profile_root) if profile_root is not None else None
     rows: list[dict[str, object]] = []
     wanted = _gpu_filter(gpus)
-    for gdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        if wanted is not None and gdir.name not in wanted or not (gdir / "forward.csv").exists():
-            continue
-        gpu = get_gpu(gdir.name)
+    for gdir, gpu in _gpu_dirs(root, "forward.csv", wanted):
         df = _read(gdir / "forward.csv", FORWARD_COLUMNS)
         preds = _predictors(gpu, proot)
         models: dict[str, ModelSpec] = {}
-        for rec in df.itertuples(index=False):
+        for line, rec in zip(df.index + 2, df.itertuples(index=False), strict=True):
             name = str(rec.model)
-            mspec = models.setdefault(name, load_model(name))
+            if name not in models:
+                try:
+                    models[name] = load_model(name)
+                except FleetsimError as exc:
+                    raise type(exc)(f"{gdir / 'forward.csv'}: row {line}: {exc}") from None
+            mspec = models[name]
             b, q, ctx, tp = int(rec.batch), int(rec.q_len), int(rec.context), int(rec.tp)
             graphs = str(rec.mode).endswith("graph")
             batch = [Seq(q, ctx)] * b
@@ -240,23 +250,24 @@ def heldout_rows(validation_root: str | Path | None = None, profile_root: str | 
     proot = Path(profile_root) if profile_root is not None else None
     rows: list[dict[str, object]] = []
     wanted = _gpu_filter(gpus)
-    for gdir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        if wanted is not None and gdir.name not in wanted or not (gdir / "ops_heldout.csv").exists():
-            continue
-        gpu = get_gpu(gdir.name)
-        df = _read(gdir / "ops_heldout.csv", HELDOUT_COLUMNS)
+    for gdir, gpu in _gpu_dirs(root, "ops_heldout.csv", wanted):
+        path = gdir / "ops_heldout.csv"
+        df = _read(path, HELDOUT_COLUMNS)
         ops: list[Op] = []
-        for r in df.itertuples(index=False):
+        for line, r in zip(df.index + 2, df.itertuples(index=False), strict=True):
             kind = str(r.op)
-            if kind == "gemm":
-                ops.append(GemmOp("gemm", int(r.m), int(r.n), int(r.k), str(r.dtype), int(r.batch)))
-            elif kind.startswith("attention"):
-                b, q, kv = int(r.batch), int(r.q_len), int(r.kv_len)
-                ops.append(AttentionOp(kind, (q,) * b, (kv,) * b, int(r.num_heads), int(r.num_kv_heads),
-                                       int(r.head_dim), int(r.head_dim), causal=bool(int(r.causal)),
-                                       dtype=str(r.dtype), kv_dtype=str(r.dtype)))
-            else:
-                raise ProfileError(f"{gdir / 'ops_heldout.csv'}: unknown op {kind!r}")
+            try:
+                if kind == "gemm":
+                    ops.append(GemmOp("gemm", int(r.m), int(r.n), int(r.k), str(r.dtype), int(r.batch)))
+                elif kind.startswith("attention"):
+                    b, q, kv = int(r.batch), int(r.q_len), int(r.kv_len)
+                    ops.append(AttentionOp(kind, (q,) * b, (kv,) * b, int(r.num_heads), int(r.num_kv_heads),
+                                           int(r.head_dim), int(r.head_dim), causal=bool(int(r.causal)),
+                                           dtype=str(r.dtype), kv_dtype=str(r.dtype)))
+                else:
+                    raise ProfileError(f"unknown op {kind!r} (expected gemm or attention*)")
+            except (FleetsimError, ValueError) as exc:
+                raise ProfileError(f"{path}: row {line}: {exc}") from None
         for p in _predictors(gpu, proot):
             t, src = p.model.stream_times(ops, gpu)
             for r, op, ti, si in zip(df.itertuples(index=False), ops, t, src, strict=True):

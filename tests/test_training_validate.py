@@ -9,7 +9,6 @@ import pytest
 
 from fleetsim.training_validate import (
     MEASURED_ROOT,
-    PUBLISHED,
     korthikanti_fig1_rows,
     korthikanti_table5_rows,
     measured_files,
@@ -18,6 +17,7 @@ from fleetsim.training_validate import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+PUBLISHED = SHARED / "published"
 needs_shared = pytest.mark.skipif(not (SHARED / "published").is_dir(),
                                   reason="../shared/data/published (Korthikanti et al. 2022 tables) is absent")
 

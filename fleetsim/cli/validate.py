@@ -1,16 +1,19 @@
 """``fleetsim validate``: predicted versus measured, section by section.
 
 Sections: ``ops`` (held-out single operators), ``forward`` (whole forward passes, own
-profile and cross-GPU from a same-architecture profile) and ``training`` (rows from
-``fleetsim.training_validate.validation_rows()`` when that module is installed). Each
-prints its points and its error summary against the targets; ``--csv-dir`` also saves the
-tables. Exit code 0, or 1 with ``--strict`` when a target is missed.
+profile and cross-GPU from a same-architecture profile) and ``training``
+(``fleetsim.training_validate.validation_rows()``). Ground truth: the package's
+``calibration/validation/<GPU>/`` or ``--validation-dir``; the published Korthikanti et al.
+2022 tables are not shipped and come from ``--published-dir`` or ``$FLEETSIM_PUBLISHED_DIR``.
+Each section prints its points and its error summary against the targets; ``--csv-dir``
+also saves the tables. Exit code 0, or 1 with ``--strict`` when a target is missed, or 2
+with one line naming the flag when an input is wrong or selects nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--gpu", action="append", default=None,
                    help="validate only this GPU's ground truth (repeatable), e.g. H100-SXM")
     p.add_argument("--validation-dir", type=Path, default=None,
-                   help="ground-truth root (default: the package's calibration/validation)")
+                   help="ground-truth root holding <GPU>/ folders (default: the package's calibration/validation)")
     p.add_argument("--profile-dir", type=Path, default=None,
                    help="calibration profile root (default: the package's calibration/profiles)")
+    p.add_argument("--published-dir", type=Path, default=None,
+                   help="folder of the published Korthikanti et al. 2022 tables, e.g. ../shared/data/published "
+                        "(default: $FLEETSIM_PUBLISHED_DIR; not shipped with the package)")
     p.add_argument("--csv-dir", type=Path, default=None, help="also write the tables here")
     p.add_argument("--points", action="store_true", help="print every point, not only summaries")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -43,9 +49,77 @@ def _sections(text: str) -> list[str]:
     out = []
     for s in (x.strip() for x in text.split(",") if x.strip()):
         if s not in SECTIONS:
-            raise ConfigError(f"unknown validation section {s!r}{suggest(s, SECTIONS)}")
+            raise ConfigError(f"--only: unknown section {s!r} (expected a comma-separated subset of "
+                              f"{', '.join(SECTIONS)}){suggest(s, SECTIONS)}")
         out.append(s)
+    if not out:
+        raise ConfigError(f"--only: no section given (expected a comma-separated subset of {', '.join(SECTIONS)})")
     return out
+
+
+@dataclass
+class _Inputs:
+    """The checked command line: what to validate, against which data."""
+
+    sections: list[str]
+    validation_root: Path
+    profile_root: Path | None
+    published: Path | None
+    gpus: list[str] | None
+    """Catalog names of the ``--gpu`` filter (None: every GPU with data)."""
+    section_gpus: dict[str, list[str]]
+    """GPUs with ground truth, per selected section."""
+
+
+def _check(args: argparse.Namespace) -> _Inputs:
+    """Every flag checked before any work; each failure is one line naming the flag."""
+    from fleetsim.calibration import profile_dirs
+    from fleetsim.hardware.catalog import get_gpu
+    from fleetsim.hardware.errors import ConfigError, FleetsimError
+    from fleetsim.training_validate import published_gpus
+    from fleetsim.validation_data import (
+        SECTION_FILES,
+        VALIDATION_ROOT,
+        check_dir,
+        gpus_with_data,
+        published_dir,
+    )
+
+    sections = _sections(args.only)
+    if args.validation_dir is not None:
+        root, where = check_dir(args.validation_dir, "--validation-dir"), f"--validation-dir {str(args.validation_dir)!r}"
+    else:
+        root, where = VALIDATION_ROOT, f"the package's validation data {str(VALIDATION_ROOT)!r}"
+    proot = None
+    if args.profile_dir is not None:
+        proot = check_dir(args.profile_dir, "--profile-dir")
+        if not profile_dirs(proot):
+            raise ConfigError(f"--profile-dir {str(proot)!r} holds no calibration profile "
+                              "(expected <GPU>/ folders of profile CSVs)")
+    published = published_dir(args.published_dir) if "training" in sections or args.published_dir else None
+    if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
+        raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
+    section_gpus = {s: gpus_with_data(root, [SECTION_FILES[s]]) for s in sections}
+    if published is not None and "training" in sections:
+        section_gpus["training"] = sorted({*section_gpus["training"], *published_gpus(published)})
+    have = sorted({g for names in section_gpus.values() for g in names})
+    if not have:
+        files = ", ".join(f"<GPU>/{SECTION_FILES[s]}" for s in sections)
+        raise ConfigError(f"{where} holds no ground truth for --only {','.join(sections)} (expected {files})")
+    gpus = None
+    if args.gpu:
+        gpus = []
+        hint = "" if published is not None or "training" not in sections else             "; the published A100 rows need --published-dir or $FLEETSIM_PUBLISHED_DIR"
+        for g in args.gpu:
+            try:
+                name = get_gpu(g).name
+            except FleetsimError:
+                raise ConfigError(f"--gpu {g!r}: unknown GPU (GPUs with validation data: {', '.join(have)}{hint})") from None
+            if name not in have:
+                raise ConfigError(f"--gpu {g!r}: no validation data for {name} in {where} (GPUs with data: "
+                                  f"{', '.join(have)}{hint})")
+            gpus.append(name)
+    return _Inputs(sections, root, proot, published, gpus, section_gpus)
 
 
 def _show(title: str, df: pd.DataFrame) -> None:
@@ -58,18 +132,33 @@ def _show(title: str, df: pd.DataFrame) -> None:
         print(df.to_string(index=False))
 
 
+def _absent(title: str, inputs: _Inputs, section: str) -> bool:
+    """Print a note and return True when ``section`` has no ground truth for the selected GPUs."""
+    have = inputs.section_gpus[section]
+    if inputs.gpus is None and have or inputs.gpus is not None and set(inputs.gpus) & set(have):
+        return False
+    which = "" if inputs.gpus is None else f" for {', '.join(inputs.gpus)}"
+    print(f"\n== {title}: no ground truth{which} (GPUs with data in this section: {', '.join(have) or 'none'})")
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    from fleetsim import training_validate as tv
     from fleetsim import validate_forward as vf
     from fleetsim.hardware.errors import ConfigError
+    from fleetsim.validation_data import PUBLISHED_ENV
 
-    sections = _sections(args.only)
-    for flag, path in (("--validation-dir", args.validation_dir), ("--profile-dir", args.profile_dir)):
-        if path is not None and not path.is_dir():
-            raise ConfigError(f"{flag} {str(path)!r} is not a directory")
+    inp = _check(args)
+    if args.csv_dir is not None:
+        try:
+            args.csv_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--csv-dir {str(args.csv_dir)!r}: cannot create ({exc.strerror or exc})") from None
+    root, proot, gpus = inp.validation_root, inp.profile_root, inp.gpus
     missed: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
-    if "ops" in sections:
-        rows = vf.heldout_rows(args.validation_dir, args.profile_dir, args.gpu)
+    if "ops" in inp.sections and not _absent("held-out operators", inp, "ops"):
+        rows = vf.heldout_rows(root, proot, gpus)
         summ = vf.summarize_heldout(rows)
         if args.points:
             _show("held-out operators (device time)", rows)
@@ -79,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
             own = summ[summ["predictor"] == "own"]
             missed += [f"ops {r.gpu} {r.kind}: median {r.median_err:.1%}" for r in own.itertuples()
                        if r.median_err > vf.TARGETS["ops"]]
-    if "forward" in sections:
-        rows = vf.forward_rows(args.validation_dir, args.profile_dir, args.gpu)
+    if "forward" in inp.sections and not _absent("forward passes", inp, "forward"):
+        rows = vf.forward_rows(root, proot, gpus)
         summ = vf.summarize_forward(rows)
         if args.points:
             _show("forward passes", rows)
@@ -93,22 +182,18 @@ def run(args: argparse.Namespace) -> int:
                 target = vf.TARGETS["cross"] if str(r.predictor).startswith("cross") else vf.TARGETS["forward"]
                 if r.mape > target:
                     missed.append(f"forward {r.gpu} {r.predictor} {r.mode}: MAPE {r.mape:.1%}")
-    if "training" in sections:
-        try:
-            mod = importlib.import_module("fleetsim.training_validate")
-        except ModuleNotFoundError as exc:
-            if exc.name != "fleetsim.training_validate":
-                raise
-            print("\n== training: skipped (fleetsim.training_validate is not installed)")
-        else:
-            kwargs = {} if args.validation_dir is None else {"measured_root": args.validation_dir}
-            rows = pd.DataFrame(mod.validation_rows(**kwargs))
-            if {"measured_s", "predicted_s"} <= set(rows.columns) and "error" not in rows.columns:
-                rows["error"] = rows["predicted_s"] / rows["measured_s"] - 1.0
+    if "training" in inp.sections:
+        if inp.published is None:
+            print(f"\npublished Korthikanti et al. 2022 rows: skipped (not shipped with fleetsim; point "
+                  f"--published-dir or ${PUBLISHED_ENV} at the folder holding korthikanti2022_table5.csv, "
+                  "e.g. ../shared/data/published)")
+        if not _absent("training", inp, "training"):
+            sel = None if gpus is None else set(gpus)
+            rows = tv.validation_rows(inp.published, root, sel)
             _show("training", rows)
-            if "error" in rows.columns and len(rows):
+            tables["training_points"] = rows
+            if len(rows):
                 print(f"training MAPE {rows['error'].abs().mean():.1%} over {len(rows)} points")
-            if {"within_target", "target", "error"} <= set(rows.columns) and len(rows):
                 groups = training_groups(rows)
                 print()
                 print(groups.to_string(index=False))
@@ -118,27 +203,22 @@ def run(args: argparse.Namespace) -> int:
                     for g in groups.itertuples()
                     if g.within < g.n and np.isfinite(g.target)
                 ]
-                rep = getattr(mod, "measurement_repeatability", None)
-                rep_df = rep(**({} if args.validation_dir is None else {"root": args.validation_dir})) \
-                    if rep is not None else pd.DataFrame()
-                if len(rep_df):
-                    print("\nrepeatability of our measurements (same configuration, two runs):")
-                    for bound, part in rep_df.groupby("gpu_bound"):
-                        print(f"  {'GPU-bound' if bound else 'host-bound'} rows: {len(part)}, step time "
-                              f"max |diff| {part['step_diff'].abs().max():.1%} (mean "
-                              f"{part['step_diff'].abs().mean():.1%}), summed kernel time max |diff| "
-                              f"{part['kernel_diff'].abs().max():.1%}")
-                    tables["training_repeatability"] = rep_df
-            tables["training_points"] = rows
+            rep_df = tv.measurement_repeatability(root, sel)
+            if len(rep_df):
+                print("\nrepeatability of our measurements (same configuration, two runs):")
+                for bound, part in rep_df.groupby("gpu_bound"):
+                    print(f"  {'GPU-bound' if bound else 'host-bound'} rows: {len(part)}, step time "
+                          f"max |diff| {part['step_diff'].abs().max():.1%} (mean "
+                          f"{part['step_diff'].abs().mean():.1%}), summed kernel time max |diff| "
+                          f"{part['kernel_diff'].abs().max():.1%}")
+                tables["training_repeatability"] = rep_df
     if args.csv_dir is not None:
-        args.csv_dir.mkdir(parents=True, exist_ok=True)
         for name, df in tables.items():
             vf.write_csv(df, args.csv_dir / f"{name}.csv")
-    validated = any(not df.empty for df in tables.values())
     if missed:
         print("\ntargets missed:\n  " + "\n  ".join(missed))
     else:
-        print("\nall targets met" if validated else "\nnothing validated (no ground truth found)")
+        print("\nall targets met")
     return 1 if (missed and args.strict) else 0
 
 
