@@ -34,8 +34,9 @@ import pandas as pd
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.cost import SOURCES, CostModel
 from fleetsim.calibration.launch import Dispatch, chain, from_kernels
+from fleetsim.hardware.checks import positive_int
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.hardware.specs import GPUSpec
+from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
 
 __all__ = ["ForwardEstimate", "eager_pipeline_s", "estimate_forward", "estimate_ops", "get_cost_model",
            "resolve_batch"]
@@ -94,6 +95,10 @@ def resolve_batch(batch: object) -> list:
             return [Seq(batch[1], batch[2])] * batch[0]
         raise ConfigError(f"batch tuple must be (batch_size, prompt_len) or (batch_size, new, context), got {batch!r}")
     if isinstance(batch, Sequence) and batch and all(isinstance(s, Seq) for s in batch):
+        for i, s in enumerate(batch):
+            positive_int(s.new_tokens, f"batch[{i}].new_tokens")
+            if s.context:
+                positive_int(s.context, f"batch[{i}].context")
         return list(batch)
     raise ConfigError(f"batch must be a non-empty list of Seq, an int or a tuple, got {batch!r}")
 
@@ -104,25 +109,36 @@ def _kind(op: object) -> str:
 
 def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int = 1,
                      graphs: bool = False, dtype: str = "bf16", cost_model: CostModel | None = None,
-                     *, kv_dtype: str | None = None, profile_root: str | Path | None = None
-                     ) -> ForwardEstimate:
+                     *, kv_dtype: str | None = None, profile_root: str | Path | None = None,
+                     check_context: bool = True) -> ForwardEstimate:
     """Estimate one serving iteration (forward pass) of ``model`` on ``gpu``.
 
     ``model``: catalog name, path or ``ModelSpec``; ``gpu``: catalog name or ``GPUSpec``;
     ``batch``: see ``resolve_batch``; ``tp``: tensor-parallel degree (the graph of one rank,
     with its collectives); ``graphs``: CUDA-graph replay instead of eager launches;
-    ``cost_model``: defaults to ``get_cost_model(gpu, profile_root)``.
+    ``cost_model``: defaults to ``get_cost_model(gpu, profile_root)``. A sequence longer
+    than the model's context is refused unless ``check_context=False`` (kernel-shape
+    studies such as the validation benchmarks, which time shapes past the context).
     """
     from fleetsim.hardware.catalog import get_gpu
     from fleetsim.workloads.graph import serving_step_ops
     from fleetsim.workloads.models import ModelSpec, load_model
+    from fleetsim.workloads.models import check_context as context_limit
     from fleetsim.workloads.parallel import ParallelConfig
 
+    if not isinstance(gpu, GPUSpec | str):
+        raise ConfigError(f"gpu must be a catalog name or a GPUSpec, got {type(gpu).__name__}")
     spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     mspec = model if isinstance(model, ModelSpec) else load_model(model)  # type: ignore[arg-type]
-    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
-        raise ConfigError(f"tp must be a positive integer, got {tp!r}")
+    tp = positive_int(tp, "tp")
+    if not isinstance(graphs, bool):
+        raise ConfigError(f"graphs must be True or False, got {graphs!r}")
+    for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
+        if value is not None and value not in DTYPE_BYTES:
+            raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
     seqs = resolve_batch(batch)
+    if check_context:
+        context_limit(mspec, max(s.kv_len for s in seqs), "batch sequence length (context + new tokens)")
     ops = serving_step_ops(mspec, seqs, ParallelConfig(tp=tp), dtype, kv_dtype)
     cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
     return estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fleetsim.hardware.catalog import get_gpu
+from fleetsim.hardware.checks import positive, positive_int
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import DTYPE_BYTES, ClusterSpec, GPUSpec
@@ -22,7 +23,7 @@ from fleetsim.planner.first_plan import (
 )
 from fleetsim.sim.serving.config import EngineConfig
 from fleetsim.workloads.memory import max_kv_tokens
-from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.models import ModelSpec, check_context, load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
 
@@ -168,6 +169,13 @@ def plan_serving(
     """
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     cl = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+    isl = None if isl is None else positive_int(isl, "isl")
+    osl = None if osl is None else positive_int(osl, "osl")
+    rate_rps = None if rate_rps is None else positive(rate_rps, "rate_rps")
+    ttft_s = None if ttft_s is None else positive(ttft_s, "ttft_s")
+    tpot_s = None if tpot_s is None else positive(tpot_s, "tpot_s")
+    if workload is not None and not isinstance(workload, str):
+        raise ConfigError(f"workload must be a name or spec string, got {type(workload).__name__}")
     lengths_from = "given"
     if isl is None or osl is None:
         d_isl, d_osl, lengths_from = _default_lengths(workload)
@@ -179,10 +187,7 @@ def plan_serving(
     for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
         if value is not None and value not in DTYPE_BYTES:
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
-    if isl + osl > spec.max_position_embeddings:
-        raise ConfigError(
-            f"isl + osl = {isl + osl} exceeds {spec.name}'s context of {spec.max_position_embeddings} tokens"
-        )
+    check_context(spec, isl + osl, "isl + osl")
     gpus = {p.node.gpu: get_gpu(p.node.gpu) for p in cl.pools}
     fp = first_plan(
         cl,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fleetsim.hardware.checks import non_negative_int, positive, positive_int, warn_user
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import ClusterSpec
@@ -26,7 +27,7 @@ from fleetsim.sim.serving.config import (
 from fleetsim.sim.serving.results import RawTables, collect
 from fleetsim.workloads.arrivals import TraceArrivals
 from fleetsim.workloads.defaults import get_workload
-from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.models import ModelSpec, check_context, load_model, over_context
 from fleetsim.workloads.requests import RequestStream
 from fleetsim.workloads.workload import Workload
 
@@ -164,22 +165,65 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     """
     m = load_model(model)
     cl = load_cluster(cluster)
-    if isinstance(deployment, dict):
-        deployment = Deployment(**deployment)
-    if isinstance(engine, dict):
-        engine = EngineConfig(**engine)
+    deployment = _config(deployment, Deployment, "deployment")
+    engine = _config(engine, EngineConfig, "engine")
     if deployment is None:
         deployment = default_deployment(m, cl, engine)
     elif engine is not None:
         raise ConfigError("give engine knobs inside the deployment, not both")
-    slo = dict(slo or {})
-    unknown = set(slo) - {"ttft_slo_s", "tpot_slo_s"}
-    if unknown:
-        raise ConfigError(f"slo: unknown key(s) {sorted(unknown)}; known: ttft_slo_s, tpot_slo_s")
-    reqs = _requests(workload, seed, num_requests, duration_s)
+    slo = _slo(slo)
+    if not isinstance(seed, np.random.Generator | np.random.SeedSequence):
+        seed = non_negative_int(seed, "seed")
+    if num_requests is not None:
+        num_requests = positive_int(num_requests, "num_requests")
+    if duration_s is not None:
+        duration_s = positive(duration_s, "duration_s")
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"progress must be a callable (done, total), got {type(progress).__name__}")
+    reqs, rejected = _within_context(_requests(workload, seed, num_requests, duration_s), m)
     if not len(reqs):
         raise ConfigError("the workload produced no requests")
     sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress)
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
+    raw.summary["rejected_over_context"] = rejected
     return ServingResult(raw, deployment, m, cl)
+
+
+def _within_context(reqs: RequestStream, model: ModelSpec) -> tuple[RequestStream, int]:
+    """The requests whose prompt plus output fit ``model``'s context, and how many did not.
+
+    As vLLM does (it answers such a request with an error), a request longer than the
+    context is rejected, not served; a warning names how many, and the result's summary
+    keeps the count as ``rejected_over_context``."""
+    total = reqs.prompt_tokens + reqs.output_tokens
+    over = over_context(model, total)
+    n = int(over.sum())
+    if not n:
+        return reqs, 0
+    if n == len(reqs):
+        check_context(model, int(total.min()), f"every request of the workload is too long: prompt + output of {n} requests, shortest")
+    warn_user(f"{n} of {len(reqs)} requests have prompt + output longer than {model.name}'s context of "
+              f"{model.max_position_embeddings} tokens (longest {int(total.max())}); rejected them, as vLLM "
+              f"does (summary: rejected_over_context)")
+    return reqs.select(~over), n
+
+
+def _config(value: Any, model: type[Any], name: str) -> Any:
+    """``value`` as a ``model`` (a dict of its fields is converted; errors name the field)."""
+    if value is None or isinstance(value, model):
+        return value
+    if isinstance(value, dict):
+        return model(**value)
+    raise ConfigError(f"{name} must be a {model.__name__} or a dict of its fields, got {type(value).__name__}")
+
+
+def _slo(slo: Any) -> dict[str, float]:
+    if slo is None:
+        return {}
+    if not isinstance(slo, dict):
+        raise ConfigError(f"slo must be a dict with ttft_slo_s and/or tpot_slo_s, got {type(slo).__name__}")
+    unknown = set(slo) - {"ttft_slo_s", "tpot_slo_s"}
+    if unknown:
+        raise ConfigError(f"slo: unknown key(s) {sorted(map(str, unknown))}; known: ttft_slo_s, tpot_slo_s")
+    return {k: positive(v, f"slo {k}") for k, v in slo.items() if v is not None}

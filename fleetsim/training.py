@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
+from fleetsim.hardware.checks import non_negative_int, positive, positive_int, validation_line
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job, validate_job
 from fleetsim.sim.training.step import StepResult, simulate_step
-from fleetsim.workloads.models import ModelSpec, load_model
+from fleetsim.workloads.models import ModelSpec, check_context, load_model
+from fleetsim.workloads.parallel import ParallelConfig, parse_parallel
 
 _PAR_FIELDS = ("tp", "cp", "pp", "dp", "ep", "sequence_parallel", "layer_split")
 
@@ -34,31 +37,35 @@ def _cluster(cluster: str | ClusterSpec) -> ClusterSpec:
 
 
 def _parallel(parallel: Any, gpus: int, overrides: dict[str, Any]) -> TrainParallel:
-    """A ``TrainParallel`` from a ``ParallelConfig``-like object, a dict or None, with
-    keyword overrides; an unset ``dp`` fills the GPUs left by tp * cp * pp."""
+    """A ``TrainParallel`` from a ``ParallelConfig``-like object, a dict, shorthand text
+    (``"tp=8,pp=2"``, see ``workloads.parallel.parse_parallel``) or None, with keyword
+    overrides; an unset ``dp`` fills the GPUs left by tp * cp * pp."""
     base: dict[str, Any] = {}
     if isinstance(parallel, TrainParallel):
         base = parallel.model_dump()
     elif isinstance(parallel, dict):
         base = dict(parallel)
+    elif isinstance(parallel, str):
+        base = parse_parallel(parallel, "parallel")
+    elif isinstance(parallel, ParallelConfig):
+        base = {k: getattr(parallel, k) for k in _PAR_FIELDS}
     elif parallel is not None:
-        base = {k: getattr(parallel, k) for k in _PAR_FIELDS if hasattr(parallel, k)}
+        raise ConfigError(f"parallel must be a ParallelConfig, TrainParallel, dict or text such as "
+                          f"'tp=8,pp=2', got {type(parallel).__name__}")
     for k, v in overrides.items():
         if v is not None:
-            base[k] = v
+            base[k] = v if k in ("sequence_parallel", "order") else positive_int(v, k)
     if "dp" not in base:
-        inner = int(base.get("tp", 1)) * int(base.get("cp", 1)) * int(base.get("pp", 1))
-        if inner <= 0 or gpus % inner:
+        inner = 1
+        for k in ("tp", "cp", "pp"):
+            inner *= positive_int(base.get(k, 1), f"parallel {k}")
+        if gpus % inner:
             raise ConfigError(f"tp*cp*pp = {inner} does not divide the {gpus} GPUs of the cluster")
         base["dp"] = gpus // inner
     try:
         return TrainParallel(**base)
-    except Exception as exc:  # pydantic ValidationError -> one line
-        errs = getattr(exc, "errors", None)
-        if callable(errs):
-            e = errs()[0]
-            raise ConfigError(f"parallel field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})") from None
-        raise
+    except ValidationError as exc:
+        raise ConfigError(validation_line(exc, "parallel")) from None
 
 
 @dataclass
@@ -247,10 +254,21 @@ def build_train_job(
     and cluster (``ConfigError`` naming the values when it does not lay out)."""
     spec = load_model(model) if not isinstance(model, ModelSpec) else model
     cl = _cluster(cluster)
+    pool = non_negative_int(pool, "pool")
     if not 0 <= pool < len(cl.pools):
         raise ConfigError(f"pool index {pool} but cluster {cl.name!r} has {len(cl.pools)} pool(s)")
     if global_batch is None:
         raise ConfigError("global_batch (sequences per step) is required")
+    global_batch = positive_int(global_batch, "global_batch")
+    micro_batch = positive_int(micro_batch, "micro_batch")
+    seq_len = positive_int(seq_len, "seq_len")
+    check_context(spec, seq_len, "seq_len")
+    zero = non_negative_int(zero, "zero")
+    for name, flag in (("fsdp", fsdp), ("dropout", dropout), ("overlap_grad_reduce", overlap_grad_reduce)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name} must be True or False, got {flag!r}")
+    if grad_bucket_bytes is not None:
+        grad_bucket_bytes = positive(grad_bucket_bytes, "grad_bucket_bytes")
     par = _parallel(parallel, cl.pools[pool].gpus, {
         "tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
         "sequence_parallel": sequence_parallel, "order": placement,

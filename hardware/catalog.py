@@ -125,7 +125,9 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"file not found: {where}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise SpecError(f"cannot read {where}: not a text (UTF-8) file") from None
+    except (OSError, ValueError) as exc:
         raise SpecError(f"cannot read {where}: {type(exc).__name__}") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader

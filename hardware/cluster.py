@@ -29,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 MAX_GPUS = 10_000_000
 """Largest accelerator count a shorthand may ask for; beyond it the input is surely a typo."""
 
+_BAD_COUNT = re.compile(r"^(?:\d+\s*[x×*]\s*)?([-+]?\d*\.\d*|[-+]\d+)\s*[x×*]", re.IGNORECASE)
+"""A count that is negative, signed or fractional (``-1xH100``, ``1.5xH100``)."""
+
 _TERM = re.compile(r"^(?:(\d+)\s*[x×*]\s*)?(?:(\d+)\s*[x×*]\s*)?(\S.*?)$", re.IGNORECASE)
 
 
@@ -60,6 +63,9 @@ def _count(text: str | None, term: str) -> int | None:
 
 
 def _term_pools(term: str) -> list[PoolSpec]:
+    bad = _BAD_COUNT.match(term)
+    if bad is not None:
+        raise SpecError(f"cluster {term!r}: count {bad.group(1)!r} must be a positive whole number")
     match = _TERM.match(term)
     if match is None:
         raise SpecError(f"cluster {term!r}: expected [N x] [M x] NAME, e.g. 8xH100 or 2x8xA100-80GB")
@@ -107,7 +113,7 @@ def _default_scale_out(pools: list[PoolSpec] | tuple[PoolSpec, ...]) -> str:
 class _PoolEntry(BaseModel):
     """One pool in a cluster file: a system or a GPU, counted in nodes or GPUs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     system: str | None = None
     gpu: str | None = None
     num_nodes: int | None = Field(default=None, gt=0, le=MAX_GPUS)
@@ -126,7 +132,7 @@ class _PoolEntry(BaseModel):
 
 
 class _ClusterFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = "cluster"
     parts: list[str] = []
     """User part files (GPU, link, system, memory YAML) to register before resolving pools;

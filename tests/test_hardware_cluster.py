@@ -72,7 +72,7 @@ def test_mixed_pools_and_gpu_types() -> None:
     ("", "empty term"),
     ("8xH100+", "empty term"),
     ("+", "empty term"),
-    ("-1xH100", "unknown part"),
+    ("-1xH100", "positive whole number"),
     ("99999999999xH100", "exceeds"),
 ])
 def test_bad_shorthand(text: str, match: str) -> None:

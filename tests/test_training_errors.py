@@ -58,7 +58,7 @@ def test_cli_raises_the_api_error() -> None:
     parser = argparse.ArgumentParser()
     train_cli.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--model", "gpt2-medium", "--cluster", "8xH100-SXM", "--tp", "3",
-                              "--global-batch", "8"])
+                              "--seq-len", "1024", "--global-batch", "8"])
     with pytest.raises(FleetsimError, match="tp\\*cp\\*pp = 3"):
         args.func(args)
 

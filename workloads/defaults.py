@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fleetsim.hardware.checks import validation_line
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.workloads.arrivals import TraceArrivals
 from fleetsim.workloads.lengths import TraceLength
@@ -89,9 +90,7 @@ def _validate(data: Any, what: str) -> Workload:
     try:
         return Workload.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{what}: {loc}: {err['msg']}") from None
+        raise ConfigError(validation_line(exc, what)) from None
 
 
 def trace_workload(path: str | Path, time_scale: float = 1.0) -> Workload:

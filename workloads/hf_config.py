@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fleetsim.hardware.checks import integer
 from fleetsim.hardware.errors import SpecError, suggest
 from fleetsim.workloads.models import ModelSpec
 
@@ -81,13 +82,18 @@ def _load_catalog(name: str) -> ModelSpec:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise SpecError(f"cannot read model config {path}: {e.strerror}") from None
+        raise SpecError(f"cannot read model config {path}: {e.strerror or type(e).__name__}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"model config {path} is not a text (UTF-8 JSON) file") from None
     except json.JSONDecodeError as e:
         raise SpecError(f"model config {path} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except RecursionError:
+        raise SpecError(f"model config {path} is nested too deeply to be a config") from None
     if not isinstance(data, dict):
-        raise SpecError(f"model config {path} must hold a JSON object")
+        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data), "null")
+        raise SpecError(f"model config {path} must hold a JSON object, got a JSON {kind}")
     return data
 
 
@@ -98,8 +104,10 @@ def load_model_source(source: object) -> ModelSpec:
         d = dict(source)
         return parse_config(d, name=str(d.get("name", d.get("_name_or_path", "custom"))), where="dict")
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
-        path = Path(source)
+        path = Path(source).expanduser()
         if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise SpecError(f"model directory {path} has no config.json")
             path = path / "config.json"
         if not path.exists():
             raise SpecError(f"model config not found: {path}")
@@ -117,7 +125,12 @@ def load_model_source(source: object) -> ModelSpec:
 
 
 def _looks_like_path(s: str) -> bool:
-    return s.endswith(".json") or s.startswith((".", "/", "~")) or Path(s).is_dir()
+    if s.endswith(".json") or s.startswith((".", "/", "~")):
+        return True
+    try:
+        return Path(s).exists()
+    except (OSError, ValueError):  # names too long for the OS, embedded NUL bytes
+        return False
 
 
 class _Cfg:
@@ -138,10 +151,56 @@ class _Cfg:
         v = self.d.get(key)
         return default if v is None else v
 
+    def _name(self, key: str) -> str:
+        return f"{self.model_type} config ({self.where}): {key!r}"
+
+    def _key(self, keys: tuple[str, ...]) -> str:
+        return next((k for k in keys if self.d.get(k) is not None), keys[0])
+
+    def size(self, *keys: str) -> int:
+        """A required size: an integer >= 1 (``4096.0`` accepted; ``4096.7``, ``"32"``, ``true`` not)."""
+        value = self.req(*keys)
+        return integer(value, self._name(self._key(keys)), minimum=1, error=SpecError)
+
+    def int_opt(self, key: str, default: int) -> int:
+        """An optional count: an integer >= 0, ``default`` when absent."""
+        v = self.d.get(key)
+        return default if v is None else integer(v, self._name(key), minimum=0, error=SpecError)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """An optional JSON boolean (``true``/``false``; 0 and 1 accepted)."""
+        v = self.d.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+            return bool(v)
+        raise SpecError(f"{self._name(key)} must be true or false, got {v!r}")
+
+    def int_list(self, key: str) -> tuple[int, ...]:
+        v = self.d.get(key)
+        if v is None:
+            return ()
+        if not isinstance(v, list):
+            raise SpecError(f"{self._name(key)} must be a list of integers, got {v!r}")
+        return tuple(integer(i, self._name(key), minimum=0, error=SpecError) for i in v)
+
+    def head_dim(self, hidden: int, heads: int, key: str = "head_dim") -> int:
+        """``key`` when given, else hidden / heads, which must then divide evenly."""
+        if self.d.get(key) is not None:
+            return self.size(key)
+        if hidden % heads:
+            raise SpecError(
+                f"{self.model_type} config ({self.where}): hidden size {hidden} is not divisible by "
+                f"{heads} attention heads (and no {key!r} is given)"
+            )
+        return hidden // heads
+
 
 def parse_config(d: dict[str, Any], *, name: str, where: str) -> ModelSpec:
     """Turn a config dict into a ``ModelSpec``; ``where`` names the origin in errors."""
     mt = d.get("model_type")
+    if mt is not None and not isinstance(mt, str):
+        raise SpecError(f"model config ({where}): 'model_type' must be a string, got {mt!r}")
     if mt is None or mt == "megatron_gpt":
         if any(k in d for k in ("n_layer", "num_layers", "num_hidden_layers")):
             mt = "gpt2" if "n_layer" in d else "megatron_gpt"
@@ -160,31 +219,31 @@ def parse_config(d: dict[str, Any], *, name: str, where: str) -> ModelSpec:
 
 
 def _llama_like(c: _Cfg) -> dict[str, Any]:
-    h = int(c.req("hidden_size"))
-    nh = int(c.req("num_attention_heads"))
-    hd = int(c.opt("head_dim", h // nh))
+    h = c.size("hidden_size")
+    nh = c.size("num_attention_heads")
+    hd = c.head_dim(h, nh)
     act = str(c.opt("hidden_act", "silu"))
     return dict(
         hidden_size=h,
-        num_layers=int(c.req("num_hidden_layers")),
+        num_layers=c.size("num_hidden_layers"),
         num_heads=nh,
-        num_kv_heads=int(c.opt("num_key_value_heads", nh)),
+        num_kv_heads=c.int_opt("num_key_value_heads", nh),
         head_dim=hd,
-        intermediate_size=int(c.req("intermediate_size")),
-        vocab_size=int(c.req("vocab_size")),
-        max_position_embeddings=int(c.req("max_position_embeddings")),
-        tie_word_embeddings=bool(c.opt("tie_word_embeddings", False)),
+        intermediate_size=c.size("intermediate_size"),
+        vocab_size=c.size("vocab_size"),
+        max_position_embeddings=c.size("max_position_embeddings"),
+        tie_word_embeddings=c.flag("tie_word_embeddings", False),
         activation="geglu" if act.startswith("gelu") else "swiglu",
-        qkv_bias=bool(c.opt("attention_bias", False)),
-        o_bias=bool(c.opt("attention_bias", False)),
-        mlp_bias=bool(c.opt("mlp_bias", False)),
+        qkv_bias=c.flag("attention_bias", False),
+        o_bias=c.flag("attention_bias", False),
+        mlp_bias=c.flag("mlp_bias", False),
     )
 
 
 def _mistral(c: _Cfg) -> dict[str, Any]:
     f = _llama_like(c)
     if c.opt("sliding_window", None):
-        f["sliding_window"] = int(c.d["sliding_window"])
+        f["sliding_window"] = c.size("sliding_window")
     return f
 
 
@@ -199,7 +258,7 @@ def _qwen_window(c: _Cfg, layers: int) -> dict[str, Any]:
     """Qwen applies the window only with use_sliding_window, and then only on layers with
     index >= max_window_layers; a window on some layers only is not modelled."""
     if c.opt("use_sliding_window", False) and c.opt("sliding_window", None):
-        first = int(c.opt("max_window_layers", 0))
+        first = c.int_opt("max_window_layers", 0)
         if first >= layers:
             return {}
         if first > 0:
@@ -207,7 +266,7 @@ def _qwen_window(c: _Cfg, layers: int) -> dict[str, Any]:
                 f"{c.model_type} config ({c.where}): sliding window on layers {first}..{layers - 1} "
                 "only (max_window_layers) is not supported"
             )
-        return {"sliding_window": int(c.d["sliding_window"])}
+        return {"sliding_window": c.size("sliding_window")}
     return {}
 
 
@@ -223,8 +282,8 @@ def _gemma2(c: _Cfg) -> dict[str, Any]:
     f.update(
         activation="geglu",
         sandwich_norm=True,
-        tie_word_embeddings=bool(c.opt("tie_word_embeddings", True)),
-        sliding_window=int(c.req("sliding_window")),
+        tie_word_embeddings=c.flag("tie_word_embeddings", True),
+        sliding_window=c.size("sliding_window"),
         sliding_window_period=2,
     )
     return f
@@ -232,8 +291,8 @@ def _gemma2(c: _Cfg) -> dict[str, Any]:
 
 def _moe_common(c: _Cfg, f: dict[str, Any], experts_key: str) -> dict[str, Any]:
     f.update(
-        num_experts=int(c.req(experts_key)),
-        num_experts_per_tok=int(c.req("num_experts_per_tok")),
+        num_experts=c.size(experts_key),
+        num_experts_per_tok=c.size("num_experts_per_tok"),
     )
     return f
 
@@ -249,73 +308,73 @@ def _mixtral(c: _Cfg) -> dict[str, Any]:
 def _qwen_moe(c: _Cfg, qwen3: bool) -> dict[str, Any]:
     f = _qwen3(c) if qwen3 else _qwen2(c)
     f = _moe_common(c, f, "num_experts")
-    step = int(c.opt("decoder_sparse_step", 1))
+    step = c.int_opt("decoder_sparse_step", 1)
     f.update(
-        moe_intermediate_size=int(c.req("moe_intermediate_size")),
+        moe_intermediate_size=c.size("moe_intermediate_size"),
         moe_layer_freq=step,
         moe_layer_offset=step - 1,
-        mlp_only_layers=tuple(int(i) for i in c.opt("mlp_only_layers", [])),
-        norm_topk_prob=bool(c.opt("norm_topk_prob", False)),
+        mlp_only_layers=c.int_list("mlp_only_layers"),
+        norm_topk_prob=c.flag("norm_topk_prob", False),
     )
     if not qwen3:
-        shared = int(c.opt("shared_expert_intermediate_size", 0))
+        shared = c.int_opt("shared_expert_intermediate_size", 0)
         f.update(shared_expert_intermediate_size=shared, num_shared_experts=1 if shared else 0,
                  shared_expert_gate=bool(shared))
     return f
 
 
 def _deepseek(c: _Cfg, v3: bool) -> dict[str, Any]:
-    h = int(c.req("hidden_size"))
-    nh = int(c.req("num_attention_heads"))
-    nope, rope = int(c.req("qk_nope_head_dim")), int(c.req("qk_rope_head_dim"))
+    h = c.size("hidden_size")
+    nh = c.size("num_attention_heads")
+    nope, rope = c.size("qk_nope_head_dim"), c.size("qk_rope_head_dim")
     q_lora = c.opt("q_lora_rank", None)
-    n_routed = int(c.opt("n_routed_experts", 0))
+    n_routed = c.int_opt("n_routed_experts", 0)
     f: dict[str, Any] = dict(
         hidden_size=h,
-        num_layers=int(c.req("num_hidden_layers")),
+        num_layers=c.size("num_hidden_layers"),
         num_heads=nh,
-        num_kv_heads=int(c.opt("num_key_value_heads", nh)),
+        num_kv_heads=c.int_opt("num_key_value_heads", nh),
         head_dim=nope + rope,
-        v_head_dim=int(c.req("v_head_dim")),
-        intermediate_size=int(c.req("intermediate_size")),
-        vocab_size=int(c.req("vocab_size")),
-        max_position_embeddings=int(c.req("max_position_embeddings")),
-        tie_word_embeddings=bool(c.opt("tie_word_embeddings", False)),
-        qkv_bias=bool(c.opt("attention_bias", False)),
-        q_lora_rank=int(q_lora) if q_lora else None,
-        kv_lora_rank=int(c.req("kv_lora_rank")),
+        v_head_dim=c.size("v_head_dim"),
+        intermediate_size=c.size("intermediate_size"),
+        vocab_size=c.size("vocab_size"),
+        max_position_embeddings=c.size("max_position_embeddings"),
+        tie_word_embeddings=c.flag("tie_word_embeddings", False),
+        qkv_bias=c.flag("attention_bias", False),
+        q_lora_rank=c.size("q_lora_rank") if q_lora else None,
+        kv_lora_rank=c.size("kv_lora_rank"),
         qk_nope_head_dim=nope,
         qk_rope_head_dim=rope,
     )
     if n_routed:
         f.update(
             num_experts=n_routed,
-            num_experts_per_tok=int(c.req("num_experts_per_tok")),
-            moe_intermediate_size=int(c.req("moe_intermediate_size")),
-            num_shared_experts=int(c.opt("n_shared_experts", 0)),
-            first_k_dense_replace=int(c.opt("first_k_dense_replace", 0)),
-            moe_layer_freq=int(c.opt("moe_layer_freq", 1)),
-            norm_topk_prob=bool(c.opt("norm_topk_prob", False)),
+            num_experts_per_tok=c.size("num_experts_per_tok"),
+            moe_intermediate_size=c.size("moe_intermediate_size"),
+            num_shared_experts=c.int_opt("n_shared_experts", 0),
+            first_k_dense_replace=c.int_opt("first_k_dense_replace", 0),
+            moe_layer_freq=c.int_opt("moe_layer_freq", 1),
+            norm_topk_prob=c.flag("norm_topk_prob", False),
             router_bias=v3 and c.opt("topk_method", "noaux_tc") == "noaux_tc",
         )
     if v3:
-        f["num_nextn_predict_layers"] = int(c.opt("num_nextn_predict_layers", 0))
+        f["num_nextn_predict_layers"] = c.int_opt("num_nextn_predict_layers", 0)
     return f
 
 
 def _gpt2(c: _Cfg) -> dict[str, Any]:
-    h = int(c.req("n_embd", "hidden_size"))
-    nh = int(c.req("n_head", "num_attention_heads"))
+    h = c.size("n_embd", "hidden_size")
+    nh = c.size("n_head", "num_attention_heads")
     return dict(
         hidden_size=h,
-        num_layers=int(c.req("n_layer", "num_hidden_layers")),
+        num_layers=c.size("n_layer", "num_hidden_layers"),
         num_heads=nh,
         num_kv_heads=nh,
-        head_dim=h // nh,
-        intermediate_size=int(c.opt("n_inner", 4 * h)),
-        vocab_size=int(c.opt("vocab_size", 50257)),
-        max_position_embeddings=int(c.req("n_positions", "max_position_embeddings")),
-        tie_word_embeddings=bool(c.opt("tie_word_embeddings", True)),
+        head_dim=c.head_dim(h, nh),
+        intermediate_size=c.int_opt("n_inner", 4 * h),
+        vocab_size=c.int_opt("vocab_size", 50257),
+        max_position_embeddings=c.size("n_positions", "max_position_embeddings"),
+        tie_word_embeddings=c.flag("tie_word_embeddings", True),
         position_embedding="learned",
         norm="layernorm",
         activation="gelu",
@@ -327,23 +386,23 @@ def _gpt2(c: _Cfg) -> dict[str, Any]:
 
 def _megatron(c: _Cfg) -> dict[str, Any]:
     """Megatron-LM GPT arguments (learned positions, LayerNorm, GeLU, biases, tied head)."""
-    h = int(c.req("hidden_size"))
-    nh = int(c.req("num_attention_heads"))
-    seq = int(c.req("max_position_embeddings", "seq_length"))
+    h = c.size("hidden_size")
+    nh = c.size("num_attention_heads")
+    seq = c.size("max_position_embeddings", "seq_length")
     norm = str(c.opt("normalization", "LayerNorm")).lower()
-    swiglu = bool(c.opt("swiglu", False)) or str(c.opt("activation", "gelu")) == "swiglu"
-    bias = bool(c.opt("add_bias_linear", True))
-    groups = int(c.opt("num_query_groups", nh)) if c.opt("group_query_attention", True) else nh
+    swiglu = c.flag("swiglu", False) or str(c.opt("activation", "gelu")) == "swiglu"
+    bias = c.flag("add_bias_linear", True)
+    groups = c.int_opt("num_query_groups", nh) if c.opt("group_query_attention", True) else nh
     return dict(
         hidden_size=h,
-        num_layers=int(c.req("num_layers", "num_hidden_layers")),
+        num_layers=c.size("num_layers", "num_hidden_layers"),
         num_heads=nh,
         num_kv_heads=groups,
-        head_dim=int(c.opt("kv_channels", h // nh)),
-        intermediate_size=int(c.opt("ffn_hidden_size", 4 * h)),
-        vocab_size=int(c.req("padded_vocab_size", "vocab_size")),
+        head_dim=c.head_dim(h, nh, "kv_channels"),
+        intermediate_size=c.int_opt("ffn_hidden_size", 4 * h),
+        vocab_size=c.size("padded_vocab_size", "vocab_size"),
         max_position_embeddings=seq,
-        tie_word_embeddings=not bool(c.opt("untie_embeddings_and_output_weights", False)),
+        tie_word_embeddings=not c.flag("untie_embeddings_and_output_weights", False),
         position_embedding="rope" if c.opt("position_embedding_type", "learned_absolute") == "rope" else "learned",
         norm="rmsnorm" if norm == "rmsnorm" else "layernorm",
         activation="swiglu" if swiglu else "gelu",

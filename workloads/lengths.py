@@ -206,3 +206,15 @@ LengthDist = Annotated[
     FixedLength | UniformLength | LognormalLength | EmpiricalLength | QuantileLength | TraceLength,
     Field(discriminator="kind"),
 ]
+
+
+def min_tokens(dist: object) -> int | None:
+    """The smallest length ``dist`` can draw where that is known without data (fixed,
+    uniform, lognormal); None for data-driven distributions."""
+    if isinstance(dist, FixedLength):
+        return dist.tokens
+    if isinstance(dist, UniformLength):
+        return dist.low
+    if isinstance(dist, LognormalLength):
+        return dist.min
+    return None

@@ -16,7 +16,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Literal
 
-from fleetsim.hardware.errors import SpecError
+import numpy as np
+from fleetsim.hardware.checks import validation_line
+from fleetsim.hardware.errors import ConfigError, SpecError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LayerKind = Literal["dense", "moe"]
@@ -83,10 +85,7 @@ class ModelSpec(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "spec"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise SpecError(f"model {data.get('name', '?')!r}: {loc}: {msg}") from None
+            raise SpecError(validation_line(e, f"model {data.get('name', '?')!r}")) from None
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -312,6 +311,22 @@ class ModelSpec(BaseModel):
     def params_non_embedding(self) -> int:
         """Parameters excluding token/position embeddings and the LM head."""
         return self.params_total() - self.embedding_params() - self.lm_head_params()
+
+
+def over_context(model: ModelSpec, tokens: np.ndarray) -> np.ndarray:
+    """Which sequence lengths (prompt plus output, or a training sequence) exceed ``model``'s
+    context (``max_position_embeddings``). The one owner of this limit: estimates, serving
+    workloads, training and the planner all go through it (or ``check_context``)."""
+    return np.asarray(tokens) > model.max_position_embeddings
+
+
+def check_context(model: ModelSpec, tokens: int, what: str) -> None:
+    """Raise ``ConfigError`` naming ``what`` when ``tokens`` exceed ``model``'s context."""
+    if bool(over_context(model, np.asarray(tokens))):
+        raise ConfigError(
+            f"{what} = {tokens} tokens exceeds {model.name}'s context length of "
+            f"{model.max_position_embeddings} tokens (max_position_embeddings)"
+        )
 
 
 def load_model(source: object) -> ModelSpec:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetsim.hardware.errors import ConfigError, InfeasibleError
+from fleetsim.hardware.checks import positive_int, validation_line
+from fleetsim.hardware.errors import ConfigError, InfeasibleError, suggest
 from fleetsim.workloads.models import ModelSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -33,10 +34,7 @@ class ParallelConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "parallel"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise ConfigError(f"parallel config: {loc}: {msg}") from None
+            raise ConfigError(validation_line(e, "parallel config")) from None
 
     @model_validator(mode="after")
     def _check(self) -> ParallelConfig:
@@ -140,6 +138,58 @@ class ParallelConfig(BaseModel):
 
 
 Parallel = ParallelConfig
+
+PARALLEL_KEYS = ("tp", "pp", "dp", "ep", "cp", "vpp", "sp")
+"""Keys of the parallel shorthand; ``sp`` (sequence parallelism) takes 0/1 or true/false."""
+
+
+def parse_parallel(text: str, what: str = "parallel", keys: tuple[str, ...] = PARALLEL_KEYS) -> dict[str, object]:
+    """Degrees from shorthand such as ``"tp=8,pp=2"`` (commas or spaces between terms,
+    as ``fleetsim`` prints layouts: ``tp=8 pp=2``); ``sp`` becomes ``sequence_parallel``.
+
+    Every term must be ``KEY=N`` with a known key and a positive integer; errors name the term."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be a string such as 'tp=8,pp=2', got {type(text).__name__}")
+    terms = [t for t in text.replace(",", " ").split() if t]
+    if not terms:
+        raise ConfigError(f"{what} {text!r}: empty; expected e.g. 'tp=8,pp=2' (keys {', '.join(keys)})")
+    out: dict[str, object] = {}
+    for term in terms:
+        key, eq, value = term.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in keys:
+            raise ConfigError(
+                f"{what} {text!r}: bad term {term!r}; expected KEY=N with KEY one of {', '.join(keys)}"
+                + (suggest(key, keys) if eq else "")
+            )
+        name = "sequence_parallel" if key == "sp" else key
+        if name in out:
+            raise ConfigError(f"{what} {text!r}: {key} given twice")
+        if key == "sp":
+            flag = value.strip().lower()
+            if flag not in ("0", "1", "true", "false"):
+                raise ConfigError(f"{what} {text!r}: sp must be 0, 1, true or false, got {value!r}")
+            out[name] = flag in ("1", "true")
+            continue
+        try:
+            n = int(value)
+        except ValueError:
+            raise ConfigError(f"{what} {text!r}: {key} must be a positive integer, got {value!r}") from None
+        out[name] = positive_int(n, f"{what} {text!r}: {key}")
+    return out
+
+
+def as_parallel(value: object, what: str = "parallel") -> ParallelConfig:
+    """A ``ParallelConfig`` from itself, a dict of its fields, or shorthand text (``"tp=8,pp=2"``)."""
+    if isinstance(value, ParallelConfig):
+        return value
+    if isinstance(value, str):
+        fields = parse_parallel(value, what, tuple(k for k in PARALLEL_KEYS if k != "vpp"))
+        return ParallelConfig(**fields)
+    if isinstance(value, dict):
+        return ParallelConfig(**value)
+    raise ConfigError(f"{what} must be a ParallelConfig, a dict or text such as 'tp=8,pp=2', "
+                      f"got {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -448,6 +448,13 @@ class RequestStream:
         ids = cols.pop("req_id")
         return RequestStream.from_columns(cols, req_id=ids, validate=False)
 
+    def select(self, mask: np.ndarray) -> RequestStream:
+        """The requests where boolean ``mask`` is true, in order, ids kept."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ConfigError(f"select: mask has shape {mask.shape}, expected ({len(self)},)")
+        return self._take(mask)
+
     def sorted(self) -> RequestStream:
         """Stable sort by arrival time."""
         return self if self.is_sorted() else self._take(np.argsort(self._cols["arrival_s"], kind="stable"))

@@ -41,6 +41,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fleetsim.hardware.checks import validation_line
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.workloads.arrivals import (
     ClosedLoopClients,
@@ -60,6 +61,7 @@ from fleetsim.workloads.lengths import (
     FixedLength,
     LognormalLength,
     UniformLength,
+    min_tokens,
 )
 from fleetsim.workloads.sessions import MultiTurnSessions
 from fleetsim.workloads.workload import Workload
@@ -128,8 +130,26 @@ class _Spec:
             return int(x)
         return x
 
+    def finite(self, token: str, value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise self.error(token, f"{value!r} is not a number") from None
+        if not math.isfinite(x):
+            raise self.error(token, f"{value!r} must be finite")
+        return x
+
     def length(self, token: str, value: str, role: str) -> Any:
-        """A length distribution from a VALUE (number, DIST or built-in name)."""
+        """A length distribution from a VALUE (number, DIST or built-in name) whose every draw
+        is at least 1 (a request has a prompt token and an output token; a session a turn)."""
+        dist = self._length(token, value, role)
+        low = min_tokens(dist)
+        if low is not None and low < 1:
+            key = token.split("=", 1)[0].strip()
+            raise self.error(token, f"{key} must be >= 1, got a {dist.kind} length that can draw {low}")
+        return dist
+
+    def _length(self, token: str, value: str, role: str) -> Any:
         value = value.strip()
         if "(" not in value:
             canon = canonical_name(value)
@@ -161,7 +181,7 @@ class _Spec:
                 fields: dict[str, Any] = dict(zip(names, pos, strict=False)) | kw
                 parsed = {
                     k: self.number(token, v, integer=k in ("min", "max"), positive=k == "median")
-                    if k != "mu" else float(v)
+                    if k != "mu" else self.finite(token, v)
                     for k, v in fields.items()
                 }
                 return LognormalLength(**parsed)
@@ -238,7 +258,7 @@ def parse_workload_spec(text: str) -> Workload:
             update["sessions"] = _sessions(sp, params, num)
         return w.model_copy(update=update)
     except ValidationError as exc:
-        raise ConfigError(f"workload spec {text!r}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(validation_line(exc, f"workload spec {text!r}")) from None
 
 
 def _base_workload(

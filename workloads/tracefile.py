@@ -23,15 +23,20 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from fleetsim.hardware.checks import warn_user
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.workloads.requests import COLUMNS, REQUIRED_COLUMNS, RequestStream
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+MAX_TOKENS = 2.0**40
+"""Largest token count or id a trace cell may hold; past it the cell is surely corrupt
+(and would overflow the int64 columns)."""
 _JSONL_FIELDS = ("req_id", *COLUMNS)
 _ID_FIELDS = ("req_id", "session_id", "prefix_id", "system_prefix_id", "client_id")
 _FLOAT_FIELDS = ("arrival_s", "think_s")
@@ -66,9 +71,16 @@ def _numeric_column(
         raise ConfigError(
             f"{path}: line {i + first_line}, column {col!r}: not a number: {raw.iloc[i]!r}"
         )
+    if not np.isfinite(values).all():
+        i = _first_bad(~np.isfinite(values))
+        raise ConfigError(f"{path}: line {i + first_line}, column {col!r}: not a finite number: {raw.iloc[i]!r}")
     if (values < 0).any():
         i = _first_bad(values < 0)
         raise ConfigError(f"{path}: line {i + first_line}, column {col!r}: negative value {values[i]:g}")
+    if integer and (values > MAX_TOKENS).any():
+        i = _first_bad(values > MAX_TOKENS)
+        raise ConfigError(f"{path}: line {i + first_line}, column {col!r}: {values[i]:g} is beyond any "
+                          f"model's context (at most {MAX_TOKENS:g})")
     if integer:
         frac = values != np.floor(values)
         if frac.any():
@@ -83,7 +95,11 @@ def _timestamps_s(frame: pd.DataFrame, path: Path) -> np.ndarray:
     raw = frame["TIMESTAMP"]
     numeric = pd.to_numeric(raw, errors="coerce")
     if not numeric.isna().any():
-        return numeric.to_numpy(dtype=np.float64)
+        t = numeric.to_numpy(dtype=np.float64)
+        if not np.isfinite(t).all():
+            i = _first_bad(~np.isfinite(t))
+            raise ConfigError(f"{path}: line {i + 2}, column 'TIMESTAMP': not a finite time: {raw.iloc[i]!r}")
+        return t
     parsed = pd.to_datetime(raw, format="ISO8601", errors="coerce")
     if parsed.isna().any():
         i = _first_bad(parsed.isna().to_numpy())
@@ -94,19 +110,31 @@ def _timestamps_s(frame: pd.DataFrame, path: Path) -> np.ndarray:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ConfigError(f"{path}: a row has more fields than the header") from None
     except FileNotFoundError:
         raise ConfigError(f"trace file not found: {path}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable CSV: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, expected a CSV trace") from None
+    except pd.errors.ParserError as exc:
+        raise ConfigError(f"{path}: not a readable CSV: {' '.join(str(exc).split())}") from None
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{path}: empty file, expected a CSV header") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read trace file {path}: {exc.strerror or type(exc).__name__}") from None
+    if frame.empty:
+        raise ConfigError(f"{path}: no requests (a header and no data rows)")
+    return frame
 
 
 def _sorted_with_warning(stream: RequestStream, path: Path) -> RequestStream:
     if stream.is_sorted():
         return stream
-    warnings.warn(f"{path}: arrivals are not in time order; sorted them", stacklevel=3)
+    warn_user(f"{path}: arrivals are not in time order; sorted the {len(stream)} requests by arrival "
+              "time (req_id keeps the file order)")
     return stream.sorted()
 
 
@@ -154,6 +182,7 @@ def _stream_from_fields(frame: pd.DataFrame, path: Path, first_line: int) -> Req
             vals = pd.to_numeric(raw, errors="coerce")
             absent = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
             bad = (vals.isna().to_numpy() & ~absent) | (vals.fillna(0) % 1 != 0).to_numpy()
+            bad |= (vals.fillna(0).abs() > MAX_TOKENS).to_numpy()
             if bad.any():
                 i = _first_bad(bad)
                 raise ConfigError(
@@ -171,6 +200,22 @@ def _stream_from_fields(frame: pd.DataFrame, path: Path, first_line: int) -> Req
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, read a line at a time; errors name the file."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            lineno = 0
+            try:
+                for lineno, line in enumerate(fh, start=1):  # noqa: B007 - lineno used on error
+                    yield lineno, line
+            except UnicodeDecodeError:
+                raise ConfigError(f"{path}: line {lineno + 1}: not UTF-8 text (a binary file?)") from None
+    except FileNotFoundError:
+        raise ConfigError(f"trace file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"trace path is a directory, expected a file: {path}") from None
+
+
 def _not_json_number(v: object) -> bool:
     return v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
 
@@ -178,19 +223,15 @@ def _not_json_number(v: object) -> bool:
 def read_jsonl(path: str | Path) -> RequestStream:
     """Read a fleetsim JSONL trace; each line one request (blank lines skipped)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"trace file not found: {path}") from None
     records: list[dict[str, Any]] = []
     line_of: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in _text_lines(path):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path}: line {lineno}: invalid JSON ({getattr(exc, 'msg', 'nested too deeply')})") from None
         if not isinstance(rec, dict):
             raise ConfigError(f"{path}: line {lineno}: expected a JSON object, got {type(rec).__name__}")
         for key in rec:
@@ -216,6 +257,9 @@ def read_jsonl(path: str | Path) -> RequestStream:
             i = _first_bad(bad.to_numpy())
             raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: not a number: {records[i].get(name)!r}")
         v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(v).any() or (name not in _FLOAT_FIELDS and (np.abs(np.nan_to_num(v)) > MAX_TOKENS).any()):
+            i = _first_bad(np.isinf(v) | (np.abs(np.nan_to_num(v)) > MAX_TOKENS))
+            raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: out of range: {records[i].get(name)!r}")
         if name not in _ID_FIELDS and (v < 0).any():
             i = _first_bad(v < 0)
             raise ConfigError(f"{path}: line {line_of[i]}: field {name!r}: negative value {v[i]:g}")
@@ -262,8 +306,16 @@ def load_trace(path: str | Path) -> RequestStream:
         raise ConfigError(f"trace file not found: {path}")
     if path.is_dir():
         raise ConfigError(f"trace path is a directory, expected a file: {path}")
-    with path.open() as fh:
-        first = fh.readline().strip()
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise ConfigError(f"cannot read trace file {path}: {exc.strerror or type(exc).__name__}") from None
+    if not head.strip():
+        raise ConfigError(f"{path}: empty file, expected a JSONL or CSV trace")
+    if b"\0" in head:
+        raise ConfigError(f"{path}: a binary file, expected a JSONL or CSV trace")
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
     if path.suffix.lower() in (".jsonl", ".ndjson") or first.startswith("{"):
         return read_jsonl(path)
     header = [h.strip() for h in first.split(",")]

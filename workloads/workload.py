@@ -24,11 +24,11 @@ from fleetsim.workloads.arrivals import (
     TraceArrivals,
     tile_trace,
 )
-from fleetsim.workloads.lengths import LengthDist, TraceLength
+from fleetsim.workloads.lengths import LengthDist, TraceLength, min_tokens
 from fleetsim.workloads.requests import COLUMNS, RequestStream
 from fleetsim.workloads.sessions import SYSTEM_PREFIX_ID, MultiTurnSessions, expand_sessions
 from fleetsim.workloads.tracefile import COLUMN_ALIASES, load_trace_cached
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 SeedLike = int | np.random.Generator | np.random.SeedSequence
 
@@ -55,6 +55,14 @@ class Workload(BaseModel):
     prompt: LengthDist
     output: LengthDist
     sessions: MultiTurnSessions | None = None
+
+    @model_validator(mode="after")
+    def _lengths_at_least_one(self) -> Workload:
+        for role in ("prompt", "output"):
+            low = min_tokens(getattr(self, role))
+            if low is not None and low < 1:
+                raise ValueError(f"{role} lengths must be >= 1 token, but this {role} distribution can draw {low}")
+        return self
 
     @property
     def is_closed_loop(self) -> bool:
