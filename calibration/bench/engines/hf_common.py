@@ -215,6 +215,8 @@ def profile_kernels(fn: Callable[[], Any], device: Any) -> dict[str, tuple[int, 
     for ev in prof.events():
         if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
             continue
+        if getattr(ev, "is_user_annotation", False) or ev.name.startswith("Optimizer."):
+            continue  # record_function ranges mirrored on the GPU timeline, not kernels
         n, t = acc.get(ev.name[:160], (0, 0.0))
         acc[ev.name[:160]] = (n + 1, t + float(ev.time_range.elapsed_us()) * 1e-6)
     return acc
