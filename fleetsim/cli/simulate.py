@@ -8,8 +8,15 @@ import re
 import sys
 from typing import Any
 
-from fleetsim.cli.args import (check_out_dir, fraction, nonneg_float, nonneg_int, plural, positive_float,
-                               positive_int)
+from fleetsim.cli.args import (
+    check_out_dir,
+    fraction,
+    nonneg_float,
+    nonneg_int,
+    plural,
+    positive_float,
+    positive_int,
+)
 from fleetsim.hardware.errors import ConfigError
 
 DEFAULT_NUM_REQUESTS = 1000
