@@ -200,7 +200,7 @@ def plan_pool(
     per_node = pool.gpus_per_node or pool.node.gpus_per_node
     for tp in tps:
         if tp > per_node:
-            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPUs per node"))
+            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPU{'' if per_node == 1 else 's'} per node"))
             continue
         timer: ReplicaTimer | None = None
         why: Rejected | None = None

@@ -181,3 +181,10 @@ def test_warning_is_one_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["simulate", "--model", "gpt2", "--cluster", "1xH100", "--workload", str(trace)]) == 0
     err = capsys.readouterr().err
     assert err == f"fleetsim simulate: warning: {trace}: arrivals are not in time order; sorted them\n"
+
+
+def test_huge_numbers_print_short(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TRAIN, "--tokens", "1e300"]) == 0
+    out = capsys.readouterr().out
+    cost = next(ln for ln in out.splitlines() if ln.strip().startswith("cost"))
+    assert "e+29" in cost and len(cost) < 100
