@@ -54,7 +54,7 @@ class ServingPlan:
         t = self.first.targets
         parts = [
             f"Serving plan for {self.model.name} ({self.model.params_total() / 1e9:.1f}B params) "
-            f"on {self.cluster.name} ({self.cluster.num_gpus} GPUs)",
+            f"on {self.cluster.name} ({self.cluster.num_gpus} GPU{'' if self.cluster.num_gpus == 1 else 's'})",
             f"workload: {t.isl} prompt + {t.osl} output tokens per request ({self.lengths_from})",
         ]
         goals = []
@@ -71,7 +71,9 @@ class ServingPlan:
         return "\n".join(parts)
 
     def table(self) -> pd.DataFrame:
-        """One row per feasible candidate, best first, in human units."""
+        """One row per feasible candidate, best first, in human units; ``meets_rate`` is
+        ``-`` when no rate was asked for."""
+        with_rate = bool(self.first.targets.rate_rps)
         recs = []
         for i, r in enumerate(self.first.rows, 1):
             recs.append(
@@ -92,7 +94,7 @@ class ServingPlan:
                     "usd_per_Mtok": None
                     if r.usd_per_million_output_tokens is None
                     else round(r.usd_per_million_output_tokens, 3),
-                    "meets_rate": r.meets_rate,
+                    "meets_rate": r.meets_rate if with_rate else "-",
                     "note": r.note,
                 }
             )

@@ -200,7 +200,7 @@ def plan_pool(
     per_node = pool.gpus_per_node or pool.node.gpus_per_node
     for tp in tps:
         if tp > per_node:
-            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPUs per node"))
+            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPU{'' if per_node == 1 else 's'} per node"))
             continue
         timer: ReplicaTimer | None = None
         why: Rejected | None = None
@@ -249,11 +249,17 @@ def plan_pool(
                 meets_rate=needed is None or needed <= replicas,
                 price_per_hour_usd=price,
                 usd_per_million_output_tokens=usd_per_m,
-                note="" if needed is None or needed <= replicas else f"needs {needed} replicas, has {replicas}",
+                note="" if needed is None or needed <= replicas else _short_note(needed, replicas),
                 pp=pp,
             )
         )
     return rows, rejected
+
+
+def _short_note(needed: int, replicas: int) -> str:
+    """``needs 3 replicas, has 1`` (a huge need in 3 significant digits)."""
+    need = f"{needed}" if needed < 10**6 else f"{float(needed):.3g}"
+    return f"needs {need} replica{'' if needed == 1 else 's'}, has {replicas}"
 
 
 def rank(rows: list[PlanRow], with_rate: bool) -> list[PlanRow]:

@@ -154,7 +154,8 @@ def write_chrome_trace(
     metadata: Mapping[str, Any] | None = None,
     time_origin_s: float = 0.0,
 ) -> Path:
-    """Write a Chrome/Perfetto JSON trace (gzip-compressed when ``path`` ends in ``.gz``)."""
+    """Write a Chrome/Perfetto JSON trace (gzip-compressed when ``path`` ends in ``.gz``, with
+    header time 0 so one input gives the same bytes)."""
     path = Path(path)
     doc: dict[str, Any] = {
         "traceEvents": chrome_trace_events(spans, counters, time_origin_s=time_origin_s),
@@ -164,8 +165,7 @@ def write_chrome_trace(
         doc["otherData"] = _jsonable(metadata)
     text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
     if path.suffix == ".gz":
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(text)
+        path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
     else:
         path.write_text(text)
     return path

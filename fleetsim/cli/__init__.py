@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``.
-A ``FleetsimError`` becomes one line on stderr and exit code 2, never a traceback.
+A bad flag or a ``FleetsimError`` becomes one line on stderr (``fleetsim CMD: error: ...``)
+and exit code 2, never a traceback; a warning becomes ``fleetsim CMD: warning: ...``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
+from fleetsim.cli.args import Parser, show_warning
 from fleetsim.hardware.errors import FleetsimError
 
 COMMANDS = ("specs", "plan", "simulate", "train", "calibrate", "validate", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fleetsim",
         description="Performance simulator and planner for LLM training and serving on GPU clusters.",
     )
@@ -31,8 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code (0, 2 for bad input, 130 when interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else 2
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except FleetsimError as exc:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fleetsim.cli.args import port
+
 
 def app_path() -> Path:
     """Location of the Streamlit script (found, not imported: the dashboard sits above the CLI)."""
@@ -18,7 +20,7 @@ def app_path() -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="open the Streamlit what-if dashboard")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=port, default=8501, help="TCP port to serve on (default 8501)")
     p.set_defaults(func=run)
 
 

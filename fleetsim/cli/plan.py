@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fleetsim.cli.args import positive_float, positive_int
 from fleetsim.cli.table import print_frame
 
 
@@ -16,15 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
     p.add_argument("--cluster", required=True, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
-    p.add_argument("--isl", type=int, default=None, help="prompt tokens per request")
-    p.add_argument("--osl", type=int, default=None, help="output tokens per request")
+    p.add_argument("--isl", type=positive_int, default=None, help="prompt tokens per request")
+    p.add_argument("--osl", type=positive_int, default=None, help="output tokens per request")
     p.add_argument("--workload", default=None, help="built-in workload whose mean lengths to use (default azure-conv)")
-    p.add_argument("--rate", type=float, default=None, help="requests per second to serve")
-    p.add_argument("--ttft-s", type=float, default=None, help="time-to-first-token target (s)")
-    p.add_argument("--tpot-s", type=float, default=None, help="time-per-output-token target (s)")
+    p.add_argument("--rate", type=positive_float, default=None, help="requests per second to serve")
+    p.add_argument("--ttft-s", type=positive_float, default=None, help="time-to-first-token target (s)")
+    p.add_argument("--tpot-s", type=positive_float, default=None, help="time-per-output-token target (s)")
     p.add_argument("--dtype", default="bf16", help="weight/compute dtype (bf16, fp8)")
     p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: same as --dtype)")
-    p.add_argument("--top", type=int, default=10, help="rows to show")
+    p.add_argument("--top", type=positive_int, default=10, help="rows to show")
     p.set_defaults(func=run)
 
 

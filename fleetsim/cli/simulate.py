@@ -8,13 +8,26 @@ import re
 import sys
 from typing import Any
 
+from fleetsim.cli.args import (
+    check_out_dir,
+    fraction,
+    nonneg_float,
+    nonneg_int,
+    plural,
+    positive_float,
+    positive_int,
+)
 from fleetsim.hardware.errors import ConfigError
+
+DEFAULT_NUM_REQUESTS = 1000
+"""Requests drawn from a built-in or spec workload when neither --num-requests nor
+--duration-s is given (a trace file replays its own arrivals once)."""
 
 
 def _pd(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)p(\d+)d\s*", text.lower())
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"--pd expects XpYd with X, Y >= 1 (e.g. 2p6d), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected XpYd with X, Y >= 1 (e.g. 2p6d), got {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -24,16 +37,26 @@ def parse_spec_decode(text: str) -> dict[str, Any]:
     head = head.strip()
     out: dict[str, Any] = ({"method": "ngram"} if head.lower() == "ngram"
                            else {"method": "draft", "draft_model": head})
-    keys = {"k": "num_speculative_tokens", "alpha": "acceptance_rate"}
+    if not head:
+        raise ConfigError(f"--spec-decode {text!r}: expected ngram or a draft model name before ':'")
+    keys = {"k": ("num_speculative_tokens", positive_int), "alpha": ("acceptance_rate", fraction)}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, val = part.partition("=")
         if not eq or key.strip() not in keys:
             raise ConfigError(f"--spec-decode: bad parameter {part!r} (known: k=, alpha=)")
+        field, kind = keys[key.strip()]
         try:
-            out[keys[key.strip()]] = int(val) if key.strip() == "k" else float(val)
-        except ValueError:
-            raise ConfigError(f"--spec-decode: {key.strip()}={val!r} is not a number") from None
+            out[field] = kind(val)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--spec-decode: {part!r}: {exc}") from None
     return out
+
+
+def _spec_decode(text: str) -> dict[str, Any]:
+    try:
+        return parse_spec_decode(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--spec-decode", "", 1).lstrip(": ")) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,36 +73,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workload", default="azure-conv",
                    help="built-in name (azure-conv, azure-code), trace/workload FILE, or a spec such as "
                    "poisson:rate=5,isl=1024,osl=256 (default azure-conv)")
-    p.add_argument("--num-requests", type=int, default=None)
-    p.add_argument("--duration-s", type=float, default=None)
+    p.add_argument("--num-requests", type=positive_int, default=None,
+                   help=f"requests to draw (default {DEFAULT_NUM_REQUESTS} unless --duration-s; a trace replays once)")
+    p.add_argument("--duration-s", type=positive_float, default=None,
+                   help="draw arrivals for this many seconds")
     p.add_argument("--gpu", default=None, help="GPU type (pool) for an explicit layout; default: first pool")
-    p.add_argument("--tp", type=int, default=None)
-    p.add_argument("--pp", type=int, default=None)
-    p.add_argument("--ep", type=int, default=None)
-    p.add_argument("--replicas", type=int, default=None, help="default: as many as the pool holds")
+    p.add_argument("--tp", type=positive_int, default=None)
+    p.add_argument("--pp", type=positive_int, default=None)
+    p.add_argument("--ep", type=positive_int, default=None)
+    p.add_argument("--replicas", type=positive_int, default=None, help="default: as many as the pool holds")
     p.add_argument("--pd", type=_pd, default=None, metavar="XpYd",
                    help="prefill/decode disaggregation: X prefill and Y decode replicas")
     p.add_argument("--scheduler", choices=("vllm", "static"), default="vllm")
     p.add_argument("--router", choices=("round_robin", "least_outstanding_tokens", "prefix_aware"),
                    default="least_outstanding_tokens")
-    p.add_argument("--max-num-seqs", type=int, default=None)
-    p.add_argument("--max-batched-tokens", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=positive_int, default=None)
+    p.add_argument("--max-batched-tokens", type=positive_int, default=None)
     p.add_argument("--no-chunked-prefill", action="store_true")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--block-size", type=positive_int, default=16)
+    p.add_argument("--gpu-memory-utilization", type=fraction, default=0.9)
     p.add_argument("--preemption", choices=("recompute", "swap"), default="recompute")
-    p.add_argument("--swap-space-gib", type=float, default=4.0)
+    p.add_argument("--swap-space-gib", type=nonneg_float, default=4.0)
     p.add_argument("--prefix-caching", action="store_true")
-    p.add_argument("--spec-decode", default=None, metavar="SPEC",
+    p.add_argument("--spec-decode", type=_spec_decode, default=None, metavar="SPEC",
                    help="ngram[:k=4,alpha=0.7] or DRAFT_MODEL[:k=4,alpha=0.7]")
     p.add_argument("--dtype", default="bf16", help="weight dtype (bf16, fp8, ...)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: activation dtype)")
-    p.add_argument("--sched-overhead-s", type=float, default=2e-3)
-    p.add_argument("--queue-limit", type=int, default=None, help="most waiting requests per replica")
-    p.add_argument("--max-sim-time-s", type=float, default=None)
-    p.add_argument("--ttft-slo-s", type=float, default=None)
-    p.add_argument("--tpot-slo-s", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sched-overhead-s", type=nonneg_float, default=2e-3)
+    p.add_argument("--queue-limit", type=nonneg_int, default=None, help="most waiting requests per replica")
+    p.add_argument("--max-sim-time-s", type=positive_float, default=None)
+    p.add_argument("--ttft-slo-s", type=positive_float, default=None)
+    p.add_argument("--tpot-slo-s", type=positive_float, default=None)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--no-fast-forward", action="store_true", help="price every decode iteration")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when not a TTY")
     p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace")
@@ -107,7 +132,7 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.kv_dtype:
         eng["kv_dtype"] = args.kv_dtype
     if args.spec_decode:
-        eng["spec_decode"] = SpecDecode(**parse_spec_decode(args.spec_decode))
+        eng["spec_decode"] = SpecDecode(**args.spec_decode)
     engine = EngineConfig(**eng)
     explicit = any(x is not None for x in (args.tp, args.pp, args.ep, args.replicas, args.pd, args.gpu))
     extra = {"router": args.router, "queue_limit": args.queue_limit,
@@ -116,7 +141,10 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
         if args.router == "least_outstanding_tokens" and args.queue_limit is None and args.max_sim_time_s is None:
             return None, engine
         return "default", (engine, extra)
-    layout = dict(gpu=args.gpu, tp=args.tp or 1, pp=args.pp or 1, ep=args.ep or 1, engine=engine)
+    if args.pd and args.replicas is not None:
+        raise ConfigError("--replicas and --pd both set the replica count; give one")
+    layout = dict(gpu=args.gpu, tp=1 if args.tp is None else args.tp, pp=1 if args.pp is None else args.pp,
+                  ep=1 if args.ep is None else args.ep, engine=engine)
     pools: tuple[Any, ...]
     if args.pd:
         x, y = args.pd
@@ -150,10 +178,31 @@ def print_summary(result: Any) -> None:
     Console(width=100).print(table)
 
 
+def resolve_workload(args: argparse.Namespace) -> tuple[Any, int | None, str]:
+    """(Workload, num_requests, the line saying what is drawn): a built-in or spec workload
+    given neither --num-requests nor --duration-s draws ``DEFAULT_NUM_REQUESTS``."""
+    from fleetsim.workloads.arrivals import TraceArrivals
+    from fleetsim.workloads.defaults import get_workload
+
+    wl = get_workload(args.workload)
+    n, dur = args.num_requests, args.duration_s
+    replays = isinstance(wl.arrivals, TraceArrivals) and wl.sessions is None
+    if n is None and dur is None:
+        if replays:
+            return wl, None, f"workload: {args.workload}, {plural(wl.arrivals.num_trace_requests(), 'request')} " \
+                "(the trace once; --num-requests/--duration-s to change)"
+        n = DEFAULT_NUM_REQUESTS
+        return wl, n, f"workload: {args.workload}, {plural(n, 'request')} (default; --num-requests/--duration-s to change)"
+    parts = ([plural(n, "request")] if n is not None else []) + ([f"{dur:g} s of arrivals"] if dur else [])
+    return wl, n, f"workload: {args.workload}, " + " or ".join(parts) + (" (whichever ends first)" if len(parts) > 1 else "")
+
+
 def run(args: argparse.Namespace) -> int:
     from fleetsim.serving import Deployment, default_deployment, simulate_serving
     from fleetsim.workloads.models import load_model
 
+    check_out_dir(args.out)
+    workload, num_requests, drawn = resolve_workload(args)
     dep, engine = build_deployment(args)
     if dep == "default":
         from fleetsim.hardware.cluster import load_cluster
@@ -161,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         eng, extra = engine
         base = default_deployment(load_model(args.model), load_cluster(args.cluster), eng)
         dep, engine = Deployment(pools=base.pools, **extra), None
+    print(drawn, flush=True)
     slo = {k: v for k, v in (("ttft_slo_s", args.ttft_slo_s), ("tpot_slo_s", args.tpot_slo_s)) if v is not None}
     show = args.progress or sys.stderr.isatty()
     progress_cb = None
@@ -177,14 +227,14 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total)
 
     try:
-        result = simulate_serving(args.model, args.cluster, args.workload, dep, seed=args.seed, slo=slo,
-                                  num_requests=args.num_requests, duration_s=args.duration_s,
+        result = simulate_serving(args.model, args.cluster, workload, dep, seed=args.seed, slo=slo,
+                                  num_requests=num_requests, duration_s=args.duration_s,
                                   engine=engine, progress=progress_cb)
     finally:
         if bar is not None:
             bar.stop()
     d = result.replicas
-    print(f"{len(d)} replicas: " + ", ".join(
+    print(f"{plural(len(d), 'replica')}: " + ", ".join(
         f"{n} x {g} tp={tp} pp={pp} {role}" for (g, tp, pp, role), n in
         d.groupby(["gpu", "tp", "pp", "role"]).size().items()))
     print_summary(result)

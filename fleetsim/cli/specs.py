@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.what in report.KINDS:
+        if args.name:
+            raise SpecError(f"'fleetsim specs {args.what}' takes no NAME, got {args.name!r} "
+                            f"(use 'fleetsim specs show {args.name}')")
         rows = report.catalog_rows(args.what)
         print(json.dumps(rows, indent=1) if args.json else format_table(rows))
         return 0

@@ -5,11 +5,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fleetsim.cli.args import check_out_dir, positive_float, positive_int
 from fleetsim.cli.table import print_frame
+from fleetsim.hardware.errors import ConfigError
+
+OFFLOAD = ("none", "cpu", "nvme")
+DIMS = ("tp", "cp", "pp", "dp")
 
 
 def _offload(text: str) -> str | None:
     return None if text == "none" else text
+
+
+def _placement(text: str) -> tuple[str, ...]:
+    order = tuple(x.strip().lower() for x in text.split(","))
+    if sorted(order) != sorted(DIMS):
+        raise argparse.ArgumentTypeError(f"expected tp, cp, pp, dp once each, comma-separated, got {text!r}")
+    return order
+
+
+def schedule_for(args: argparse.Namespace) -> str:
+    """The pipeline schedule: --schedule, or ``interleaved`` when --vpp > 1 (else ``1f1b``);
+    --vpp > 1 with an explicit non-interleaved --schedule is an error naming both flags."""
+    if args.schedule is None:
+        return "interleaved" if args.vpp > 1 else "1f1b"
+    if args.vpp > 1 and args.schedule != "interleaved":
+        raise ConfigError(f"--vpp {args.vpp} needs --schedule interleaved, got --schedule {args.schedule}")
+    return str(args.schedule)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,20 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
     p.add_argument("--cluster", required=True, help="shorthand such as 2xH200-SXM or 64xA100-80GB, or a YAML path")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
-    p.add_argument("--dp", type=int, default=None, help="default: the GPUs left by tp*cp*pp")
-    p.add_argument("--cp", type=int, default=1, help="context parallel degree (ring attention)")
-    p.add_argument("--ep", type=int, default=1, help="expert parallel degree (divides dp)")
-    p.add_argument("--vpp", type=int, default=1, help="virtual pipeline stages (interleaved schedule)")
+    p.add_argument("--tp", type=positive_int, default=1)
+    p.add_argument("--pp", type=positive_int, default=1)
+    p.add_argument("--dp", type=positive_int, default=None, help="default: the GPUs left by tp*cp*pp")
+    p.add_argument("--cp", type=positive_int, default=1, help="context parallel degree (ring attention)")
+    p.add_argument("--ep", type=positive_int, default=1, help="expert parallel degree (divides dp)")
+    p.add_argument("--vpp", type=positive_int, default=1,
+                   help="virtual pipeline stages per GPU (needs the interleaved schedule, the default when > 1)")
     p.add_argument("--sp", action="store_true", help="Megatron sequence parallelism")
-    p.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch")
-    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
-    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
+    p.add_argument("--global-batch", type=positive_int, required=True, help="sequences per optimizer step")
+    p.add_argument("--seq-len", type=positive_int, default=2048)
     p.add_argument("--recompute", choices=("none", "selective", "full"), default="none")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0)
     p.add_argument("--fsdp", action="store_true", help="PyTorch FSDP full sharding (ZeRO-3 data flow)")
-    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default="1f1b")
+    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None,
+                   help="pipeline schedule (default 1f1b, or interleaved when --vpp > 1)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp8"), default="bf16")
     p.add_argument("--precision", choices=("mixed", "amp"), default="mixed",
                    help="mixed: 16-bit weights + fp32 master (18 B/param); amp: fp32 weights (16 B/param)")
@@ -43,12 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--execution", choices=("eager", "graph"), default="eager",
                    help="eager: host dispatch cost per kernel (PyTorch default); graph: CUDA graphs/compiled")
     p.add_argument("--dropout", action="store_true", help="store dropout masks (GPT-2/Megatron GPT)")
-    p.add_argument("--offload", type=_offload, choices=(None, "cpu", "nvme"), default=None,
-                   help="offload optimizer state to cpu or nvme (ZeRO-Offload/Infinity); 'none' to disable")
-    p.add_argument("--offload-params", type=_offload, choices=(None, "cpu", "nvme"), default=None,
+    p.add_argument("--offload", choices=OFFLOAD, default="none",
+                   help="offload optimizer state to cpu or nvme (ZeRO-Offload/Infinity)")
+    p.add_argument("--offload-params", choices=OFFLOAD, default="none",
                    help="offload parameters (needs --zero 3 or --fsdp)")
-    p.add_argument("--placement", default=None, help="placement order innermost first, e.g. tp,cp,pp,dp")
-    p.add_argument("--tokens", type=float, default=None, help="tokens to train: prints time, GPU-hours and cost")
+    p.add_argument("--placement", type=_placement, default=None, help="placement order innermost first, e.g. tp,cp,pp,dp")
+    p.add_argument("--tokens", type=positive_float, default=None, help="tokens to train: prints time, GPU-hours and cost")
     p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json")
     p.set_defaults(func=run)
 
@@ -56,13 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fleetsim.training import estimate_train_step
 
-    placement = tuple(x.strip() for x in args.placement.split(",")) if args.placement else None
+    check_out_dir(args.out)
     est = estimate_train_step(
         args.model, args.cluster, None, args.micro_batch, args.global_batch, args.seq_len,
-        recompute=args.recompute, zero=args.zero, fsdp=args.fsdp, schedule=args.schedule,
+        recompute=args.recompute, zero=args.zero, fsdp=args.fsdp, schedule=schedule_for(args),
         dtype=args.dtype, tp=args.tp, pp=args.pp, dp=args.dp, cp=args.cp, ep=args.ep, vpp=args.vpp,
-        sequence_parallel=args.sp, placement=placement, offload_optimizer=args.offload,
-        offload_params=args.offload_params, precision=args.precision, attention=args.attention,
+        sequence_parallel=args.sp, placement=args.placement, offload_optimizer=_offload(args.offload),
+        offload_params=_offload(args.offload_params), precision=args.precision, attention=args.attention,
         dropout=args.dropout, execution=args.execution, record_timeline=args.out is not None,
     )
     job = est.job
