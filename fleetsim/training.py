@@ -218,18 +218,38 @@ class TrainEstimate:
         return write_chrome_trace(spans, path, metadata=meta)
 
 
+DEFAULT_SEQ_LEN = 2048
+
+
+def default_seq_len(model: ModelSpec) -> int:
+    """Tokens per sequence when none is given: 2048, or the model's context if shorter."""
+    return min(DEFAULT_SEQ_LEN, model.max_position_embeddings)
+
+
+def resolve_schedule(schedule: str | None, vpp: int) -> str:
+    """The pipeline schedule: ``interleaved`` when vpp > 1 and none is given, else ``1f1b``;
+    vpp > 1 with an explicit non-interleaved schedule is an error naming both."""
+    if schedule is None:
+        return "interleaved" if vpp > 1 else "1f1b"
+    if not isinstance(schedule, str):
+        raise ConfigError(f"schedule must be a name (gpipe, 1f1b, interleaved), got {schedule!r}")
+    if vpp > 1 and schedule != "interleaved":
+        raise ConfigError(f"vpp = {vpp} needs schedule 'interleaved', got schedule {schedule!r}")
+    return schedule
+
+
 def build_train_job(
     model: str | dict | ModelSpec,
     cluster: str | ClusterSpec,
     parallel: Any = None,
     micro_batch: int = 1,
     global_batch: int | None = None,
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     *,
     recompute: str = "none",
     zero: int = 0,
     fsdp: bool = False,
-    schedule: str = "1f1b",
+    schedule: str | None = None,
     dtype: str = "bf16",
     tp: int | None = None,
     pp: int | None = None,
@@ -261,7 +281,7 @@ def build_train_job(
         raise ConfigError("global_batch (sequences per step) is required")
     global_batch = positive_int(global_batch, "global_batch")
     micro_batch = positive_int(micro_batch, "micro_batch")
-    seq_len = positive_int(seq_len, "seq_len")
+    seq_len = default_seq_len(spec) if seq_len is None else positive_int(seq_len, "seq_len")
     check_context(spec, seq_len, "seq_len")
     zero = non_negative_int(zero, "zero")
     for name, flag in (("fsdp", fsdp), ("dropout", dropout), ("overlap_grad_reduce", overlap_grad_reduce)):
@@ -273,8 +293,7 @@ def build_train_job(
         "tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "vpp": vpp,
         "sequence_parallel": sequence_parallel, "order": placement,
     })
-    if par.vpp > 1 and schedule == "1f1b":
-        schedule = "interleaved"
+    schedule = resolve_schedule(schedule, par.vpp)
     kwargs: dict[str, Any] = dict(
         model=spec, cluster=cl, global_batch=global_batch, seq_len=seq_len, micro_batch=micro_batch,
         parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
@@ -295,7 +314,7 @@ def estimate_train_step(
     parallel: Any = None,
     micro_batch: int = 1,
     global_batch: int | None = None,
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     *,
     gpu: GPUSpec | None = None,
     cost_model: Any = None,

@@ -180,7 +180,7 @@ def test_warning_is_one_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture
                      "2023-11-16 18:15:45.68,396,9\n2023-11-16 18:15:47.68,100,2\n")
     assert main(["simulate", "--model", "gpt2", "--cluster", "1xH100", "--workload", str(trace)]) == 0
     err = capsys.readouterr().err
-    assert err == f"fleetsim simulate: warning: {trace}: arrivals are not in time order; sorted them\n"
+    assert err == f"fleetsim simulate: warning: {trace}: arrivals are not in time order; sorted the 3 requests by arrival time (req_id keeps the file order)\n"
 
 
 def test_huge_numbers_print_short(capsys: pytest.CaptureFixture[str]) -> None:

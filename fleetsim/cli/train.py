@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sp", action="store_true", help="Megatron sequence parallelism")
     p.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch")
     p.add_argument("--global-batch", type=positive_int, required=True, help="sequences per optimizer step")
-    p.add_argument("--seq-len", type=positive_int, default=2048)
+    p.add_argument("--seq-len", type=positive_int, default=None,
+                   help="tokens per sequence (default: 2048, or the model's context if shorter)")
     p.add_argument("--recompute", choices=("none", "selective", "full"), default="none")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0)
     p.add_argument("--fsdp", action="store_true", help="PyTorch FSDP full sharding (ZeRO-3 data flow)")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     job = est.job
     par = job.parallel
     print(f"{job.model.name} on {job.cluster.name}: tp={par.tp} cp={par.cp} pp={par.pp} dp={par.dp} "
-          f"ep={par.ep} vpp={par.vpp} sp={par.sequence_parallel} schedule={job.schedule} "
+          f"ep={par.ep} vpp={par.vpp} sp={par.sequence_parallel} schedule={job.schedule} seq_len={job.seq_len} "
           f"recompute={job.recompute} zero={job.zero_stage}{' (fsdp)' if job.fsdp else ''}")
     summary = est.summary(args.tokens)
     print_frame(summary)
