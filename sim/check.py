@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from fleetsim.hardware.errors import InvariantError
 
 REL_TOL = 1e-9
@@ -295,7 +294,31 @@ def assert_train_estimate(est: Any) -> None:
     _raise("training estimate", check_train_estimate(est))
 
 
-SERVING_INVARIANTS = 40
-"""Invariants ``check_serving_result`` evaluates (for the CLI's "N invariants passed")."""
-TRAINING_INVARIANTS = 20
-"""Invariants ``check_train_estimate`` evaluates."""
+SERVING_INVARIANTS = (
+    "requests: req_id unique; finished and rejected disjoint",
+    "requests: arrival_s finite >= 0; token counts >= 0; generated <= output, == output when finished",
+    "requests: prefix hits <= prompt + generated tokens",
+    "requests: queue delay, TTFT, TPOT, E2E, ITLs NaN or finite >= 0",
+    "requests: arrival <= admission <= first token <= finish (queue delay <= TTFT <= E2E)",
+    "requests: E2E set iff finished; TTFT set iff a token was generated; ITL p50 <= p99 <= max",
+    "token times: non-decreasing, first = arrival + TTFT, last <= arrival + E2E",
+    "timeseries: 0 <= start <= end, finite, in order of start; 0 <= KV used <= KV capacity",
+    "timeseries: iterations >= 1, batch size and tokens >= 0",
+    "replicas: 0 <= busy_s <= duration_s; KV blocks >= 0",
+    "summary: counts equal the requests table; finished + rejected + unfinished = num_requests",
+    "summary: duration_s > 0 covers first arrival to last finish",
+    "summary: output/input tokens and requests per second = table totals / duration_s",
+    "summary: 0 <= goodput_rps <= requests_per_s; goodput_share = goodput_rps * duration_s / num_requests",
+    "summary: prefix hit rate and mean utilization in [0, 1]; percentiles finite >= 0, p50 <= p90 <= p99",
+)
+"""What ``check_serving_result`` checks, one line per group (docs/checks.md, ``--check``)."""
+TRAINING_INVARIANTS = (
+    "step_s finite > 0 and equal to the last stage's end",
+    "bubble, exposed/TP comm, optimizer time, FLOPs finite >= 0; MFU > 0; model FLOPs <= hardware FLOPs; MFU <= HFU",
+    "optimizer_s <= step_s; one engine stage, compute time and memory row per pipeline stage",
+    "per stage: times finite >= 0; busy + pipeline wait + comm wait <= end; pipeline end <= end <= step_s",
+    "per stage: stage_compute_s = the engine's busy time",
+    "memory: every component finite >= 0 and the components sum to total_bytes",
+    "timeline: every event within [0, step_s], start <= end",
+)
+"""What ``check_train_estimate`` checks, one line per group."""

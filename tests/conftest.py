@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-import fleetsim.serving
-import fleetsim.sim.training.step
-import fleetsim.training
-import fleetsim.training_validate
 from fleetsim.sim.check import assert_serving_result, assert_train_estimate
 from fleetsim.sim.serving import results as serving_results
 from fleetsim.sim.training import step as training_step
+
+import fleetsim.serving
+import fleetsim.training
+import fleetsim.training_validate
 
 _collect = serving_results.collect
 _simulate_step = training_step.simulate_step
@@ -46,6 +45,6 @@ def _check_every_result(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return
     for module in (fleetsim.serving, serving_results):
         monkeypatch.setattr(module, "collect", checked_collect)
-    for module in (fleetsim.training, fleetsim.training_validate, fleetsim.sim.training.step):
+    for module in (fleetsim.training, fleetsim.training_validate, training_step):
         monkeypatch.setattr(module, "simulate_step", checked_simulate_step)
     yield
