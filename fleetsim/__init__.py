@@ -45,6 +45,10 @@ _EXPORTS: dict[str, str] = {
     "estimate_train_step": "fleetsim.training",
     "plan_serving": "fleetsim.planning",
     "get_workload": "fleetsim.workloads.defaults",
+    # result invariants
+    "check_serving_result": "fleetsim.sim.check",
+    "check_train_estimate": "fleetsim.sim.check",
+    "InvariantError": "fleetsim.hardware.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -42,3 +42,8 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " (did you mean " + ", ".join(repr(lowered[c]) for c in close) + "?)"
+
+
+class InvariantError(FleetsimError):
+    """A simulation result breaks an invariant that holds by construction (a simulator
+    bug, not bad input); the message lists the violations on one line."""

@@ -108,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fast-forward", action="store_true", help="price every decode iteration")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when not a TTY")
     p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace")
+    p.add_argument("--check", action="store_true", help="check the result's invariants (exit 2 on a violation)")
     p.set_defaults(func=run)
 
 
@@ -241,5 +242,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = result.save(args.out)
         print(f"wrote {out}/ (requests, timeseries, replicas, summary.json, trace.json.gz)")
+    if args.check:
+        from fleetsim.cli.checks import report_checks
+
+        return report_checks("simulate", result)
     return 0
 

@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", type=_placement, default=None, help="placement order innermost first, e.g. tp,cp,pp,dp")
     p.add_argument("--tokens", type=positive_float, default=None, help="tokens to train: prints time, GPU-hours and cost")
     p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json")
+    p.add_argument("--check", action="store_true", help="check the estimate's invariants (exit 2 on a violation)")
     p.set_defaults(func=run)
 
 
@@ -105,4 +106,8 @@ def run(args: argparse.Namespace) -> int:
         est.timeline.to_csv(out / "timeline.csv", index=False)
         est.to_chrome_trace(out / "trace.json")
         print(f"wrote {out}/summary.csv, memory.csv, timeline.csv, trace.json")
+    if args.check:
+        from fleetsim.cli.checks import report_checks
+
+        return report_checks("train", est)
     return 0

@@ -140,7 +140,8 @@ class Engine:
     # -- hooks used by the scheduler -------------------------------------------------------
     def on_admit(self, seq: SeqState) -> None:
         if math.isnan(seq.admit_s):
-            seq.admit_s = self.clock
+            # an arrival event fires at ``now + (t - now)``, which can round one ulp below t
+            seq.admit_s = max(self.clock, seq.arrival_s)
         seq.status = "running"
 
     def match_prefix(self, seq: SeqState) -> tuple[int, int]:
