@@ -25,6 +25,7 @@ from fleetsim.sim.serving.config import (
     VllmScheduler,
 )
 from fleetsim.sim.serving.results import RawTables, collect
+from fleetsim.workloads import DEFAULT_NUM_REQUESTS
 from fleetsim.workloads.arrivals import TraceArrivals
 from fleetsim.workloads.defaults import get_workload
 from fleetsim.workloads.models import ModelSpec, check_context, load_model, over_context
@@ -142,8 +143,9 @@ def _requests(workload: Any, seed: int, num_requests: int | None, duration_s: fl
     wl: Workload = get_workload(workload)
     if num_requests is None and duration_s is None:
         if not isinstance(wl.arrivals, TraceArrivals) or wl.sessions is not None:
-            raise ConfigError(f"workload {wl.name}: give num_requests or duration_s")
-        num_requests = wl.arrivals.num_trace_requests()  # a trace replays once by default
+            num_requests = DEFAULT_NUM_REQUESTS
+        else:
+            num_requests = wl.arrivals.num_trace_requests()  # a trace replays once by default
     return wl.generate(seed, num_requests=num_requests, duration_s=duration_s)
 
 
@@ -157,7 +159,7 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     ``workload``: a ``RequestStream``, or anything ``workloads.defaults.get_workload``
     takes (a built-in name such as ``azure-conv``, a file, a spec string like
     ``poisson:rate=5``), drawn with ``seed`` for ``num_requests`` and/or ``duration_s``
-    (a trace workload replays its own arrivals). ``deployment``: a ``Deployment`` (or its
+    (neither: ``DEFAULT_NUM_REQUESTS`` requests; a trace workload replays its own arrivals). ``deployment``: a ``Deployment`` (or its
     dict); None means one replica per GPU where the model fits on one GPU, else the
     smallest TP that fits, per GPU type, with ``engine`` knobs. ``slo``: targets
     ``ttft_slo_s`` and/or ``tpot_slo_s`` for goodput. Raises ``InfeasibleError`` with the

@@ -114,6 +114,11 @@ def validation_line(exc: Any, what: str) -> str:
     return f"{what}: field {loc!r}: {msg}{shown}"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 GPU``, ``2 GPUs``, ``1 replica``: a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` attributed to the first caller outside fleetsim, so the warning
     shows the user's line rather than a line inside the library."""

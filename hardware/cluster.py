@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.hardware import catalog
+from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import SpecError
 from fleetsim.hardware.specs import ClusterSpec, LinkSpec, NodeSpec, PoolSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -336,7 +337,7 @@ def gpu_power_w(cluster: ClusterSpec) -> float:
 
 def describe(cluster: ClusterSpec) -> str:
     """One line per pool, for logs and the CLI."""
-    lines = [f"{cluster.name}: {cluster.num_gpus} accelerators in {cluster.num_nodes} nodes, "
+    lines = [f"{cluster.name}: {plural(cluster.num_gpus, 'accelerator')} in {plural(cluster.num_nodes, 'node')}, "
              f"scale-out {cluster.scale_out_link} (oversubscription {cluster.oversubscription:g})"]
     for p in cluster.pools:
         lines.append(f"  {p.num_nodes} x {p.node.name} using {p.gpus_used_per_node}/{p.node.gpus_per_node} "

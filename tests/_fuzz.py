@@ -91,11 +91,14 @@ def assert_train_ok(est: Any) -> None:
     assert math.isfinite(est.time_s) and est.time_s > 0
 
 
-def known_cases(known: dict[str, Any]) -> list[Any]:
-    """``KNOWN`` as parameters (signature, input), each a strict xfail naming the input and
-    the exception: an XPASS (the bug fixed) fails, so the entry is then removed."""
+def known_cases(known: dict[str, Any], found: dict[str, Any] | None = None) -> list[Any]:
+    """Regression parameters (signature, input). ``KNOWN`` holds bugs still open, each a
+    strict xfail naming the input and the exception: an XPASS (the bug fixed) fails, so the
+    entry then moves to ``FOUND``, the fixed bugs, which must pass like any other case."""
     import pytest
 
-    return [pytest.param(sig, case, id=sig,
-                         marks=pytest.mark.xfail(strict=True, reason=f"{case!r} -> {sig}"))
-            for sig, case in sorted(known.items())]
+    open_bugs = [pytest.param(sig, case, id=sig,
+                              marks=pytest.mark.xfail(strict=True, reason=f"{case!r} -> {sig}"))
+                 for sig, case in sorted(known.items())]
+    fixed = [pytest.param(sig, case, id=f"fixed-{sig}") for sig, case in sorted((found or {}).items())]
+    return open_bugs + fixed

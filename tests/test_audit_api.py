@@ -331,7 +331,23 @@ def parallel_cases() -> list[tuple[str, Callable[[Path], Any], str]]:
     ]
 
 
-CASES = (model_cases() + trace_cases() + cluster_cases() + spec_cases() + serving_cases()
+def overflow_cases() -> list[tuple[str, Callable[[Path], Any], str]]:
+    """Token counts past any context: errors naming the field, not overflows or wrapped
+    negative numbers (an int64 cast of 1e19 used to report 'negative')."""
+    def azure(t: Path) -> Any:
+        p = t / "az.csv"
+        p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0.5,1e19,2\n")
+        return load_trace(p)
+
+    return [
+        ("azure huge cell", azure, "ContextTokens"),
+        ("spec huge isl", lambda t: get_workload("poisson:rate=5,isl=9223372036854775296,osl=1"), "tokens"),
+        ("spec huge system", lambda t: get_workload("azure-code:system=" + "1" + "0" * 30), "system_prompt_tokens"),
+        ("unknown home", lambda t: get_workload("~nosuchuser-h9"), "~nosuchuser-h9"),
+    ]
+
+
+CASES = (overflow_cases() + model_cases() + trace_cases() + cluster_cases() + spec_cases() + serving_cases()
          + estimate_cases() + training_cases() + plan_cases() + parallel_cases())
 
 
@@ -435,3 +451,10 @@ def test_numeric_checks_name_the_parameter() -> None:
         fraction(0, "f")
     with pytest.raises(FleetsimError, match="p must"):
         probability(1.01, "p")
+
+
+def test_builtin_workload_without_a_count_draws_the_default() -> None:
+    from fleetsim.workloads import DEFAULT_NUM_REQUESTS
+
+    res = simulate_serving("gpt2", "1xH100", "poisson:rate=50,isl=32,osl=4", seed=3)
+    assert res.summary["num_requests"] == DEFAULT_NUM_REQUESTS

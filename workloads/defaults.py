@@ -133,7 +133,10 @@ def get_workload(spec: Workload | dict[str, Any] | str | Path) -> Workload:
         raise ConfigError("empty workload spec")
     if canonical_name(text) is not None:
         return load_builtin(text)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # '~user' for a user this machine does not have
+        path = Path(text)
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
             return load_workload_file(path)

@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.workloads.tracefile import load_trace_cached, trace_column
+from fleetsim.workloads.tracefile import MAX_TOKENS, load_trace_cached, trace_column
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -42,7 +42,7 @@ class _Length(BaseModel):
 
 class FixedLength(_Length):
     kind: Literal["fixed"] = "fixed"
-    tokens: int = Field(ge=0)
+    tokens: int = Field(ge=0, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(self._n(n), self.tokens, dtype=np.int64)
@@ -53,8 +53,8 @@ class FixedLength(_Length):
 
 class UniformLength(_Length):
     kind: Literal["uniform"] = "uniform"
-    low: int = Field(ge=0)
-    high: int = Field(ge=0)
+    low: int = Field(ge=0, le=MAX_TOKENS)
+    high: int = Field(ge=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _order(self) -> UniformLength:
@@ -76,8 +76,8 @@ class LognormalLength(_Length):
     median: float | None = Field(default=None, gt=0)
     mu: float | None = None
     sigma: float = Field(ge=0)
-    min: int = Field(default=1, ge=0)
-    max: int = Field(default=1_000_000, ge=1)
+    min: int = Field(default=1, ge=0, le=MAX_TOKENS)
+    max: int = Field(default=1_000_000, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _one_location(self) -> LognormalLength:
@@ -114,8 +114,9 @@ class EmpiricalLength(_Length):
             raise ValueError("empirical length: give exactly one of values or path (+ column)")
         if self.path is not None and self.column is None:
             raise ValueError("empirical length: path needs a column (e.g. prompt_tokens)")
-        if self.values is not None and (len(self.values) == 0 or min(self.values) < 0):
-            raise ValueError("empirical length: values must be non-empty and >= 0")
+        if self.values is not None and (len(self.values) == 0 or min(self.values) < 0
+                                        or max(self.values) > MAX_TOKENS):
+            raise ValueError(f"empirical length: values must be non-empty and in [0, {MAX_TOKENS:g}]")
         return self
 
     @cached_property
@@ -155,8 +156,8 @@ class QuantileLength(_Length):
             raise ValueError("quantile length: probs and values need equal length >= 2")
         if p[0] != 0.0 or p[-1] != 1.0 or np.any(np.diff(p) <= 0):
             raise ValueError("quantile length: probs must rise strictly from 0 to 1")
-        if np.any(np.diff(v) < 0) or v[0] < 0:
-            raise ValueError("quantile length: values must be >= 0 and non-decreasing")
+        if np.any(np.diff(v) < 0) or v[0] < 0 or not v[-1] <= MAX_TOKENS:
+            raise ValueError(f"quantile length: values must be in [0, {MAX_TOKENS:g}] and non-decreasing")
         if self.interpolation == "log" and v[0] <= 0:
             raise ValueError("quantile length: log interpolation needs values > 0")
         return self

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.workloads.lengths import FixedLength, LengthDist
+from fleetsim.workloads.tracefile import MAX_TOKENS
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SYSTEM_PREFIX_ID = 0
@@ -47,10 +48,10 @@ class MultiTurnSessions(BaseModel):
 
     kind: Literal["multi_turn"] = "multi_turn"
     turns: LengthDist = Field(default_factory=lambda: FixedLength(tokens=4))
-    system_prompt_tokens: int = Field(default=0, ge=0)
+    system_prompt_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     think_time_s: float = Field(default=0.0, ge=0)
     think_cv: float = Field(default=0.0, ge=0)
-    max_context_tokens: int | None = Field(default=None, gt=0)
+    max_context_tokens: int | None = Field(default=None, gt=0, le=MAX_TOKENS)
     closed_loop: bool = True
 
     @field_validator("turns", mode="before")

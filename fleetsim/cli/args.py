@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from fleetsim.hardware.checks import plural as plural
 from fleetsim.hardware.errors import ConfigError
 
 
@@ -105,11 +106,6 @@ def check_out_dir(path: str | None, flag: str = "--out") -> Path | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: cannot create it, {parent} is not writable")
     return out
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``1 GPU``, ``2 GPUs``, ``1 replica``."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def show_warning(command: str) -> Callable[..., None]:

@@ -18,10 +18,7 @@ from fleetsim.cli.args import (
     positive_int,
 )
 from fleetsim.hardware.errors import ConfigError
-
-DEFAULT_NUM_REQUESTS = 1000
-"""Requests drawn from a built-in or spec workload when neither --num-requests nor
---duration-s is given (a trace file replays its own arrivals once)."""
+from fleetsim.workloads import DEFAULT_NUM_REQUESTS
 
 
 def _pd(text: str) -> tuple[int, int]:

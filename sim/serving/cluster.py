@@ -24,6 +24,7 @@ import numpy as np
 import simpy
 from fleetsim.calibration import get_cost_model
 from fleetsim.hardware.catalog import get_gpu, get_link
+from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
@@ -158,8 +159,8 @@ def plan_replicas(model: ModelSpec, cluster: ClusterSpec, dep: Deployment) -> li
         free_slots = pool.num_nodes * slots_per_node - used[pi]
         n = entry.replicas if entry.replicas is not None else free_slots
         if n > free_slots or n < 1:
-            raise InfeasibleError(f"{n} replicas of {size} {gpu.name} need {n * size} GPUs; pool has "
-                                  f"{free_slots * size} left of {pool.gpus}")
+            raise InfeasibleError(f"{plural(n, 'replica')} of {size} {gpu.name} need "
+                                  f"{plural(n * size, 'GPU')}; pool has {free_slots * size} left of {pool.gpus}")
         for _ in range(n):
             slot = used[pi]
             used[pi] += 1

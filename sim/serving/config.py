@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fleetsim.hardware.checks import validation_line
 from fleetsim.hardware.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,12 +25,11 @@ class _Strict(BaseModel):
             super().__init__(**data)
         except ValidationError as e:
             err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or type(self).__name__
-            msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
+                loc = ".".join(str(x) for x in err["loc"])
                 known = ", ".join(type(self).model_fields)
                 raise ConfigError(f"{type(self).__name__}: unknown key {loc!r} (known: {known})") from None
-            raise ConfigError(f"{type(self).__name__}: {loc}: {msg}") from None
+            raise ConfigError(validation_line(e, type(self).__name__)) from None
 
 
 class VllmScheduler(_Strict):
