@@ -15,6 +15,7 @@ bandwidth is nearest the target's), else the spec roofline.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -77,19 +78,38 @@ class MeasuredCostModel(RooflineCostModel):
         return f"MeasuredCostModel({str(self.profile.root)!r}, gpu={self.measured_gpu!r})"
 
 
+PROFILE_ENV = "FLEETSIM_PROFILE_DIR"
+"""Environment variable naming a folder of the user's own profiles (``<GPU>/*.csv``, as
+``fleetsim calibrate`` writes them); they are used beside the shipped ones and win over a
+shipped profile of the same GPU."""
+
+
+def user_profile_root() -> Path | None:
+    """The folder ``$FLEETSIM_PROFILE_DIR`` names, or None when it is unset or empty."""
+    text = os.environ.get(PROFILE_ENV, "").strip()
+    return Path(text).expanduser() if text else None
+
+
+def _dirs_under(base: Path) -> dict[str, Path]:
+    return {d.name: d for d in sorted(base.iterdir()) if d.is_dir() and any(d.glob("*.csv"))}
+
+
 def profile_dirs(root: str | Path | None = None) -> dict[str, Path]:
-    """Catalog GPU name -> profile directory, for every profile under ``root`` (default: the
-    package's). A ``root`` that is given must be an existing directory (``ProfileError``)."""
-    if root is not None and not Path(root).is_dir():
-        what = "does not exist" if not Path(root).exists() else "is not a directory"
-        raise ProfileError(f"profile root {str(root)!r} {what}")
-    base = Path(root) if root is not None else PROFILE_ROOT
-    out: dict[str, Path] = {}
-    if not base.is_dir():
-        return out
-    for d in sorted(base.iterdir()):
-        if d.is_dir() and any(d.glob("*.csv")):
-            out[d.name] = d
+    """Catalog GPU name -> profile directory, for every profile under ``root``; by default
+    the package's profiles, overridden per GPU by those under ``$FLEETSIM_PROFILE_DIR``.
+    A folder that is given must be an existing directory (``ProfileError`` naming it)."""
+    if root is not None:
+        if not Path(root).is_dir():
+            what = "does not exist" if not Path(root).exists() else "is not a directory"
+            raise ProfileError(f"profile root {str(root)!r} {what}")
+        return _dirs_under(Path(root))
+    out = _dirs_under(PROFILE_ROOT) if PROFILE_ROOT.is_dir() else {}
+    user = user_profile_root()
+    if user is not None:
+        if not user.is_dir():
+            what = "does not exist" if not user.exists() else "is not a directory"
+            raise ProfileError(f"${PROFILE_ENV}={str(user)!r} {what}")
+        out.update(_dirs_under(user))
     return out
 
 

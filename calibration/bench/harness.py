@@ -10,6 +10,7 @@ not fleetsim's other dependencies (``python3 calibration/bench/harness.py ...``)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,17 @@ def check_requirements(device: str) -> None:
             "calibration must run on a machine with an NVIDIA GPU")
 
 
+def default_out(catalog: str) -> Path:
+    """Where a run writes when no ``--out`` is given: ``$FLEETSIM_PROFILE_DIR/<GPU>``, else
+    ``./fleetsim-profiles/<GPU>``; never inside the installed package."""
+    root = os.environ.get("FLEETSIM_PROFILE_DIR", "").strip()
+    return Path(root).expanduser() / catalog if root else Path("fleetsim-profiles") / catalog
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default calibration/profiles/<catalog GPU>)")
+                   help="output folder (default $FLEETSIM_PROFILE_DIR/<catalog GPU>, else "
+                   "./fleetsim-profiles/<catalog GPU>)")
     p.add_argument("--budget-s", type=float, default=1800.0, help="wall-clock budget in seconds")
     p.add_argument("--only", default=None, help=f"comma-separated suites of {', '.join(SUITES)}")
     p.add_argument("--quick", action="store_true", help="small grids (minutes, for a first look)")
@@ -102,7 +111,8 @@ def run_calibration(args: argparse.Namespace, invocation: str) -> dict[str, Any]
     suites = parse_only(args.only, SUITES)
     props = device_props(args.device)
     catalog = args.catalog_gpu or catalog_name_for(str(props["name"]))
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "profiles" / catalog
+    out = Path(args.out) if args.out else default_out(catalog)
+    print(f"writing the {catalog} profile to {out}/", flush=True)
     # a run starts over the CSVs of the suites it runs; the extra attention suites only add rows
     writer = ProfileWriter(out, resume=args.resume,
                            fresh=[s for s in suites

@@ -18,7 +18,7 @@ from fleetsim.hardware.errors import FleetsimError
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "calibrate",
-        help="measure this GPU's kernel times into calibration/profiles/<GPU>/",
+        help="measure this GPU's kernel times into a profile ($FLEETSIM_PROFILE_DIR/<GPU>/)",
         description="Measure GEMM, attention, memory-bound, MoE, collective, copy, launch and "
                     "power figures of this machine's GPU into a calibration profile "
                     "(see docs/calibration.md).",
