@@ -112,11 +112,13 @@ class IntervalTable:
         """(q10, q90) of a prediction, widened toward the cross quantiles by its roofline share."""
         if not 0.0 <= roofline_share <= 1.0 + 1e-9:
             raise ConfigError(f"roofline_share must be in [0, 1], got {roofline_share!r}")
-        cross = self.quantiles(gpu, cls, "cross")
         if not own_profile:
-            return cross
+            return self.quantiles(gpu, cls, "cross")
         own = self.quantiles(gpu, cls, "own")
         s = min(float(roofline_share), 1.0)
+        if s == 0.0:
+            return own
+        cross = self.quantiles(gpu, cls, "cross")
         return ((1 - s) * own[0] + s * cross[0], (1 - s) * own[1] + s * cross[1])
 
     def interval(self, predicted_s: float, gpu: str, cls: str, *, own_profile: bool,
@@ -159,17 +161,18 @@ def coverage(table: IntervalTable, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def crossfit(rows: pd.DataFrame, split: str = "alternate") -> pd.DataFrame:
+def crossfit(rows: pd.DataFrame, split: str = "alternate", folds: int = 10) -> pd.DataFrame:
     """Every row tested once by a table fitted without it.
 
-    ``alternate``: within each (gpu, cls, profile) group, in file order, rows alternate between
-    two folds (alternate shapes); each fold is tested by the table of the other.
+    ``alternate``: within each (gpu, cls, profile) group, in file order, row ``i`` goes to fold
+    ``i mod folds`` (every ``folds``-th shape); each fold is tested by the table fitted on the
+    others, which is the shipped table less a tenth of its rows at the default 10.
     ``gpu``: leave one GPU out; its rows are tested by the table of the other GPUs (whose
     group level then does not exist, so the class level answers).
     """
     df = rows.reset_index(drop=True)
     if split == "alternate":
-        fold = df.groupby(["gpu", "cls", "profile"], sort=False).cumcount() % 2
+        fold = df.groupby(["gpu", "cls", "profile"], sort=False).cumcount() % folds
     elif split == "gpu":
         fold = df["gpu"]
     else:
