@@ -17,6 +17,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fleetsim
 
 from fleetsim.calibration.intervals import INTERVALS_CSV, crossfit, summarize_coverage  # noqa: E402
+
 from fleetsim.interval_data import residual_rows, write_table  # noqa: E402
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from fleetsim.hardware.errors import ConfigError, ProfileError
 
 __all__ = ["ALPHA", "INTERVALS_CSV", "MIN_ROWS", "ROW_COLUMNS", "TABLE_COLUMNS", "IntervalTable",

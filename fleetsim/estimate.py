@@ -34,8 +34,8 @@ import pandas as pd
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.cost import SOURCES, CostModel
 from fleetsim.calibration.intervals import forward_class, interval_for
-from fleetsim.calibration.measured import MeasuredCostModel
 from fleetsim.calibration.launch import Dispatch, chain, from_kernels
+from fleetsim.calibration.measured import MeasuredCostModel
 from fleetsim.hardware.checks import positive_int
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
