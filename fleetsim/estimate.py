@@ -33,7 +33,9 @@ import pandas as pd
 
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.cost import SOURCES, CostModel
+from fleetsim.calibration.intervals import forward_class, interval_for
 from fleetsim.calibration.launch import Dispatch, chain, from_kernels
+from fleetsim.calibration.measured import MeasuredCostModel
 from fleetsim.hardware.checks import positive_int
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
@@ -64,11 +66,16 @@ class ForwardEstimate:
     source_share: dict[str, float] = field(default_factory=dict)
     tflops: float = 0.0
     flops: float = 0.0
+    time_s_p10: float = float("nan")
+    time_s_p90: float = float("nan")
+    """80% prediction interval of ``time_s`` (``calibration.intervals``); NaN from ``estimate_ops``."""
 
     def summary(self) -> str:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in self.source_share.items() if v > 0)
         mode = "graphs" if self.graphs else "eager"
-        return (f"{self.model} on {self.gpu} (tp={self.tp}, {mode}): {self.time_s * 1e3:.3f} ms, "
+        band = (f" (80%: {self.time_s_p10 * 1e3:.3f}-{self.time_s_p90 * 1e3:.3f})"
+                if np.isfinite(self.time_s_p10) else "")
+        return (f"{self.model} on {self.gpu} (tp={self.tp}, {mode}): {self.time_s * 1e3:.3f} ms{band}, "
                 f"{self.tflops:.1f} TFLOP/s [{shares}]")
 
 
@@ -141,7 +148,11 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
         context_limit(mspec, max(s.kv_len for s in seqs), "batch sequence length (context + new tokens)")
     ops = serving_step_ops(mspec, seqs, ParallelConfig(tp=tp), dtype, kv_dtype)
     cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
-    return estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)
+    est = estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)
+    est.time_s_p10, est.time_s_p90 = interval_for(
+        est.time_s, spec.name, forward_class(any(s.new_tokens > 1 or not s.context for s in seqs), graphs),
+        own_profile=isinstance(cm, MeasuredCostModel), roofline_share=est.source_share.get("roofline", 0.0))
+    return est
 
 
 def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: float | Sequence[float],

@@ -95,6 +95,28 @@ class TrainEstimate:
         return self.job.tokens_per_step / self.time_s
 
     @property
+    def time_interval_s(self) -> tuple[float, float]:
+        """80% prediction interval of the step time (``calibration.intervals``): class
+        ``train_step_host_bound`` when the GPU waits for dispatch >= 10% of the step, else
+        ``train_step``; own profile when any operator was measured or interpolated."""
+        from fleetsim.calibration.intervals import interval_for
+
+        src = self.sources
+        total = sum(src.values())
+        host = max(s.host_bound_s for s in self.result.engine.stages) >= 0.1 * self.time_s
+        return interval_for(self.time_s, self.gpu.name, "train_step_host_bound" if host else "train_step",
+                            own_profile=src.get("measured", 0) + src.get("interpolated", 0) > 0,
+                            roofline_share=src.get("roofline", 0) / total if total else 1.0)
+
+    @property
+    def time_s_p10(self) -> float:
+        return self.time_interval_s[0]
+
+    @property
+    def time_s_p90(self) -> float:
+        return self.time_interval_s[1]
+
+    @property
     def model_flops_per_s_per_gpu(self) -> float:
         return self.result.model_flops / self.time_s / self.num_gpus
 
@@ -185,7 +207,9 @@ class TrainEstimate:
         pm = self.result.peak_memory
         rows: list[tuple[str, Any, str]] = [
             ("gpus", self.num_gpus, ""), ("gpu", self.gpu.name, ""),
-            ("step time", self.time_s, "s"), ("tokens/s", self.tokens_per_s, "tok/s"),
+            ("step time", self.time_s, "s"),
+            ("step time p10-p90", f"{self.time_s_p10:.4g}-{self.time_s_p90:.4g}", "s"),
+            ("tokens/s", self.tokens_per_s, "tok/s"),
             ("model FLOP/s per GPU", self.model_flops_per_s_per_gpu / 1e12, "TFLOP/s"),
             ("MFU", self.mfu, ""), ("HFU", self.hfu, ""),
             ("grad accumulation", self.job.grad_accum, "micro-batches"),

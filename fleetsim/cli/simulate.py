@@ -236,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
         f"{n} x {g} tp={tp} pp={pp} {role}" for (g, tp, pp, role), n in
         d.groupby(["gpu", "tp", "pp", "role"]).size().items()))
     print_summary(result)
+    from fleetsim.serving_intervals import latency_intervals
+
+    band = latency_intervals(result)
+    print("80% interval (iteration times scaled, docs/intervals.md): " + ", ".join(
+        f"{k.removesuffix('_s')} {a:.4g}-{b:.4g} s" for k, (a, b) in band.items()))
     if args.out:
         out = result.save(args.out)
         print(f"wrote {out}/ (requests, timeseries, replicas, summary.json, trace.json.gz)")

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 SECTIONS = ("ops", "forward", "training")
+OPTIONAL = ("intervals",)
+"""Sections run only when ``--only`` names them."""
 
 
 def register(subparsers: Any) -> None:
@@ -48,9 +50,9 @@ def _sections(text: str) -> list[str]:
 
     out = []
     for s in (x.strip() for x in text.split(",") if x.strip()):
-        if s not in SECTIONS:
+        if s not in SECTIONS + OPTIONAL:
             raise ConfigError(f"--only: unknown section {s!r} (expected a comma-separated subset of "
-                              f"{', '.join(SECTIONS)}){suggest(s, SECTIONS)}")
+                              f"{', '.join(SECTIONS + OPTIONAL)}){suggest(s, SECTIONS + OPTIONAL)}")
         out.append(s)
     if not out:
         raise ConfigError(f"--only: no section given (expected a comma-separated subset of {', '.join(SECTIONS)})")
@@ -99,7 +101,8 @@ def _check(args: argparse.Namespace) -> _Inputs:
     published = published_dir(args.published_dir) if "training" in sections or args.published_dir else None
     if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
         raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
-    section_gpus = {s: gpus_with_data(root, [SECTION_FILES[s]]) for s in sections}
+    section_gpus = {s: gpus_with_data(root, [SECTION_FILES[s]] if s in SECTION_FILES else SECTION_FILES.values())
+                    for s in sections}
     if published is not None and "training" in sections:
         section_gpus["training"] = sorted({*section_gpus["training"], *published_gpus(published)})
     have = sorted({g for names in section_gpus.values() for g in names})
@@ -212,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{part['step_diff'].abs().mean():.1%}), summed kernel time max |diff| "
                           f"{part['kernel_diff'].abs().max():.1%}")
                 tables["training_repeatability"] = rep_df
+    if "intervals" in inp.sections and not _absent("prediction intervals", inp, "intervals"):
+        tables.update(_intervals(root, proot, gpus, args.points, missed))
     if args.csv_dir is not None:
         for name, df in tables.items():
             vf.write_csv(df, args.csv_dir / f"{name}.csv")
@@ -233,4 +238,32 @@ def training_groups(rows: pd.DataFrame) -> pd.DataFrame:
         max_abs_error=("abs_error", "max"),
     ).reset_index()
     out["within"] = out["within"].astype(int)
+    return out
+
+
+INTERVAL_TARGET = (0.75, 0.85)
+"""Held-out coverage the 80% interval should reach overall."""
+
+
+def _intervals(root: Path, proot: Path | None, gpus: list[str] | None, points: bool,
+               missed: list[str]) -> dict[str, pd.DataFrame]:
+    """Coverage of the 80% interval on held-out rows (``calibration.intervals.crossfit``)."""
+    from fleetsim.calibration.intervals import crossfit, summarize_coverage
+    from fleetsim.interval_data import residual_rows
+
+    rows = residual_rows(root, proot)
+    out: dict[str, pd.DataFrame] = {}
+    for split, what in (("alternate", "every 10th shape held out"), ("gpu", "one GPU held out")):
+        cov = crossfit(rows, split)
+        if gpus is not None:
+            cov = cov[cov["gpu"].isin(gpus)]
+        if points:
+            _show(f"prediction intervals ({what})", cov)
+        summ = summarize_coverage(cov)
+        _show(f"prediction intervals: coverage of the 80% interval on held-out rows ({what}; target "
+              f"{INTERVAL_TARGET[0]:.0%}-{INTERVAL_TARGET[1]:.0%} overall)", summ)
+        out[f"intervals_{split}"] = summ
+        total = float(summ["coverage"].iloc[-1])
+        if split == "alternate" and not INTERVAL_TARGET[0] <= total <= INTERVAL_TARGET[1]:
+            missed.append(f"intervals: held-out coverage {total:.1%}")
     return out
