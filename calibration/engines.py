@@ -197,12 +197,16 @@ class EngineProfile(_Strict):
             raise ValueError("a serving profile takes no 'training' section")
         return self
 
+    def with_overhead(self, seconds: float) -> EngineProfile:
+        """This profile with another per-iteration scheduler time (an engine knob)."""
+        over = Fitted(value=seconds, source="default: set by the deployment's engine config")
+        return self.model_copy(update={"launch": self.launch.model_copy(update={"iteration_overhead_s": over})})
+
     def with_launch_mode(self, graphs: bool) -> EngineProfile:
-        """This profile with every iteration captured (``graphs``) or eager, the host
-        dispatch unchanged (the ``graphs=`` override of ``estimate_forward``)."""
-        launch = self.launch.model_copy(update={
-            "mode": "graphs" if graphs else "eager", "max_capture_batch": None,
-            "host_overlap": False if not graphs else self.launch.host_overlap})
+        """This profile with every iteration captured (``graphs``) or eager, host dispatch
+        and overlap unchanged (the ``graphs=`` override of ``estimate_forward``)."""
+        launch = self.launch.model_copy(update={"mode": "graphs" if graphs else "eager",
+                                                "max_capture_batch": None})
         return self.model_copy(update={"launch": launch,
                                        "name": f"{self.name}[{'graphs' if graphs else 'eager'}]"})
 

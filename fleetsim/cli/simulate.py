@@ -96,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ngram[:k=4,alpha=0.7] or DRAFT_MODEL[:k=4,alpha=0.7]")
     p.add_argument("--dtype", default="bf16", help="weight dtype (bf16, fp8, ...)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: activation dtype)")
-    p.add_argument("--sched-overhead-s", type=nonneg_float, default=2e-3)
+    p.add_argument("--sched-overhead-s", type=nonneg_float, default=None,
+                   help="CPU seconds per engine iteration (default: the engine profile's)")
     p.add_argument("--queue-limit", type=nonneg_int, default=None, help="most waiting requests per replica")
     p.add_argument("--max-sim-time-s", type=positive_float, default=None)
     p.add_argument("--ttft-slo-s", type=positive_float, default=None)
