@@ -90,3 +90,18 @@ def test_cost_models_implement_the_protocol_and_moe_support_is_checked() -> None
     with pytest.raises(ConfigError, match="does not support mixture-of-experts models"):
         price_iteration(load_model("mixtral-8x7b"), get_gpu("H100"), [Seq(8, 0)], ParallelConfig(tp=2),
                         get_cost_model(get_gpu("H100")), prof)
+
+
+def test_simulate_names_its_engine_and_rejects_unknown_ones(capsys) -> None:
+    import fleetsim
+    from fleetsim.cli import main
+
+    wl = "poisson:rate=2,isl=200,osl=20"
+    hf = fleetsim.simulate_serving("llama-3.1-8b", "1xH100", wl, num_requests=10, engine="hf-transformers")
+    vl = fleetsim.simulate_serving("llama-3.1-8b", "1xH100", wl, num_requests=10)
+    assert hf.summary["engine"] == "hf-transformers" and vl.summary["engine"] == "vllm"
+    assert hf.summary["tpot_mean_s"] > vl.summary["tpot_mean_s"]
+    rc = main(["simulate", "--model", "llama-3.1-8b", "--cluster", "1xH100", "--workload", wl,
+               "--num-requests", "5", "--engine", "vlm"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "did you mean 'vllm'" in err
