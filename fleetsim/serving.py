@@ -193,7 +193,7 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
     raw.summary["rejected_over_context"] = rejected
-    raw.summary["engine"] = ",".join(dict.fromkeys(p.engine.engine_profile.name for p in deployment.pools))
+    raw.summary["engine"] = ",".join(dict.fromkeys(p.engine.engine_profile.name for p in sim.deployment.pools))
     return ServingResult(raw, deployment, m, cl)
 
 
