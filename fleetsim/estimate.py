@@ -1,7 +1,9 @@
 """Whole-forward-pass estimates: one serving iteration of a model on one GPU.
 
-``estimate_forward`` builds the operator graph of one iteration (``serving_step_ops``),
-prices every operator with a cost model and combines the times:
+``estimate_forward`` prices one iteration through ``sim.iteration.price_iteration`` with an
+engine profile (``calibration.engines``): the profile's operator graph, each operator priced
+by a cost model, the times combined as the profile launches work. For the calibration
+harness (``fleetsim-harness``, what ``graphs=`` selects):
 
 * under CUDA graphs (``graphs=True``) the kernels replay back to back, so the iteration
   takes the sum of ``count x`` device time;
@@ -32,13 +34,17 @@ import numpy as np
 import pandas as pd
 
 from fleetsim.calibration import get_cost_model
-from fleetsim.calibration.cost import SOURCES, CostModel
+from fleetsim.calibration.cost import CostModel, IterationCostModel
+from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.intervals import forward_class, interval_for
-from fleetsim.calibration.launch import Dispatch, chain, from_kernels
 from fleetsim.calibration.measured import MeasuredCostModel
 from fleetsim.hardware.checks import positive_int
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import DTYPE_BYTES, GPUSpec
+from fleetsim.sim.iteration import IterationCost, eager_pipeline_s
+
+HARNESS = "fleetsim-harness"
+"""The engine profile of fleetsim's own calibration harness (``estimate_forward(graphs=...)``)."""
 
 __all__ = ["ForwardEstimate", "eager_pipeline_s", "estimate_forward", "estimate_ops", "get_cost_model",
            "resolve_batch"]
@@ -66,6 +72,10 @@ class ForwardEstimate:
     source_share: dict[str, float] = field(default_factory=dict)
     tflops: float = 0.0
     flops: float = 0.0
+    engine: str = HARNESS
+    device_s: float = 0.0
+    host_s: float = 0.0
+    overhead_s: float = 0.0
     time_s_p10: float = float("nan")
     time_s_p90: float = float("nan")
     """80% prediction interval of ``time_s`` (``calibration.intervals``); NaN from ``estimate_ops``."""
@@ -75,7 +85,8 @@ class ForwardEstimate:
         mode = "graphs" if self.graphs else "eager"
         band = (f" (80%: {self.time_s_p10 * 1e3:.3f}-{self.time_s_p90 * 1e3:.3f})"
                 if np.isfinite(self.time_s_p10) else "")
-        return (f"{self.model} on {self.gpu} (tp={self.tp}, {mode}): {self.time_s * 1e3:.3f} ms{band}, "
+        return (f"{self.model} on {self.gpu} (engine {self.engine}, tp={self.tp}, {mode}): "
+                f"{self.time_s * 1e3:.3f} ms{band}, "
                 f"{self.tflops:.1f} TFLOP/s [{shares}]")
 
 
@@ -115,20 +126,28 @@ def _kind(op: object) -> str:
 
 
 def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int = 1,
-                     graphs: bool = False, dtype: str = "bf16", cost_model: CostModel | None = None,
+                     graphs: bool | None = None, dtype: str = "bf16", cost_model: CostModel | None = None,
                      *, kv_dtype: str | None = None, profile_root: str | Path | None = None,
-                     check_context: bool = True) -> ForwardEstimate:
+                     check_context: bool = True, engine: str | Path | EngineProfile | None = None
+                     ) -> ForwardEstimate:
     """Estimate one serving iteration (forward pass) of ``model`` on ``gpu``.
 
     ``model``: catalog name, path or ``ModelSpec``; ``gpu``: catalog name or ``GPUSpec``;
     ``batch``: see ``resolve_batch``; ``tp``: tensor-parallel degree (the graph of one rank,
-    with its collectives); ``graphs``: CUDA-graph replay instead of eager launches;
+    with its collectives); ``engine``: the software (an engine profile name, YAML path or
+    ``EngineProfile``) whose kernels and launch rules price the iteration; ``graphs``:
+    force CUDA-graph replay (True) or eager launches (False) of that engine (None: the
+    profile's own rule). Without ``engine``: ``fleetsim-harness``, the calibration harness's
+    eager pipeline (or graph replay with ``graphs=True``), which ``fleetsim validate`` checks
+    and the existing figures were made with; the serving simulator and planner default to
+    ``vllm``.
     ``cost_model``: defaults to ``get_cost_model(gpu, profile_root)``. A sequence longer
     than the model's context is refused unless ``check_context=False`` (kernel-shape
     studies such as the validation benchmarks, which time shapes past the context).
     """
+    from fleetsim.calibration.engines import get_engine
     from fleetsim.hardware.catalog import get_gpu
-    from fleetsim.workloads.graph import serving_step_ops
+    from fleetsim.sim.iteration import price_iteration
     from fleetsim.workloads.models import ModelSpec, load_model
     from fleetsim.workloads.models import check_context as context_limit
     from fleetsim.workloads.parallel import ParallelConfig
@@ -138,124 +157,61 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
     spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     mspec = model if isinstance(model, ModelSpec) else load_model(model)  # type: ignore[arg-type]
     tp = positive_int(tp, "tp")
-    if not isinstance(graphs, bool):
+    if graphs is not None and not isinstance(graphs, bool):
         raise ConfigError(f"graphs must be True or False, got {graphs!r}")
     for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
         if value is not None and value not in DTYPE_BYTES:
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
+    prof = get_engine(engine if engine is not None else HARNESS)
+    if graphs is not None:
+        prof = prof.with_launch_mode(graphs) if prof.launch.mode != ("graphs" if graphs else "eager") else prof
     seqs = resolve_batch(batch)
     if check_context:
         context_limit(mspec, max(s.kv_len for s in seqs), "batch sequence length (context + new tokens)")
-    ops = serving_step_ops(mspec, seqs, ParallelConfig(tp=tp), dtype, kv_dtype)
     cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
-    est = estimate_ops(ops, spec, graphs=graphs, cost_model=cm, model_name=mspec.name, tp=tp)
+    it = price_iteration(mspec, spec, seqs, ParallelConfig(tp=tp), _iteration_model(cm), prof,
+                         dtype=dtype, kv_dtype=kv_dtype)
+    est = _estimate(it, mspec.name, spec.name, tp)
     est.time_s_p10, est.time_s_p90 = interval_for(
-        est.time_s, spec.name, forward_class(any(s.new_tokens > 1 or not s.context for s in seqs), graphs),
+        est.time_s, spec.name, forward_class(any(s.new_tokens > 1 or not s.context for s in seqs), est.graphs),
         own_profile=isinstance(cm, MeasuredCostModel), roofline_share=est.source_share.get("roofline", 0.0))
     return est
 
 
-def eager_pipeline_s(device_s: Sequence[float], counts: Sequence[int], host_s: float | Sequence[float],
-                     launches: Sequence[int] | None = None) -> float:
-    """Iteration time of kernels issued by a host and run in order on the device.
+def _iteration_model(cm: object) -> IterationCostModel:
+    if not isinstance(cm, IterationCostModel):
+        raise ConfigError(f"cost_model {type(cm).__name__} lacks what iteration pricing uses "
+                          "(op_times, price, stream_times, host_launch_s, host_times, sustained_ratios, link)")
+    return cm
 
-    ``host_s``: host seconds per launch (a number; ``launches[j]`` launches issue operator
-    j, default 1) or host seconds per operator (a sequence, e.g. the measured dispatch time
-    of its PyTorch calls; then ``launches`` must be None). Consecutive operators with the
-    same ``count`` > 1 form a block (one layer) that repeats ``count`` times, as the
-    operator graphs list them. Operator j starts on the device at
-    ``max(issued_j, end_{j-1})``. Returns the device end time of the last kernel, the host
-    having started issuing at time 0 (the closed form of ``calibration.launch``, one block
-    summarised and repeated at a time).
-    """
-    n = len(device_s)
-    if isinstance(host_s, (int, float)):
-        nl = list(launches) if launches is not None else [1] * n
-        per_op = [float(host_s) * k for k in nl]
-    else:
-        if launches is not None:
-            raise ConfigError("eager_pipeline_s: give launches only with a per-launch host_s")
-        per_op = [float(h) for h in host_s]
-        if len(per_op) != n:
-            raise ConfigError(f"eager_pipeline_s: {len(per_op)} host times for {n} operators")
-    dev = np.asarray(device_s, dtype=float)
-    host = np.asarray(per_op, dtype=float)
-    parts: list[Dispatch] = []
-    j = 0
-    while j < n:
-        c = counts[j]
-        k = j
-        while k + 1 < n and counts[k + 1] == c and c > 1:
-            k += 1
-        parts.append(from_kernels(host[j:k + 1], dev[j:k + 1]).repeat(max(int(c), 0)))
-        j = k + 1
-    return chain(parts).end_s
+
+def _estimate(it: IterationCost, model: str, gpu: str, tp: int) -> ForwardEstimate:
+    t = it.time_s
+    return ForwardEstimate(model=model, gpu=gpu, tp=tp, graphs=it.captured, time_s=t, ops=it.ops,
+                           source_share=it.source_share, tflops=it.flops / t / 1e12 if t > 0 else 0.0,
+                           flops=it.flops, engine=it.engine, device_s=it.device_s, host_s=it.host_s,
+                           overhead_s=it.overhead_s)
 
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,
                  model_name: str = "", tp: int = 1, launches: Sequence[int] | None = None,
-                 host_calls: Sequence[Sequence[str] | None] | None = None, sustained: bool = False
-                 ) -> ForwardEstimate:
-    """Price an operator list as one iteration (see the module docstring for the modes).
+                 host_calls: Sequence[Sequence[str] | None] | None = None, sustained: bool = False,
+                 engine: str | Path | EngineProfile | None = None) -> ForwardEstimate:
+    """Price an operator list as one iteration of ``engine`` (default ``fleetsim-harness``)
+    forced to CUDA-graph replay (``graphs``) or eager launches (``sim.iteration.price_ops``).
 
     ``sustained``: multiply each kernel's burst time by the profile's measured
-    sustained-load ratio (``cost_model.sustained_ratios``; the table keeps ``burst_s`` and
-    ``sustained_ratio``). Eager host time per operator: ``host_calls`` (PyTorch call names
-    per operator, priced by the profile's host dispatch table), else ``launches`` x the
-    eager launch interval, else the cost model's ``host_times`` for serving operators.
+    sustained-load ratio (the table keeps ``burst_s`` and ``sustained_ratio``). Eager host
+    time per operator: ``host_calls`` (PyTorch call names per operator, priced by the
+    profile's host dispatch table), else ``launches`` x the eager launch interval, else the
+    cost model's ``host_times`` for serving operators.
     """
-    cm = cost_model
-    if hasattr(cm, "op_times"):
-        if graphs or not hasattr(cm, "stream_times"):
-            burst, sources = cm.op_times(ops, gpu, graphs=True)  # type: ignore[attr-defined]
-        else:  # eager: kernels run as stream launches, no CUDA-graph saving
-            burst, sources = cm.stream_times(ops, gpu)  # type: ignore[attr-defined]
-        burst = np.asarray(burst, dtype=float)
-        times = None if graphs else np.asarray(cm.op_times(ops, gpu, graphs=False)[0], dtype=float)  # type: ignore[attr-defined]
-    else:
-        costs = [cm.op_time(op, gpu, graphs=True) for op in ops]
-        burst, sources = np.array([c.time_s for c in costs]), [c.source for c in costs]
-        times = None if graphs else np.array([cm.op_time(op, gpu, graphs=False).time_s for op in ops])
-    ratio = (np.asarray(cm.sustained_ratios(ops, gpu), dtype=float)  # type: ignore[attr-defined]
-             if sustained and hasattr(cm, "sustained_ratios") else np.ones(len(ops)))
-    dev = burst * ratio
-    kinds = [_kind(op) for op in ops]
-    df = pd.DataFrame({
-        "name": [op.name for op in ops],
-        "kind": kinds,
-        "count": [op.count for op in ops],
-        "flops": [float(op.flops) for op in ops],
-        "bytes": [float(op.bytes_moved) for op in ops],
-        "burst_s": burst,
-        "sustained_ratio": ratio,
-        "time_s": dev,
-        "source": sources,
-    })
-    df["total_s"] = df["count"] * df["time_s"]
-    df = df[["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s",
-             "total_s", "source"]]
-    counts = list(df["count"])
-    if graphs:
-        total = float(df["total_s"].sum())
-    elif hasattr(cm, "host_launch_s"):
-        is_kernel = [k not in ("collective", "memcpy") for k in kinds]
-        if host_calls is not None:
-            host = cm.host_times(ops, gpu, host_calls)  # type: ignore[attr-defined]
-        elif launches is not None:
-            host = [cm.host_launch_s(gpu) * n for n in launches]  # type: ignore[attr-defined]
-        elif hasattr(cm, "host_times"):
-            host = cm.host_times(ops, gpu)  # type: ignore[attr-defined]
-        else:
-            host = [cm.host_launch_s(gpu)] * len(ops)  # type: ignore[attr-defined]
-        host = [h if k else 0.0 for h, k in zip(host, is_kernel, strict=True)]
-        total = eager_pipeline_s(list(dev), counts, host)
-    else:
-        assert times is not None  # eager mode
-        total = float((df["count"] * pd.Series(times * ratio)).sum())
-    flops = float((df["count"] * df["flops"]).sum())
-    by_src = df.groupby("source")["total_s"].sum()
-    busy = float(df["total_s"].sum())
-    share = {s: (float(by_src.get(s, 0.0)) / busy if busy > 0 else 0.0) for s in SOURCES}
-    return ForwardEstimate(model=model_name, gpu=gpu.name, tp=tp, graphs=graphs, time_s=total,
-                           ops=df, source_share=share, tflops=flops / total / 1e12 if total > 0 else 0.0,
-                           flops=flops)
+    from fleetsim.calibration.engines import get_engine
+    from fleetsim.sim.iteration import price_ops
+
+    prof = get_engine(engine if engine is not None else HARNESS)
+    if prof.launch.mode != ("graphs" if graphs else "eager"):
+        prof = prof.with_launch_mode(graphs)
+    it = price_ops(ops, gpu, _iteration_model(cost_model), prof, graphs, sustained=sustained,
+                   host_calls=host_calls, launches=launches)
+    return _estimate(it, model_name, gpu.name, tp)

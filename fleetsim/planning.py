@@ -128,7 +128,7 @@ def make_replica_timer(
     cost = get_cost_model(gpu)
 
     # The engine's per-iteration CPU scheduling cost, the same default the simulator uses.
-    overhead_s = EngineConfig().sched_overhead_s
+    overhead_s = EngineConfig().engine_profile.launch.iteration_overhead_s.value
 
     @cache
     def prefill(n: int) -> float:

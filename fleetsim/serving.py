@@ -152,7 +152,7 @@ def _requests(workload: Any, seed: int, num_requests: int | None, duration_s: fl
 def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec | dict,
                      workload: Any, deployment: Deployment | dict | None = None, seed: int = 0,
                      slo: dict[str, float] | None = None, *, num_requests: int | None = None,
-                     duration_s: float | None = None, engine: EngineConfig | dict | None = None,
+                     duration_s: float | None = None, engine: EngineConfig | dict | str | None = None,
                      progress: Callable[[int, int], None] | None = None) -> ServingResult:
     """Simulate serving ``model`` on ``cluster`` under ``workload``.
 
@@ -161,13 +161,17 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     ``poisson:rate=5``), drawn with ``seed`` for ``num_requests`` and/or ``duration_s``
     (neither: ``DEFAULT_NUM_REQUESTS`` requests; a trace workload replays its own arrivals). ``deployment``: a ``Deployment`` (or its
     dict); None means one replica per GPU where the model fits on one GPU, else the
-    smallest TP that fits, per GPU type, with ``engine`` knobs. ``slo``: targets
+    smallest TP that fits, per GPU type, with ``engine`` knobs (an ``EngineConfig``, its
+    dict, or an engine profile name/path as shorthand for ``EngineConfig(profile=...)``;
+    the summary's ``engine`` names the profile each pool ran). ``slo``: targets
     ``ttft_slo_s`` and/or ``tpot_slo_s`` for goodput. Raises ``InfeasibleError`` with the
     reason when a layout does not fit.
     """
     m = load_model(model)
     cl = load_cluster(cluster)
     deployment = _config(deployment, Deployment, "deployment")
+    if isinstance(engine, str):
+        engine = EngineConfig(profile=engine)
     engine = _config(engine, EngineConfig, "engine")
     if deployment is None:
         deployment = default_deployment(m, cl, engine)
@@ -189,6 +193,7 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
     raw.summary["rejected_over_context"] = rejected
+    raw.summary["engine"] = ",".join(dict.fromkeys(p.engine.engine_profile.name for p in sim.deployment.pools))
     return ServingResult(raw, deployment, m, cl)
 
 

@@ -96,7 +96,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ngram[:k=4,alpha=0.7] or DRAFT_MODEL[:k=4,alpha=0.7]")
     p.add_argument("--dtype", default="bf16", help="weight dtype (bf16, fp8, ...)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: activation dtype)")
-    p.add_argument("--sched-overhead-s", type=nonneg_float, default=2e-3)
+    p.add_argument("--engine", default="vllm", metavar="NAME|YAML",
+                   help="serving engine profile (fleetsim specs engines) or a profile YAML (default vllm)")
+    p.add_argument("--sched-overhead-s", type=nonneg_float, default=None,
+                   help="CPU seconds per engine iteration (default: the engine profile's)")
     p.add_argument("--queue-limit", type=nonneg_int, default=None, help="most waiting requests per replica")
     p.add_argument("--max-sim-time-s", type=positive_float, default=None)
     p.add_argument("--ttft-slo-s", type=positive_float, default=None)
@@ -126,7 +129,7 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
         scheduler=sch, block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
         preemption_mode=args.preemption, swap_space_bytes=args.swap_space_gib * 2**30,
         enable_prefix_caching=args.prefix_caching, dtype=args.dtype, sched_overhead_s=args.sched_overhead_s,
-        fast_forward=not args.no_fast_forward)
+        fast_forward=not args.no_fast_forward, profile=args.engine)
     if args.kv_dtype:
         eng["kv_dtype"] = args.kv_dtype
     if args.spec_decode:

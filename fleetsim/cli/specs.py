@@ -2,7 +2,9 @@
 
 ``fleetsim specs gpus|links|systems|memory`` prints a table in human units;
 ``fleetsim specs show NAME`` prints every field of one part (resolved by alias) with its
-sources; ``fleetsim specs cluster SHORTHAND`` shows how a cluster shorthand expands.
+sources; ``fleetsim specs cluster SHORTHAND`` shows how a cluster shorthand expands;
+``fleetsim specs engines`` lists the engine profiles (serving and training) and
+``fleetsim specs show-engine NAME`` prints one with the source of every number.
 """
 
 from __future__ import annotations
@@ -32,14 +34,68 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("specs", help="list or show catalog hardware (GPUs, links, systems, memory)",
                        description="Browse the hardware catalog in human units.")
-    p.add_argument("what", choices=[*report.KINDS, "show", "cluster"],
-                   help="a table of gpus/links/systems/memory, 'show NAME' or 'cluster SHORTHAND'")
-    p.add_argument("name", nargs="?", help="part name or alias (show), cluster shorthand or YAML (cluster)")
+    p.add_argument("what", choices=[*report.KINDS, "show", "cluster", "engines", "show-engine"],
+                   help="a table of gpus/links/systems/memory/engines, 'show NAME', 'show-engine NAME' "
+                        "or 'cluster SHORTHAND'")
+    p.add_argument("name", nargs="?", help="part name or alias (show), engine profile name or YAML "
+                   "(show-engine), cluster shorthand or YAML (cluster)")
+    p.add_argument("--role", choices=["serving", "training"], default=None,
+                   help="engine profiles of this role only (engines, show-engine; default: both / serving)")
     p.add_argument("--json", action="store_true", help="print JSON (SI units for show) instead of text")
     p.set_defaults(func=run)
 
 
+def engine_rows(role: str | None = None) -> list[dict[str, Any]]:
+    """One row per shipped engine profile: role, name, launch mode, fusions, version."""
+    from fleetsim.calibration.engines import ROLES, engine_names, get_engine
+
+    rows = []
+    for r in ROLES if role is None else (role,):
+        for name in engine_names(r):  # type: ignore[arg-type]
+            p = get_engine(name, r)  # type: ignore[arg-type]
+            k = p.kernels
+            rows.append({"role": r, "name": name, "launch": p.launch.mode,
+                         "graph_max_batch": p.launch.max_capture_batch,
+                         "qkv": "fused" if k.fused_qkv else "separate",
+                         "norm": k.norm, "logits": k.logits, "version": p.version})
+    return rows
+
+
+def show_engine(name: str, role: str | None, as_json: bool) -> None:
+    from fleetsim.calibration.engines import fitted_values, get_engine
+
+    prof = get_engine(name, role or "serving")  # type: ignore[arg-type]
+    if as_json:
+        print(prof.model_dump_json(indent=1))
+        return
+    print(f"engine {prof.name} ({prof.role}, {prof.version})")
+    if prof.description:
+        print(f"  {prof.description.strip()}")
+    for section in ("kernels", "launch", "collectives", "memory", "training"):
+        obj = getattr(prof, section)
+        if obj is None:
+            continue
+        flat = {k: v for k, v in obj.model_dump().items() if not isinstance(v, dict)}
+        print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in flat.items()))
+    print("numbers:")
+    for key, f in fitted_values(prof):
+        extra = f" [fit rows: {f.fit_rows}; test rows: {f.test_rows}; {f.date}]" if f.fit_rows else ""
+        print(f"  {key} = {f.value:g}  ({f.source}){extra}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.what == "engines":
+        if args.name:
+            raise SpecError(f"'fleetsim specs engines' takes no NAME, got {args.name!r} "
+                            f"(use 'fleetsim specs show-engine {args.name}')")
+        rows = engine_rows(args.role)
+        print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+        return 0
+    if args.what == "show-engine":
+        if not args.name:
+            raise SpecError("'fleetsim specs show-engine' needs a NAME (see 'fleetsim specs engines')")
+        show_engine(args.name, args.role, args.json)
+        return 0
     if args.what in report.KINDS:
         if args.name:
             raise SpecError(f"'fleetsim specs {args.what}' takes no NAME, got {args.name!r} "

@@ -263,15 +263,14 @@ class ServingSimulation:
     # -- construction -------------------------------------------------------------------
     def _timer(self, plan: ReplicaPlan) -> StepTimer:
         e = plan.entry.engine
-        key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s)
+        key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile)
         t = self._timers.get(key)
         if t is None:
             if self._timer_factory is not None:
                 t = self._timer_factory(plan)
             else:
                 t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
-                                   dtype=e.dtype, kv_dtype=e.kv_dtype,
-                                   sched_overhead_s=e.sched_overhead_s)
+                                   dtype=e.dtype, kv_dtype=e.kv_dtype, engine=e.engine_profile)
             self._timers[key] = t
         return t
 
@@ -283,12 +282,13 @@ class ServingSimulation:
         e = plan.entry.engine
         out: list[StepTimer] = []
         for st in range(plan.parallel.pp):
-            key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, st)
+            key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile, st)
             t = self._timers.get(key)
             if t is None:
+                prof = e.engine_profile
                 t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
-                                   dtype=e.dtype, kv_dtype=e.kv_dtype,
-                                   sched_overhead_s=e.sched_overhead_s if st == 0 else 0.0, stage=st)
+                                   dtype=e.dtype, kv_dtype=e.kv_dtype, engine=prof,
+                                   sched_overhead_s=None if st == 0 else 0.0, stage=st)
                 self._timers[key] = t
             out.append(t)
         return out
@@ -300,7 +300,7 @@ class ServingSimulation:
         draft = load_model(spec.draft_model)
         par = ParallelConfig(tp=plan.parallel.tp if draft.num_heads % plan.parallel.tp == 0 else 1)
         return GraphStepTimer(draft, plan.gpu, par, get_cost_model(plan.gpu), dtype=plan.entry.engine.dtype,
-                              sched_overhead_s=0.0)
+                              engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0)
 
     def _build(self) -> None:
         speeds = []

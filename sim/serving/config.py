@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fleetsim.calibration.engines import EngineProfile
 from fleetsim.hardware.checks import validation_line
 from fleetsim.hardware.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -97,11 +98,30 @@ class EngineConfig(_Strict):
     spec_decode: SpecDecode | None = None
     dtype: str = "bf16"
     kv_dtype: str = "bf16"
-    sched_overhead_s: float = Field(2e-3, ge=0)
+    profile: str = "vllm"
+    """Engine profile (``fleetsim specs engines``) or a profile YAML path: the kernels, CUDA-graph
+    rule and per-iteration scheduler time the step timer prices."""
+    sched_overhead_s: float | None = Field(None, ge=0)
     """CPU time per engine iteration (scheduling, input preparation, detokenisation) that
-    the GPU waits on; vLLM v1 measures ~1-3 ms for an 8B model."""
+    the GPU waits on; None: the profile's ``launch.iteration_overhead_s`` (vLLM: 2 ms)."""
     fast_forward: bool = True
     """Advance runs of identical pure-decode iterations in closed form (same results)."""
+
+
+    @model_validator(mode="after")
+    def _profile(self) -> EngineConfig:
+        from fleetsim.calibration.engines import get_engine
+
+        get_engine(self.profile)  # unknown names: one line with close matches
+        return self
+
+    @property
+    def engine_profile(self) -> EngineProfile:
+        """The resolved serving profile, with this config's scheduler time when set."""
+        from fleetsim.calibration.engines import get_engine
+
+        prof = get_engine(self.profile)
+        return prof if self.sched_overhead_s is None else prof.with_overhead(self.sched_overhead_s)
 
 
 class PoolDeployment(_Strict):

@@ -1,10 +1,11 @@
 """Iteration time of a serving engine: the op graph priced by the cost model, made fast.
 
-One engine iteration runs the op graph of its batch (``workloads.graph.serving_step_ops``)
-on every pipeline stage in turn; its time is ``sum(op time * op.count)`` over stages plus
-a per-iteration CPU scheduling overhead. Pure-decode iterations replay CUDA graphs
-(``graphs=True``) up to ``CUDA_GRAPH_MAX_BATCH`` sequences, as vLLM captures them;
-iterations with prefill run eagerly.
+One engine iteration runs the op graph of its batch on every pipeline stage in turn; its
+time is what ``sim.iteration.price_iteration`` says for the engine profile (the kernel
+sequence, CUDA-graph capture rule, host pipeline and per-iteration scheduler time are the
+profile's; ``direct_time`` calls it). With vLLM's profile, pure-decode iterations of up to
+``launch.max_capture_batch`` sequences replay CUDA graphs and the rest run eagerly with the
+host overlapped, so the time is ``sum(op time * op.count)`` plus the scheduler time.
 
 Pricing the graph every iteration is too slow for 10^6 requests, so ``StepTimer`` splits
 the graph's operators, by name, into parts that each depend on one aggregate of the batch:
@@ -21,9 +22,13 @@ the graph's operators, by name, into parts that each depend on one aggregate of 
   group) holding the iteration's prefill chunks - exact, and cheap because it is a single
   op.
 
-The approximation is only the interpolation of the token/decode tables between grid
-points (tests check it against direct pricing of the full graph). Sliding-window decode
-attention uses the mean context per sequence.
+Each part's table holds ``price_ops`` of that part's operators. Where the iteration is a
+sum of kernel times (captured, or host overlapped) the parts add up exactly and the only
+approximation is the interpolation between grid points. Under a host/device pipeline (an
+eager engine without overlap) the parts do not add (a part boundary moves the stalls), so
+those iterations are priced directly, memoised per batch shape (decodes at their mean
+context); tests check both against direct pricing of the full graph. Sliding-window
+decode attention uses the mean context per sequence.
 """
 
 from __future__ import annotations
@@ -34,18 +39,28 @@ from math import ceil
 from typing import Protocol
 
 import numpy as np
-from fleetsim.calibration.ops import AttentionOp, GemmOp, Op
+from fleetsim.calibration.cost import IterationCostModel
+from fleetsim.calibration.engines import EngineProfile, get_engine
+from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.specs import GPUSpec
+from fleetsim.sim.iteration import (
+    captures,
+    check_engine,
+    device_times,
+    is_additive,
+    price_iteration,
+    price_ops,
+)
 from fleetsim.workloads.graph import serving_step_ops
+from fleetsim.workloads.graph_serving import kv_expand_op
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
-CUDA_GRAPH_MAX_BATCH = 512
-"""Largest decode batch replayed as a CUDA graph (vLLM's default max capture size)."""
-
 _EMIT_OPS = frozenset({"lm_head", "logits_gather", "sampling"})
-_DECODE_ATTN_OPS = frozenset({"attn_decode", "q_absorb", "o_absorb"})
-_PREFILL_ATTN_OPS = frozenset({"attn_prefill", "attn_prefill_window", "kv_b_proj"})
+_DECODE_ATTN_OPS = frozenset({"attn_decode", "q_absorb", "o_absorb", "kv_expand",
+                              *(f"extra_decode.{i}" for i in range(64))})
+_PREFILL_ATTN_OPS = frozenset({"attn_prefill", "attn_prefill_window", "kv_b_proj",
+                               *(f"extra_prefill.{i}" for i in range(64))})
 _ATTN_OPS = _DECODE_ATTN_OPS | _PREFILL_ATTN_OPS
 
 
@@ -86,18 +101,23 @@ class GraphStepTimer:
     """Surrogate iteration time for one (model, GPU, parallel layout, dtypes); with
     ``stage`` set, of that pipeline stage only (else the sum over stages)."""
 
-    def __init__(self, model: ModelSpec, gpu: GPUSpec, parallel: ParallelConfig, cost_model: object,
-                 *, dtype: str = "bf16", kv_dtype: str | None = None,
-                 sched_overhead_s: float = 2e-3, max_context: int | None = None,
-                 stage: int | None = None) -> None:
+    def __init__(self, model: ModelSpec, gpu: GPUSpec, parallel: ParallelConfig,
+                 cost_model: IterationCostModel, *, dtype: str = "bf16", kv_dtype: str | None = None,
+                 sched_overhead_s: float | None = None, max_context: int | None = None,
+                 stage: int | None = None, engine: EngineProfile | None = None) -> None:
         parallel.validate_for(model)
+        prof = engine if engine is not None else get_engine("vllm")
+        check_engine(prof, model)
+        if sched_overhead_s is not None:
+            prof = prof.with_overhead(float(sched_overhead_s))
+        self.engine = prof
         self.model = model
         self.gpu = gpu
         self.parallel = parallel
         self.cost = cost_model
         self.dtype = dtype
         self.kv_dtype = kv_dtype
-        self.overhead_s = float(sched_overhead_s)
+        self.overhead_s = prof.launch.iteration_overhead_s.value
         self.max_context = int(max_context or model.max_position_embeddings)
         self.stages: tuple[int | None, ...] = (
             (None,) if parallel.pp == 1 else (stage,) if stage is not None else tuple(range(parallel.pp)))
@@ -123,21 +143,36 @@ class GraphStepTimer:
     # -- direct pricing (the oracle) ------------------------------------------------------
     def _ops(self, batch: Sequence[Seq], stage: int | None) -> list[Op]:
         return serving_step_ops(self.model, batch, self.parallel, self.dtype, self.kv_dtype,
-                                stage=stage)
+                                stage=stage, kernels=self.engine.kernels)
 
-    def _price(self, ops: Sequence[Op], graphs: bool) -> float:
+    def _price(self, ops: Sequence[Op], graphs: bool, cached: bool = True) -> float:
+        """``price_ops`` of a part of the graph, without the scheduler time."""
         if not ops:
             return 0.0
-        t, _ = self.cost.op_times(ops, self.gpu, graphs=graphs)  # type: ignore[attr-defined]
-        counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
-        return float(t @ counts)
+        if is_additive(self.engine, graphs):
+            t, _ = device_times(ops, self.gpu, self.cost, self.engine, graphs, cached=cached)
+            counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
+            return float(t @ counts)
+        return price_ops(ops, self.gpu, self.cost, self.engine, graphs, overhead=False).time_s
 
     def direct_time(self, batch: Sequence[Seq], graphs: bool | None = None) -> float:
-        """Price the full op graph of ``batch`` on every stage (no surrogate)."""
-        if graphs is None:
-            graphs = all(s.is_decode for s in batch) and len(batch) <= CUDA_GRAPH_MAX_BATCH
-        ops = [op for st in self.stages for op in self._ops(batch, st)]
-        return self._price(ops, graphs) + self.overhead_s
+        """``price_iteration`` of ``batch`` on every stage (no surrogate); ``graphs``
+        overrides the profile's CUDA-graph rule."""
+        stage = self.stages[0] if len(self.stages) == 1 else None
+        return price_iteration(self.model, self.gpu, batch, self.parallel, self.cost, self.engine,
+                               stage=stage, dtype=self.dtype, kv_dtype=self.kv_dtype, captured=graphs).time_s
+
+    def _points(self, per_point: list[list[Op]], graphs: bool) -> np.ndarray:
+        """Part time at every grid point: one batched cost-model call when the parts add."""
+        if not is_additive(self.engine, graphs):
+            return np.array([self._price(ops, graphs) for ops in per_point])
+        flat = [op for ops in per_point for op in ops]
+        if not flat:
+            return np.zeros(len(per_point))
+        t, _ = device_times(flat, self.gpu, self.cost, self.engine, graphs)
+        counts = np.fromiter((op.count for op in flat), dtype=float, count=len(flat))
+        seg = np.repeat(np.arange(len(per_point)), [len(o) for o in per_point])
+        return np.bincount(seg, weights=t * counts, minlength=len(per_point))
 
     # -- tables -------------------------------------------------------------------------
     def _table(self, store: dict, key: object, n_max: int, ops_for) -> tuple[np.ndarray, np.ndarray]:
@@ -148,12 +183,7 @@ class GraphStepTimer:
             top = max(n_max, 1 if tab is None else int(tab[0][-1]) * 2)
             grid = _grid(top)
             per_point = [ops_for(int(x)) for x in grid]
-            flat = [op for ops in per_point for op in ops]
-            t, _ = self.cost.op_times(flat, self.gpu, graphs=key if isinstance(key, bool) else False)  # type: ignore[attr-defined]
-            counts = np.fromiter((op.count for op in flat), dtype=float, count=len(flat))
-            seg = np.repeat(np.arange(len(grid)), [len(o) for o in per_point])
-            val = np.bincount(seg, weights=t * counts, minlength=len(grid))
-            tab = (grid, val)
+            tab = (grid, self._points(per_point, bool(key)))
             store[key] = tab
         return tab
 
@@ -183,10 +213,7 @@ class GraphStepTimer:
         if tab is None:
             grid = self._ctx_grid
             per_point = [self._decode_attn_ops(num_seqs, int(c)) for c in grid]
-            flat = [op for ops in per_point for op in ops]
-            t, _ = self.cost.op_times(flat, self.gpu, graphs=graphs)  # type: ignore[attr-defined]
-            counts = np.fromiter((op.count for op in flat), dtype=float, count=len(flat))
-            tab = (grid, (t * counts).reshape(len(grid), -1).sum(axis=1))
+            tab = (grid, self._points(per_point, graphs))
             self._dec[key] = tab
         return np.interp(np.asarray(ctx_total, dtype=float) / num_seqs, tab[0], tab[1])
 
@@ -201,6 +228,13 @@ class GraphStepTimer:
                 out.append(replace(t, q_lens=(1,) * num_seqs, kv_lens=kv))
             elif isinstance(t, GemmOp):
                 out.append(replace(t, m=num_seqs))
+            elif isinstance(t, ElementwiseOp) and t.name == "kv_expand":
+                kv_heads = self.parallel.kv_heads_per_rank(self.model)
+                kv = kvs if cap is None else tuple(min(k, cap) for k in kvs)
+                out.append(kv_expand_op(sum(kv), kv_heads, self.model.num_heads // self.parallel.tp,
+                                        self.model.head_dim + self.model.value_head_dim, t.dtype, t.count))
+            elif isinstance(t, ElementwiseOp) and t.name.startswith("extra_decode"):
+                out.append(replace(t, elements=num_seqs, bytes_moved=t.bytes_moved / max(1, t.elements) * num_seqs))
             else:
                 out.append(t)
         return out
@@ -229,15 +263,12 @@ class GraphStepTimer:
                     ops.append(replace(t, q_lens=qs, kv_lens=kvs))
             elif isinstance(t, GemmOp):
                 ops.append(replace(t, m=sum(kvs)))
-        # Uncached pricing where the model offers it: these ops rarely repeat, and the
-        # cost model's per-op cache would grow with every distinct chunk mix.
-        price = getattr(self.cost, "price", None)
-        if price is not None:
-            t, _ = price(ops, self.gpu, graphs=graphs)
-            counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
-            val = float(t @ counts)
-        else:
-            val = self._price(ops, graphs)
+            elif isinstance(t, ElementwiseOp) and t.name.startswith("extra_prefill"):
+                e = sum(qs)
+                ops.append(replace(t, elements=e, bytes_moved=t.bytes_moved / max(1, t.elements) * e))
+        # Uncached pricing: these ops rarely repeat, and the cost model's per-op cache would
+        # grow with every distinct chunk mix.
+        val = self._price(ops, graphs, cached=False)
         self._pre_memo[key] = val
         return val
 
@@ -252,8 +283,21 @@ class GraphStepTimer:
             self._scalars[key] = v
         return v
 
+    def _direct_memo(self, key: tuple, batch_for) -> float:
+        """Direct pricing, memoised: engines whose host pipeline does not add over parts."""
+        hit = self._pre_memo.get(key)
+        if hit is None:
+            if len(self._pre_memo) > 100_000:
+                self._pre_memo.clear()
+            hit = self._pre_memo[key] = self.direct_time(batch_for())
+        return hit
+
     def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
-        graphs = num_seqs <= CUDA_GRAPH_MAX_BATCH
+        graphs = captures(self.engine, [Seq(1, 1)] * num_seqs)
+        if not is_additive(self.engine, graphs):
+            return np.array([self._direct_memo(("dec", num_seqs, int(c)), lambda c=c: [
+                Seq(1, max(0, kv - 1)) for kv in _spread(int(c), num_seqs)])
+                for c in np.asarray(ctx_total, dtype=float).ravel()]).reshape(np.shape(ctx_total))
         ctx = np.asarray(ctx_total, dtype=float)
         fixed = self._scalar("token", num_seqs, graphs) + self._scalar("emit", num_seqs, graphs)
         return fixed + self.decode_attention_time(num_seqs, ctx, graphs) + self.overhead_s
@@ -263,17 +307,24 @@ class GraphStepTimer:
         if not pre_q and dec_q == 1:
             return float(self.decode_times(dec_n, np.array([dec_ctx]))[0])
         tokens = dec_n * dec_q + int(sum(pre_q))
-        t = self._scalar("token", tokens, False)
+        g = self.engine.launch.mode == "graphs"  # mixed iterations are captured only by full-graph engines
+        if not is_additive(self.engine, g):
+            def batch() -> list[Seq]:
+                dec = [Seq(dec_q, max(0, kv - dec_q)) for kv in _spread(dec_ctx, dec_n)] if dec_n else []
+                return dec + [Seq(int(q), int(kv) - int(q), i < sampled)
+                              for i, (q, kv) in enumerate(zip(pre_q, pre_kv, strict=True))]
+            return self._direct_memo(("mix", dec_n, dec_ctx, tuple(pre_q), tuple(pre_kv), sampled, dec_q), batch)
+        t = self._scalar("token", tokens, g)
         emit = sampled + dec_n * dec_q
-        t += self._scalar("emit", emit, False) if emit else 0.0
+        t += self._scalar("emit", emit, g) if emit else 0.0
         q = list(pre_q)
         kv = list(pre_kv)
         if dec_n and dec_q == 1:
-            t += float(self.decode_attention_time(dec_n, np.array([dec_ctx]), False)[0])
+            t += float(self.decode_attention_time(dec_n, np.array([dec_ctx]), g)[0])
         elif dec_n:
             q += [dec_q] * dec_n
             kv += list(_spread(dec_ctx, dec_n))
-        t += self.prefill_attention_time(q, kv, False)
+        t += self.prefill_attention_time(q, kv, g)
         return t + self.overhead_s
 
     def max_decode_throughput(self, num_seqs: int, context: int) -> float:
