@@ -62,23 +62,62 @@ def h200_rows(engines: tuple[str, ...] = H200_ENGINES, folder: Path | None = Non
     return df[["engine", "group", "split", "row", "metric", "measured", "predicted", "error"]]
 
 
-def published_rows(engines: tuple[str, ...] = PUBLISHED_ENGINES, split: str | None = None) -> pd.DataFrame:
-    """Published serving rows of ``engines`` (only ``split`` when given) simulated with their
-    profiles: one row per (figure, metric) of throughput and TPOT."""
-    from fleetsim.published_engines import load_published, predict_row
+OFFLINE_CLIENTS = {"vllm": 256, "sglang": 512, "trtllm": 512}
+"""Clients standing in for an offline row's "all requests queued at once": the engine's batch cap."""
+THROUGHPUT = ("output_tok_s",)
+TPOT = {"itl_mean_s": "tpot_mean_s", "tpot_mean_s": "tpot_mean_s", "itl_p50_s": "tpot_p50_s",
+        "tpot_p50_s": "tpot_p50_s"}
+"""Published inter-token metric -> the simulation summary's TPOT key (a request's mean gap)."""
 
-    pub = load_published()
-    pub = pub[pub["engine"].isin(engines)]
+
+def simulate_published(row: pd.Series) -> float:
+    """The simulated value of one published serving row with its engine's profile: a
+    ``request_rate`` row is Poisson arrivals, a ``concurrency`` row a closed loop of that many
+    clients, an offline row a closed loop of ``OFFLINE_CLIENTS`` clients (also the batch cap);
+    ``max(4 x clients, 100)`` requests of the row's fixed lengths."""
+    import numpy as np
+
+    from fleetsim import simulate_serving
+
+    lengths = f"isl={int(row['isl'])},osl={int(row['osl'])}"
+    engine: dict[str, object] = {"dtype": row["dtype"], "kv_dtype": row["kv_dtype"], "profile": row["engine"]}
+    if np.isfinite(row["request_rate"]):
+        spec, n = f"poisson:rate={row['request_rate']:g},{lengths}", 100
+    else:
+        offline = not np.isfinite(row["concurrency"])
+        clients = min(OFFLINE_CLIENTS[row["engine"]] if offline else int(row["concurrency"]), int(row["num_prompts"]))
+        spec, n = f"closed:clients={clients},think=0,{lengths}", max(4 * clients, 100)
+        if offline:
+            engine["scheduler"] = {"kind": "vllm", "max_num_seqs": max(clients, 256)}
+    pool = {"gpu": row["gpu"], "tp": int(row["tp"]), "pp": int(row["pp"]), "ep": int(row["ep"]), "replicas": 1,
+            "engine": engine}
+    res = simulate_serving(row["model"], f"{int(row['num_gpus'])}x{row['gpu']}", spec, {"pools": [pool]},
+                           num_requests=n)
+    key = "output_tokens_per_s" if row["metric"] in THROUGHPUT else TPOT[str(row["metric"])]
+    return float(res.summary[key])
+
+
+def published_rows(engines: tuple[str, ...] = PUBLISHED_ENGINES, split: str | None = None,
+                   limit: int | None = None) -> pd.DataFrame:
+    """Published throughput and TPOT rows of ``engines`` (only ``split`` when given, the
+    first ``limit`` per engine when given) simulated with their profiles."""
+    from fleetsim.published_engines import serving_table
+
+    pub = serving_table()
+    pub = pub[pub["engine"].isin(engines) & pub["metric"].isin(THROUGHPUT + tuple(TPOT))]
     if split is not None:
         pub = pub[pub["split"] == split]
+    if limit is not None:
+        pub = pub.groupby("engine", sort=False).head(limit)
     rows = []
     for _, r in pub.iterrows():
-        pred = predict_row(r)
-        label = f"{r['model']} tp={r['tp']} in={r['input_len']} out={r['output_len']} c={r['concurrency']}"
-        for metric, col in (("throughput", "output_tok_s"), ("tpot", "tpot_s")):
-            if col in r and pd.notna(r[col]) and pd.notna(pred.get(col)):
-                rows.append({"engine": r["engine"], "group": metric, "split": r["split"], "row": label,
-                             "metric": metric, "measured": float(r[col]), "predicted": float(pred[col])})
+        metric = "throughput" if r["metric"] in THROUGHPUT else "tpot"
+        conc = "offline" if pd.isna(r["concurrency"]) else f"c={int(r['concurrency'])}"
+        if pd.notna(r["request_rate"]):
+            conc = f"rate={r['request_rate']:g}"
+        label = f"{r['model']} {r['gpu']} tp={int(r['tp'])} {r['dtype']} {int(r['isl'])}/{int(r['osl'])} {conc}"
+        rows.append({"engine": r["engine"], "group": metric, "split": r["split"], "row": label,
+                     "metric": r["metric"], "measured": float(r["value"]), "predicted": simulate_published(r)})
     df = pd.DataFrame(rows, columns=["engine", "group", "split", "row", "metric", "measured", "predicted"])
     df["error"] = df["predicted"] / df["measured"] - 1.0
     return df

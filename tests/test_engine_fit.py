@@ -54,3 +54,23 @@ def test_held_out_graph_decode_and_compiled_prefill_meet_the_target():
     # the fit moved the fitted rows from 23-50 % MAPE to under 10 %
     for group in ("prefill, all logits", "prefill, last logits", "decode, eager", "decode, CUDA graph"):
         assert s.loc[("hf-transformers", group, "fit"), "mape"] < 0.10
+
+
+def test_cli_validate_engine_reports_fitted_and_held_out_apart(capsys):
+    from fleetsim.cli import main
+
+    assert main(["validate", "--engine", "torch-compile"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.lstrip().startswith("torch-compile")]
+    assert [ln.split()[3] for ln in lines] == ["fit", "test"]
+    assert "all targets met" in out
+
+
+def test_cli_validate_engine_unknown_name_is_one_line(capsys):
+    from fleetsim.cli import main
+
+    assert main(["validate", "--engine", "hf-transfomers"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--engine" in err[0] and "hf-transformers" in err[0]
+    assert main(["validate", "--published-serving"]) == 2
+    assert "--engine" in capsys.readouterr().err
