@@ -94,6 +94,10 @@ class Kernels(_Strict):
     decode_kv_expand: bool = False
     """Decode repeats K/V to every query head before a prefill-style attention kernel
     (SDPA without GQA support): two KV-sized copies per layer, attention reads H heads."""
+    kv_expand_time_ratio: Fitted | None = None
+    """Time of the ``decode_kv_expand`` copy over a contiguous copy of the same bytes (the
+    cost model's copy table): ``repeat_kv`` reads a broadcast (stride-0) view, which PyTorch
+    copies with its non-vectorized elementwise kernel (None: priced as a contiguous copy)."""
     extra_kernels_prefill: Fitted | None = None
     """Further small kernels per layer in a prefill (views that copy, masks, casts)."""
     extra_kernels_decode: Fitted | None = None

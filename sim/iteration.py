@@ -28,10 +28,11 @@ import pandas as pd
 from fleetsim.calibration.cost import SOURCES, IterationCostModel, Source
 from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.launch import Dispatch, chain, from_kernels
-from fleetsim.calibration.ops import CollectiveOp, Op
+from fleetsim.calibration.ops import CollectiveOp, ElementwiseOp, Op
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import GPUSpec
 from fleetsim.workloads.graph import serving_step_ops
+from fleetsim.workloads.graph_serving import KV_EXPAND
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
@@ -126,7 +127,8 @@ def device_times(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
                  captured: bool, *, cached: bool = True) -> tuple[np.ndarray, list[Source]]:
     """Device seconds of one instance of each operator as the engine runs it: graph
     kernel times when captured, eager kernel times when the host overlaps, back-to-back
-    stream times under a host pipeline; small TP all-reduces re-priced as one-shot when
+    stream times under a host pipeline; the ``decode_kv_expand`` copy times the profile's
+    ``kv_expand_time_ratio`` (a strided copy); small TP all-reduces re-priced as one-shot when
     the profile uses a custom all-reduce."""
     if captured:
         t, src = cost.op_times(ops, gpu, graphs=True) if cached else cost.price(ops, gpu, graphs=True)
@@ -135,6 +137,12 @@ def device_times(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
     else:
         t, src = cost.stream_times(ops, gpu)
     t = np.asarray(t, dtype=float)
+    ratio = engine.kernels.kv_expand_time_ratio
+    if ratio is not None:
+        t = t.copy()
+        for i, op in enumerate(ops):
+            if isinstance(op, ElementwiseOp) and op.name == KV_EXPAND:
+                t[i] *= ratio.value
     coll = engine.collectives
     if coll.tp_allreduce == "custom_oneshot" and coll.oneshot_max_bytes is not None:
         limit = coll.oneshot_max_bytes.value

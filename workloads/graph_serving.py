@@ -307,12 +307,16 @@ def _attention_ops(model: ModelSpec, par: ParallelConfig, local: bool, n: int,
     return out
 
 
+KV_EXPAND = "kv_expand"
+"""Name of the ``decode_kv_expand`` copy operator (priced with the profile's time ratio)."""
+
+
 def kv_expand_op(kv_tokens: int, kv_heads: int, heads: int, dims: int, kv_dtype: str, n: int) -> ElementwiseOp:
     """K and V repeated from ``kv_heads`` to ``heads`` heads (``repeat_kv``): two copy
     kernels per layer that read the cached K/V once and write them ``heads / kv_heads`` times."""
     e = kv_tokens * heads * dims
     b = dtype_bytes(kv_dtype)
-    return ElementwiseOp("kv_expand", "copy", e, (e + kv_tokens * kv_heads * dims) * b, 0.0, kv_dtype, n)
+    return ElementwiseOp(KV_EXPAND, "copy", e, (e + kv_tokens * kv_heads * dims) * b, 0.0, kv_dtype, n)
 
 
 def serving_step_ops(model: ModelSpec, batch: Sequence[Seq], parallel: ParallelConfig | None = None,

@@ -42,6 +42,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--csv-dir", type=Path, default=None, help="also write the tables here")
     p.add_argument("--points", action="store_true", help="print every point, not only summaries")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--engine", action="append", default=None,
+                   help="validate this engine profile instead of the sections (repeatable or comma-separated: "
+                        "hf-transformers, torch-compile on the H200 ground truth; vllm, sglang, trtllm on "
+                        "the published serving figures with --published-serving)")
+    p.add_argument("--published-serving", action="store_true",
+                   help="with --engine: also simulate the published serving rows (minutes)")
+    p.add_argument("--published-split", choices=("fit", "test"), default=None,
+                   help="with --published-serving: only the rows of this split")
     p.set_defaults(func=run)
 
 
@@ -151,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     from fleetsim.hardware.errors import ConfigError
     from fleetsim.validation_data import PUBLISHED_ENV
 
+    if args.engine:
+        return run_engines(args)
+    if args.published_serving or args.published_split:
+        raise ConfigError("--published-serving/--published-split: only with --engine NAME")
     inp = _check(args)
     if args.csv_dir is not None:
         try:
@@ -224,6 +236,47 @@ def run(args: argparse.Namespace) -> int:
         print("\ntargets missed:\n  " + "\n  ".join(missed))
     else:
         print("\nall targets met")
+    return 1 if (missed and args.strict) else 0
+
+
+def run_engines(args: argparse.Namespace) -> int:
+    """``--engine``: per profile, the fitted and the held-out rows apart (per-row error,
+    MAPE, worst row) against ``fleetsim.validate_engines``'s targets."""
+    from fleetsim import validate_engines as ve
+    from fleetsim.hardware.errors import ConfigError
+
+    names = ve.check_engines([n for text in args.engine for n in text.split(",") if n.strip()])
+    if not names:
+        raise ConfigError("--engine: no engine name given")
+    if args.published_split and not args.published_serving:
+        raise ConfigError("--published-split: only with --published-serving")
+    if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
+        raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
+    parts = []
+    h200 = tuple(n for n in names if n in ve.H200_ENGINES)
+    if h200:
+        parts.append(ve.h200_rows(h200))
+    pub = tuple(n for n in names if n in ve.PUBLISHED_ENGINES)
+    if pub and not args.published_serving:
+        print(f"\npublished serving rows of {', '.join(pub)}: skipped (add --published-serving; "
+              "each row is a serving simulation, minutes in all)")
+    elif pub:
+        parts.append(ve.published_rows(pub, split=args.published_split))
+    if not parts:
+        return 0
+    rows = pd.concat(parts, ignore_index=True)
+    summ = ve.summary(rows)
+    if args.points:
+        _show("engine rows (error = predicted / measured - 1)", rows)
+    _show(f"engine profiles: fitted and held-out rows apart (targets: MAPE per group; H200 rows "
+          f"within {ve.WORST_ROW:.0%})", summ)
+    if args.csv_dir is not None:
+        args.csv_dir.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(args.csv_dir / "engine_points.csv", index=False)
+        summ.to_csv(args.csv_dir / "engine_summary.csv", index=False)
+    missed = [f"{r.engine} {r.group} ({r.split}): MAPE {r.mape:.1%}, worst {r.worst_row} {r.worst_error:+.1%}"
+              for r in summ.itertuples() if r.met is False]
+    print("\ntargets missed:\n  " + "\n  ".join(missed) if missed else "\nall targets met")
     return 1 if (missed and args.strict) else 0
 
 

@@ -1,0 +1,231 @@
+"""Fit the ``hf-transformers`` and ``torch-compile`` serving profiles on the H200 ground truth.
+
+Each fitted number is a mechanism read from ``calibration/validation/H200-SXM/engines/``
+(``docs/engines_ground_truth.md``), fitted on the llama-3.1-8b rows and tested on the
+qwen2.5-7b and mixtral-8x7b rows (torch.compile: fitted on two llama shapes, tested on the
+other two):
+
+* ``kernels.extra_kernels_prefill`` / ``extra_kernels_decode``: small kernels per layer the
+  engine runs beyond the profile's operator graph (views that copy, masks, position ids,
+  cache index updates), from the profiled kernel counts (``hf_profile.csv``): measured
+  non-GEMM kernels minus the graph's non-GEMM operators, per layer, rounded;
+* ``kernels.kv_expand_time_ratio``: the profiled time of the ``repeat_kv`` copy kernels
+  (``hf_profile_kernels.csv``, PyTorch's non-vectorized ``direct_copy`` elementwise kernel)
+  over the cost model's contiguous-copy price of the same bytes;
+* ``launch.host_dispatch_s``: host seconds per kernel call, the value that minimises the
+  squared log error of the eager llama rows (it only moves the host-bound ones);
+* ``launch.region_host_s`` (torch.compile): host seconds of one compiled layer call, fitted
+  the same way on the compiled llama rows of 128 and 1500 tokens.
+
+The fitted values live in ``calibration/engines/serving/*.yaml`` with date ``FIT_DATE``;
+``tests/test_engine_fit.py`` re-derives each one from the data and checks it equals the
+YAML. ``python3 -m fleetsim.engine_fit --write`` rewrites the YAML after a data change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import minimize_scalar
+
+from fleetsim.calibration.engines import ENGINE_DIR, EngineProfile, Fitted, get_engine, parse_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "calibration" / "validation" / "H200-SXM" / "engines"
+CATALOG = ROOT / "workloads" / "catalog"
+GPU = "H200-SXM"
+FIT_DATE = "2026-12-04"
+FIT_MODEL = "llama-3.1-8b"
+COMPILE_FIT_TOKENS = ((1, 128), (1, 1500))
+"""(batch, tokens) of the compiled prefills that fit ``region_host_s``; the others test it."""
+EAGER_MODES = ("prefill_eager", "prefill_eager_last", "decode_eager")
+HOST_BOUNDS_S = (1e-6, 1e-4)
+REL = "calibration/validation/H200-SXM/engines"
+
+
+def _config(model: str, layers: int) -> dict:
+    cfg = json.loads((CATALOG / f"{model}.json").read_text())
+    cfg["num_hidden_layers"] = int(layers)
+    return cfg
+
+
+def ground_truth(folder: Path = DATA_DIR) -> pd.DataFrame:
+    """Forward rows of both engines: engine, model, layers, mode, batch, q_len, context,
+    measured ``time_s`` and ``split`` (``fit``: llama / the compile fit shapes; ``test``)."""
+    parts = []
+    for name, engine in (("hf_forward.csv", "hf-transformers"), ("compile_forward.csv", "torch-compile")):
+        df = pd.read_csv(folder / name)
+        df["engine"] = engine
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    shape = list(zip(df["batch"].astype(int), df["q_len"].astype(int), strict=True))
+    compile_fit = [s in COMPILE_FIT_TOKENS for s in shape]
+    df["split"] = np.where(df["engine"] == "torch-compile",
+                           np.where(compile_fit, "fit", "test"),
+                           np.where(df["model"] == FIT_MODEL, "fit", "test"))
+    return df[["engine", "model", "layers", "mode", "batch", "q_len", "context", "time_s", "split"]]
+
+
+def row_profile(profile: EngineProfile, mode: str) -> EngineProfile:
+    """The profile as a row ran it: ``prefill_eager_last`` keeps only the last logits."""
+    if mode == "prefill_eager_last":
+        return profile.model_copy(update={"kernels": profile.kernels.model_copy(update={"logits": "last"})})
+    return profile
+
+
+def predict(row: pd.Series | dict, profile: EngineProfile) -> tuple[float, pd.DataFrame]:
+    """Predicted seconds and operator table of one ground-truth row under ``profile``."""
+    from fleetsim import estimate_forward
+    from fleetsim.workloads.models import load_model
+
+    spec = load_model(_config(str(row["model"]), int(row["layers"])))
+    mode = str(row["mode"])
+    dec = mode.startswith("decode")
+    batch = (int(row["batch"]), 1, int(row["context"])) if dec else (int(row["batch"]), int(row["q_len"]))
+    graphs = True if mode == "decode_graph" else (False if dec else None)
+    est = estimate_forward(spec, GPU, batch, engine=row_profile(profile, mode), graphs=graphs,
+                           check_context=False)
+    return est.time_s, est.ops
+
+
+def _fitted(value: float, fit_rows: str, test_rows: str, how: str) -> Fitted:
+    return Fitted(value=float(value), source=f"fit: {how} (fleetsim/engine_fit.py)", fit_rows=fit_rows,
+                  test_rows=test_rows, date=FIT_DATE)
+
+
+def _with(profile: EngineProfile, section: str, **values: object) -> EngineProfile:
+    part = getattr(profile, section).model_copy(update=values)
+    return profile.model_copy(update={section: part})
+
+
+def _profiled(folder: Path, impl: str, modes: tuple[str, ...]) -> pd.DataFrame:
+    prof = pd.read_csv(folder / "hf_profile.csv")
+    return prof[(prof["impl"] == impl) & prof["mode"].isin(modes) & (prof["model"] == FIT_MODEL)]
+
+
+def fit_extra_kernels(profile: EngineProfile, impl: str, modes: tuple[str, ...], folder: Path = DATA_DIR) -> int:
+    """Measured non-GEMM kernels minus the profile's non-GEMM operators, per layer, mean of
+    the profiled llama rows of ``modes``, rounded to whole kernels."""
+    per_layer = []
+    for _, r in _profiled(folder, impl, modes).iterrows():
+        _, ops = predict(r, profile)
+        ours = int(ops.loc[~ops["kind"].isin(["gemm", "collective"]), "count"].sum())
+        per_layer.append((int(r["attn_kernels"]) + int(r["other_kernels"]) - ours) / int(r["layers"]))
+    return max(0, round(float(np.mean(per_layer))))
+
+
+def fit_kv_expand_ratio(profile: EngineProfile, folder: Path = DATA_DIR) -> float:
+    """Profiled ``direct_copy`` (non-vectorized elementwise) kernel time of the llama decode
+    rows over the graph's ``kv_expand`` operator priced as a contiguous copy; mean of rows."""
+    kern = pd.read_csv(folder / "hf_profile_kernels.csv")
+    base = profile.model_copy(update={"kernels": profile.kernels.model_copy(update={"kv_expand_time_ratio": None})})
+    ratios = []
+    for _, r in _profiled(folder, "hf-transformers", ("decode_eager", "decode_graph")).iterrows():
+        k = kern[(kern["mode"] == r["mode"]) & (kern["model"] == r["model"]) & (kern["batch"] == r["batch"])
+                 & (kern["context"] == r["context"]) & kern["kernel"].str.contains("elementwise_kernel<128, 4")
+                 & kern["kernel"].str.contains("direct_copy")]
+        row = {**r.to_dict(), "mode": "decode_graph"}
+        _, ops = predict(row, base)
+        ours = float(ops.loc[ops["name"] == "kv_expand", "total_s"].sum())
+        ratios.append(float(k["time_s"].sum()) / ours)
+    return float(np.mean(ratios))
+
+
+def _argmin(loss: Callable[[float], float], bounds: tuple[float, float]) -> float:
+    res = minimize_scalar(loss, bounds=bounds, method="bounded", options={"xatol": 1e-12, "maxiter": 500})
+    return float(res.x)
+
+
+def _log_loss(rows: pd.DataFrame, make: Callable[[float], EngineProfile]) -> Callable[[float], float]:
+    def loss(x: float) -> float:
+        prof = make(x)
+        return float(sum(np.log(predict(r, prof)[0] / r["time_s"]) ** 2 for _, r in rows.iterrows()))
+    return loss
+
+
+def fit_hf(base: EngineProfile, folder: Path = DATA_DIR) -> EngineProfile:
+    """``hf-transformers`` with every fitted value (see the module docstring)."""
+    gt = ground_truth(folder)
+    fit_rows = "llama-3.1-8b rows of hf_forward.csv"
+    test_rows = "qwen2.5-7b and mixtral-8x7b rows of hf_forward.csv"
+    plain = _with(base, "kernels", extra_kernels_prefill=None, extra_kernels_decode=None, kv_expand_time_ratio=None)
+    ratio = fit_kv_expand_ratio(plain, folder)
+    ek_pre = fit_extra_kernels(plain, "hf-transformers", ("prefill_eager", "prefill_eager_last"), folder)
+    ek_dec = fit_extra_kernels(plain, "hf-transformers", ("decode_eager", "decode_graph"), folder)
+    prof_rows = f"{REL}/hf_profile.csv llama-3.1-8b"
+    prof = _with(plain, "kernels",
+                 kv_expand_time_ratio=_fitted(ratio, f"{REL}/hf_profile_kernels.csv llama-3.1-8b decode b=8 ctx=512",
+                                              test_rows, "repeat_kv direct_copy kernel time / contiguous copy"),
+                 extra_kernels_prefill=_fitted(ek_pre, f"{prof_rows} prefill rows", test_rows,
+                                               "profiled non-GEMM kernels minus graph operators per layer"),
+                 extra_kernels_decode=_fitted(ek_dec, f"{prof_rows} decode rows", test_rows,
+                                              "profiled non-GEMM kernels minus graph operators per layer"))
+    eager = gt[(gt["engine"] == "hf-transformers") & (gt["split"] == "fit") & gt["mode"].isin(EAGER_MODES)]
+    host = _argmin(_log_loss(eager, lambda x: _with(prof, "launch", host_dispatch_s=Fitted(
+        value=x, source="default: trial"))), HOST_BOUNDS_S)
+    return _with(prof, "launch", host_dispatch_s=_fitted(
+        host, f"{fit_rows}, eager modes", test_rows, "host seconds per kernel call, least squares of log time"))
+
+
+def fit_compile(base: EngineProfile, hf: EngineProfile, folder: Path = DATA_DIR) -> EngineProfile:
+    """``torch-compile`` with its fitted values; the eager parts outside the compiled layers
+    (embedding, final norm, LM head) dispatch at ``hf``'s fitted host time per call."""
+    gt = ground_truth(folder)
+    rows = gt[gt["engine"] == "torch-compile"]
+    shapes = ", ".join(f"({b}, {s})" for b, s in COMPILE_FIT_TOKENS)
+    test = "compile_forward.csv llama-3.1-8b (4, 1024) and (8, 2048)"
+    plain = _with(base, "kernels", extra_kernels_prefill=None)
+    ek = fit_extra_kernels(plain, "torch-compile", ("prefill_compile",), folder)
+    assert isinstance(hf.launch.host_dispatch_s, Fitted)
+    prof = _with(plain, "kernels", extra_kernels_prefill=_fitted(
+        ek, f"{REL}/hf_profile.csv llama-3.1-8b prefill_compile rows", test,
+        "profiled non-GEMM kernels minus graph operators per layer"))
+    prof = _with(prof, "launch", host_dispatch_s=hf.launch.host_dispatch_s)
+    fit = rows[rows["split"] == "fit"]
+    region = _argmin(_log_loss(fit, lambda x: _with(prof, "launch", region_host_s=Fitted(
+        value=x, source="default: trial"))), (1e-6, 2e-3))
+    return _with(prof, "launch", region_host_s=_fitted(
+        region, f"compile_forward.csv llama-3.1-8b {shapes}", test,
+        "host seconds per compiled layer call, least squares of log time"))
+
+
+def fitted_profiles(folder: Path = DATA_DIR) -> dict[str, EngineProfile]:
+    """Both profiles re-fitted from the data, keyed by name."""
+    hf = fit_hf(get_engine("hf-transformers"), folder)
+    return {"hf-transformers": hf, "torch-compile": fit_compile(get_engine("torch-compile"), hf, folder)}
+
+
+def write_yaml(profile: EngineProfile, directory: Path = ENGINE_DIR / "serving") -> Path:
+    """Write ``profile`` to its catalog YAML (checked to load back equal)."""
+    path = directory / f"{profile.name}.yaml"
+    data = profile.model_dump(mode="json", exclude_defaults=True)
+    text = yaml.safe_dump(data, sort_keys=False, width=100)
+    if parse_engine(yaml.safe_load(text), str(path)) != profile:
+        raise ValueError(f"{path}: the written profile does not load back equal")
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="rewrite the catalog YAML with the fitted values")
+    args = ap.parse_args(argv)
+    from fleetsim.calibration.engines import fitted_values
+
+    for name, prof in fitted_profiles().items():
+        for key, f in fitted_values(prof):
+            if f.source.startswith("fit:"):
+                print(f"{name}  {key} = {f.value:.6g}   fit: {f.fit_rows} | test: {f.test_rows}")
+        if args.write:
+            print(f"wrote {write_yaml(prof)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
