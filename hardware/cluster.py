@@ -114,7 +114,7 @@ def _default_scale_out(pools: list[PoolSpec] | tuple[PoolSpec, ...]) -> str:
 class _PoolEntry(BaseModel):
     """One pool in a cluster file: a system or a GPU, counted in nodes or GPUs."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     system: str | None = None
     gpu: str | None = None
     num_nodes: int | None = Field(default=None, gt=0, le=MAX_GPUS)
@@ -133,7 +133,7 @@ class _PoolEntry(BaseModel):
 
 
 class _ClusterFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     name: str = "cluster"
     parts: list[str] = []
     """User part files (GPU, link, system, memory YAML) to register before resolving pools;

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class ParallelConfig(BaseModel):
     """Degrees of parallelism. ``layer_split`` optionally gives the layers per pipeline stage."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)

@@ -44,7 +44,7 @@ class MultiTurnSessions(BaseModel):
     schedule open-loop (False).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["multi_turn"] = "multi_turn"
     turns: LengthDist = Field(default_factory=lambda: FixedLength(tokens=4))
