@@ -330,6 +330,18 @@ def price_per_hour(cluster: ClusterSpec) -> float:
     return total
 
 
+def price_per_gpu_hour(cluster: ClusterSpec, pool: int = 0) -> float | None:
+    """US dollars per accelerator-hour in ``pool``: the cluster's own price spread over its
+    accelerators, else the node price per accelerator, else the GPU's catalog price; None
+    when there is none. The planner and the training cost both use this."""
+    if cluster.price_per_hour_usd is not None:
+        return cluster.price_per_hour_usd / cluster.num_gpus
+    p = _pool(cluster, pool)
+    if p.node.price_per_hour_usd is not None:
+        return p.node.price_per_hour_usd / p.node.gpus_per_node
+    return catalog.get_gpu(p.node.gpu).price_per_hour_usd
+
+
 def gpu_power_w(cluster: ClusterSpec) -> float:
     """Sum of the accelerators' TDP in watts (the power a full-load cluster's GPUs draw at most)."""
     return sum(catalog.get_gpu(p.node.gpu).tdp_w * p.gpus for p in cluster.pools)

@@ -59,6 +59,13 @@ class MultiTurnSessions(BaseModel):
     def _int_turns(cls, v: object) -> object:
         return FixedLength(tokens=v) if isinstance(v, int) else v
 
+    @field_validator("turns")
+    @classmethod
+    def _some_turns(cls, v: LengthDist) -> LengthDist:
+        if isinstance(v, FixedLength) and v.tokens < 1:
+            raise ValueError("a session needs at least 1 turn")
+        return v
+
     def draw_think_s(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` think times between turns, in seconds."""
         if self.think_time_s == 0 or self.think_cv == 0:
