@@ -103,6 +103,12 @@ class EngineConfig(_Strict):
     fast_forward: bool = True
     """Advance runs of identical pure-decode iterations in closed form (same results)."""
 
+    @model_validator(mode="after")
+    def _static_has_no_prefix_cache(self) -> EngineConfig:
+        if self.enable_prefix_caching and self.scheduler.kind == "static":
+            raise ValueError("enable_prefix_caching needs the vllm scheduler; static batching keeps no prefix cache")
+        return self
+
 
 class PoolDeployment(_Strict):
     """Replicas of one layout on one pool of the cluster."""
