@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetsim.cli import main
 
 import fleetsim as fs
 from fleetsim import FleetsimError, ParallelConfig, Seq
+from fleetsim.cli import main
 
 _LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 512,
           "intermediate_size": 1024, "num_attention_heads": 8, "num_key_value_heads": 4,
