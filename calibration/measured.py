@@ -127,6 +127,8 @@ def get_cost_model(gpu: GPUSpec | str, profile_root: str | Path | None = None, *
     otherwise profiled GPUs are looked up in the catalog. Loaded profiles are cached.
     """
     spec = _catalog_gpu(gpu) if isinstance(gpu, str) else gpu
+    if not isinstance(spec, GPUSpec):
+        raise SpecError(f"get_cost_model: gpu must be a GPU name or a GPUSpec, got {type(gpu).__name__} {gpu!r:.60}")
     dirs = profile_dirs(profile_root)
     names = {spec.name, *spec.aliases}
     extra = dict(profile_gpus or {})

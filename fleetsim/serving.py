@@ -105,7 +105,11 @@ class ServingResult:
         from fleetsim.traces.chrome import write_chrome_trace
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{out_dir}: cannot create the output directory "
+                              f"({exc.strerror or type(exc).__name__})") from None
         try:
             import pyarrow  # noqa: F401
 

@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from fleetsim.hardware import catalog
 from fleetsim.hardware.checks import non_negative_int, positive, positive_int, validation_line
+from fleetsim.hardware.cluster import price_per_gpu_hour
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job, validate_job
@@ -184,12 +186,7 @@ class TrainEstimate:
         return dict(self.result.sources)
 
     def price_per_gpu_hour(self) -> float | None:
-        if self.gpu.price_per_hour_usd is not None:
-            return self.gpu.price_per_hour_usd
-        pool = self.job.cluster.pools[self.job.pool]
-        if pool.node.price_per_hour_usd is not None:
-            return pool.node.price_per_hour_usd / pool.node.gpus_per_node
-        return None
+        return price_per_gpu_hour(self.job.cluster, self.job.pool)
 
     def train_cost(self, tokens: float) -> dict[str, float | None]:
         """Wall time, GPU-hours and cost (USD, None without a catalog price) for ``tokens``."""
@@ -308,6 +305,13 @@ def build_train_job(
     seq_len = default_seq_len(spec) if seq_len is None else positive_int(seq_len, "seq_len")
     check_context(spec, seq_len, "seq_len")
     zero = non_negative_int(zero, "zero")
+    if fsdp is True and zero not in (0, 3):
+        raise ConfigError(f"fsdp shards parameters, gradients and optimizer state (ZeRO-3); zero={zero} "
+                          "contradicts it (give zero=3 or leave zero out)")
+    gpu_spec = catalog.get_gpu(cl.pools[pool].node.gpu)
+    if dtype in ("bf16", "fp8") and dtype not in gpu_spec.peak_flops:
+        raise ConfigError(f"dtype={dtype!r}: {gpu_spec.name} has no {dtype} arithmetic "
+                          f"(it has {', '.join(sorted(gpu_spec.peak_flops))})")
     for name, flag in (("fsdp", fsdp), ("dropout", dropout), ("overlap_grad_reduce", overlap_grad_reduce)):
         if not isinstance(flag, bool):
             raise ConfigError(f"{name} must be True or False, got {flag!r}")

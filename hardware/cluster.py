@@ -114,7 +114,7 @@ def _default_scale_out(pools: list[PoolSpec] | tuple[PoolSpec, ...]) -> str:
 class _PoolEntry(BaseModel):
     """One pool in a cluster file: a system or a GPU, counted in nodes or GPUs."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     system: str | None = None
     gpu: str | None = None
     num_nodes: int | None = Field(default=None, gt=0, le=MAX_GPUS)
@@ -133,7 +133,7 @@ class _PoolEntry(BaseModel):
 
 
 class _ClusterFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     name: str = "cluster"
     parts: list[str] = []
     """User part files (GPU, link, system, memory YAML) to register before resolving pools;
@@ -328,6 +328,18 @@ def price_per_hour(cluster: ClusterSpec) -> float:
             )
         total += gpu.price_per_hour_usd * pool.gpus
     return total
+
+
+def price_per_gpu_hour(cluster: ClusterSpec, pool: int = 0) -> float | None:
+    """US dollars per accelerator-hour in ``pool``: the cluster's own price spread over its
+    accelerators, else the node price per accelerator, else the GPU's catalog price; None
+    when there is none. The planner and the training cost both use this."""
+    if cluster.price_per_hour_usd is not None:
+        return cluster.price_per_hour_usd / cluster.num_gpus
+    p = _pool(cluster, pool)
+    if p.node.price_per_hour_usd is not None:
+        return p.node.price_per_hour_usd / p.node.gpus_per_node
+    return catalog.get_gpu(p.node.gpu).price_per_hour_usd
 
 
 def gpu_power_w(cluster: ClusterSpec) -> float:

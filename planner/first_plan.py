@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fleetsim.hardware.cluster import price_per_gpu_hour
 from fleetsim.hardware.errors import ConfigError, FleetsimError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
 
@@ -193,10 +194,14 @@ def plan_pool(
     tps: list[int],
     make_timer: Callable[[GPUSpec, int, int], ReplicaTimer],
     num_layers: int,
+    usd_per_gpu_h: float | None = None,
 ) -> tuple[list[PlanRow], list[Rejected]]:
-    """All TP candidates of one pool, each with the smallest pipeline depth that fits."""
+    """All TP candidates of one pool, each with the smallest pipeline depth that fits;
+    ``usd_per_gpu_h`` prices a GPU-hour (default: the GPU's catalog price)."""
     rows: list[PlanRow] = []
     rejected: list[Rejected] = []
+    if usd_per_gpu_h is None:
+        usd_per_gpu_h = gpu.price_per_hour_usd
     per_node = pool.gpus_per_node or pool.node.gpus_per_node
     for tp in tps:
         if tp > per_node:
@@ -227,7 +232,7 @@ def plan_pool(
         needed = math.ceil(targets.rate_rps / x) if targets.rate_rps else None
         used = replicas if needed is None else min(replicas, needed)
         gpus_used = used * tp * pp
-        price = gpu.price_per_hour_usd * gpus_used if gpu.price_per_hour_usd else None
+        price = usd_per_gpu_h * gpus_used if usd_per_gpu_h else None
         out_tok_s = x * targets.osl * used
         usd_per_m = price / (out_tok_s * 3600) * 1e6 if price else None
         rows.append(
@@ -281,14 +286,14 @@ def first_plan(
     """Plan every pool of ``cluster``; ``gpus`` maps each pool's GPU name to its spec."""
     plan = FirstPlan(targets)
     rows: list[PlanRow] = []
-    for pool in cluster.pools:
+    for i, pool in enumerate(cluster.pools):
         gpu = gpus[pool.node.gpu]
         per_node = pool.gpus_per_node or pool.node.gpus_per_node
         tps = tp_candidates(num_heads, num_kv_heads, per_node)
         if not tps:
             plan.rejected.append(Rejected(gpu.name, 0, f"no TP size up to {per_node} divides {num_heads} heads"))
             continue
-        r, rej = plan_pool(pool, gpu, targets, tps, make_timer, num_layers)
+        r, rej = plan_pool(pool, gpu, targets, tps, make_timer, num_layers, price_per_gpu_hour(cluster, i))
         rows += r
         plan.rejected += rej
     plan.rows = rank(rows, targets.rate_rps is not None)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fleetsim.hardware.errors import InvariantError
+from fleetsim.hardware.errors import ConfigError, InvariantError
 
 REL_TOL = 1e-9
 """Relative tolerance of equalities and orderings between float quantities."""
@@ -209,8 +209,15 @@ def _check_summary(s: dict[str, Any], req: pd.DataFrame, out: list[str]) -> floa
     return span
 
 
+def _expect(obj: Any, func: str, kind: str, fields: tuple[str, ...]) -> None:
+    """Refuse, in one line, an argument that is not the result type ``func`` checks."""
+    if not all(hasattr(obj, f) for f in fields):
+        raise ConfigError(f"{func}: expected a {kind}, got {type(obj).__name__}")
+
+
 def check_serving_result(result: Any) -> list[str]:
     """Violated invariants of a ``ServingResult`` (empty when consistent)."""
+    _expect(result, "check_serving_result", "ServingResult", ("requests", "summary", "timeseries", "replicas"))
     out: list[str] = []
     req = result.requests
     _check_requests(req, out)
@@ -227,6 +234,7 @@ def check_serving_result(result: Any) -> list[str]:
 def check_train_estimate(est: Any) -> list[str]:
     """Violated invariants of a ``TrainEstimate`` or ``StepResult`` (empty when consistent)."""
     r = getattr(est, "result", est)
+    _expect(r, "check_train_estimate", "TrainEstimate or StepResult", ("step_s", "mfu", "memory"))
     out: list[str] = []
     step = r.step_s
     if not (math.isfinite(step) and step > 0):

@@ -164,10 +164,13 @@ def write_chrome_trace(
     if metadata:
         doc["otherData"] = _jsonable(metadata)
     text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
-    else:
-        path.write_text(text)
+    try:
+        if path.suffix == ".gz":
+            path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+        else:
+            path.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the trace ({exc.strerror or type(exc).__name__})") from None
     return path
 
 

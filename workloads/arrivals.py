@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Arrivals(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @property
     def is_closed_loop(self) -> bool:

@@ -23,6 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 LayerKind = Literal["dense", "moe"]
 
+MAX_LAYERS = 100_000
+"""Most layers a model may have (the largest published models have a few hundred)."""
+MAX_WIDTH = 2**24
+"""Largest width, head count, vocabulary or expert count accepted (a bound, not a model)."""
+
 
 class ModelSpec(BaseModel):
     """Decoder-only transformer shape. Sizes are element counts, not bytes.
@@ -36,19 +41,19 @@ class ModelSpec(BaseModel):
     layers local); period 1 makes every layer local (Mistral-style).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     model_type: str
-    hidden_size: int = Field(gt=0)
-    num_layers: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
+    hidden_size: int = Field(gt=0, le=MAX_WIDTH)
+    num_layers: int = Field(gt=0, le=MAX_LAYERS)
+    num_heads: int = Field(gt=0, le=MAX_WIDTH)
+    num_kv_heads: int = Field(gt=0, le=MAX_WIDTH)
+    head_dim: int = Field(gt=0, le=MAX_WIDTH)
     v_head_dim: int = Field(0, ge=0, description="value width per head; 0 means head_dim")
-    intermediate_size: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
-    max_position_embeddings: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0, le=MAX_WIDTH)
+    vocab_size: int = Field(gt=0, le=MAX_WIDTH)
+    max_position_embeddings: int = Field(gt=0, le=2**40)
     tie_word_embeddings: bool = False
     position_embedding: Literal["rope", "learned"] = "rope"
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
@@ -61,9 +66,9 @@ class ModelSpec(BaseModel):
     sliding_window: int | None = Field(None, gt=0)
     sliding_window_period: int = Field(1, gt=0)
     # MoE
-    num_experts: int = Field(0, ge=0)
+    num_experts: int = Field(0, ge=0, le=MAX_WIDTH)
     num_experts_per_tok: int = Field(0, ge=0)
-    moe_intermediate_size: int = Field(0, ge=0)
+    moe_intermediate_size: int = Field(0, ge=0, le=MAX_WIDTH)
     num_shared_experts: int = Field(0, ge=0)
     shared_expert_intermediate_size: int = Field(0, ge=0)
     shared_expert_gate: bool = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetsim.hardware.checks import positive_int, validation_line
+from fleetsim.hardware.checks import integer, positive_int, validation_line
 from fleetsim.hardware.errors import ConfigError, InfeasibleError, suggest
 from fleetsim.workloads.models import ModelSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class ParallelConfig(BaseModel):
     """Degrees of parallelism. ``layer_split`` optionally gives the layers per pipeline stage."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
@@ -203,10 +203,12 @@ class Seq:
     emits_token: bool = True
 
     def __post_init__(self) -> None:
-        if self.new_tokens < 1 or self.context < 0:
-            raise ConfigError(
-                f"Seq(new_tokens={self.new_tokens}, context={self.context}): need new_tokens >= 1, context >= 0"
-            )
+        n, c = self.new_tokens, self.context
+        if type(n) is int and type(c) is int and n >= 1 and c >= 0:  # the common case, kept cheap
+            return
+        what = f"Seq(new_tokens={n!r}, context={c!r})"
+        integer(n, f"{what}: new_tokens", minimum=1)
+        integer(c, f"{what}: context", minimum=0)
 
     @property
     def kv_len(self) -> int:

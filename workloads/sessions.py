@@ -44,7 +44,7 @@ class MultiTurnSessions(BaseModel):
     schedule open-loop (False).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["multi_turn"] = "multi_turn"
     turns: LengthDist = Field(default_factory=lambda: FixedLength(tokens=4))
@@ -58,6 +58,13 @@ class MultiTurnSessions(BaseModel):
     @classmethod
     def _int_turns(cls, v: object) -> object:
         return FixedLength(tokens=v) if isinstance(v, int) else v
+
+    @field_validator("turns")
+    @classmethod
+    def _some_turns(cls, v: LengthDist) -> LengthDist:
+        if isinstance(v, FixedLength) and v.tokens < 1:
+            raise ValueError("a session needs at least 1 turn")
+        return v
 
     def draw_think_s(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` think times between turns, in seconds."""

@@ -47,7 +47,7 @@ def child_rngs(seed: SeedLike, n: int) -> list[np.random.Generator]:
 class Workload(BaseModel):
     """A serving workload: how requests arrive and how long their prompts and answers are."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "custom"
     description: str = ""

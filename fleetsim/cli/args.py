@@ -86,7 +86,7 @@ def fraction(text: str) -> float:
 
 
 def check_out_dir(path: str | None, flag: str = "--out") -> Path | None:
-    """Fail early (before any simulation) when ``path`` cannot become a directory we write to."""
+    """Create ``path`` (before any simulation) or fail in one line when it cannot be a directory we write to."""
     if path is None:
         return None
     if not path.strip():
@@ -98,13 +98,10 @@ def check_out_dir(path: str | None, flag: str = "--out") -> Path | None:
         if not os.access(out, os.W_OK | os.X_OK):
             raise ConfigError(f"{flag} {path}: directory is not writable")
         return out
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot create it, {parent} is not writable")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create it ({exc.strerror or type(exc).__name__})") from None
     return out
 
 

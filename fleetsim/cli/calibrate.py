@@ -8,11 +8,14 @@ CUDA GPU) gets one line saying what is missing (exit code 2).
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
+from pathlib import Path
 
 from fleetsim.calibration.bench import harness
-from fleetsim.hardware.errors import FleetsimError
+from fleetsim.hardware.catalog import get_gpu
+from fleetsim.hardware.errors import FleetsimError, SpecError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,16 +31,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_flags(args)
     try:
         harness.check_requirements(args.device)
     except harness.MissingRequirement as exc:
         raise FleetsimError(str(exc)) from None
+    invocation = "fleetsim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    harness.run_calibration(args, invocation)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Every flag is checked before PyTorch or the GPU is looked for, so a bad flag is named first."""
     try:
         harness.parse_only(args.only, harness.SUITES)
     except ValueError as exc:
         raise FleetsimError(str(exc)) from None
-    if args.budget_s <= 0:
-        raise FleetsimError(f"--budget-s must be positive, got {args.budget_s}")
-    invocation = "fleetsim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    harness.run_calibration(args, invocation)
-    return 0
+    for flag, value, ok, want in (
+        ("--budget-s", args.budget_s, lambda v: v > 0, "> 0"),
+        ("--sustained-s", args.sustained_s, lambda v: v > 0, "> 0"),
+        ("--pool-gib", args.pool_gib, lambda v: v > 0, "> 0"),
+    ):
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise FleetsimError(f"{flag} must be a finite number {want}, got {value}")
+    if args.catalog_gpu is not None:
+        try:
+            get_gpu(args.catalog_gpu)
+        except SpecError as exc:
+            raise FleetsimError(f"--catalog-gpu: {exc}") from None
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise FleetsimError(f"--out {args.out}: exists and is not a directory")

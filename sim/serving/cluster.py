@@ -298,6 +298,14 @@ class ServingSimulation:
         if spec is None or spec.method != "draft":
             return None
         draft = load_model(spec.draft_model)
+        if abs(draft.vocab_size - self.model.vocab_size) > 0.05 * self.model.vocab_size:  # padding differs a little
+            raise ConfigError(f"spec_decode draft_model {spec.draft_model!r} has a vocabulary of "
+                              f"{draft.vocab_size} tokens, the target {self.model.name!r} {self.model.vocab_size}; "
+                              "a draft must share the target's tokenizer")
+        if draft.params_total() >= self.model.params_total():
+            raise ConfigError(f"spec_decode draft_model {spec.draft_model!r} ({draft.params_total() / 1e9:.3g}B "
+                              f"params) is not smaller than the target {self.model.name!r} "
+                              f"({self.model.params_total() / 1e9:.3g}B)")
         par = ParallelConfig(tp=plan.parallel.tp if draft.num_heads % plan.parallel.tp == 0 else 1)
         return GraphStepTimer(draft, plan.gpu, par, get_cost_model(plan.gpu), dtype=plan.entry.engine.dtype,
                               engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def __init__(self, **data: object) -> None:
         try:
@@ -106,6 +106,12 @@ class EngineConfig(_Strict):
     the GPU waits on; None: the profile's ``launch.iteration_overhead_s`` (vLLM: 2 ms)."""
     fast_forward: bool = True
     """Advance runs of identical pure-decode iterations in closed form (same results)."""
+
+    @model_validator(mode="after")
+    def _static_has_no_prefix_cache(self) -> EngineConfig:
+        if self.enable_prefix_caching and self.scheduler.kind == "static":
+            raise ValueError("enable_prefix_caching needs the vllm scheduler; static batching keeps no prefix cache")
+        return self
 
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ Dim = Literal["tp", "cp", "pp", "dp"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
 class TrainParallel(_Strict):
