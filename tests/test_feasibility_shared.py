@@ -104,3 +104,31 @@ def test_plan_engine_flag_names_the_profile_and_matches_the_api(capsys: pytest.C
     assert main(["plan", "--model", "llama-3.1-8b", "--cluster", "1xH100", "--engine", "vlm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'vlm'" in err[0] and "vllm" in err[0]
+
+
+@pytest.mark.parametrize("model,cluster,tp,pp,engine", [
+    ("llama-3.1-8b", "1xH100", 1, 1, "vllm"),
+    ("llama-3.1-70b", "2x2xH100", 1, 2, "vllm"),
+    ("qwen2.5-7b", "2xH200", 2, 1, "hf-transformers"),
+])
+def test_planner_iterations_are_the_simulators(model: str, cluster: str, tp: int, pp: int, engine: str) -> None:
+    """The planner's prefill and mixed/pure-decode iterations equal the simulator's step
+    timer's ``direct_time`` (both ``price_iteration``) on the same batches, to 1e-9."""
+    from fleetsim.calibration import get_cost_model
+    from fleetsim.sim.serving.steptime import GraphStepTimer
+    from fleetsim.workloads.parallel import Seq
+
+    from fleetsim.planning import make_replica_timer
+
+    spec, cl = load_model(model), load_cluster(cluster)
+    pool = cl.pools[0]
+    gpu = get_gpu(pool.node.gpu)
+    eng = EngineConfig(profile=engine)
+    timer = make_replica_timer(spec, pool, gpu, tp, pp, eng, isl_hint=512)
+    sim = GraphStepTimer(spec, gpu, ParallelConfig(tp=tp, pp=pp), get_cost_model(gpu), dtype=eng.dtype,
+                         kv_dtype=eng.kv_dtype, engine=eng.engine_profile)
+    assert timer.prefill_s(700) == pytest.approx(sim.direct_time([Seq(700, 0)]), rel=1e-9)
+    for b, c, k in ((8, 900, 0), (8, 900, 1100), (64, 300, 40)):
+        batch = [Seq(1, c)] * b + [Seq(512, 0)] * (k // 512) + ([Seq(k % 512, 0)] if k % 512 else [])
+        assert timer.iteration_s(b, c, k) == pytest.approx(sim.direct_time(batch), rel=1e-9)
+    assert timer.kv_capacity_tokens == check_replica(spec, pool, gpu, ParallelConfig(tp=tp, pp=pp), eng).kv_tokens
