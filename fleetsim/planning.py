@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fleetsim.calibration import get_cost_model
+from fleetsim.calibration.engines import get_engine
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.checks import positive, positive_int
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
-from fleetsim.hardware.specs import DTYPE_BYTES, ClusterSpec, GPUSpec
+from fleetsim.hardware.specs import DTYPE_BYTES, ClusterSpec, GPUSpec, PoolSpec
 from fleetsim.planner.first_plan import (
     FirstPlan,
     Rejected,
@@ -21,8 +24,10 @@ from fleetsim.planner.first_plan import (
     ServingTargets,
     first_plan,
 )
+from fleetsim.sim.iteration import check_engine, price_iteration
 from fleetsim.sim.serving.config import EngineConfig
-from fleetsim.workloads.memory import max_kv_tokens
+from fleetsim.sim.serving.feasibility import check_replica
+from fleetsim.workloads.graph_common import act_dtype
 from fleetsim.workloads.models import ModelSpec, check_context, load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
@@ -36,7 +41,9 @@ class ServingPlan:
     first: FirstPlan
     lengths_from: str
     provenance: dict[str, dict[str, float]]
-    """Per GPU type: share of the best row's step time priced from each cost source."""
+    """Per GPU type: share of the best row's device time priced from each cost source."""
+    engine: str = "vllm"
+    """The serving engine profile that priced the plan."""
 
     @property
     def rows(self) -> list:
@@ -55,6 +62,7 @@ class ServingPlan:
         parts = [
             f"Serving plan for {self.model.name} ({self.model.params_total() / 1e9:.1f}B params) "
             f"on {self.cluster.name} ({self.cluster.num_gpus} GPU{'' if self.cluster.num_gpus == 1 else 's'})",
+            f"engine profile: {self.engine}",
             f"workload: {t.isl} prompt + {t.osl} output tokens per request ({self.lengths_from})",
         ]
         goals = []
@@ -112,35 +120,31 @@ def _default_lengths(workload: str | None) -> tuple[int, int, str]:
     return max(1, round(isl)), max(1, round(osl)), f"mean lengths of built-in workload {name!r}"
 
 
-def make_replica_timer(
-    model: ModelSpec, gpu: GPUSpec, tp: int, pp: int, dtype: str, kv_dtype: str | None, isl_hint: int
-) -> ReplicaTimer:
-    """Step times of one TP x PP replica priced through the operator cost model.
+def make_replica_timer(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, tp: int, pp: int,
+                       eng: EngineConfig, isl_hint: int) -> ReplicaTimer:
+    """Step times of one TP x PP replica, each iteration priced by
+    ``sim.iteration.price_iteration`` with the engine profile (its kernels, its CUDA-graph
+    rule, its scheduler time), as the simulator prices it.
 
     With ``pp`` stages an engine's iteration passes every stage in turn, so it takes the
-    whole model's time at this TP (the stage-to-stage activation sends, a few hundred KB,
-    are left out); the KV capacity is that of the tightest stage."""
-    from fleetsim.estimate import estimate_forward, get_cost_model
-
+    sum of the stages' times; the layout and its KV capacity come from
+    ``sim.serving.feasibility.check_replica`` (``InfeasibleError`` when it does not run)."""
     parallel = ParallelConfig(tp=tp, pp=pp)
-    parallel.validate(model)
-    kv_tokens = max_kv_tokens(model, gpu.memory_bytes, parallel, dtype=dtype, kv_dtype=kv_dtype)
+    fit = check_replica(model, pool, gpu, parallel, eng)
     cost = get_cost_model(gpu)
+    prof = eng.engine_profile
 
-    # The engine's per-iteration CPU scheduling cost, the same default the simulator uses.
-    overhead_s = EngineConfig().engine_profile.launch.iteration_overhead_s.value
+    def price(batch: list[Seq]) -> float:
+        return price_iteration(model, gpu, batch, parallel, cost, prof, dtype=eng.dtype,
+                               kv_dtype=eng.kv_dtype).time_s
 
     @cache
     def prefill(n: int) -> float:
-        est = estimate_forward(model, gpu, [Seq(n, 0)], tp=tp, graphs=False, dtype=dtype, cost_model=cost)
-        return est.time_s + overhead_s
+        return price([Seq(n, 0)])
 
     @cache
     def iteration(b: int, c: int, k: int) -> float:
-        batch = [Seq(1, c)] * b + prompt_chunks(k)
-        graphs = k == 0  # engines replay CUDA graphs only for pure-decode iterations
-        est = estimate_forward(model, gpu, batch, tp=tp, graphs=graphs, dtype=dtype, cost_model=cost)
-        return est.time_s + overhead_s
+        return price([Seq(1, c)] * b + prompt_chunks(k))
 
     def prompt_chunks(k: int) -> list[Seq]:
         """``k`` prompt tokens as whole prompts of the mean prompt length plus one partial one."""
@@ -148,7 +152,7 @@ def make_replica_timer(
         full, rem = divmod(k, isl)
         return [Seq(isl, 0)] * full + ([Seq(rem, 0)] if rem else [])
 
-    return ReplicaTimer(prefill, iteration, kv_tokens, engines=pp)
+    return ReplicaTimer(prefill, iteration, fit.kv_tokens, engines=pp, max_replicas=fit.max_replicas)
 
 
 def plan_serving(
@@ -163,8 +167,12 @@ def plan_serving(
     tpot_s: float | None = None,
     dtype: str = "bf16",
     kv_dtype: str | None = None,
+    engine: str | Path = "vllm",
 ) -> ServingPlan:
-    """Rank feasible TP x replica deployments of ``model`` on ``cluster``.
+    """Rank feasible TP x PP x replica deployments of ``model`` on ``cluster``.
+
+    ``engine``: the serving engine profile (name or YAML path) whose iterations, memory and
+    layout rules price every candidate, the same the simulator runs by default.
 
     Lengths not given come from the mean prompt/output lengths of ``workload`` (default the
     built-in ``azure-conv``, fitted to the Azure 2023 conversation trace).
@@ -190,6 +198,11 @@ def plan_serving(
         if value is not None and value not in DTYPE_BYTES:
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
     check_context(spec, isl + osl, "isl + osl")
+    if not isinstance(engine, (str, Path)):
+        raise ConfigError(f"engine must be a profile name or YAML path, got {type(engine).__name__}")
+    get_engine(engine)  # an unknown name: one line with close matches
+    eng = EngineConfig(profile=str(engine), dtype=dtype, kv_dtype=kv_dtype or act_dtype(dtype))
+    check_engine(eng.engine_profile, spec)
     gpus = {p.node.gpu: get_gpu(p.node.gpu) for p in cl.pools}
     fp = first_plan(
         cl,
@@ -197,7 +210,7 @@ def plan_serving(
         spec.num_heads,
         spec.num_kv_heads,
         targets,
-        lambda gpu, tp, pp: make_replica_timer(spec, gpu, tp, pp, dtype, kv_dtype, targets.isl),
+        lambda pool, gpu, tp, pp: make_replica_timer(spec, pool, gpu, tp, pp, eng, targets.isl),
         spec.num_layers,
     )
     if not fp.rows:
@@ -205,23 +218,24 @@ def plan_serving(
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
         raise ConfigError("plan produced a non-finite throughput")
-    return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, dtype))
+    return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, eng), eng.engine_profile.name)
 
 
-def _provenance(spec: ModelSpec, fp: FirstPlan, dtype: str) -> dict[str, dict[str, float]]:
-    """Where the costs of each GPU type's best row come from (prefill and decode step)."""
-    from fleetsim.estimate import estimate_forward
-
+def _provenance(spec: ModelSpec, fp: FirstPlan, eng: EngineConfig) -> dict[str, dict[str, float]]:
+    """Where the device time of each GPU type's best row comes from (one prefill and one
+    decode iteration at its batch)."""
     out: dict[str, dict[str, float]] = {}
     t = fp.targets
     for row in fp.rows:
         if row.gpu in out:
             continue
-        pre = estimate_forward(spec, row.gpu, [Seq(t.isl, 0)], tp=row.tp, dtype=dtype)
-        dec = estimate_forward(spec, row.gpu, [Seq(1, t.isl + t.osl // 2)] * (row.batch // row.pp), tp=row.tp, dtype=dtype)
-        total = pre.time_s + dec.time_s
-        out[row.gpu] = {
-            k: (pre.source_share.get(k, 0.0) * pre.time_s + dec.source_share.get(k, 0.0) * dec.time_s) / total
-            for k in ("measured", "interpolated", "roofline")
-        }
+        gpu = get_gpu(row.gpu)
+        par = ParallelConfig(tp=row.tp, pp=row.pp)
+        cost = get_cost_model(gpu)
+        its = [price_iteration(spec, gpu, batch, par, cost, eng.engine_profile, dtype=eng.dtype,
+                               kv_dtype=eng.kv_dtype)
+               for batch in ([Seq(t.isl, 0)], [Seq(1, t.isl + t.osl // 2)] * max(1, row.batch // row.pp))]
+        total = sum(it.device_s for it in its)
+        out[row.gpu] = {k: sum(it.source_share.get(k, 0.0) * it.device_s for it in its) / total
+                        for k in ("measured", "interpolated", "roofline")}
     return out

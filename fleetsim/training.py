@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from fleetsim.calibration.engines import EngineProfile, get_engine
 from fleetsim.hardware import catalog
 from fleetsim.hardware.checks import non_negative_int, positive, positive_int, validation_line
 from fleetsim.hardware.cluster import price_per_gpu_hour
@@ -203,6 +204,7 @@ class TrainEstimate:
         """(metric, value, unit) rows for printing."""
         pm = self.result.peak_memory
         rows: list[tuple[str, Any, str]] = [
+            ("engine", self.job.engine.name, ""),
             ("gpus", self.num_gpus, ""), ("gpu", self.gpu.name, ""),
             ("step time", self.time_s, "s"),
             ("step time p10-p90", f"{self.time_s_p10:.4g}-{self.time_s_p90:.4g}", "s"),
@@ -268,7 +270,7 @@ def build_train_job(
     seq_len: int | None = None,
     *,
     recompute: str = "none",
-    zero: int = 0,
+    zero: int | None = None,
     fsdp: bool = False,
     schedule: str | None = None,
     dtype: str = "bf16",
@@ -286,13 +288,20 @@ def build_train_job(
     grad_dtype: str = "fp32",
     attention: str = "flash",
     dropout: bool = False,
-    overlap_grad_reduce: bool = True,
+    overlap_grad_reduce: bool | None = None,
     grad_bucket_bytes: float | None = None,
-    execution: str = "eager",
+    execution: str | None = None,
     pool: int = 0,
+    engine: str | Path | EngineProfile = "megatron",
 ) -> TrainJob:
     """The ``TrainJob`` that ``estimate_train_step`` would simulate, checked against the model
-    and cluster (``ConfigError`` naming the values when it does not lay out)."""
+    and cluster (``ConfigError`` naming the values when it does not lay out).
+
+    ``engine``: the training profile (name, YAML path or ``EngineProfile``). Options left at
+    None take the profile's: ``execution`` (``graph`` for a compiled or CUDA-graph profile,
+    else ``eager``), ``overlap_grad_reduce``, ``grad_bucket_bytes``, and ``zero`` (1, the
+    optimizer state sharded over data-parallel ranks, when the profile runs a distributed
+    optimizer and ``fsdp`` is off; else 0)."""
     spec = load_model(model) if not isinstance(model, ModelSpec) else model
     cl = _cluster(cluster)
     pool = non_negative_int(pool, "pool")
@@ -304,6 +313,17 @@ def build_train_job(
     micro_batch = positive_int(micro_batch, "micro_batch")
     seq_len = default_seq_len(spec) if seq_len is None else positive_int(seq_len, "seq_len")
     check_context(spec, seq_len, "seq_len")
+    prof = get_engine(engine, "training")
+    tr = prof.training
+    assert tr is not None
+    if execution is None:
+        execution = "graph" if tr.execution == "graphs" or prof.launch.mode in ("graphs", "compiled") else "eager"
+    if overlap_grad_reduce is None:
+        overlap_grad_reduce = tr.overlap_grad_reduce
+    if grad_bucket_bytes is None and tr.grad_bucket_bytes is not None:
+        grad_bucket_bytes = tr.grad_bucket_bytes.value
+    if zero is None:
+        zero = 1 if tr.distributed_optimizer and fsdp is False else 0
     zero = non_negative_int(zero, "zero")
     if fsdp is True and zero not in (0, 3):
         raise ConfigError(f"fsdp shards parameters, gradients and optimizer state (ZeRO-3); zero={zero} "
@@ -327,7 +347,7 @@ def build_train_job(
         parallel=par, schedule=schedule, recompute=recompute, zero=zero, fsdp=fsdp,
         recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
         offload_optimizer=offload_optimizer, offload_params=offload_params,
-        overlap_grad_reduce=overlap_grad_reduce, execution=execution, pool=pool,
+        overlap_grad_reduce=overlap_grad_reduce, execution=execution, pool=pool, engine=prof,
     )
     if grad_bucket_bytes is not None:
         kwargs["grad_bucket_bytes"] = grad_bucket_bytes
@@ -355,10 +375,13 @@ def estimate_train_step(
     ``cluster`` is a shorthand such as ``"2xH200-SXM"``, a YAML path or a ``ClusterSpec``;
     ``parallel`` a ``ParallelConfig``, ``TrainParallel``, dict or None (the keyword degrees
     override it; ``dp`` defaults to the GPUs left over). ``global_batch`` is in sequences;
-    gradient accumulation is ``global_batch / (micro_batch * dp)``. ``execution="eager"``
-    (default) bounds every kernel sequence by the host's dispatch cost (PyTorch eager, see
+    gradient accumulation is ``global_batch / (micro_batch * dp)``. ``engine`` (an option,
+    default ``megatron``): the training software's profile (``fleetsim specs engines``), whose
+    norm kernels, launch mode, gradient buckets and overlap, distributed optimizer and
+    compute slowdown under overlapped communication price the step. ``execution="eager"``
+    bounds every kernel sequence by the host's dispatch cost (PyTorch eager, see
     ``fleetsim.sim.training.dispatch``); ``"graph"`` prices CUDA-graph/compiled execution
-    with no per-kernel host work. ``options`` are ``build_train_job``'s keywords (recompute,
+    with no per-kernel host work (None: the profile's). ``options`` are ``build_train_job``'s keywords (recompute,
     zero, fsdp, schedule, dtype, the parallel degrees, precision, attention, execution, ...)
     with its defaults. Raises ``ConfigError`` for layouts that do not divide and
     ``InfeasibleError`` (with the breakdown) when the step does not fit in memory.

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from fleetsim.hardware.errors import FleetsimError, ProfileError
-from fleetsim.sim.training.step import COMM_SLOWDOWN, simulate_step, stage_memories
+from fleetsim.sim.training.step import simulate_step, stage_memories
 from fleetsim.training import TrainEstimate, build_train_job, estimate_train_step
 from fleetsim.validation_data import VALIDATION_ROOT, read_table
 
@@ -57,6 +57,8 @@ TIME_TARGET_OURS = 0.10
 MEMORY_TARGET = 0.10
 GPU_BOUND_SHARE = 0.9
 """A measured step is GPU-bound when its summed kernel time is at least this share of it."""
+HARNESS_ENGINE = "torch-eager"
+"""The training profile of the calibration harness's own training runs (plain PyTorch DDP)."""
 DDP_BUCKET_BYTES = 25.0 * 2**20
 """PyTorch DDP's default gradient bucket (``bucket_cap_mb=25``)."""
 
@@ -209,12 +211,12 @@ def _read_training(path: Path) -> pd.DataFrame:
 
 
 def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_factor: float | None = None,
-             comm_slowdown: float = COMM_SLOWDOWN, select: Any = None,
+             comm_slowdown: float | None = None, select: Any = None,
              gpus: set[str] | None = None) -> pd.DataFrame:
     """Rows of our own GPU measurements (device time, step time and peak allocated memory,
     see the module doc); ``cost_model`` overrides the GPU's default (its measured profile
     when there is one); ``kernel_factor`` and ``comm_slowdown`` override the simulator's
-    (for sensitivity and the ``COMM_SLOWDOWN`` fit); ``select`` (gpu name, measured row) ->
+    (None: the harness profile's; for sensitivity and the ``comm_slowdown`` fit); ``select`` (gpu name, measured row) ->
     bool keeps only some rows; ``gpus`` keeps only those GPUs' folders."""
     rows = []
     for path in measured_files(root, gpus):
@@ -246,7 +248,7 @@ def our_rows(root: Path = MEASURED_ROOT, cost_model: Any = None, *, kernel_facto
                         attention=meta.get("attention", "flash"), dropout=bool(meta.get("dropout", False)),
                         grad_dtype=meta.get("grad_dtype", "fp32"), dtype=meta.get("dtype", "bf16"),
                         grad_bucket_bytes=float(meta.get("bucket_bytes", DDP_BUCKET_BYTES)),
-                        execution=execution,
+                        execution=execution, engine=HARNESS_ENGINE,
                     )
                     ests[execution] = TrainEstimate(simulate_step(
                         job, None, cost_model, record=False, check_memory=False,
@@ -290,7 +292,7 @@ def validation_rows(published: Path | None = None, measured_root: Path = MEASURE
 
 
 def is_ddp_fit_row(gpu: str, r: pd.Series) -> bool:
-    """The rows ``COMM_SLOWDOWN`` is fitted on: DDP over two GPUs, the largest (2.7B) model,
+    """The rows the training profiles' ``comm_slowdown`` is fitted on: DDP over two GPUs, the largest (2.7B) model,
     whose steps are GPU-bound at every micro-batch."""
     return int(r["world_size"]) > 1 and int(r["hidden"]) >= 2560
 

@@ -71,6 +71,8 @@ class ReplicaTimer:
     """Tokens of KV cache the replica holds."""
     engines: int = 1
     """Batches in flight at once: the pipeline depth (virtual engines), 1 without PP."""
+    max_replicas: int = 1
+    """Replicas of this layout the pool holds (``sim.serving.feasibility.check_replica``)."""
 
 
 @dataclass(frozen=True)
@@ -192,26 +194,24 @@ def plan_pool(
     gpu: GPUSpec,
     targets: ServingTargets,
     tps: list[int],
-    make_timer: Callable[[GPUSpec, int, int], ReplicaTimer],
+    make_timer: Callable[[PoolSpec, GPUSpec, int, int], ReplicaTimer],
     num_layers: int,
     usd_per_gpu_h: float | None = None,
 ) -> tuple[list[PlanRow], list[Rejected]]:
     """All TP candidates of one pool, each with the smallest pipeline depth that fits;
-    ``usd_per_gpu_h`` prices a GPU-hour (default: the GPU's catalog price)."""
+    ``usd_per_gpu_h`` prices a GPU-hour (default: the GPU's catalog price). ``make_timer``
+    raises ``InfeasibleError`` for a layout that does not fit (the shared feasibility check),
+    and a deeper pipeline is tried."""
     rows: list[PlanRow] = []
     rejected: list[Rejected] = []
     if usd_per_gpu_h is None:
         usd_per_gpu_h = gpu.price_per_hour_usd
-    per_node = pool.gpus_per_node or pool.node.gpus_per_node
     for tp in tps:
-        if tp > per_node:
-            rejected.append(Rejected(gpu.name, tp, f"TP {tp} exceeds {per_node} GPU{'' if per_node == 1 else 's'} per node"))
-            continue
         timer: ReplicaTimer | None = None
         why: Rejected | None = None
         for pp in pipeline_depths(pool.gpus, tp, num_layers):
             try:
-                timer = make_timer(gpu, tp, pp)
+                timer = make_timer(pool, gpu, tp, pp)
                 break
             except InfeasibleError as exc:
                 why = Rejected(gpu.name, tp, exc.reason, pp)  # try a deeper pipeline
@@ -228,7 +228,7 @@ def plan_pool(
             rejected.append(Rejected(gpu.name, tp, sized, pp))
             continue
         b, p, d, ttft, tpot, x = sized
-        replicas = pool.gpus // (tp * pp) if pp > 1 else (per_node // tp) * pool.num_nodes
+        replicas = timer.max_replicas
         needed = math.ceil(targets.rate_rps / x) if targets.rate_rps else None
         used = replicas if needed is None else min(replicas, needed)
         gpus_used = used * tp * pp
@@ -280,7 +280,7 @@ def first_plan(
     num_heads: int,
     num_kv_heads: int,
     targets: ServingTargets,
-    make_timer: Callable[[GPUSpec, int, int], ReplicaTimer],
+    make_timer: Callable[[PoolSpec, GPUSpec, int, int], ReplicaTimer],
     num_layers: int,
 ) -> FirstPlan:
     """Plan every pool of ``cluster``; ``gpus`` maps each pool's GPU name to its spec."""

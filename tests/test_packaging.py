@@ -56,12 +56,16 @@ def test_subpackages_and_data_are_in_the_wheel(wheel_names: list[str]) -> None:
 def test_every_data_file_is_in_the_wheel(wheel_names: list[str]) -> None:
     """Each file under the data folders the code reads ships, whatever its extension or depth."""
     data = {"hardware": ["catalog"], "workloads": ["catalog", "defaults"],
-            "calibration": ["profiles", "validation"]}
+            "calibration": ["profiles", "validation", "engines"]}
     names = set(wheel_names)
     expected = [f"fleetsim/{pkg}/{p.relative_to(ROOT / pkg).as_posix()}"
                 for pkg, subs in data.items() for sub in subs
                 for p in sorted((ROOT / pkg / sub).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
     assert len(expected) > 100
+    engines = [n for n in expected if n.startswith("fleetsim/calibration/engines/")]
+    for role, name in (("serving", "vllm"), ("training", "megatron")):
+        assert f"fleetsim/calibration/engines/{role}/{name}.yaml" in engines, (role, name)
+    expected.append("fleetsim/calibration/intervals.csv")
     missing = [n for n in expected if n not in names]
     assert not missing, missing[:10]
 
@@ -124,10 +128,14 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
 
     plan = _run(fleetsim, ["plan", "--model", "llama-3.1-8b", "--cluster", "1xH100"], work, env)
     assert plan.returncode == 0, plan.stderr[-2000:]
-    assert "Serving plan for llama-3.1-8b" in plan.stdout
+    assert "Serving plan for llama-3.1-8b" in plan.stdout and "engine profile: vllm" in plan.stdout
     assert any(line.split()[:2] == ["1", "H100-SXM"] for line in plan.stdout.splitlines())
     # the shipped H100 profile is found: operator costs are not all roofline
     assert "operator costs on H100-SXM: measured" in plan.stdout and "measured 0%" not in plan.stdout
     specs = _run(fleetsim, ["specs", "gpus"], work, env)
     assert specs.returncode == 0, specs.stderr[-2000:]
     assert "H100-SXM" in specs.stdout and "H200-SXM" in specs.stdout
+    engines = _run(fleetsim, ["specs", "engines"], work, env)
+    assert engines.returncode == 0, engines.stderr[-2000:]
+    rows = {tuple(line.split()[:2]) for line in engines.stdout.splitlines()}
+    assert {("serving", "vllm"), ("training", "megatron"), ("training", "torch-eager")} <= rows

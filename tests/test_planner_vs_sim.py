@@ -33,9 +33,13 @@ def test_plan_throughput_and_tpot_match_simulation(model: str, cluster: str, isl
 def test_pipeline_parallel_plan_is_an_optimistic_bound_of_the_simulation() -> None:
     """With PP the plan assumes the virtual engines keep every stage busy; in the simulator
     chunked prefills make engines' iterations unequal, stages wait on each other and the
-    replica delivers less (about 20 % here). The plan stays an upper bound."""
+    replica delivers less (about 20 % here). The plan stays an upper bound.
+
+    TPOT target 70 ms: under the vllm profile one sequence of the tp=1 pp=2 replica already
+    takes 61.7 ms per token (a mixed iteration with its chunked prefill), so the former 60 ms
+    target left no pp=2 row; at 70 ms the pp=2 batch (22) is bounded by its KV cache."""
     isl, osl = 1024, 256
-    plan = fleetsim.plan_serving("llama-3.1-70b", "2x2xH100", isl=isl, osl=osl, tpot_s=0.06)
+    plan = fleetsim.plan_serving("llama-3.1-70b", "2x2xH100", isl=isl, osl=osl, tpot_s=0.07)
     row = next(r for r in plan.rows if r.pp == 2)
     assert row.tp == 1 and row.gpus_used == 4 and row.replicas == 2
     wl = f"closed:clients={row.batch},think=0,isl={isl},osl={osl},ramp={osl * row.tpot_s}"

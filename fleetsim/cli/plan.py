@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tpot-s", type=positive_float, default=None, help="time-per-output-token target (s)")
     p.add_argument("--dtype", default="bf16", help="weight/compute dtype (bf16, fp8)")
     p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: same as --dtype)")
+    p.add_argument("--engine", default="vllm", metavar="NAME|YAML",
+                   help="serving engine profile (fleetsim specs engines) or a profile YAML (default vllm)")
     p.add_argument("--top", type=positive_int, default=10, help="rows to show")
     p.set_defaults(func=run)
 
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         tpot_s=args.tpot_s,
         dtype=args.dtype,
         kv_dtype=args.kv_dtype,
+        engine=args.engine,
     )
     print(plan.headline())
     print()

@@ -57,7 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=positive_int, default=None,
                    help="tokens per sequence (default: 2048, or the model's context if shorter)")
     p.add_argument("--recompute", choices=("none", "selective", "full"), default="none")
-    p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0)
+    p.add_argument("--engine", default="megatron", metavar="NAME|YAML",
+                   help="training engine profile (fleetsim specs engines) or a profile YAML (default megatron)")
+    p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=None,
+                   help="ZeRO stage (default: 1 when the engine runs a distributed optimizer, else 0)")
     p.add_argument("--fsdp", action="store_true", help="PyTorch FSDP full sharding (ZeRO-3 data flow)")
     p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None,
                    help="pipeline schedule (default 1f1b, or interleaved when --vpp > 1)")
@@ -65,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("mixed", "amp"), default="mixed",
                    help="mixed: 16-bit weights + fp32 master (18 B/param); amp: fp32 weights (16 B/param)")
     p.add_argument("--attention", choices=("flash", "eager"), default="flash")
-    p.add_argument("--execution", choices=("eager", "graph"), default="eager",
-                   help="eager: host dispatch cost per kernel (PyTorch default); graph: CUDA graphs/compiled")
+    p.add_argument("--execution", choices=("eager", "graph"), default=None,
+                   help="eager: host dispatch cost per kernel; graph: CUDA graphs/compiled (default: the engine's)")
     p.add_argument("--dropout", action="store_true", help="store dropout masks (GPT-2/Megatron GPT)")
     p.add_argument("--offload", choices=OFFLOAD, default="none",
                    help="offload optimizer state to cpu or nvme (ZeRO-Offload/Infinity)")
@@ -89,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, tp=args.tp, pp=args.pp, dp=args.dp, cp=args.cp, ep=args.ep, vpp=args.vpp,
         sequence_parallel=args.sp, placement=args.placement, offload_optimizer=_offload(args.offload),
         offload_params=_offload(args.offload_params), precision=args.precision, attention=args.attention,
-        dropout=args.dropout, execution=args.execution, record_timeline=args.out is not None,
+        dropout=args.dropout, execution=args.execution, engine=args.engine, record_timeline=args.out is not None,
     )
     job = est.job
     par = job.parallel
-    print(f"{job.model.name} on {job.cluster.name}: tp={par.tp} cp={par.cp} pp={par.pp} dp={par.dp} "
+    print(f"{job.model.name} on {job.cluster.name} (engine {job.engine.name}, {job.execution}): tp={par.tp} cp={par.cp} pp={par.pp} dp={par.dp} "
           f"ep={par.ep} vpp={par.vpp} sp={par.sequence_parallel} schedule={job.schedule} seq_len={job.seq_len} "
           f"recompute={job.recompute} zero={job.zero_stage}{' (fsdp)' if job.fsdp else ''}")
     summary = est.summary(args.tokens)

@@ -1,11 +1,10 @@
 """A serving cluster: replicas placed on the cluster's pools, a router, admission control,
 optional prefill/decode disaggregation, and the arrival process - all in one SimPy run.
 
-Placement: replicas of a pool entry take consecutive GPUs of their pool; a replica's
-``tp * pp`` GPUs must sit in one node (tensor parallelism needs the scale-up link).
-KV capacity per replica: ``workloads.memory.memory_breakdown`` (GPU memory times
-``gpu_memory_utilization`` minus weights minus the activation peak of a
-``max_num_batched_tokens`` step) divided into blocks; with ``pp`` stages the replica runs
+Placement and KV capacity per replica: ``sim.serving.feasibility.check_replica`` (the
+planner calls the same function): replicas of a pool entry take consecutive GPUs of one
+node, or whole nodes when ``tp * pp`` exceeds one; the KV cache fills what weights and
+activations leave, in blocks. With ``pp`` stages the replica runs
 ``pp`` virtual engines (vLLM's pipeline scheduling), each with ``1/pp`` of the blocks and
 its own scheduler, so up to ``pp`` micro-batches are in flight. Each stage is a SimPy
 resource shared by the virtual engines: an iteration holds stage 0 for its stage-0 time,
@@ -26,20 +25,23 @@ from fleetsim.calibration import get_cost_model
 from fleetsim.hardware.catalog import get_gpu, get_link
 from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
-from fleetsim.hardware.specs import ClusterSpec, GPUSpec, PoolSpec
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
 from fleetsim.sim.serving.disagg import TransferLink
 from fleetsim.sim.serving.engine import Engine, SeqState
+from fleetsim.sim.serving.feasibility import (
+    check_replica,
+    gpus_per_node,
+    kv_blocks_for,
+    place_replicas,
+)
 from fleetsim.sim.serving.reqlog import RequestLog
 from fleetsim.sim.serving.router import make_router
 from fleetsim.sim.serving.steptime import GraphStepTimer, StepTimer
-from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.parallel import ParallelConfig
 from fleetsim.workloads.requests import Request, RequestStream
 from simpy.core import URGENT
-
-GiB = 2.0**30
 
 
 @dataclass
@@ -65,32 +67,6 @@ def _pool_index(cluster: ClusterSpec, gpu: str | None) -> int:
             return i
     have = ", ".join(sorted({p.node.gpu for p in cluster.pools}))
     raise ConfigError(f"deployment asks for GPU {gpu!r}; the cluster has {have}")
-
-
-def _gpus_per_node(pool: PoolSpec) -> int:
-    return pool.gpus_per_node or pool.node.gpus_per_node
-
-
-def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: EngineConfig) -> int:
-    """KV blocks one replica holds (raises ``InfeasibleError`` when weights do not fit)."""
-    sch = eng.scheduler
-    tokens = sch.max_num_batched_tokens if sch.kind == "vllm" else 8192
-    mb = memory_breakdown(model, gpu, par, eng.dtype, eng.kv_dtype, eng.gpu_memory_utilization,
-                          tokens)
-    if eng.activation_reserve_bytes is not None:
-        kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes
-        if kv_bytes < mb.kv_bytes_per_token * eng.block_size:
-            raise InfeasibleError(
-                f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: no room for KV cache after "
-                f"{mb.weight_bytes / GiB:.1f} GiB weights + {eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
-        tokens_kv = int(kv_bytes // mb.kv_bytes_per_token)
-    else:
-        tokens_kv = mb.max_kv_tokens
-    blocks = tokens_kv // eng.block_size
-    if blocks < 1:
-        raise InfeasibleError(f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: KV cache "
-                              f"holds {tokens_kv} tokens, less than one block of {eng.block_size}")
-    return blocks
 
 
 def smallest_tp(model: ModelSpec, gpu: GPUSpec, max_tp: int, eng: EngineConfig) -> int:
@@ -121,7 +97,7 @@ def default_deployment(model: ModelSpec, cluster: ClusterSpec, engine: EngineCon
     for i, pool in enumerate(cluster.pools):
         gpu = get_gpu(pool.node.gpu)
         try:
-            tp = smallest_tp(model, gpu, _gpus_per_node(pool), eng)
+            tp = smallest_tp(model, gpu, gpus_per_node(pool), eng)
         except InfeasibleError as e:  # skip a GPU type the model cannot use
             errors.append(e)
             continue
@@ -146,26 +122,20 @@ def plan_replicas(model: ModelSpec, cluster: ClusterSpec, dep: Deployment) -> li
             pi = _pool_index(cluster, entry.gpu)
         pool = cluster.pools[pi]
         gpu = get_gpu(pool.node.gpu)
-        per_node = _gpus_per_node(pool)
-        size = entry.tp * entry.pp
-        if size > per_node:
-            raise InfeasibleError(f"replica of tp={entry.tp} x pp={entry.pp} = {size} GPUs does not fit "
-                                  f"a node of {per_node} {gpu.name}")
         par = ParallelConfig(tp=entry.tp, pp=entry.pp, ep=entry.ep)
-        par.validate_for(model)
-        blocks = kv_blocks_for(model, gpu, par, entry.engine)
-        per_tok = kv_cache_bytes_per_token(model, par, entry.engine.kv_dtype)
-        slots_per_node = per_node // size
-        free_slots = pool.num_nodes * slots_per_node - used[pi]
-        n = entry.replicas if entry.replicas is not None else free_slots
-        if n > free_slots or n < 1:
+        fit = check_replica(model, pool, gpu, par, entry.engine)
+        starts = place_replicas(pool, entry.tp, entry.pp, used[pi])
+        size = entry.tp * entry.pp
+        n = entry.replicas if entry.replicas is not None else len(starts)
+        if n > len(starts) or n < 1:
+            left = pool.gpus - used[pi]
             raise InfeasibleError(f"{plural(n, 'replica')} of {size} {gpu.name} need "
-                                  f"{plural(n * size, 'GPU')}; pool has {free_slots * size} left of {pool.gpus}")
-        for _ in range(n):
-            slot = used[pi]
-            used[pi] += 1
-            plans.append(ReplicaPlan(len(plans), pi, slot // slots_per_node, gpu, entry, par, blocks,
-                                     per_tok))
+                                  f"{plural(n * size, 'GPU')}; pool has {left} left of {pool.gpus}")
+        per_node = gpus_per_node(pool)
+        for start in starts[:n]:
+            used[pi] = start + size
+            plans.append(ReplicaPlan(len(plans), pi, start // per_node, gpu, entry, par, fit.kv_blocks,
+                                     fit.kv_bytes_per_token_gpu))
     return plans
 
 

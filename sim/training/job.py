@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from fleetsim.calibration.engines import EngineProfile, get_engine
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import ClusterSpec
 from fleetsim.workloads.models import ModelSpec
@@ -102,6 +103,10 @@ class TrainJob(_Strict):
     (``dispatch.py``), so small kernels can leave the GPU waiting; ``graph``: CUDA graphs or
     a compiled step (no per-kernel host work)."""
     pool: int = Field(0, ge=0, description="index of the cluster pool that runs the job")
+    engine: EngineProfile = Field(default_factory=lambda: get_engine("megatron", "training"))
+    """The training software (a ``role: training`` profile): its norm kernels, its compute
+    slowdown under overlapped data-parallel communication. ``build_train_job`` also takes its
+    execution, gradient buckets, overlap and distributed optimizer as the job's defaults."""
 
     @property
     def zero_stage(self) -> int:
@@ -199,6 +204,12 @@ def validate_job(job: TrainJob) -> None:
             raise ConfigError(f"offload of {what} to 'nvme' but node {node.name!r} has no NVMe (nvme_bytes=0)")
     if job.offload_params is not None and job.zero_stage < 3:
         raise ConfigError(f"offload_params={job.offload_params!r} needs zero=3 or fsdp, got zero={job.zero}")
+    if job.engine.role != "training":
+        raise ConfigError(f"engine {job.engine.name!r} is a {job.engine.role} profile; a training job needs "
+                          "a role: training profile (fleetsim specs engines)")
+    if m.is_moe and not job.engine.kernels.supports_moe:
+        raise ConfigError(f"engine {job.engine.name!r} does not support mixture-of-experts models "
+                          f"({m.name} has {m.num_experts} experts; kernels.supports_moe is false)")
 
 
 def chunk_layers(job: TrainJob) -> list[list[range]]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.specs import GPUSpec
 from fleetsim.workloads.graph_training import (
@@ -108,6 +109,17 @@ class Kernels:
     @property
     def count(self) -> int:
         return int(self.kernels.sum())
+
+
+def norm_forward_kernels(engine: EngineProfile, amp: bool) -> int:
+    """Kernels one forward norm launches: the profile's ``norm_kernels`` when it runs the norm
+    as separate ops (Hugging Face's fp32 RMSNorm: casts included), else one fused kernel
+    (Transformer Engine's LayerNormLinear and Apex/Inductor norms launch one), plus the cast
+    of its fp32 output to the GEMM dtype under autocast."""
+    k = engine.kernels
+    if k.norm == "separate":
+        return k.norm_kernels
+    return 1 + (dsp.AMP_NORM_CASTS if amp else 0)
 
 
 class LayerCoster:
@@ -213,7 +225,7 @@ class LayerCoster:
         job, m = self.job, self.job.model
         g = self._graph(kind, local)
         amp = self.amp
-        norm_f = 1 + (dsp.AMP_NORM_CASTS if amp else 0)
+        norm_f = norm_forward_kernels(job.engine, amp)
         norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
         pf = self._entries(g.forward, g.groups, 0.0, False, norm_f)
         pb = self._entries(g.backward, g.groups, pf.attn_s, True, norm_b)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.launch import Dispatch, from_kernels
 from fleetsim.calibration.ops import ElementwiseOp, MemcpyOp
 from fleetsim.hardware.specs import GPUSpec
@@ -36,18 +37,18 @@ from .schedule import max_in_flight, stage_orders
 
 MAX_UNITS_PER_CHUNK = 16
 """Layers of a chunk are grouped into at most this many units (gather/bucket granularity)."""
-COMM_SLOWDOWN = 0.371
-"""Compute slowdown while a data-parallel communication kernel overlaps it: compute runs at
-``1 / (1 + COMM_SLOWDOWN)`` of its speed for the duration of the collective. FITTED
-(``fleetsim.training_validate.fit_comm_slowdown``): the geometric mean of measured/predicted
-step time is 1 over the 8 rows of PyTorch DDP on two H200s (NVLink) with the 2.7B model
-(``calibration/validation/H200-SXM/training.csv``, world_size 2, re-measured 2026-11-22);
-the 1.3B and 350M DDP rows are held out. The value is close to the share of SMs NCCL's
-blocks take (~0.3); it was 2.48 when kernels were priced with a fitted sustained-clock
-factor and the LM head's align-1 GEMMs were mispriced (docs/training.md). Fitted on NVLink
-DDP only; it is applied to every overlapped DP/ZeRO collective, unvalidated elsewhere."""
 HOST_MEMORY_TIER = "DDR5-host"
 """Memory tier whose bandwidth prices the CPU optimizer step under ZeRO-Offload."""
+
+
+def comm_slowdown_of(engine: EngineProfile) -> float:
+    """Compute slowdown while a data-parallel collective overlaps it: compute runs at
+    ``1 / (1 + s)`` of its speed for the collective's duration (NCCL's blocks share the SMs
+    and HBM). The profile's fitted ``training.comm_slowdown`` (its fit data named there), 0
+    when the profile gives none."""
+    assert engine.training is not None
+    fitted = engine.training.comm_slowdown
+    return 0.0 if fitted is None else fitted.value
 
 
 @dataclass
@@ -226,7 +227,7 @@ def stage_memories(job: TrainJob) -> list[MemoryBreakdown]:
 
 def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *,
                   record: bool = True, check_memory: bool = True,
-                  comm_slowdown: float = COMM_SLOWDOWN,
+                  comm_slowdown: float | None = None,
                   kernel_factor: float | None = None) -> StepResult:
     """Simulate one optimizer step of ``job`` (see module doc). Kernel times are the cost
     model's (burst) times: the profile's 10-second sustained-load slowdown
@@ -236,9 +237,13 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     step's backward GEMMs ran at 1.07x and its forward GEMMs (bias epilogue) at 1.16x their
     burst prices, and over all 71 measured single-GPU and DDP rows the summed kernel time is
     predicted within 6% (mean) from burst prices, against 15-21% too slow with the sustained
-    ratios. ``kernel_factor`` scales every kernel uniformly (sensitivity studies)."""
+    ratios. ``kernel_factor`` scales every kernel uniformly (sensitivity studies).
+    ``comm_slowdown``: compute slowdown under an overlapped data-parallel collective (None:
+    the job's engine profile's ``training.comm_slowdown``, see ``comm_slowdown_of``)."""
     validate_job(job)
     gpu, cost = _default_gpu_and_cost(job, gpu, cost)
+    if comm_slowdown is None:
+        comm_slowdown = comm_slowdown_of(job.engine)
     par = job.parallel
     m_mb = job.grad_accum
     orders = stage_orders(job.schedule, par.pp, m_mb, par.vpp)

@@ -1,0 +1,122 @@
+"""Whether a serving replica layout runs on a pool, and what it holds: the one owner of it.
+
+The planner (``fleetsim.planning``) and the simulator's deployment builder
+(``sim.serving.cluster.plan_replicas``, ``default_deployment``) both call ``check_replica``,
+so a layout one accepts the other accepts. The rules:
+
+* placement: a tensor-parallel group needs the scale-up link, so ``tp`` GPUs sit in one
+  node; a replica of ``tp * pp`` GPUs up to one node takes consecutive GPUs of one node, a
+  larger one takes whole nodes (``tp * pp`` a multiple of the node size, pipeline stages
+  split across them, the stage-to-stage sends over the scale-out link);
+* memory: ``workloads.memory.memory_breakdown`` on the tightest stage (GPU memory times
+  ``gpu_memory_utilization``, minus weights, minus the activation peak of a
+  ``max_num_batched_tokens`` step or the engine's ``activation_reserve_bytes``), and the
+  KV cache that fills the rest must hold at least one block of ``block_size`` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleetsim.hardware.checks import plural
+from fleetsim.hardware.errors import InfeasibleError
+from fleetsim.hardware.specs import GPUSpec, PoolSpec
+from fleetsim.sim.serving.config import EngineConfig
+from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
+from fleetsim.workloads.models import ModelSpec
+from fleetsim.workloads.parallel import ParallelConfig
+
+GiB = 2.0**30
+
+__all__ = ["ReplicaFit", "check_replica", "gpus_per_node", "kv_blocks_for", "place_replicas"]
+
+
+@dataclass(frozen=True)
+class ReplicaFit:
+    """A layout that runs: its KV cache (blocks of the engine's ``block_size``, and bytes
+    per token on one GPU), the nodes one replica spans and how many replicas the pool holds."""
+
+    parallel: ParallelConfig
+    kv_blocks: int
+    block_size: int
+    kv_bytes_per_token_gpu: float
+    nodes_per_replica: int
+    max_replicas: int
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.kv_blocks * self.block_size
+
+
+def gpus_per_node(pool: PoolSpec) -> int:
+    return pool.gpus_per_node or pool.node.gpus_per_node
+
+
+def _nodes_per_replica(tp: int, pp: int, per_node: int, gpu: str) -> int:
+    """Nodes one replica spans (1 when it fits in one), or ``InfeasibleError``."""
+    if tp > per_node:
+        raise InfeasibleError(f"tp={tp} exceeds {plural(per_node, 'GPU')} per node of {gpu} "
+                              "(a tensor-parallel group needs the scale-up link)")
+    size = tp * pp
+    if size <= per_node:
+        return 1
+    if size % per_node:
+        raise InfeasibleError(f"replica of tp={tp} x pp={pp} = {size} GPUs spans nodes of {per_node} {gpu} "
+                              f"without filling them (a multi-node replica takes whole nodes)")
+    return size // per_node
+
+
+def place_replicas(pool: PoolSpec, tp: int, pp: int, gpus_used: int = 0) -> list[int]:
+    """First GPU index of every replica of ``tp x pp`` that fits in ``pool`` after its first
+    ``gpus_used`` GPUs: consecutive GPUs of one node, or whole nodes for a larger replica."""
+    per_node = gpus_per_node(pool)
+    span = _nodes_per_replica(tp, pp, per_node, pool.node.gpu)
+    size = tp * pp
+    total = per_node * pool.num_nodes
+    starts: list[int] = []
+    at = gpus_used
+    while True:
+        if span > 1 and at % per_node:
+            at += per_node - at % per_node  # a multi-node replica starts on a node boundary
+        elif span == 1 and at % per_node + size > per_node:
+            at += per_node - at % per_node  # do not straddle two nodes
+        if at + size > total:
+            return starts
+        starts.append(at)
+        at += size
+
+
+def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: EngineConfig) -> int:
+    """KV blocks one replica holds (``InfeasibleError`` when the weights leave no block)."""
+    sch = eng.scheduler
+    tokens = sch.max_num_batched_tokens if sch.kind == "vllm" else 8192
+    mb = memory_breakdown(model, gpu, par, eng.dtype, eng.kv_dtype, eng.gpu_memory_utilization, tokens)
+    if eng.activation_reserve_bytes is not None:
+        kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes
+        if kv_bytes < mb.kv_bytes_per_token * eng.block_size:
+            raise InfeasibleError(
+                f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: no room for KV cache after "
+                f"{mb.weight_bytes / GiB:.1f} GiB weights + {eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
+        tokens_kv = int(kv_bytes // mb.kv_bytes_per_token)
+    else:
+        tokens_kv = mb.max_kv_tokens
+    blocks = tokens_kv // eng.block_size
+    if blocks < 1:
+        raise InfeasibleError(f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: KV cache "
+                              f"holds {tokens_kv} tokens, less than one block of {eng.block_size}")
+    return blocks
+
+
+def check_replica(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, par: ParallelConfig,
+                  eng: EngineConfig) -> ReplicaFit:
+    """The layout ``par`` of ``model`` on ``pool`` under ``eng``, or ``InfeasibleError``
+    (``ConfigError`` when ``par`` does not divide the model) naming why."""
+    par.validate_for(model)
+    span = _nodes_per_replica(par.tp, par.pp, gpus_per_node(pool), gpu.name)
+    blocks = kv_blocks_for(model, gpu, par, eng)
+    n = len(place_replicas(pool, par.tp, par.pp))
+    if n < 1:
+        raise InfeasibleError(f"replica of tp={par.tp} x pp={par.pp} = {par.tp * par.pp} GPUs does not fit "
+                              f"a pool of {pool.gpus} {gpu.name}")
+    per_tok = kv_cache_bytes_per_token(model, par, eng.kv_dtype)
+    return ReplicaFit(par, blocks, eng.block_size, per_tok, span, n)
