@@ -99,7 +99,8 @@ def validation_line(exc: Any, what: str) -> str:
     errs = exc.errors()
     if not errs:
         return f"{what}: invalid"
-    err = errs[0]
+    # an unknown key first: a misspelt key also shows up as the missing key it was meant to be
+    err = next((e for e in errs if e.get("type") == "extra_forbidden"), errs[0])
     loc = ".".join(str(p) for p in err.get("loc", ()))
     kind = err.get("type", "")
     if kind == "extra_forbidden":

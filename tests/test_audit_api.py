@@ -458,3 +458,8 @@ def test_builtin_workload_without_a_count_draws_the_default() -> None:
 
     res = simulate_serving("gpt2", "1xH100", "poisson:rate=50,isl=32,osl=4", seed=3)
     assert res.summary["num_requests"] == DEFAULT_NUM_REQUESTS
+
+
+def test_a_misspelt_key_is_named_not_the_missing_one() -> None:
+    with pytest.raises(FleetsimError, match="unknown key 'foo'"):
+        simulate_serving("gpt2", "1xH100", "azure-conv", deployment={"foo": 1}, num_requests=5)

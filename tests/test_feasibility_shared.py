@@ -132,3 +132,26 @@ def test_planner_iterations_are_the_simulators(model: str, cluster: str, tp: int
         batch = [Seq(1, c)] * b + [Seq(512, 0)] * (k // 512) + ([Seq(k % 512, 0)] if k % 512 else [])
         assert timer.iteration_s(b, c, k) == pytest.approx(sim.direct_time(batch), rel=1e-9)
     assert timer.kv_capacity_tokens == check_replica(spec, pool, gpu, ParallelConfig(tp=tp, pp=pp), eng).kv_tokens
+
+
+def test_draft_model_weights_and_kv_come_off_the_target_kv_cache() -> None:
+    """A draft model's weights take free memory and its own KV rides on every block: the
+    target's blocks fall from B0 to (B0 * 16 * kv_t - W_d) / (16 * (kv_t + kv_d)) (hand form)."""
+    from fleetsim.hardware.catalog import get_gpu
+    from fleetsim.sim.serving.config import EngineConfig, SpecDecode
+    from fleetsim.sim.serving.feasibility import kv_blocks_for
+    from fleetsim.workloads.memory import kv_cache_bytes_per_token, weight_bytes
+    from fleetsim.workloads.models import load_model
+    from fleetsim.workloads.parallel import ParallelConfig
+
+    target, draft = load_model("llama-3.1-8b"), load_model("llama-3.2-1b")
+    gpu, par = get_gpu("H100"), ParallelConfig()
+    plain = kv_blocks_for(target, gpu, par, EngineConfig())
+    spec = EngineConfig(spec_decode=SpecDecode(method="draft", draft_model="llama-3.2-1b"))
+    with_draft = kv_blocks_for(target, gpu, par, spec)
+    kv_t, kv_d = kv_cache_bytes_per_token(target, par), kv_cache_bytes_per_token(draft, par)
+    expected = (plain * 16 * kv_t - weight_bytes(draft, par)) / (16 * (kv_t + kv_d))
+    assert abs(with_draft - expected) <= 1.0
+    assert with_draft < plain
+    ngram = EngineConfig(spec_decode=SpecDecode(method="ngram"))
+    assert kv_blocks_for(target, gpu, par, ngram) == plain

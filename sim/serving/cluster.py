@@ -30,6 +30,7 @@ from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
 from fleetsim.sim.serving.disagg import TransferLink
 from fleetsim.sim.serving.engine import Engine, SeqState
 from fleetsim.sim.serving.feasibility import (
+    check_draft,
     check_replica,
     gpus_per_node,
     kv_blocks_for,
@@ -267,15 +268,7 @@ class ServingSimulation:
         spec = plan.entry.engine.spec_decode
         if spec is None or spec.method != "draft":
             return None
-        draft = load_model(spec.draft_model)
-        if abs(draft.vocab_size - self.model.vocab_size) > 0.05 * self.model.vocab_size:  # padding differs a little
-            raise ConfigError(f"spec_decode draft_model {spec.draft_model!r} has a vocabulary of "
-                              f"{draft.vocab_size} tokens, the target {self.model.name!r} {self.model.vocab_size}; "
-                              "a draft must share the target's tokenizer")
-        if draft.params_total() >= self.model.params_total():
-            raise ConfigError(f"spec_decode draft_model {spec.draft_model!r} ({draft.params_total() / 1e9:.3g}B "
-                              f"params) is not smaller than the target {self.model.name!r} "
-                              f"({self.model.params_total() / 1e9:.3g}B)")
+        draft = check_draft(self.model, spec.draft_model)
         par = ParallelConfig(tp=plan.parallel.tp if draft.num_heads % plan.parallel.tp == 0 else 1)
         return GraphStepTimer(draft, plan.gpu, par, get_cost_model(plan.gpu), dtype=plan.entry.engine.dtype,
                               engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0)

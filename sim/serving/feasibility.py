@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fleetsim.hardware.checks import plural
-from fleetsim.hardware.errors import InfeasibleError
+from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import GPUSpec, PoolSpec
 from fleetsim.sim.serving.config import EngineConfig
 from fleetsim.workloads.memory import kv_cache_bytes_per_token, memory_breakdown
@@ -86,18 +86,59 @@ def place_replicas(pool: PoolSpec, tp: int, pp: int, gpus_used: int = 0) -> list
         at += size
 
 
+def check_draft(model: ModelSpec, draft_name: str) -> ModelSpec:
+    """The draft model of speculative decoding for ``model``, or ``ConfigError``: a draft
+    must share the target's tokenizer (vocabularies within 5 %, padding differs) and be
+    smaller than the target."""
+    from fleetsim.workloads.models import load_model
+
+    draft = load_model(draft_name)
+    if abs(draft.vocab_size - model.vocab_size) > 0.05 * model.vocab_size:
+        raise ConfigError(f"spec_decode draft_model {draft_name!r} has a vocabulary of "
+                          f"{draft.vocab_size} tokens, the target {model.name!r} {model.vocab_size}; "
+                          "a draft must share the target's tokenizer")
+    if draft.params_total() >= model.params_total():
+        raise ConfigError(f"spec_decode draft_model {draft_name!r} ({draft.params_total() / 1e9:.3g}B "
+                          f"params) is not smaller than the target {model.name!r} "
+                          f"({model.params_total() / 1e9:.3g}B)")
+    return draft
+
+
+def _draft_bytes(model: ModelSpec, par: ParallelConfig, eng: EngineConfig) -> tuple[float, float]:
+    """(weight bytes, KV bytes per token) a draft model adds on one GPU of the replica: the
+    draft runs beside the target with the same tensor-parallel degree (vLLM's default), its
+    weights sharded over ``tp`` and its own KV cache kept for every token the target holds
+    (both caches have the same number of blocks)."""
+    spec = eng.spec_decode
+    if spec is None or spec.method != "draft" or not spec.draft_model:
+        return 0.0, 0.0
+    from fleetsim.workloads.graph_common import act_dtype
+    from fleetsim.workloads.memory import weight_bytes
+
+    draft = check_draft(model, spec.draft_model)
+    kvd = eng.kv_dtype if eng.kv_dtype is not None else act_dtype(eng.dtype)
+    w = weight_bytes(draft, ParallelConfig(), eng.dtype) / par.tp
+    return w, kv_cache_bytes_per_token(draft, ParallelConfig(), kvd) / par.tp
+
+
 def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: EngineConfig) -> int:
-    """KV blocks one replica holds (``InfeasibleError`` when the weights leave no block)."""
+    """KV blocks one replica holds (``InfeasibleError`` when the weights leave no block).
+    A draft model's weights come off the free memory and its KV rides on every block."""
     sch = eng.scheduler
     tokens = sch.max_num_batched_tokens if sch.kind == "vllm" else 8192
     mb = memory_breakdown(model, gpu, par, eng.dtype, eng.kv_dtype, eng.gpu_memory_utilization, tokens)
+    draft_w, draft_tok = _draft_bytes(model, par, eng)
+    per_tok = mb.kv_bytes_per_token + draft_tok
     if eng.activation_reserve_bytes is not None:
-        kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes
-        if kv_bytes < mb.kv_bytes_per_token * eng.block_size:
+        kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes - draft_w
+        if kv_bytes < per_tok * eng.block_size:
             raise InfeasibleError(
                 f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: no room for KV cache after "
-                f"{mb.weight_bytes / GiB:.1f} GiB weights + {eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
-        tokens_kv = int(kv_bytes // mb.kv_bytes_per_token)
+                f"{(mb.weight_bytes + draft_w) / GiB:.1f} GiB weights + "
+                f"{eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
+        tokens_kv = int(kv_bytes // per_tok)
+    elif draft_w or draft_tok:
+        tokens_kv = int(max(mb.kv_bytes - draft_w, 0.0) // per_tok)
     else:
         tokens_kv = mb.max_kv_tokens
     blocks = tokens_kv // eng.block_size
