@@ -140,12 +140,13 @@ class LayerCoster:
         return training_layer_graph(job.model, kind, local, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
                                     ep=par.ep, sequence_parallel=par.sequence_parallel, dtype=r.dtype,
                                     amp=self.amp, dropout=r.dropout, attention=r.attention,
-                                    recompute=job.recompute)
+                                    recompute=job.recompute, kernels=job.engine.kernels)
 
     def _edges(self) -> TrainingEdgeOps:
         job, par = self.job, self.job.parallel
         return training_edge_ops(job.model, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
-                                 sequence_parallel=par.sequence_parallel, dtype=job.recipe.dtype, amp=self.amp)
+                                 sequence_parallel=par.sequence_parallel, dtype=job.recipe.dtype, amp=self.amp,
+                                 kernels=job.engine.kernels)
 
     def _ew(self, name: str, kernel: str, elements: float, rw_bytes: float, flops: float = 1.0) -> ElementwiseOp:
         e = max(1, int(elements))
