@@ -177,6 +177,11 @@ class Training(_Strict):
     comm_slowdown: Fitted | None = None
     """Compute slowdown while collectives share the SMs and HBM (None: none)."""
     execution: Literal["eager", "graphs"] = "eager"
+    param_dtype: Literal["bf16", "fp32"] = "bf16"
+    """Parameter dtype. ``bf16``: 16-bit weights with fp32 master copies (Megatron mixed
+    precision, recipe ``precision="mixed"``); ``fp32``: fp32 parameters under
+    ``torch.autocast`` (recipe ``precision="amp"``: a bf16 cast of every weight before its
+    GEMM in each forward, fp32 norm and residual traffic, fp32 weight gradients)."""
 
 
 class EngineProfile(_Strict):

@@ -74,3 +74,15 @@ def test_qwen_bias_follows_separate_projections():
     g = training_layer_graph(qwen, "dense", False, 1, 128, amp=True, kernels=HF)
     names = {op.name for op in g.forward}
     assert {"q_bias_cast", "k_bias_cast", "v_bias_cast"} <= names
+
+
+def test_fp32_parameter_profiles_run_autocast_unless_told():
+    from fleetsim.training import build_train_job
+
+    args = ("llama-3.1-8b", "1xH200-SXM")
+    kw = dict(micro_batch=1, global_batch=1, seq_len=512, pp=1)
+    for engine, precision in (("hf-transformers", "amp"), ("torch-compile", "amp"),
+                              ("megatron", "mixed"), ("torch-eager", "mixed")):
+        job = build_train_job(*args, engine=engine, **kw)
+        assert job.recipe.precision == precision, engine
+    assert build_train_job(*args, engine="hf-transformers", precision="mixed", **kw).recipe.precision == "mixed"

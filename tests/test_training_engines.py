@@ -40,12 +40,13 @@ def test_default_is_megatron_and_matches_the_profiles_numbers() -> None:
 
 def test_compiled_profile_is_the_eager_one_without_host_dispatch() -> None:
     """torch-compile differs from torch-eager in launch mode and kernel sequence only (same
-    buckets, slowdown): its step is torch-eager's with its kernels and ``execution='graph'``."""
+    buckets, slowdown) and its fp32 parameters: its step is torch-eager's with its kernels,
+    ``precision='amp'`` and ``execution='graph'``."""
     comp = estimate_train_step(*DDP, engine="torch-compile", **SMALL)
     kernels = get_engine("torch-compile", "training").kernels
     eager_prof = get_engine("torch-eager", "training").model_copy(update={"kernels": kernels})
-    eager_as_graph = estimate_train_step(*DDP, engine=eager_prof, execution="graph", **SMALL)
-    eager = estimate_train_step(*DDP, engine=eager_prof, **SMALL)
+    eager_as_graph = estimate_train_step(*DDP, engine=eager_prof, execution="graph", precision="amp", **SMALL)
+    eager = estimate_train_step(*DDP, engine=eager_prof, precision="amp", **SMALL)
     assert comp.job.execution == "graph"
     assert comp.time_s == pytest.approx(eager_as_graph.time_s, rel=1e-12)
     assert comp.time_s < eager.time_s
