@@ -86,3 +86,29 @@ def test_fp32_parameter_profiles_run_autocast_unless_told():
         job = build_train_job(*args, engine=engine, **kw)
         assert job.recipe.precision == precision, engine
     assert build_train_job(*args, engine="hf-transformers", precision="mixed", **kw).recipe.precision == "mixed"
+
+
+def test_separate_projections_cast_their_shared_input_again(llama):
+    g = training_layer_graph(llama, "dense", False, 1, 256, amp=True, kernels=HF)
+    casts = [op.name for op in g.forward if op.name.endswith("_input_cast")]
+    assert casts == ["k_input_cast", "v_input_cast", "mlp_up_input_cast"]
+    assert {f"{c}_bwd" for c in casts} <= {op.name for op in g.backward}
+    fused = training_layer_graph(llama, "dense", False, 1, 256, amp=True)
+    assert not any(op.name.endswith("_input_cast") for op in fused.forward)
+
+
+def test_split_norms_still_count_their_weights():
+    from fleetsim.sim.training.layer_ops import LayerCoster
+    from fleetsim.sim.training.placement import CollectivePricer
+    from fleetsim.sim.training.step import _default_gpu_and_cost
+
+    from fleetsim.training import build_train_job
+
+    counts = {}
+    for engine in ("hf-transformers", "torch-eager"):
+        job = build_train_job("llama-3.1-8b", "1xH200-SXM", micro_batch=1, global_batch=1, seq_len=256,
+                              engine=engine, pp=1)
+        gpu, cost = _default_gpu_and_cost(job, None, None)
+        lt = LayerCoster(job, gpu, cost, CollectivePricer(job, gpu, cost)).layer("dense", False)
+        counts[engine] = lt.param_tensors
+    assert counts == {"hf-transformers": 7 + 2, "torch-eager": 4 + 2}  # GEMM weights + norm weights

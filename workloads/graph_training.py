@@ -26,7 +26,8 @@ run on ``T/tp`` tokens (Korthikanti et al. 2022).
 * ``attention="eager"`` (cp = 1 only) runs the unfused Megatron core instead of one fused
   kernel: batched ``Q K^T``, scale-mask-softmax, dropout, batched ``P V``.
 * ``amp=True`` (``torch.autocast`` over fp32 parameters) adds the casts it issues: the bf16
-  copy of every weight (and bias) before its GEMM, fp32 norm/residual traffic, the head-merge
+  copy of every weight (and bias) before its GEMM (and of the fp32 input again before each
+  further separate projection reading it, ``SHARED_INPUT``), fp32 norm/residual traffic, the head-merge
   copy of the attention output, and in backward the fp32 casts of weight gradients, bias
   gradient reductions, the copy back and the stacking of dQ, dK, dV.
 
@@ -221,6 +222,12 @@ class _Shapes:
         return ops
 
 
+SHARED_INPUT = {"k": "q", "v": "k", "mlp_up": "mlp_gate", "expert_up": "expert_gate", "shared_up": "shared_gate"}
+"""Separate projections that read the input of the GEMM named beside them (``fused_qkv`` or
+``fused_gate_up`` off): under autocast each call casts the fp32 input to bf16 again (only
+weights are cached), and in backward the input gradient is cast and accumulated again."""
+
+
 def gemm_has_bias(model: ModelSpec, name: str) -> bool:
     """Whether the layer GEMM ``name`` (as ``training_layer_graph`` names it) has a bias."""
     return {"qkv": model.qkv_bias, "q": model.qkv_bias, "k": model.qkv_bias, "v": model.qkv_bias,
@@ -334,12 +341,17 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
     merge_b: list[Op] = []
     stack_b: list[Op] = []
     if amp:
+        gemm_names = {op.name for op in compute if isinstance(op, GemmOp)}
         for op in compute:
             if not isinstance(op, GemmOp):
                 continue
             w = op.n * op.k * op.batch
             casts_f[op.name] = [sh.ew(op.name + "_weight_cast", "residual_add", w, 6.0, 0.0)]
             grads_b[op.name] = [sh.ew(op.name + "_grad_cast", "residual_add", w, 6.0, 0.0)]
+            if SHARED_INPUT.get(op.name) in gemm_names:  # autocast casts the fp32 input again
+                cast = sh.ew(op.name + "_input_cast", "residual_add", op.m * op.k * op.batch, 6.0, 0.0)
+                casts_f[op.name].append(cast)
+                grads_b[op.name] += _backward_of(cast)
             if gemm_has_bias(m, op.name):
                 casts_f[op.name].append(sh.ew(op.name + "_bias_cast", "residual_add", op.n, 6.0, 0.0))
                 grads_b[op.name] = [sh.ew(op.name + "_bias_grad", "residual_add", T * op.n, 2.0, 1.0),
