@@ -102,6 +102,9 @@ class Kernels(_Strict):
     """Further small kernels per layer in a prefill (views that copy, masks, casts)."""
     extra_kernels_decode: Fitted | None = None
     """Further small kernels per layer in a decode step (cache update, position ids)."""
+    extra_kernels_backward: Fitted | None = None
+    """Further small kernels per layer in a training backward (autograd's per-input gradient
+    kernels, casts and layout copies of eager PyTorch that the operator graph does not list)."""
     supports_moe: bool = True
 
 

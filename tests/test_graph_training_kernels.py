@@ -112,3 +112,14 @@ def test_split_norms_still_count_their_weights():
         lt = LayerCoster(job, gpu, cost, CollectivePricer(job, gpu, cost)).layer("dense", False)
         counts[engine] = lt.param_tensors
     assert counts == {"hf-transformers": 7 + 2, "torch-eager": 4 + 2}  # GEMM weights + norm weights
+
+
+def test_extra_backward_kernels_end_the_layer_backward(llama):
+    assert HF.extra_kernels_backward is not None
+    k = round(HF.extra_kernels_backward.value)
+    g = training_layer_graph(llama, "dense", False, 1, 256, kernels=HF)
+    bare = training_layer_graph(llama, "dense", False, 1, 256,
+                                kernels=HF.model_copy(update={"extra_kernels_backward": None}))
+    assert g.backward[: len(bare.backward)] == bare.backward
+    assert [op.name for op in g.backward[len(bare.backward):]] == [f"extra_backward.{i}" for i in range(k)]
+    assert g.forward == bare.forward

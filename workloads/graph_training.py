@@ -49,7 +49,9 @@ keeps that kernel). ``fused_qkv: false``: ``q``/``k``/``v`` GEMMs; ``fused_gate_
 ``mlp_gate``/``mlp_up``; ``norm: separate`` with ``norm_kernels`` > 1 or ``norm_fp32``: the
 norm as that many streaming kernels (fp32 values when upcast); ``rotary_kernels`` > 1 and
 ``activation_kernels`` > 1: that many streaming kernels; ``logits_fp32``: the fp32 upcast of
-the logits. Split kernels are named ``<op>.<i>`` and each has its own backward kernel.
+the logits; ``extra_kernels_backward``: that many further small kernels (over ``T`` values)
+at the end of the layer's backward. Split kernels are named ``<op>.<i>`` and each has its own
+backward kernel.
 """
 
 from __future__ import annotations
@@ -371,6 +373,8 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
         tail = merge_b + core_bwd + ring_bwd + stack_b if op.name == "attn_out" else []
         back_groups.append(_backward_of(op) + grads_b.get(op.name, []) + tail)
     bwd = [op for g in reversed(back_groups) for op in g]
+    if kernels is not None and kernels.extra_kernels_backward is not None:
+        bwd += sh.pieces("extra_backward", T, 1.0, 1.0, sh.act, round(kernels.extra_kernels_backward.value))
     for op in bwd:
         if isinstance(op, CollectiveOp) and op.name not in sh.groups:
             sh.groups[op.name] = sh.groups[op.name[: -len("_bwd")]]
