@@ -10,9 +10,10 @@ prices the same shapes with fleetsim as it stands, without changing any of its m
   ``decode_graph`` (compiled prefills are priced eager: torch.compile's default mode launches
   kernels from the host as eager PyTorch does);
 * training rows: ``fleetsim.estimate_train_step(config, "1xH200-SXM", micro_batch=b,
-  global_batch=b, seq_len=s, execution="eager", recompute="full" if checkpointed else "none")``
-  with the default recipe (bf16 compute over fp32 master weights, fused AdamW), which is the
-  measured one.
+  global_batch=b, seq_len=s, recompute="full" if checkpointed else "none", engine=...)`` with
+  the row's own training profile (``hf-transformers`` for the Trainer rows, ``torch-compile``
+  for the compiled ones): its kernel sequence, launch mode and recipe (fp32 parameters under
+  bf16 autocast, fused AdamW), which is the measured one.
 
 Prints one table row per measurement (measured, predicted, error = predicted / measured - 1)
 and the MAPE per group. Usage: ``python3 benchmarks/engines_gap.py [--dir DIR] [--csv OUT]``.
@@ -62,12 +63,16 @@ def predict_forward(row: pd.Series) -> float:
     return estimate_forward(spec, GPU, batch, graphs=row["mode"] == "decode_graph").time_s
 
 
+TRAIN_ENGINES = {"hf-transformers": "hf-transformers", "torch-compile": "torch-compile"}
+"""Training profile of each ``impl`` of the training CSVs."""
+
+
 def predict_train(row: pd.Series) -> float:
     from fleetsim import estimate_train_step
 
     b, s = int(row["batch"]), int(row["seq_len"])
     est = estimate_train_step(config(row["model"], row["layers"]), f"1x{GPU}", micro_batch=b,
-                              global_batch=b, seq_len=s, execution="eager",
+                              global_batch=b, seq_len=s, engine=TRAIN_ENGINES[str(row["impl"])],
                               recompute="full" if int(row["gradient_checkpointing"]) else "none",
                               record_timeline=False)
     return est.time_s

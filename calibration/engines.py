@@ -102,6 +102,9 @@ class Kernels(_Strict):
     """Further small kernels per layer in a prefill (views that copy, masks, casts)."""
     extra_kernels_decode: Fitted | None = None
     """Further small kernels per layer in a decode step (cache update, position ids)."""
+    extra_kernels_backward: Fitted | None = None
+    """Further small kernels per layer in a training backward (autograd's per-input gradient
+    kernels, casts and layout copies of eager PyTorch that the operator graph does not list)."""
     supports_moe: bool = True
 
 
@@ -177,6 +180,11 @@ class Training(_Strict):
     comm_slowdown: Fitted | None = None
     """Compute slowdown while collectives share the SMs and HBM (None: none)."""
     execution: Literal["eager", "graphs"] = "eager"
+    param_dtype: Literal["bf16", "fp32"] = "bf16"
+    """Parameter dtype. ``bf16``: 16-bit weights with fp32 master copies (Megatron mixed
+    precision, recipe ``precision="mixed"``); ``fp32``: fp32 parameters under
+    ``torch.autocast`` (recipe ``precision="amp"``: a bf16 cast of every weight before its
+    GEMM in each forward, fp32 norm and residual traffic, fp32 weight gradients)."""
 
 
 class EngineProfile(_Strict):

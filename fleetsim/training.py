@@ -284,7 +284,7 @@ def build_train_job(
     placement: tuple[str, ...] | None = None,
     offload_optimizer: str | None = None,
     offload_params: str | None = None,
-    precision: str = "mixed",
+    precision: str | None = None,
     grad_dtype: str = "fp32",
     attention: str = "flash",
     dropout: bool = False,
@@ -299,7 +299,8 @@ def build_train_job(
 
     ``engine``: the training profile (name, YAML path or ``EngineProfile``). Options left at
     None take the profile's: ``execution`` (``graph`` for a compiled or CUDA-graph profile,
-    else ``eager``), ``overlap_grad_reduce``, ``grad_bucket_bytes``, and ``zero`` (1, the
+    else ``eager``), ``precision`` (``amp`` for a profile with ``training.param_dtype: fp32``,
+    else ``mixed``), ``overlap_grad_reduce``, ``grad_bucket_bytes``, and ``zero`` (1, the
     optimizer state sharded over data-parallel ranks, when the profile runs a distributed
     optimizer and ``fsdp`` is off; else 0)."""
     spec = load_model(model) if not isinstance(model, ModelSpec) else model
@@ -318,6 +319,8 @@ def build_train_job(
     assert tr is not None
     if execution is None:
         execution = "graph" if tr.execution == "graphs" or prof.launch.mode in ("graphs", "compiled") else "eager"
+    if precision is None:
+        precision = "amp" if tr.param_dtype == "fp32" else "mixed"
     if overlap_grad_reduce is None:
         overlap_grad_reduce = tr.overlap_grad_reduce
     if grad_bucket_bytes is None and tr.grad_bucket_bytes is not None:

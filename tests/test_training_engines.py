@@ -39,26 +39,30 @@ def test_default_is_megatron_and_matches_the_profiles_numbers() -> None:
 
 
 def test_compiled_profile_is_the_eager_one_without_host_dispatch() -> None:
-    """torch-compile differs from torch-eager in launch mode only (same buckets, norm
-    kernels, slowdown): its step is torch-eager's with ``execution='graph'``."""
+    """torch-compile differs from torch-eager in launch mode and kernel sequence only (same
+    buckets, slowdown) and its fp32 parameters: its step is torch-eager's with its kernels,
+    ``precision='amp'`` and ``execution='graph'``."""
     comp = estimate_train_step(*DDP, engine="torch-compile", **SMALL)
-    eager_as_graph = estimate_train_step(*DDP, engine="torch-eager", execution="graph", **SMALL)
-    eager = estimate_train_step(*DDP, engine="torch-eager", **SMALL)
+    kernels = get_engine("torch-compile", "training").kernels
+    eager_prof = get_engine("torch-eager", "training").model_copy(update={"kernels": kernels})
+    eager_as_graph = estimate_train_step(*DDP, engine=eager_prof, execution="graph", precision="amp", **SMALL)
+    eager = estimate_train_step(*DDP, engine=eager_prof, precision="amp", **SMALL)
     assert comp.job.execution == "graph"
     assert comp.time_s == pytest.approx(eager_as_graph.time_s, rel=1e-12)
     assert comp.time_s < eager.time_s
 
 
 def test_separate_norm_kernels_cost_host_dispatch() -> None:
-    """Hugging Face's 8-kernel fp32 RMSNorm launches more kernels than a fused norm: with
-    everything else equal the eager, host-bound small step is slower, the graph one not."""
+    """Hugging Face's split kernels (8-kernel fp32 RMSNorm, rotate-half rotary, silu then
+    mul) add device time, and in an eager, host-bound small step more host dispatch on top."""
     hf = estimate_train_step("gpt2-medium", "1xH100-SXM", engine="hf-transformers", grad_bucket_bytes=25 * 2**20,
                              **SMALL)
     te = estimate_train_step("gpt2-medium", "1xH100-SXM", engine="torch-eager", **SMALL)
     assert hf.time_s > te.time_s
     hf_g = estimate_train_step("gpt2-medium", "1xH100-SXM", engine="hf-transformers", execution="graph", **SMALL)
     te_g = estimate_train_step("gpt2-medium", "1xH100-SXM", engine="torch-eager", execution="graph", **SMALL)
-    assert hf_g.time_s == pytest.approx(te_g.time_s, rel=1e-12)
+    assert hf_g.time_s > te_g.time_s
+    assert hf.time_s - te.time_s > hf_g.time_s - te_g.time_s
 
 
 def test_distributed_optimizer_shards_the_optimizer_state(tmp_path: Path) -> None:

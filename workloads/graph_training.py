@@ -26,7 +26,8 @@ run on ``T/tp`` tokens (Korthikanti et al. 2022).
 * ``attention="eager"`` (cp = 1 only) runs the unfused Megatron core instead of one fused
   kernel: batched ``Q K^T``, scale-mask-softmax, dropout, batched ``P V``.
 * ``amp=True`` (``torch.autocast`` over fp32 parameters) adds the casts it issues: the bf16
-  copy of every weight (and bias) before its GEMM, fp32 norm/residual traffic, the head-merge
+  copy of every weight (and bias) before its GEMM (and of the fp32 input again before each
+  further separate projection reading it, ``SHARED_INPUT``), fp32 norm/residual traffic, the head-merge
   copy of the attention output, and in backward the fp32 casts of weight gradients, bias
   gradient reductions, the copy back and the stacking of dQ, dK, dV.
 
@@ -40,6 +41,17 @@ gradient and the saved input, write the input gradient); collectives mirror (all
 reduce-scatter), and the CP ring runs twice (dK and dV travel back). Recompute ``full``
 replays the layer's whole forward (collectives included) before its backward, ``selective``
 only the attention core (the ``5as/h`` activation term of Korthikanti et al. 2022).
+
+``kernels`` (an engine profile's ``calibration.engines.Kernels``, the serving flags' meaning)
+splits what the software runs unfused; everything else keeps the one-kernel-per-operator
+graph above, which is what the megatron and torch-eager profiles run (a ``fused`` placement
+keeps that kernel). ``fused_qkv: false``: ``q``/``k``/``v`` GEMMs; ``fused_gate_up: false``:
+``mlp_gate``/``mlp_up``; ``norm: separate`` with ``norm_kernels`` > 1 or ``norm_fp32``: the
+norm as that many streaming kernels (fp32 values when upcast); ``rotary_kernels`` > 1 and
+``activation_kernels`` > 1: that many streaming kernels; ``logits_fp32``: the fp32 upcast of
+the logits; ``extra_kernels_backward``: that many further small kernels (over ``T`` values)
+at the end of the layer's backward. Split kernels are named ``<op>.<i>`` and each has its own
+backward kernel.
 """
 
 from __future__ import annotations
@@ -50,9 +62,10 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
 
+from fleetsim.calibration.engines import Kernels
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.workloads.graph_common import collective, layer_groups, resolve_stage
+from fleetsim.workloads.graph_common import collective, ew_op, layer_groups, resolve_stage
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig
 
@@ -104,7 +117,8 @@ class _Shapes:
     """Token counts and dtypes shared by a layer's builders."""
 
     def __init__(self, model: ModelSpec, micro_batch: int, seq_len: int, tp: int, cp: int, ep: int,
-                 sequence_parallel: bool, dtype: str, amp: bool, dropout: bool) -> None:
+                 sequence_parallel: bool, dtype: str, amp: bool, dropout: bool,
+                 kernels: Kernels | None = None) -> None:
         if dtype not in TRAIN_DTYPES:
             raise ConfigError(f"training dtype {dtype!r} not one of {', '.join(TRAIN_DTYPES)}")
         self.m, self.b, self.s, self.t, self.cp, self.ep = model, micro_batch, seq_len, tp, cp, ep
@@ -123,6 +137,39 @@ class _Shapes:
         self.act_kernel = "silu_mul" if model.mlp_gated else "gelu"
         self.norm_kernel = "layernorm" if model.norm == "layernorm" else "rmsnorm"
         self.groups: dict[str, Group] = {}
+        self.K = kernels
+
+    def norm(self, name: str, elements: float) -> list[Op]:
+        """A norm over ``elements`` values: one fused kernel, or the profile's separate
+        ``norm_kernels`` streaming kernels (fp32 when ``norm_fp32``)."""
+        K = self.K
+        if K is None or K.norm != "separate" or (K.norm_kernels == 1 and not K.norm_fp32):
+            return [self.ew(name, self.norm_kernel, elements, self.norm_rw, 5.0)]
+        return self.pieces(name, elements, 1.0, 1.0, "fp32" if K.norm_fp32 else self.act, K.norm_kernels)
+
+    def pieces(self, name: str, elements: float, reads: float, writes: float, dtype: str, k: int) -> list[Op]:
+        """``k`` streaming kernels of one unfused operator, each over ``elements`` values."""
+        return [ew_op(f"{name}.{i}", "add", max(1, int(elements)), reads, writes, dtype, 1) for i in range(k)]
+
+    def rotary(self, elements: float) -> list[Op]:
+        """Rotary embedding of q and k: one kernel, or ``rotary_kernels`` rotate-half pieces."""
+        if self.K is None or self.K.rotary_kernels == 1:
+            return [self.ew("rotary", "rotary", elements, 4.0, 3.0)]
+        return self.pieces("rotary", -(-elements // 2), 2.0, 1.0, self.act, self.K.rotary_kernels)
+
+    def activation(self, name: str, rows: float, width: int, gate: int, act_rw: float) -> list[Op]:
+        """The MLP activation on ``rows x width`` outputs: one kernel, or ``activation_kernels``
+        streaming kernels (silu, then mul)."""
+        if self.K is None or self.K.activation_kernels == 1:
+            return [self.ew(name, self.act_kernel, rows * width * gate, act_rw, 8.0)]
+        return self.pieces(name, rows * width, 1.5, 1.0, self.act, self.K.activation_kernels)
+
+    def up(self, prefix: str, rows: int, gate: int, f: int, batch: int = 1) -> list[Op]:
+        """The up projection(s): gate and up as one GEMM, or two when ``fused_gate_up`` is off."""
+        h = self.m.hidden_size
+        if gate == 2 and self.K is not None and not self.K.fused_gate_up:
+            return [self.gemm(f"{prefix}_gate", rows, f, h, batch), self.gemm(f"{prefix}_up", rows, f, h, batch)]
+        return [self.gemm(f"{prefix}_up", rows, gate * f, h, batch)]
 
     def gemm(self, name: str, m: int, n: int, k: int, batch: int = 1) -> GemmOp:
         return GemmOp(name, max(1, m), max(1, n), max(1, k), self.gemm_dtype, batch)
@@ -177,10 +224,17 @@ class _Shapes:
         return ops
 
 
+SHARED_INPUT = {"k": "q", "v": "k", "mlp_up": "mlp_gate", "expert_up": "expert_gate", "shared_up": "shared_gate"}
+"""Separate projections that read the input of the GEMM named beside them (``fused_qkv`` or
+``fused_gate_up`` off): under autocast each call casts the fp32 input to bf16 again (only
+weights are cached), and in backward the input gradient is cast and accumulated again."""
+
+
 def gemm_has_bias(model: ModelSpec, name: str) -> bool:
     """Whether the layer GEMM ``name`` (as ``training_layer_graph`` names it) has a bias."""
-    return {"qkv": model.qkv_bias, "attn_out": model.o_bias, "mlp_up": model.mlp_bias,
-            "mlp_down": model.mlp_bias, "shared_up": model.mlp_bias,
+    return {"qkv": model.qkv_bias, "q": model.qkv_bias, "k": model.qkv_bias, "v": model.qkv_bias,
+            "attn_out": model.o_bias, "mlp_up": model.mlp_bias, "mlp_gate": model.mlp_bias,
+            "mlp_down": model.mlp_bias, "shared_up": model.mlp_bias, "shared_gate": model.mlp_bias,
             "shared_down": model.mlp_bias}.get(name, False)
 
 
@@ -189,17 +243,22 @@ def _layer_ops(sh: _Shapes, kind: str) -> list[Op]:
     attention core (it runs right before ``attn_out``)."""
     m, t, T, Tn = sh.m, sh.t, sh.T, sh.Tn
     h = m.hidden_size
-    pre: list[Op] = [sh.ew("norm1", sh.norm_kernel, Tn * h, sh.norm_rw, 5.0), *sh.tp_enter("attn")]
+    pre: list[Op] = [*sh.norm("norm1", Tn * h), *sh.tp_enter("attn")]
     if m.is_mla:  # low-rank chain priced as one GEMM with the same weight count
         n_qkv = (m.attention_params() - m.num_heads * m.value_head_dim * h) // (h * t)
     else:
         n_qkv = (m.q_width + m.num_kv_heads * (m.head_dim + m.value_head_dim)) // t
-    pre.append(sh.gemm("qkv", T, n_qkv, h))
+    if m.is_mla or sh.K is None or sh.K.fused_qkv:
+        pre.append(sh.gemm("qkv", T, n_qkv, h))
+    else:
+        kv = m.num_kv_heads // t
+        pre += [sh.gemm("q", T, m.q_width // t, h), sh.gemm("k", T, kv * m.head_dim, h),
+                sh.gemm("v", T, kv * m.value_head_dim, h)]
     if m.position_embedding == "rope":
-        pre.append(sh.ew("rotary", "rotary", T * (m.num_heads // t + sh.kv_local) * m.head_dim, 4.0, 3.0))
+        pre += sh.rotary(T * (m.num_heads // t + sh.kv_local) * m.head_dim)
     pre += [sh.gemm("attn_out", T, h, m.num_heads * m.value_head_dim // t), *sh.tp_exit("attn")]
     mlp: list[Op] = [sh.ew("residual1", sh.resid_kernel, Tn * h, sh.resid_rw),
-                     sh.ew("norm2", sh.norm_kernel, Tn * h, sh.norm_rw, 5.0), *sh.tp_enter("mlp")]
+                     *sh.norm("norm2", Tn * h), *sh.tp_enter("mlp")]
     gate = 2 if m.mlp_gated else 1
     act_rw = 2.0 * (gate + 1) / gate
     if kind == "moe":
@@ -209,20 +268,18 @@ def _layer_ops(sh: _Shapes, kind: str) -> list[Op]:
         mlp += [sh.gemm("router", T, E, h), sh.ew("topk", "softmax", T * E, 8.0, 5.0)]
         if ep > 1:
             mlp.append(sh.coll("ep_dispatch", "all_to_all", 2.0 * routed * h, "ep", ep))
-        mlp += [sh.gemm("expert_up", routed // local_e, gate * f, h, local_e),
-                sh.ew("expert_act", sh.act_kernel, routed * f * gate, act_rw, 8.0),
+        mlp += [*sh.up("expert", routed // local_e, gate, f, local_e),
+                *sh.activation("expert_act", routed, f, gate, act_rw),
                 sh.gemm("expert_down", routed // local_e, h, f, local_e)]
         if ep > 1:
             mlp.append(sh.coll("ep_combine", "all_to_all", 2.0 * routed * h, "ep", ep))
         if m.shared_ffn_size:
             fs = m.shared_ffn_size // t
-            mlp += [sh.gemm("shared_up", T, gate * fs, h),
-                    sh.ew("shared_act", sh.act_kernel, T * fs * gate, act_rw, 8.0),
+            mlp += [*sh.up("shared", T, gate, fs), *sh.activation("shared_act", T, fs, gate, act_rw),
                     sh.gemm("shared_down", T, h, fs)]
     else:
         f = m.intermediate_size // t
-        mlp += [sh.gemm("mlp_up", T, gate * f, h),
-                sh.ew("mlp_act", sh.act_kernel, T * f * gate, act_rw, 8.0),
+        mlp += [*sh.up("mlp", T, gate, f), *sh.activation("mlp_act", T, f, gate, act_rw),
                 sh.gemm("mlp_down", T, h, f)]
     mlp += [*sh.tp_exit("mlp"), sh.ew("residual2", sh.resid_kernel, Tn * h, sh.resid_rw)]
     return pre + mlp
@@ -257,15 +314,17 @@ def _check(micro_batch: int, seq_len: int, cp: int, recompute: str, attention: s
 def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: int, seq_len: int, *,
                          tp: int = 1, cp: int = 1, ep: int = 1, sequence_parallel: bool = False,
                          dtype: str = "bf16", amp: bool = False, dropout: bool = False,
-                         attention: str = "flash", recompute: Recompute = "none") -> TrainingLayerGraph:
+                         attention: str = "flash", recompute: Recompute = "none",
+                         kernels: Kernels | None = None) -> TrainingLayerGraph:
     """One layer of ``kind`` ("dense"/"moe", sliding-window when ``local``) on one GPU of a
     ``tp``/``cp``/``ep`` layout, for ``micro_batch`` sequences of ``seq_len`` tokens.
     ``attention="eager"`` runs the unfused core when ``cp`` is 1 (ring attention needs the
-    fused kernel)."""
+    fused kernel). ``kernels``: the engine profile's kernel sequence (module docstring; None:
+    one kernel per operator)."""
     _check(micro_batch, seq_len, cp, recompute, attention)
     if kind not in ("dense", "moe"):
         raise ConfigError(f"layer kind {kind!r} not one of dense, moe")
-    sh = _Shapes(model, micro_batch, seq_len, tp, cp, ep, sequence_parallel, dtype, amp, dropout)
+    sh = _Shapes(model, micro_batch, seq_len, tp, cp, ep, sequence_parallel, dtype, amp, dropout, kernels)
     m, T = model, sh.T
     layer = _layer_ops(sh, kind)
     attn = sh.attention(local)
@@ -284,12 +343,17 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
     merge_b: list[Op] = []
     stack_b: list[Op] = []
     if amp:
+        gemm_names = {op.name for op in compute if isinstance(op, GemmOp)}
         for op in compute:
             if not isinstance(op, GemmOp):
                 continue
             w = op.n * op.k * op.batch
             casts_f[op.name] = [sh.ew(op.name + "_weight_cast", "residual_add", w, 6.0, 0.0)]
             grads_b[op.name] = [sh.ew(op.name + "_grad_cast", "residual_add", w, 6.0, 0.0)]
+            if SHARED_INPUT.get(op.name) in gemm_names:  # autocast casts the fp32 input again
+                cast = sh.ew(op.name + "_input_cast", "residual_add", op.m * op.k * op.batch, 6.0, 0.0)
+                casts_f[op.name].append(cast)
+                grads_b[op.name] += _backward_of(cast)
             if gemm_has_bias(m, op.name):
                 casts_f[op.name].append(sh.ew(op.name + "_bias_cast", "residual_add", op.n, 6.0, 0.0))
                 grads_b[op.name] = [sh.ew(op.name + "_bias_grad", "residual_add", T * op.n, 2.0, 1.0),
@@ -309,6 +373,8 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
         tail = merge_b + core_bwd + ring_bwd + stack_b if op.name == "attn_out" else []
         back_groups.append(_backward_of(op) + grads_b.get(op.name, []) + tail)
     bwd = [op for g in reversed(back_groups) for op in g]
+    if kernels is not None and kernels.extra_kernels_backward is not None:
+        bwd += sh.pieces("extra_backward", T, 1.0, 1.0, sh.act, round(kernels.extra_kernels_backward.value))
     for op in bwd:
         if isinstance(op, CollectiveOp) and op.name not in sh.groups:
             sh.groups[op.name] = sh.groups[op.name[: -len("_bwd")]]
@@ -319,28 +385,29 @@ def training_layer_graph(model: ModelSpec, kind: str, local: bool, micro_batch: 
 
 @lru_cache(maxsize=64)
 def training_edge_ops(model: ModelSpec, micro_batch: int, seq_len: int, *, tp: int = 1, cp: int = 1,
-                      sequence_parallel: bool = False, dtype: str = "bf16", amp: bool = False
-                      ) -> TrainingEdgeOps:
+                      sequence_parallel: bool = False, dtype: str = "bf16", amp: bool = False,
+                      kernels: Kernels | None = None) -> TrainingEdgeOps:
     """Vocabulary-parallel embedding (gather; the partial sums reduced over TP) and the final
     norm, LM head ``(T x h) @ (h x V/t)``, fused softmax cross-entropy (bytes counted as the
     16-bit logits it reads, the calibration profiles' convention; under autocast plus the
-    fp32 upcast of the logits) with the TP exchange of the head's input."""
-    sh = _Shapes(model, micro_batch, seq_len, tp, cp, 1, sequence_parallel, dtype, amp, False)
+    fp32 upcast of the logits, also with the profile's ``logits_fp32``) with the TP exchange
+    of the head's input; the final norm as the profile's ``kernels`` run it."""
+    sh = _Shapes(model, micro_batch, seq_len, tp, cp, 1, sequence_parallel, dtype, amp, False, kernels)
     T, h, V, t = sh.T, model.hidden_size, model.vocab_size, tp
     emb_f: list[Op] = [sh.ew("embedding", "embedding", T * h, 4.0, 0.0)]
     if t > 1:
         kind = "reduce_scatter" if sequence_parallel else "all_reduce"
         emb_f.append(sh.coll("embed_tp_reduce", kind, 2.0 * T * h, "tp", t))
     emb_b: list[Op] = [sh.ew("embedding_bwd", "embedding", T * h, 8.0, 1.0)]
-    head: list[Op] = [sh.ew("final_norm", sh.norm_kernel, sh.Tn * h, sh.norm_rw, 5.0),
-                      sh.gemm("lm_head", T, V // t, h),
+    final_norm = sh.norm("final_norm", sh.Tn * h)
+    head: list[Op] = [*final_norm, sh.gemm("lm_head", T, V // t, h),
                       sh.ew("cross_entropy", "cross_entropy", T * V // t, 2.0, 5.0)]
-    if amp:
+    if amp or (kernels is not None and kernels.logits_fp32):
         head.append(sh.ew("logits_upcast", "residual_add", T * V // t, 6.0, 0.0))
     head_b = [b for op in reversed(head) for b in _backward_of(op)]
     if t > 1:
         kind = "all_gather" if sequence_parallel else "all_reduce"
-        head.insert(1, sh.coll("lm_head_tp", kind, 2.0 * T * h, "tp", t))
+        head.insert(len(final_norm), sh.coll("lm_head_tp", kind, 2.0 * T * h, "tp", t))
         head_b.append(sh.coll("lm_head_tp_bwd", kind, 2.0 * T * h, "tp", t))
     return TrainingEdgeOps(tuple(emb_f), tuple(emb_b), tuple(head), tuple(head_b),
                            MappingProxyType(dict(sh.groups)))
@@ -349,20 +416,22 @@ def training_edge_ops(model: ModelSpec, micro_batch: int, seq_len: int, *, tp: i
 def training_microbatch_ops(model: ModelSpec, parallel: ParallelConfig | None = None,
                             micro_batch: int = 1, seq_len: int = 2048, dtype: str = "bf16",
                             recompute: Recompute = "none", stage: int | None = None, *,
-                            amp: bool = False, dropout: bool = False, attention: str = "flash"
-                            ) -> dict[str, list[Op]]:
+                            amp: bool = False, dropout: bool = False, attention: str = "flash",
+                            kernels: Kernels | None = None) -> dict[str, list[Op]]:
     """``{"forward": [...], "backward": [...]}``: one GPU's operators for one micro-batch of
     ``micro_batch`` sequences of ``seq_len`` tokens on pipeline ``stage``, each op's
     ``count`` the layers running it. Recomputed ops lead the backward (``recompute.``
     prefix). A stage sends its output activations forward (``pp_send``, all but the last)
-    and its input gradients back (``pp_send_grad``, all but the first)."""
+    and its input gradients back (``pp_send_grad``, all but the first). ``kernels``: the
+    engine profile's kernel sequence (module docstring)."""
     par = parallel if parallel is not None else ParallelConfig()
     _check(micro_batch, seq_len, par.cp, recompute, attention)
     if par.sequence_parallel and (micro_batch * seq_len // par.cp) % par.tp:
         raise ConfigError(f"sequence_parallel: tokens {micro_batch * seq_len // par.cp} not divisible by tp={par.tp}")
     par.validate_for(model)
     layers, first, last = resolve_stage(par, model, stage)
-    lay = dict(tp=par.tp, cp=par.cp, sequence_parallel=par.sequence_parallel, dtype=dtype, amp=amp)
+    lay = dict(tp=par.tp, cp=par.cp, sequence_parallel=par.sequence_parallel, dtype=dtype, amp=amp,
+               kernels=kernels)
     edges = training_edge_ops(model, micro_batch, seq_len, **lay)  # type: ignore[arg-type]
     fwd: list[Op] = list(edges.embedding_fwd) if first else []
     rec: list[Op] = []

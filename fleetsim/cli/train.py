@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default=None,
                    help="pipeline schedule (default 1f1b, or interleaved when --vpp > 1)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp8"), default="bf16")
-    p.add_argument("--precision", choices=("mixed", "amp"), default="mixed",
-                   help="mixed: 16-bit weights + fp32 master (18 B/param); amp: fp32 weights (16 B/param)")
+    p.add_argument("--precision", choices=("mixed", "amp"), default=None,
+                   help="mixed: 16-bit weights + fp32 master (18 B/param); amp: fp32 weights under autocast "
+                        "(16 B/param); default: the engine's training.param_dtype (fp32: amp)")
     p.add_argument("--attention", choices=("flash", "eager"), default="flash")
     p.add_argument("--execution", choices=("eager", "graph"), default=None,
                    help="eager: host dispatch cost per kernel; graph: CUDA graphs/compiled (default: the engine's)")

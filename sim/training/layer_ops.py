@@ -46,6 +46,8 @@ from . import dispatch as dsp
 from .job import TrainJob
 from .placement import CollectivePricer
 
+SPLIT_NORM_FIRST = ("norm1.0", "norm2.0")
+"""First kernel of each layer norm a profile runs as separate kernels (``norm: separate``)."""
 ATTENTION_BACKWARD_RATIO = ATTN_BWD_DIM_FACTOR
 """Backward / forward time of the attention kernel (5 vs 2 matmuls of FlashAttention-2)."""
 Entry = tuple[float, float, float]
@@ -140,12 +142,13 @@ class LayerCoster:
         return training_layer_graph(job.model, kind, local, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
                                     ep=par.ep, sequence_parallel=par.sequence_parallel, dtype=r.dtype,
                                     amp=self.amp, dropout=r.dropout, attention=r.attention,
-                                    recompute=job.recompute)
+                                    recompute=job.recompute, kernels=job.engine.kernels)
 
     def _edges(self) -> TrainingEdgeOps:
         job, par = self.job, self.job.parallel
         return training_edge_ops(job.model, job.micro_batch, job.seq_len, tp=par.tp, cp=par.cp,
-                                 sequence_parallel=par.sequence_parallel, dtype=job.recipe.dtype, amp=self.amp)
+                                 sequence_parallel=par.sequence_parallel, dtype=job.recipe.dtype, amp=self.amp,
+                                 kernels=job.engine.kernels)
 
     def _ew(self, name: str, kernel: str, elements: float, rw_bytes: float, flops: float = 1.0) -> ElementwiseOp:
         e = max(1, int(elements))
@@ -258,14 +261,15 @@ class LayerCoster:
 
     def param_tensors(self, ops: Sequence[Op]) -> int:
         """Parameter tensors of one layer: a weight per GEMM, its bias when the model has
-        one, and the norms' weight (and bias for LayerNorm)."""
+        one, and the norms' weight (and bias for LayerNorm), a norm split into separate
+        kernels counted once (its first kernel)."""
         m = self.job.model
         n = 0
         for op in ops:
             if isinstance(op, GemmOp):
                 n += 1 + int(gemm_has_bias(m, op.name))
-            elif isinstance(op, ElementwiseOp) and op.kernel in NORM_KERNELS:
-                n += 2 if op.kernel == "layernorm" else 1
+            elif isinstance(op, ElementwiseOp) and (op.kernel in NORM_KERNELS or op.name in SPLIT_NORM_FIRST):
+                n += 2 if m.norm == "layernorm" else 1
         return n
 
     def embedding(self) -> tuple[float, float]:
