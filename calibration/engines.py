@@ -125,6 +125,9 @@ class Launch(_Strict):
     host_overlap: bool = False
     iteration_overhead_s: Fitted
     """Per-iteration CPU time (scheduler, sampler, detokenizer) the GPU waits on."""
+    seq_overhead_s: Fitted | None = None
+    """CPU time the GPU waits on per scheduled sequence per iteration (building its block
+    table and sampling metadata, detokenizing its token); None: none."""
     region_host_s: Fitted | None = None
 
     @model_validator(mode="after")
@@ -140,6 +143,11 @@ class Launch(_Strict):
     @property
     def has_graphs(self) -> bool:
         return self.mode in ("graphs", "graphs_decode_only")
+
+    def overhead_s(self, num_seqs: int) -> float:
+        """Host seconds the GPU waits on in an iteration of ``num_seqs`` sequences."""
+        per_seq = self.seq_overhead_s.value if self.seq_overhead_s is not None else 0.0
+        return self.iteration_overhead_s.value + per_seq * max(int(num_seqs), 0)
 
 
 class Collectives(_Strict):
@@ -210,9 +218,11 @@ class EngineProfile(_Strict):
         return self
 
     def with_overhead(self, seconds: float) -> EngineProfile:
-        """This profile with another per-iteration scheduler time (an engine knob)."""
+        """This profile with its per-iteration host time replaced by ``seconds`` whatever
+        the batch (an engine knob; 0 for a pipeline stage that runs no scheduler)."""
         over = Fitted(value=seconds, source="default: set by the deployment's engine config")
-        return self.model_copy(update={"launch": self.launch.model_copy(update={"iteration_overhead_s": over})})
+        launch = self.launch.model_copy(update={"iteration_overhead_s": over, "seq_overhead_s": None})
+        return self.model_copy(update={"launch": launch})
 
     def with_launch_mode(self, graphs: bool) -> EngineProfile:
         """This profile with every iteration captured (``graphs``) or eager, host dispatch

@@ -17,6 +17,19 @@ other two):
 * ``launch.region_host_s`` (torch.compile): host seconds of one compiled layer call, fitted
   the same way on the compiled llama rows of 128 and 1500 tokens.
 
+The published-serving profiles (``vllm``, ``sglang``, ``trtllm``) are fitted by a coarse grid
+over one or two mechanism values on the ``split == fit`` rows of
+``calibration/validation/published/serving.csv`` (``SERVING_GRID``), choosing the point of least
+mean absolute log error; the per-row simulations of the grid are cached in
+``serving_fit_grid.csv`` beside it:
+
+* ``vllm`` rows (vLLM 0.6.0) fit the ``vllm-0.6`` profile: ``launch.iteration_overhead_s`` and ``launch.seq_overhead_s``, the host time per
+  scheduler call (constant + per sequence) the GPU waits on, paid once per
+  ``--num-scheduler-steps`` decode steps (vLLM 0.6.0's CPU-bound single-step scheduler);
+* ``sglang``: the same two values (what its overlap scheduler does not hide);
+* ``trtllm``: ``collectives.oneshot_max_bytes``, the largest TP all-reduce its custom
+  one-shot kernel runs (one NVLink latency instead of NCCL's ring steps).
+
 The fitted values live in ``calibration/engines/serving/*.yaml`` with date ``FIT_DATE``;
 ``tests/test_engine_fit.py`` re-derives each one from the data and checks it equals the
 YAML. ``python3 -m fleetsim.engine_fit --write`` rewrites the YAML after a data change.
@@ -201,6 +214,108 @@ def fitted_profiles(folder: Path = DATA_DIR) -> dict[str, EngineProfile]:
     return {"hf-transformers": hf, "torch-compile": fit_compile(get_engine("torch-compile"), hf, folder)}
 
 
+SERVING_GRID: dict[str, dict[str, tuple[float, ...]]] = {
+    "vllm": {"iteration_overhead_s": (0.0, 5e-3, 10e-3, 15e-3, 20e-3),
+             "seq_overhead_s": (0.0, 100e-6, 200e-6, 300e-6, 400e-6)},
+    "sglang": {"iteration_overhead_s": (0.0, 2e-3, 4e-3, 8e-3), "seq_overhead_s": (0.0, 25e-6, 50e-6)},
+    "trtllm": {"oneshot_max_bytes": (0.0, 262144.0, 1048576.0, 4194304.0)},
+}
+"""Grid of each published-serving engine's mechanism values (0 bytes: NCCL only)."""
+SERVING_PROFILES = {"vllm": "vllm-0.6", "sglang": "sglang", "trtllm": "trtllm"}
+"""Profile each engine's published rows fit (every published vLLM row is vLLM 0.6.0)."""
+SERVING_GRID_FILE = "serving_fit_grid.csv"
+PUBLISHED_REL = "calibration/validation/published/serving.csv"
+_SECTION = {"iteration_overhead_s": "launch", "seq_overhead_s": "launch", "oneshot_max_bytes": "collectives"}
+_HOW = {"iteration_overhead_s": "host seconds per scheduler call, grid least mean |log error|",
+        "seq_overhead_s": "host seconds per sequence per scheduler call, grid least mean |log error|",
+        "oneshot_max_bytes": "largest one-shot TP all-reduce (bytes), grid least mean |log error|"}
+
+
+def serving_fit_rows(engine: str) -> pd.DataFrame:
+    """The published throughput/TPOT rows of ``engine`` (both splits), with their CSV line."""
+    from fleetsim.published_engines import serving_table
+    from fleetsim.validate_engines import THROUGHPUT, TPOT
+
+    pub = serving_table()
+    pub = pub.assign(line=pub.index + 2)
+    return pub[(pub["engine"] == engine) & pub["metric"].isin(THROUGHPUT + tuple(TPOT))]
+
+
+def _lines(rows: pd.DataFrame) -> str:
+    return f"{PUBLISHED_REL} lines " + ",".join(str(int(x)) for x in rows["line"])
+
+
+def serving_trial(base: EngineProfile, values: dict[str, float], fit_rows: str = "",
+                  test_rows: str = "") -> EngineProfile:
+    """``base`` with the grid ``values`` set (as fitted values when ``fit_rows`` is given)."""
+    prof = base
+    for key, v in values.items():
+        f = (_fitted(v, fit_rows, test_rows, _HOW[key]) if fit_rows
+             else Fitted(value=float(v), source="default: grid trial"))
+        if key == "oneshot_max_bytes":
+            prof = _with(prof, "collectives", tp_allreduce="custom_oneshot" if v > 0 else "nccl",
+                         oneshot_max_bytes=f if v > 0 else None)
+        else:
+            prof = _with(prof, _SECTION[key], **{key: f})
+    return prof
+
+
+def _grid_points(engine: str) -> list[dict[str, float]]:
+    import itertools
+
+    grid = SERVING_GRID[engine]
+    return [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+
+
+def _simulate_point(args: tuple[str, dict[str, float], list[int]]) -> list[dict]:
+    from fleetsim.validate_engines import simulate_published
+
+    engine, point, lines = args
+    rows = serving_fit_rows(engine).set_index("line")
+    prof = serving_trial(get_engine(SERVING_PROFILES[engine]), point)
+    return [{"engine": engine, **{k: point.get(k, np.nan) for k in _SECTION}, "line": ln,
+             "predicted": simulate_published(rows.loc[ln], prof)} for ln in lines]
+
+
+def serving_grid(engines: tuple[str, ...] = ("vllm", "sglang", "trtllm"), processes: int = 2) -> pd.DataFrame:
+    """Simulated value of every ``split == fit`` row at every grid point (minutes)."""
+    from multiprocessing import Pool
+
+    jobs = []
+    for e in engines:
+        lines = serving_fit_rows(e).query("split == 'fit'")["line"].astype(int).tolist()
+        jobs += [(e, p, lines) for p in _grid_points(e)]
+    with Pool(processes) as pool:
+        parts = pool.map(_simulate_point, jobs)
+    return pd.DataFrame([r for part in parts for r in part])
+
+
+def choose_serving(engine: str, grid: pd.DataFrame) -> dict[str, float]:
+    """The grid point of least mean |log(predicted / measured)| over the fit rows."""
+    rows = serving_fit_rows(engine).set_index("line")
+    g = grid[grid["engine"] == engine].copy()
+    g["err"] = np.abs(np.log(g["predicted"].to_numpy() / rows.loc[g["line"], "value"].to_numpy()))
+    keys = list(SERVING_GRID[engine])
+    loss = g.groupby(keys)["err"].mean()
+    best = loss.idxmin()
+    best = best if isinstance(best, tuple) else (best,)
+    return {k: float(v) for k, v in zip(keys, best, strict=True)}
+
+
+def fit_serving(engine: str, grid: pd.DataFrame) -> EngineProfile:
+    """The shipped profile of ``engine``'s rows with its grid-chosen mechanism values as
+    fitted values."""
+    rows = serving_fit_rows(engine)
+    return serving_trial(get_engine(SERVING_PROFILES[engine]), choose_serving(engine, grid),
+                         _lines(rows[rows["split"] == "fit"]), _lines(rows[rows["split"] == "test"]))
+
+
+def serving_grid_path() -> Path:
+    from fleetsim.published_engines import PUBLISHED_ROOT
+
+    return PUBLISHED_ROOT / SERVING_GRID_FILE
+
+
 def write_yaml(profile: EngineProfile, directory: Path = ENGINE_DIR / "serving") -> Path:
     """Write ``profile`` to its catalog YAML (checked to load back equal)."""
     path = directory / f"{profile.name}.yaml"
@@ -215,14 +330,21 @@ def write_yaml(profile: EngineProfile, directory: Path = ENGINE_DIR / "serving")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the catalog YAML with the fitted values")
+    ap.add_argument("--serving-grid", action="store_true",
+                    help="re-simulate the published-serving grid (minutes) and rewrite its cache CSV")
     args = ap.parse_args(argv)
     from fleetsim.calibration.engines import fitted_values
 
-    for name, prof in fitted_profiles().items():
+    if args.serving_grid:
+        serving_grid().to_csv(serving_grid_path(), index=False, float_format="%.6g")
+    grid = pd.read_csv(serving_grid_path())
+    profiles = fitted_profiles()
+    profiles.update({SERVING_PROFILES[e]: fit_serving(e, grid) for e in SERVING_GRID})
+    for name, prof in profiles.items():
         for key, f in fitted_values(prof):
             if f.source.startswith("fit:"):
                 print(f"{name}  {key} = {f.value:.6g}   fit: {f.fit_rows} | test: {f.test_rows}")
-        if args.write:
+        if args.write and prof != get_engine(name):
             print(f"wrote {write_yaml(prof)}")
     return 0
 

@@ -14,11 +14,16 @@ worst row; ``fleetsim validate --engine NAME`` prints both.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from fleetsim.calibration.engines import get_engine
+from fleetsim.calibration.engines import EngineProfile, get_engine
 from fleetsim.hardware.errors import ConfigError, suggest
 
 H200_ENGINES = ("hf-transformers", "torch-compile")
@@ -70,17 +75,62 @@ TPOT = {"itl_mean_s": "tpot_mean_s", "tpot_mean_s": "tpot_mean_s", "itl_p50_s": 
 """Published inter-token metric -> the simulation summary's TPOT key (a request's mean gap)."""
 
 
-def simulate_published(row: pd.Series) -> float:
-    """The simulated value of one published serving row with its engine's profile: a
-    ``request_rate`` row is Poisson arrivals, a ``concurrency`` row a closed loop of that many
-    clients, an offline row a closed loop of ``OFFLINE_CLIENTS`` clients (also the batch cap);
-    ``max(4 x clients, 100)`` requests of the row's fixed lengths."""
+def scheduler_steps(row: pd.Series) -> int:
+    """Decode steps per scheduler call the row's deployment ran (vLLM ``--num-scheduler-steps``
+    in its notes; 1 when not stated)."""
+    m = re.search(r"num-scheduler-steps\s+(\d+)", str(row["notes"]))
+    return int(m.group(1)) if m else 1
+
+
+def published_profile(row: pd.Series) -> str:
+    """The shipped profile of the engine version a published row ran: ``vllm-0.6`` for the
+    vLLM 0.6 (V0 engine) rows, else the engine's own profile."""
+    if row["engine"] == "vllm" and str(row["engine_version"]).startswith("0.6"):
+        return "vllm-0.6"
+    return str(row["engine"])
+
+
+def row_profile(row: pd.Series, profile: EngineProfile | None = None) -> EngineProfile:
+    """The profile (default: ``published_profile``) as the row's deployment ran it: its
+    per-iteration host time paid once per scheduler call, i.e. divided by the row's
+    ``scheduler_steps``."""
+    prof = profile if profile is not None else get_engine(published_profile(row))
+    k = scheduler_steps(row)
+    if k == 1:
+        return prof
+    launch = prof.launch
+    upd: dict[str, object] = {"iteration_overhead_s": launch.iteration_overhead_s.model_copy(
+        update={"value": launch.iteration_overhead_s.value / k})}
+    if launch.seq_overhead_s is not None:
+        upd["seq_overhead_s"] = launch.seq_overhead_s.model_copy(update={"value": launch.seq_overhead_s.value / k})
+    return prof.model_copy(update={"launch": launch.model_copy(update=upd), "name": f"{prof.name}-steps{k}"})
+
+
+@lru_cache(maxsize=256)
+def _profile_path(text: str) -> str:
+    """A YAML file holding the profile dumped as ``text`` (the simulator takes a name or a path)."""
+    folder = Path(tempfile.mkdtemp(prefix="fleetsim-engine-"))
+    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:12]}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def simulate_published(row: pd.Series, profile: EngineProfile | None = None) -> float:
+    """The simulated value of one published serving row with its engine's profile (or
+    ``profile``), as the row ran it (``row_profile``): a ``request_rate`` row is Poisson
+    arrivals, a ``concurrency`` row a closed loop of that many clients, an offline row a
+    closed loop of ``OFFLINE_CLIENTS`` clients (also the batch cap); ``max(4 x clients, 100)``
+    requests of the row's fixed lengths."""
     import numpy as np
 
     from fleetsim import simulate_serving
 
     lengths = f"isl={int(row['isl'])},osl={int(row['osl'])}"
-    engine: dict[str, object] = {"dtype": row["dtype"], "kv_dtype": row["kv_dtype"], "profile": row["engine"]}
+    prof = row_profile(row, profile)
+    name = published_profile(row)
+    if profile is not None or prof.name != name:
+        name = _profile_path(yaml.safe_dump(prof.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    engine: dict[str, object] = {"dtype": row["dtype"], "kv_dtype": row["kv_dtype"], "profile": name}
     if np.isfinite(row["request_rate"]):
         spec, n = f"poisson:rate={row['request_rate']:g},{lengths}", 100
     else:

@@ -14,7 +14,7 @@ model and combines the times as the profile launches them:
   ``region_host_s`` for the whole layer) while the GPU runs kernels in order, the two-stage
   pipeline of ``eager_pipeline_s``;
 
-plus the profile's per-iteration scheduler time. The serving simulator's step timer, its
+plus the profile's per-iteration host time (a constant and a term per sequence). The serving simulator's step timer, its
 surrogate tables, ``estimate_forward`` and the planner all call this module.
 """
 
@@ -147,14 +147,14 @@ def device_times(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
     if coll.tp_allreduce == "custom_oneshot" and coll.oneshot_max_bytes is not None:
         limit = coll.oneshot_max_bytes.value
         idx = [i for i, op in enumerate(ops) if isinstance(op, CollectiveOp) and op.kind == "all_reduce"
-               and op.tier == "scale_up" and op.link is None and op.bytes_moved <= limit and op.group > 1]
+               and op.tier == "scale_up" and op.link is None and op.bytes_moved <= limit and op.group_size > 1]
         if idx:
             link = cost.link(gpu.scale_up_link)
             t = t.copy()
             for i in idx:
                 op = ops[i]
                 assert isinstance(op, CollectiveOp)
-                t[i] = (op.group - 1) * op.bytes_moved / (link.bandwidth_bps * link.efficiency) + link.latency_s
+                t[i] = (op.group_size - 1) * op.bytes_moved / (link.bandwidth_bps * link.efficiency) + link.latency_s
     return t, list(src)
 
 
@@ -186,11 +186,11 @@ def _host_per_op(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
 def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine: EngineProfile,
               captured: bool, *, sustained: bool = False, overhead: bool = True,
               host_calls: Sequence[Sequence[str] | None] | None = None,
-              launches: Sequence[int] | None = None) -> IterationCost:
+              launches: Sequence[int] | None = None, num_seqs: int = 0) -> IterationCost:
     """Price an operator list as one iteration of ``engine`` (see the module docstring).
     ``sustained``: kernel times x the profile's sustained-load ratios; ``host_calls`` /
     ``launches``: PyTorch calls / launches per operator for eager host dispatch;
-    ``overhead``: add the profile's per-iteration scheduler time."""
+    ``overhead``: add the profile's per-iteration host time for ``num_seqs`` sequences."""
     burst, sources = device_times(ops, gpu, cost, engine, captured)
     ratio = np.asarray(cost.sustained_ratios(ops, gpu), dtype=float) if sustained else np.ones(len(ops))
     dev = burst * ratio
@@ -217,7 +217,7 @@ def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine:
         host = _host_per_op(ops, gpu, cost, engine, counts, host_calls, launches)
         host_s = float(np.dot(host, counts))
         total = eager_pipeline_s(list(dev), counts, host)
-    over = engine.launch.iteration_overhead_s.value if overhead else 0.0
+    over = engine.launch.overhead_s(num_seqs) if overhead else 0.0
     by_src = df.groupby("source")["total_s"].sum()
     share = {s: (float(by_src.get(s, 0.0)) / busy if busy > 0 else 0.0) for s in SOURCES}
     flops = float((df["count"] * df["flops"]).sum())
@@ -246,6 +246,6 @@ def price_iteration(model: ModelSpec, gpu: GPUSpec, batch: Sequence[Seq], parall
     ops = iteration_ops(model, batch, parallel, engine, stages=stages, dtype=dtype, kv_dtype=kv_dtype)
     cap = captures(engine, batch) if captured is None else captured
     if not ops:
-        over = engine.launch.iteration_overhead_s.value
+        over = engine.launch.overhead_s(len(batch))
         return IterationCost(engine.name, cap, over, 0.0, 0.0, over, pd.DataFrame())
-    return price_ops(ops, gpu, cost_model, engine, cap, sustained=sustained)
+    return price_ops(ops, gpu, cost_model, engine, cap, sustained=sustained, num_seqs=len(batch))

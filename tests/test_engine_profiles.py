@@ -10,7 +10,8 @@ from fleetsim.calibration.engines import ENGINE_DIR, engine_names, fitted_values
 from fleetsim.hardware.errors import ConfigError
 from pydantic import ValidationError
 
-SERVING = {"torch-eager", "torch-compile", "hf-transformers", "vllm", "sglang", "trtllm", "fleetsim-harness"}
+SERVING = {"torch-eager", "torch-compile", "hf-transformers", "vllm", "vllm-0.6", "sglang", "trtllm",
+           "fleetsim-harness"}
 TRAINING = {"torch-eager", "torch-compile", "hf-transformers", "megatron"}
 
 

@@ -118,6 +118,7 @@ class GraphStepTimer:
         self.dtype = dtype
         self.kv_dtype = kv_dtype
         self.overhead_s = prof.launch.iteration_overhead_s.value
+        self.seq_overhead_s = prof.launch.overhead_s(1) - self.overhead_s
         self.max_context = int(max_context or model.max_position_embeddings)
         self.stages: tuple[int | None, ...] = (
             (None,) if parallel.pp == 1 else (stage,) if stage is not None else tuple(range(parallel.pp)))
@@ -300,7 +301,8 @@ class GraphStepTimer:
                 for c in np.asarray(ctx_total, dtype=float).ravel()]).reshape(np.shape(ctx_total))
         ctx = np.asarray(ctx_total, dtype=float)
         fixed = self._scalar("token", num_seqs, graphs) + self._scalar("emit", num_seqs, graphs)
-        return fixed + self.decode_attention_time(num_seqs, ctx, graphs) + self.overhead_s
+        return (fixed + self.decode_attention_time(num_seqs, ctx, graphs) + self.overhead_s
+                + self.seq_overhead_s * num_seqs)
 
     def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
                   sampled: int, dec_q: int = 1) -> float:
@@ -325,7 +327,7 @@ class GraphStepTimer:
             q += [dec_q] * dec_n
             kv += list(_spread(dec_ctx, dec_n))
         t += self.prefill_attention_time(q, kv, g)
-        return t + self.overhead_s
+        return t + self.overhead_s + self.seq_overhead_s * (dec_n + len(pre_q))
 
     def max_decode_throughput(self, num_seqs: int, context: int) -> float:
         """Tokens/s of back-to-back decode iterations of ``num_seqs`` sequences at
