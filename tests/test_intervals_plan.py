@@ -7,7 +7,6 @@ import math
 import shlex
 
 import pytest
-from fleetsim import plan_serving
 from fleetsim.calibration import MeasuredCostModel, get_cost_model
 from fleetsim.calibration.engines import get_engine
 from fleetsim.calibration.intervals import interval_for
@@ -15,6 +14,8 @@ from fleetsim.hardware.catalog import get_gpu
 from fleetsim.sim.iteration import price_iteration
 from fleetsim.workloads.models import load_model
 from fleetsim.workloads.parallel import ParallelConfig, Seq
+
+from fleetsim import plan_serving
 
 ARGS = dict(model="llama-3.1-70b", cluster="8xH100", tpot_s=0.05, rate_rps=10.0)
 CLI = "plan --model llama-3.1-70b --cluster 8xH100 --tpot-s 0.05 --rate 10"
@@ -88,6 +89,7 @@ def test_plan_without_profile_takes_the_cross_spread() -> None:
 
 def test_simulate_summary_and_json_carry_the_interval(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     from fleetsim.calibration.intervals import load_table
+
     from fleetsim.cli import main
 
     out = tmp_path / "out"
@@ -106,6 +108,7 @@ def test_simulate_summary_and_json_carry_the_interval(tmp_path, capsys: pytest.C
 
 def test_training_summary_rows_are_numbers(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
+
     from fleetsim import estimate_train_step
     from fleetsim.cli import main
 
