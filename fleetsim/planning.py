@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fleetsim.calibration import get_cost_model
-from fleetsim.calibration.engines import get_engine
+from fleetsim.calibration import MeasuredCostModel, get_cost_model
+from fleetsim.calibration.engines import EngineProfile, get_engine
+from fleetsim.calibration.intervals import forward_class, load_table
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.checks import positive, positive_int
 from fleetsim.hardware.cluster import load_cluster
@@ -24,7 +25,7 @@ from fleetsim.planner.first_plan import (
     ServingTargets,
     first_plan,
 )
-from fleetsim.sim.iteration import check_engine, price_iteration
+from fleetsim.sim.iteration import IterationCost, captures, check_engine, price_iteration
 from fleetsim.sim.serving.config import EngineConfig
 from fleetsim.sim.serving.feasibility import check_replica
 from fleetsim.workloads.graph_common import act_dtype
@@ -80,7 +81,8 @@ class ServingPlan:
 
     def table(self) -> pd.DataFrame:
         """One row per feasible candidate, best first, in human units; ``meets_rate`` is
-        ``-`` when no rate was asked for."""
+        ``-`` when no rate was asked for. ``*_p10`` / ``*_p90``: the 80% prediction interval
+        of the column before them (``calibration.intervals``; throughput from ``1 / TPOT``)."""
         with_rate = bool(self.first.targets.rate_rps)
         recs = []
         for i, r in enumerate(self.first.rows, 1):
@@ -95,9 +97,15 @@ class ServingPlan:
                     "batch": r.batch,
                     "kv_tokens": r.kv_capacity_tokens,
                     "ttft_ms": round(r.ttft_s * 1e3, 1),
+                    "ttft_ms_p10": round(r.ttft_s_p10 * 1e3, 1),
+                    "ttft_ms_p90": round(r.ttft_s_p90 * 1e3, 1),
                     "tpot_ms": round(r.tpot_s * 1e3, 2),
+                    "tpot_ms_p10": round(r.tpot_s_p10 * 1e3, 2),
+                    "tpot_ms_p90": round(r.tpot_s_p90 * 1e3, 2),
                     "req_s": round(r.replica_rps * r.replicas, 2),
                     "out_tok_s": round(r.output_tok_s),
+                    "out_tok_s_p10": round(r.output_tok_s_p10),
+                    "out_tok_s_p90": round(r.output_tok_s_p90),
                     "usd_h": None if r.price_per_hour_usd is None else round(r.price_per_hour_usd, 2),
                     "usd_per_Mtok": None
                     if r.usd_per_million_output_tokens is None
@@ -133,17 +141,18 @@ def make_replica_timer(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, tp: int, 
     fit = check_replica(model, pool, gpu, parallel, eng)
     cost = get_cost_model(gpu)
     prof = eng.engine_profile
+    own = isinstance(cost, MeasuredCostModel)
+    table = load_table()
 
-    def price(batch: list[Seq]) -> float:
-        return price_iteration(model, gpu, batch, parallel, cost, prof, dtype=eng.dtype,
-                               kv_dtype=eng.kv_dtype).time_s
+    def price(batch: list[Seq]) -> IterationCost:
+        return price_iteration(model, gpu, batch, parallel, cost, prof, dtype=eng.dtype, kv_dtype=eng.kv_dtype)
 
     @cache
-    def prefill(n: int) -> float:
+    def prefill_it(n: int) -> IterationCost:
         return price([Seq(n, 0)])
 
     @cache
-    def iteration(b: int, c: int, k: int) -> float:
+    def iteration_it(b: int, c: int, k: int) -> IterationCost:
         return price([Seq(1, c)] * b + prompt_chunks(k))
 
     def prompt_chunks(k: int) -> list[Seq]:
@@ -152,7 +161,25 @@ def make_replica_timer(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, tp: int, 
         full, rem = divmod(k, isl)
         return [Seq(isl, 0)] * full + ([Seq(rem, 0)] if rem else [])
 
-    return ReplicaTimer(prefill, iteration, fit.kv_tokens, engines=pp, max_replicas=fit.max_replicas)
+    def prefill_band(n: int) -> tuple[float, float]:
+        it = prefill_it(n)
+        return table.log_bounds(gpu.name, forward_class(True, it.captured), own_profile=own,
+                                roofline_share=it.source_share.get("roofline", 0.0))
+
+    def iteration_band(b: int, c: int, k: int) -> tuple[float, float]:
+        it = iteration_it(b, c, k)
+        return table.log_bounds(gpu.name, tpot_class(prof, b, c), own_profile=own,
+                                roofline_share=it.source_share.get("roofline", 0.0))
+
+    return ReplicaTimer(lambda n: prefill_it(n).time_s, lambda b, c, k: iteration_it(b, c, k).time_s,
+                        fit.kv_tokens, engines=pp, max_replicas=fit.max_replicas,
+                        prefill_log_band=prefill_band, iteration_log_band=iteration_band)
+
+
+def tpot_class(prof: EngineProfile, b: int, context: int) -> str:
+    """Interval class of a TPOT: the decode forward of ``b`` sequences at ``context``, graph or
+    eager as the profile launches that decode batch (``decode_graph`` for vLLM's captured decodes)."""
+    return forward_class(False, captures(prof, [Seq(1, context)] * b))
 
 
 def plan_serving(

@@ -207,7 +207,7 @@ class TrainEstimate:
             ("engine", self.job.engine.name, ""),
             ("gpus", self.num_gpus, ""), ("gpu", self.gpu.name, ""),
             ("step time", self.time_s, "s"),
-            ("step time p10-p90", f"{self.time_s_p10:.4g}-{self.time_s_p90:.4g}", "s"),
+            ("step time p10", self.time_s_p10, "s"), ("step time p90", self.time_s_p90, "s"),
             ("tokens/s", self.tokens_per_s, "tok/s"),
             ("model FLOP/s per GPU", self.model_flops_per_s_per_gpu / 1e12, "TFLOP/s"),
             ("MFU", self.mfu, ""), ("HFU", self.hfu, ""),

@@ -13,6 +13,10 @@ with continuous batching:
   tokens/s ``X(b) * osl``,
 * ``TTFT`` ~ ``P`` plus the one iteration in flight when the request arrives, ``TPOT(b)``.
 
+Each row carries the 80% prediction interval of its TTFT and TPOT (``calibration.intervals``),
+from the log bounds the timer gives for ``P`` and ``I(b, k)``; throughput scales with
+``1 / TPOT``, so its range is the point times ``TPOT / TPOT_p90`` to ``TPOT / TPOT_p10``.
+
 The batch ``b`` is the largest that the KV cache holds (``b * (isl + osl)`` tokens), that the
 scheduler allows (``max_num_seqs``) and that meets the TPOT and TTFT targets.
 
@@ -73,6 +77,10 @@ class ReplicaTimer:
     """Batches in flight at once: the pipeline depth (virtual engines), 1 without PP."""
     max_replicas: int = 1
     """Replicas of this layout the pool holds (``sim.serving.feasibility.check_replica``)."""
+    prefill_log_band: Callable[[int], tuple[float, float]] | None = None
+    """(q10, q90) of ``ln(measured / predicted)`` for ``prefill_s(n)`` (the 80% interval, TTFT's class)."""
+    iteration_log_band: Callable[[int, int, int], tuple[float, float]] | None = None
+    """(q10, q90) of ``ln(measured / predicted)`` for ``iteration_s(b, c, k)`` (TPOT's class)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,21 @@ class PlanRow:
     usd_per_million_output_tokens: float | None
     note: str = ""
     pp: int = 1
+    ttft_s_p10: float = math.nan
+    ttft_s_p90: float = math.nan
+    tpot_s_p10: float = math.nan
+    tpot_s_p90: float = math.nan
+    """80% prediction intervals of ``ttft_s`` and ``tpot_s``; NaN when the timer gives no bounds."""
+
+    @property
+    def output_tok_s_p10(self) -> float:
+        """Lower end of the throughput: every iteration at the slow end ``tpot_s_p90``."""
+        return self.output_tok_s * self.tpot_s / self.tpot_s_p90
+
+    @property
+    def output_tok_s_p90(self) -> float:
+        """Upper end of the throughput: every iteration at the fast end ``tpot_s_p10``."""
+        return self.output_tok_s * self.tpot_s / self.tpot_s_p10
 
 
 @dataclass(frozen=True)
@@ -228,6 +251,7 @@ def plan_pool(
             rejected.append(Rejected(gpu.name, tp, sized, pp))
             continue
         b, p, d, ttft, tpot, x = sized
+        ttft_band, tpot_band = _bands(targets, timer, b // pp, ttft, tpot)
         replicas = timer.max_replicas
         needed = math.ceil(targets.rate_rps / x) if targets.rate_rps else None
         used = replicas if needed is None else min(replicas, needed)
@@ -256,9 +280,26 @@ def plan_pool(
                 usd_per_million_output_tokens=usd_per_m,
                 note="" if needed is None or needed <= replicas else _short_note(needed, replicas),
                 pp=pp,
+                ttft_s_p10=ttft_band[0],
+                ttft_s_p90=ttft_band[1],
+                tpot_s_p10=tpot_band[0],
+                tpot_s_p90=tpot_band[1],
             )
         )
     return rows, rejected
+
+
+def _bands(targets: ServingTargets, timer: ReplicaTimer, b: int, ttft: float, tpot: float
+           ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(p10, p90) of TTFT (the prefill's class) and TPOT (the iteration's class) for a
+    replica sized at ``b`` sequences per engine; NaN without the timer's bounds."""
+    nan = (math.nan, math.nan)
+    if timer.prefill_log_band is None or timer.iteration_log_band is None:
+        return nan, nan
+    isl, osl = targets.isl, targets.osl
+    lo_p, hi_p = timer.prefill_log_band(isl)
+    lo_d, hi_d = timer.iteration_log_band(b, isl + osl // 2, round(b * isl / osl))
+    return (ttft * math.exp(lo_p), ttft * math.exp(hi_p)), (tpot * math.exp(lo_d), tpot * math.exp(hi_d))
 
 
 def _short_note(needed: int, replicas: int) -> str:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
 from fleetsim.cli.args import positive_float, positive_int
 from fleetsim.cli.table import print_frame
+
+RANGES = {"ttft_ms": 1, "tpot_ms": 2, "out_tok_s": 0}
+"""Columns whose ``_p10`` / ``_p90`` pair prints as one ``_80`` range column (``45.1-52.3``), with
+the decimals ``ServingPlan.table`` rounds them to."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,10 +55,20 @@ def run(args: argparse.Namespace) -> int:
     )
     print(plan.headline())
     print()
-    print_frame(plan.table().head(args.top))
+    print_frame(compact(plan.table().head(args.top)))
     if plan.rejected:
         print()
         print("Not feasible:")
         for r in plan.rejected:
             print(f"  {r.gpu} TP={r.tp} PP={r.pp}: {r.reason}")
     return 0
+
+
+def compact(table: pd.DataFrame) -> pd.DataFrame:
+    """``plan.table()`` with each interval pair as one ``lo-hi`` column after its point."""
+    out = table.copy()
+    for col, d in RANGES.items():
+        lo, hi = out.pop(f"{col}_p10"), out.pop(f"{col}_p90")
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_80",
+                   [f"{a:.{d}f}-{b:.{d}f}" for a, b in zip(lo, hi, strict=True)])
+    return out

@@ -222,6 +222,7 @@ def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_q
         for q in (50, 90, 99):
             out[f"{name[:-2]}_p{q}_s"] = _pct(col, q)
         out[f"{name[:-2]}_mean_s"] = float(col.mean()) if len(col.dropna()) else math.nan
+    out.update(interval_keys(sim, out))
     for q, v in zip((50, 90, 99), itl_q, strict=True):
         out[f"itl_p{q}_s"] = v
     out["input_tokens_per_s"] = float(fin["prompt_tokens"].sum()) / span
@@ -243,6 +244,28 @@ def _summary(sim: ServingSimulation, req: pd.DataFrame, rep: pd.DataFrame, itl_q
     out["mean_utilization"] = float(rep["utilization"].mean()) if len(rep) else 0.0
     out["num_replicas"] = len(sim.replicas)
     out["overloaded"] = _overloaded(req, int(out["unfinished"]))
+    return out
+
+
+def interval_keys(sim: ServingSimulation, summary: dict[str, float | int | bool | str]) -> dict[str, float]:
+    """``ttft_p50_s_p10`` / ``_p90`` and ``tpot_p50_s_p10`` / ``_p90``: the 80% interval of the
+    p50 latencies with every iteration time scaled by the first pool's GPU interval
+    (``calibration.intervals``; why scaling holds below capacity: ``fleetsim.serving_intervals``).
+    TTFT takes the prefill class, TPOT the decode class, each graph or eager as the engine
+    profile launches it."""
+    from fleetsim.calibration import MeasuredCostModel, get_cost_model
+    from fleetsim.calibration.intervals import forward_class, load_table
+
+    plan = sim.plans[0]
+    launch = plan.entry.engine.engine_profile.launch
+    own = isinstance(get_cost_model(plan.gpu), MeasuredCostModel)
+    table = load_table()
+    out = {}
+    for key, cls in (("ttft_p50_s", forward_class(True, launch.mode == "graphs")),
+                     ("tpot_p50_s", forward_class(False, launch.has_graphs))):
+        lo, hi = table.log_bounds(plan.gpu.name, cls, own_profile=own)
+        v = float(summary[key])
+        out[f"{key}_p10"], out[f"{key}_p90"] = v * math.exp(lo), v * math.exp(hi)
     return out
 
 
