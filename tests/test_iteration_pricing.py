@@ -105,3 +105,26 @@ def test_simulate_names_its_engine_and_rejects_unknown_ones(capsys) -> None:
                "--num-requests", "5", "--engine", "vlm"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "did you mean 'vllm'" in err
+
+
+def test_surrogate_keeps_every_extra_kernel_of_a_profile() -> None:
+    """However many unfused extra kernels a profile names (here 100 a layer, more than any
+    shipped profile), the surrogate prices each of them in its part: it stays as close to
+    direct pricing as for the shipped profiles."""
+    from fleetsim.calibration.engines import Fitted
+
+    base = get_engine("vllm")
+    many = Fitted(value=100, source="default: a test profile with many extra kernels")
+    kernels = base.kernels.model_copy(update={"extra_kernels_decode": many, "extra_kernels_prefill": many})
+    prof = base.model_copy(update={"kernels": kernels})
+    gpu = get_gpu("H100")
+    timer = GraphStepTimer(load_model("llama-3.1-8b"), gpu, ParallelConfig(), get_cost_model(gpu), engine=prof)
+    plain = GraphStepTimer(load_model("llama-3.1-8b"), gpu, ParallelConfig(), get_cost_model(gpu), engine=base)
+    ctx = [700] * 8
+    batch = [Seq(1, c) for c in ctx] + [Seq(256, 0)]
+    direct = timer.direct_time(batch)
+    fast = timer.step_time(8, sum(c + 1 for c in ctx), [256], [256], 1)
+    assert fast == pytest.approx(direct, rel=0.02)
+    assert direct > plain.direct_time(batch)
+    dec = float(timer.decode_times(8, np.array([float(sum(c + 1 for c in ctx))]))[0])
+    assert dec == pytest.approx(timer.direct_time([Seq(1, c) for c in ctx]), rel=0.02)

@@ -57,11 +57,15 @@ from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
 _EMIT_OPS = frozenset({"lm_head", "logits_gather", "sampling"})
-_DECODE_ATTN_OPS = frozenset({"attn_decode", "q_absorb", "o_absorb", "kv_expand",
-                              *(f"extra_decode.{i}" for i in range(64))})
-_PREFILL_ATTN_OPS = frozenset({"attn_prefill", "attn_prefill_window", "kv_b_proj",
-                               *(f"extra_prefill.{i}" for i in range(64))})
+_DECODE_ATTN_OPS = frozenset({"attn_decode", "q_absorb", "o_absorb", "kv_expand", "extra_decode"})
+_PREFILL_ATTN_OPS = frozenset({"attn_prefill", "attn_prefill_window", "kv_b_proj", "extra_prefill"})
 _ATTN_OPS = _DECODE_ATTN_OPS | _PREFILL_ATTN_OPS
+
+
+def _part(name: str) -> str:
+    """The operator an op belongs to: its name without the ``.i`` of an unfused piece
+    (``extra_decode.3`` is one of the ``extra_decode`` kernels, however many a profile has)."""
+    return name.split(".", 1)[0]
 
 
 class StepTimer(Protocol):
@@ -130,12 +134,12 @@ class GraphStepTimer:
         self._ctx_grid = np.unique(np.round(np.geomspace(1, self.max_context + 1, 64)))
         # Prefill attention templates: (stage ops with a placeholder batch).
         self._pre_templates = [op for st in self.stages for op in self._ops([Seq(16, 16)], st)
-                               if op.name in _PREFILL_ATTN_OPS]
+                               if _part(op.name) in _PREFILL_ATTN_OPS]
         big = self.max_context
         self._dec_templates: list[tuple[Op, int | None]] = []
         for st in self.stages:
             for op in self._ops([Seq(1, big)], st):
-                if op.name in _DECODE_ATTN_OPS:
+                if _part(op.name) in _DECODE_ATTN_OPS:
                     cap = None
                     if isinstance(op, AttentionOp) and op.kv_lens[0] < big + 1:
                         cap = op.kv_lens[0]
@@ -189,7 +193,7 @@ class GraphStepTimer:
         return tab
 
     def _part_ops(self, batch: Sequence[Seq], names: frozenset[str], keep: bool) -> list[Op]:
-        return [op for st in self.stages for op in self._ops(batch, st) if (op.name in names) == keep]
+        return [op for st in self.stages for op in self._ops(batch, st) if (_part(op.name) in names) == keep]
 
     def token_time(self, tokens: np.ndarray | int, graphs: bool) -> np.ndarray:
         """Token part for ``tokens`` new tokens (no attention, no LM head)."""
