@@ -226,7 +226,10 @@ class EngineProfile(_Strict):
 
     def with_launch_mode(self, graphs: bool) -> EngineProfile:
         """This profile with every iteration captured (``graphs``) or eager, host dispatch
-        and overlap unchanged (the ``graphs=`` override of ``estimate_forward``)."""
+        and overlap unchanged (the ``graphs=`` override of ``estimate_forward``); the profile
+        itself when it already launches that way."""
+        if self.launch.mode == ("graphs" if graphs else "eager"):
+            return self
         launch = self.launch.model_copy(update={"mode": "graphs" if graphs else "eager",
                                                 "max_capture_batch": None})
         return self.model_copy(update={"launch": launch,

@@ -164,7 +164,7 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
     prof = get_engine(engine if engine is not None else HARNESS)
     if graphs is not None:
-        prof = prof.with_launch_mode(graphs) if prof.launch.mode != ("graphs" if graphs else "eager") else prof
+        prof = prof.with_launch_mode(graphs)
     seqs = resolve_batch(batch)
     if check_context:
         context_limit(mspec, max(s.kv_len for s in seqs), "batch sequence length (context + new tokens)")
@@ -209,9 +209,7 @@ def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostM
     from fleetsim.calibration.engines import get_engine
     from fleetsim.sim.iteration import price_ops
 
-    prof = get_engine(engine if engine is not None else HARNESS)
-    if prof.launch.mode != ("graphs" if graphs else "eager"):
-        prof = prof.with_launch_mode(graphs)
+    prof = get_engine(engine if engine is not None else HARNESS).with_launch_mode(graphs)
     it = price_ops(ops, gpu, _iteration_model(cost_model), prof, graphs, sustained=sustained,
                    host_calls=host_calls, launches=launches)
     return _estimate(it, model_name, gpu.name, tp)

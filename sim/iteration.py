@@ -171,7 +171,7 @@ def _host_per_op(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
             host = cost.host_times(ops, gpu)
     else:
         per_call = launch.host_dispatch_s.value
-        host = [per_call * (n if launches is not None else 1) for n in (launches or [1] * len(ops))]
+        host = [per_call * n for n in (launches if launches is not None else [1] * len(ops))]
     if launch.mode == "compiled":
         assert launch.region_host_s is not None
         region = launch.region_host_s.value
