@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fleetsim.cli.args import check_out_dir
+
 SECTIONS = ("ops", "forward", "training")
 OPTIONAL = ("intervals",)
 """Sections run only when ``--only`` names them."""
@@ -165,10 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--published-serving/--published-split: only with --engine NAME")
     inp = _check(args)
     if args.csv_dir is not None:
-        try:
-            args.csv_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"--csv-dir {str(args.csv_dir)!r}: cannot create ({exc.strerror or exc})") from None
+        check_out_dir(str(args.csv_dir), "--csv-dir")
     root, proot, gpus = inp.validation_root, inp.profile_root, inp.gpus
     missed: list[str] = []
     tables: dict[str, pd.DataFrame] = {}
@@ -250,8 +249,8 @@ def run_engines(args: argparse.Namespace) -> int:
         raise ConfigError("--engine: no engine name given")
     if args.published_split and not args.published_serving:
         raise ConfigError("--published-split: only with --published-serving")
-    if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
-        raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
+    if args.csv_dir is not None:
+        check_out_dir(str(args.csv_dir), "--csv-dir")
     parts = []
     h200 = tuple(n for n in names if n in ve.H200_ENGINES)
     if h200:
@@ -271,7 +270,6 @@ def run_engines(args: argparse.Namespace) -> int:
     _show(f"engine profiles: fitted and held-out rows apart (targets: MAPE per group; H200 rows "
           f"within {ve.WORST_ROW:.0%})", summ)
     if args.csv_dir is not None:
-        args.csv_dir.mkdir(parents=True, exist_ok=True)
         rows.to_csv(args.csv_dir / "engine_points.csv", index=False)
         summ.to_csv(args.csv_dir / "engine_summary.csv", index=False)
     missed = [f"{r.engine} {r.group} ({r.split}): MAPE {r.mape:.1%}, worst {r.worst_row} {r.worst_error:+.1%}"
