@@ -25,13 +25,13 @@ def _placement(text: str) -> tuple[str, ...]:
 
 
 def schedule_for(args: argparse.Namespace) -> str:
-    """The pipeline schedule: --schedule, or ``interleaved`` when --vpp > 1 (else ``1f1b``);
-    --vpp > 1 with an explicit non-interleaved --schedule is an error naming both flags."""
-    if args.schedule is None:
-        return "interleaved" if args.vpp > 1 else "1f1b"
-    if args.vpp > 1 and args.schedule != "interleaved":
+    """The pipeline schedule as the API resolves it (``training.resolve_schedule``), with
+    the conflict of --vpp > 1 and a non-interleaved --schedule named in flags."""
+    from fleetsim.training import resolve_schedule
+
+    if args.vpp > 1 and args.schedule not in (None, "interleaved"):
         raise ConfigError(f"--vpp {args.vpp} needs --schedule interleaved, got --schedule {args.schedule}")
-    return str(args.schedule)
+    return resolve_schedule(args.schedule, args.vpp)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
