@@ -12,12 +12,12 @@ from __future__ import annotations
 from .columns import OpColumns, attention_columns, columns_of, elementwise_columns, gemm_columns
 from .cost import SOURCES, CostModel, OpCost
 from .measured import MeasuredCostModel, get_cost_model, profile_dirs
-from .power import PowerModel
+from .power import PowerParams, power_params
 from .profile import Profile, load_profile
 from .roofline import RooflineCostModel
 
 __all__ = [
-    "SOURCES", "CostModel", "OpCost", "MeasuredCostModel", "RooflineCostModel", "Profile", "PowerModel",
+    "SOURCES", "CostModel", "OpCost", "MeasuredCostModel", "RooflineCostModel", "Profile", "PowerParams", "power_params",
     "get_cost_model", "load_profile", "profile_dirs", "OpColumns", "attention_columns", "columns_of",
     "elementwise_columns", "gemm_columns",
 ]

@@ -27,7 +27,7 @@ from fleetsim.hardware.specs import GPUSpec, LinkSpec
 from .cost import OpCost
 from .fit import ProfileFit
 from .ops import Op
-from .power import PowerModel
+from .power import PowerParams, kernel_power_w, load_power_params
 from .profile import Profile, load_profile
 from .roofline import RooflineCostModel
 
@@ -57,22 +57,24 @@ class MeasuredCostModel(RooflineCostModel):
         super().__init__(ProfileFit(prof, spec), links=links)
         self.profile = prof
         self.measured_gpu = spec.name
-        self.power = PowerModel.from_profile(prof)
+        self.power: PowerParams | None = load_power_params(prof.root, spec)
 
     def op_time(self, op: Op, gpu: GPUSpec, *, graphs: bool = False) -> OpCost:
         """Seconds (and, on the profiled GPU with a power table, joules) of one instance."""
         cost = super().op_time(op, gpu, graphs=graphs)
         if self.power is None or gpu.name != self.measured_gpu:
             return cost
-        return OpCost(cost.time_s, cost.source, self.power.power_w(op) * cost.time_s)
+        return OpCost(cost.time_s, cost.source, float(kernel_power_w(self.power, gpu, [op], [cost.time_s])[0])
+                      * cost.time_s)
 
     def op_energies(self, ops: Sequence[Op], gpu: GPUSpec, graphs: bool = False) -> np.ndarray | None:
-        """Energy (J) of one instance of each operator (class power x time), or None when
-        ``gpu`` is not the profiled GPU or the profile has no power table."""
+        """Energy (J) of one instance of each operator (its occupancy power x time, see
+        ``calibration.power``), or None when ``gpu`` is not the profiled GPU or the profile has
+        no ``power_model.json``."""
         if self.power is None or gpu.name != self.measured_gpu:
             return None
         t, _ = self.op_times(ops, gpu, graphs=graphs)
-        return self.power.energies_j(ops, t)
+        return kernel_power_w(self.power, gpu, ops, t) * t
 
     def __repr__(self) -> str:
         return f"MeasuredCostModel({str(self.profile.root)!r}, gpu={self.measured_gpu!r})"

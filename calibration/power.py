@@ -1,67 +1,312 @@
-"""Board power per operator class, from a profile's ``power.csv``.
+"""Board power of a GPU from what its kernels do: occupancy, not operator class.
 
-The calibration harness runs each operator class back to back for about two seconds and
-records the mean board power (``power_w_mean``) and the SM clock it settled at. An
-operator's energy is that class power times its time: ``E = P(class) x t``. Classes:
-GEMMs by dtype (``gemm_bf16``, ``gemm_fp8``), attention by phase (``attention_prefill``,
-``attention_decode``), and streaming kernels, copies and collectives (``memory_copy``).
-The class powers are those of sustained full-size kernels, so for short, under-occupied
-kernels the energy is an upper bound (the board then draws less, down to ``idle``).
+A kernel's board power is modelled from the rates it achieves, measured through NVML on a
+real GPU (``calibration/bench/power_occupancy.py``, results in a profile's
+``power_occupancy.csv``)::
+
+    demand = base_w + memory_w * u_mem + compute_w * u_compute
+
+``u_mem`` is the kernel's DRAM bytes per second over the GPU's peak bandwidth and
+``u_compute`` its FLOP/s over the dtype's dense peak, both from the kernel's own time. A
+large GEMM demands more than the board may draw: the power limiter then lowers the SM clock
+until the board draws ``limit_share * limit`` (the H200 settles at 0.987 x 700 W), which the
+measured kernel times already include. Between the kernels of a running engine (host gaps,
+scheduler time) the board draws ``gap_w``; a replica with no work draws ``idle_w``.
+
+Parameters are fitted by non-negative least squares on the profile's unthrottled rows (duty-
+cycled GEMM rows add ``gap_w``), and stored with the fit and its held-out rows in the profile's
+``power_model.json`` (``benchmarks/fit_power.py`` writes it; a test re-derives it). A GPU
+without such a file gets the measured GPU's parameters scaled to its own idle power and TDP,
+labelled ``derived`` in ``source``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from fleetsim.hardware.errors import ProfileError
+import pandas as pd
+from fleetsim.hardware.errors import ConfigError, ProfileError
+from fleetsim.hardware.specs import GPUSpec
 
-from .ops import AttentionOp, GemmOp, Op
-from .profile import Profile
+from .ops import Op
 
-GEMM_CLASS = {"fp8": "gemm_fp8", "int8": "gemm_fp8", "fp4": "gemm_fp8"}
-"""GEMM dtype -> power class (other dtypes: ``gemm_bf16``)."""
+POWER_MODEL_FILE = "power_model.json"
+OCCUPANCY_FILE = "power_occupancy.csv"
+REFERENCE_GPU = "H200-SXM"
+"""The GPU whose measured parameters other GPUs' derived parameters are scaled from."""
+
+FIT_WORKLOADS = ("gemm_bf16", "gemm_fp8", "copy", "duty_gemm")
+"""Occupancy rows that fit the parameters; the others (elementwise adds, attention prefill and
+decode, CUDA-graph decode GEMM chains) are held out and reported as the test rows."""
+
+UNTHROTTLED_CLOCK_SHARE = 0.96
+"""A row whose SM clock stayed at or above this share of the maximum clock ran unthrottled."""
 
 
 @dataclass(frozen=True)
-class PowerModel:
-    """Mean board power (W) per operator class, plus the idle power."""
+class PowerParams:
+    """Power model of one GPU (W). ``source`` says whether the numbers were measured on this
+    GPU or derived from another's; ``fit`` carries the fit report when measured."""
 
-    class_power_w: dict[str, float]
+    gpu: str
+    tdp_w: float
+    min_cap_w: float
     idle_w: float
+    gap_w: float
+    base_w: float
+    memory_w: float
+    compute_w: float
+    limit_share: float
+    source: str
+    fit: dict[str, Any] | None = None
 
-    @staticmethod
-    def from_profile(profile: Profile) -> PowerModel | None:
-        """The profile's power table, or None when it has no ``power.csv``."""
-        df = profile.tables.get("power")
-        if df is None or df.empty:
-            return None
-        table = {str(c): float(p) for c, p in zip(df["op_class"], df["power_w_mean"], strict=True)}
-        need = ("gemm_bf16", "memory_copy")
-        missing = [c for c in need if c not in table]
-        if missing:
-            raise ProfileError(f"{profile.root / 'power.csv'}: lacks op_class row(s) {', '.join(missing)}")
-        idle = table.get("idle", min(table.values()))
-        return PowerModel(table, idle)
+    def demand_w(self, u_compute: np.ndarray | float, u_mem: np.ndarray | float) -> np.ndarray:
+        """Power the work would draw unthrottled (W)."""
+        return self.base_w + self.memory_w * np.asarray(u_mem, float) + self.compute_w * np.asarray(u_compute, float)
 
-    def op_class(self, op: Op) -> str:
-        """Power class of an operator."""
-        if isinstance(op, GemmOp):
-            return GEMM_CLASS.get(op.dtype, "gemm_bf16")
-        if isinstance(op, AttentionOp):
-            return "attention_decode" if op.phase == "decode" else "attention_prefill"
-        return "memory_copy"
+    def settle_w(self, limit_w: float) -> float:
+        """Board power the limiter settles at under ``limit_w``."""
+        return self.limit_share * limit_w
 
-    def power_w(self, op: Op) -> float:
-        """Board power while ``op`` runs; an unmeasured class falls back to bf16 GEMM power
-        for compute classes and to the copy power otherwise."""
-        cls = self.op_class(op)
-        if cls in self.class_power_w:
-            return self.class_power_w[cls]
-        fallback = "gemm_bf16" if cls.startswith(("gemm", "attention_prefill")) else "memory_copy"
-        return self.class_power_w[fallback]
+    def check_cap(self, power_cap_w: float | None, what: str = "power_cap_w") -> float:
+        """The limit in force: ``power_cap_w`` (validated against the GPU's range) or the TDP."""
+        if power_cap_w is None:
+            return self.tdp_w
+        cap = float(power_cap_w)
+        if not math.isfinite(cap) or cap < self.min_cap_w or cap > self.tdp_w:
+            raise ConfigError(f"{what}={power_cap_w:g}: {self.gpu} accepts power limits from "
+                              f"{self.min_cap_w:g} W to {self.tdp_w:g} W")
+        return cap
 
-    def energies_j(self, ops: Sequence[Op], times_s: np.ndarray) -> np.ndarray:
-        """Energy (J) of one instance of each operator given its time."""
-        return np.array([self.power_w(op) for op in ops]) * np.asarray(times_s, dtype=float)
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+
+def utilisation(flops: np.ndarray, bytes_: np.ndarray, time_s: np.ndarray, peak_flops: np.ndarray,
+                gpu: GPUSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(u_compute, u_mem) of kernels from their work and time, each clipped to [0, 1]."""
+    t = np.asarray(time_s, float)
+    safe = np.where(t > 0, t, np.inf)
+    uc = np.asarray(flops, float) / safe / np.asarray(peak_flops, float)
+    um = np.asarray(bytes_, float) / safe / gpu.memory_bw_bps
+    return np.clip(uc, 0.0, 1.0), np.clip(um, 0.0, 1.0)
+
+
+def compute_share(flops: np.ndarray, bytes_: np.ndarray, peak_flops: np.ndarray, gpu: GPUSpec) -> np.ndarray:
+    """Roofline share of a kernel's time that scales with the SM clock: compute time over the
+    larger of compute and memory time (1 for a large GEMM, near 0 for a copy)."""
+    tc = np.asarray(flops, float) / np.asarray(peak_flops, float)
+    tm = np.asarray(bytes_, float) / gpu.memory_bw_bps
+    den = np.maximum(tc, tm)
+    return np.where(den > 0, tc / np.where(den > 0, den, 1.0), 0.0)
+
+
+# -- fitting ---------------------------------------------------------------------------
+
+def _occupancy_rows(df: pd.DataFrame, gpu: GPUSpec) -> pd.DataFrame:
+    need = {"workload", "dtype", "duty", "busy_fraction", "flop_per_s", "bytes_per_s", "power_w_mean",
+            "sm_clock_mhz"}
+    missing = sorted(need - set(df.columns))
+    if missing:
+        raise ProfileError(f"{OCCUPANCY_FILE}: lacks column(s) {', '.join(missing)}")
+    rows = df[~df["workload"].astype(str).str.startswith("idle")].copy()
+    peak = rows["dtype"].map(lambda d: gpu.peak_flops.get(str(d), gpu.peak_flops.get("bf16")))
+    rows["u_compute"] = np.clip(rows["flop_per_s"].fillna(0.0) / peak.astype(float), 0.0, 1.0)
+    rows["u_mem"] = np.clip(rows["bytes_per_s"].fillna(0.0) / gpu.memory_bw_bps, 0.0, 1.0)
+    max_mhz = gpu.max_clock_hz / 1e6
+    rows["throttled"] = rows["sm_clock_mhz"] < UNTHROTTLED_CLOCK_SHARE * max_mhz
+    rows["busy"] = np.where(rows["duty"] < 1, rows["busy_fraction"], 1.0)
+    return rows
+
+
+def _design(rows: pd.DataFrame) -> np.ndarray:
+    b = rows["busy"].to_numpy(float)
+    return np.c_[b, b * rows["u_mem"].to_numpy(float), b * rows["u_compute"].to_numpy(float), 1.0 - b]
+
+
+def fit_power_params(df: pd.DataFrame, gpu: GPUSpec, *, date: str = "") -> PowerParams:
+    """Fit ``base_w, memory_w, compute_w, gap_w`` on the unthrottled rows of ``FIT_WORKLOADS``
+    (non-negative least squares: unthrottled power = busy x demand + (1 - busy) x gap), the
+    limiter share on the throttled full-duty rows, and the idle power on the first idle row;
+    report per-row errors on the fitted and the held-out rows."""
+    from scipy.optimize import nnls
+
+    rows = _occupancy_rows(df, gpu)
+    free = rows[~rows["throttled"]]
+    fit_rows = free[free["workload"].isin(FIT_WORKLOADS)]
+    if len(fit_rows) < 4:
+        raise ProfileError(f"{OCCUPANCY_FILE}: {len(fit_rows)} unthrottled rows of {', '.join(FIT_WORKLOADS)}; "
+                           "the power fit needs at least 4")
+    x, _ = nnls(_design(fit_rows), fit_rows["power_w_mean"].to_numpy(float))
+    base, mem, comp, gap = (float(v) for v in x)
+    capped = rows[rows["throttled"] & (rows["duty"] >= 1)]
+    limit = float(df.attrs.get("power_limit_w", gpu.tdp_w))
+    share = float(np.median(capped["power_w_mean"] / limit)) if len(capped) else 1.0
+    idle_rows = df[df["workload"].astype(str) == "idle"]["power_w_mean"]
+    idle = float(idle_rows.iloc[0]) if len(idle_rows) else gpu.idle_power_w
+
+    def report(part: pd.DataFrame) -> dict[str, Any]:
+        pred = _design(part) @ x
+        err = (pred - part["power_w_mean"].to_numpy(float)) / part["power_w_mean"].to_numpy(float)
+        labels = [f"{w} {s} pass{p}" for w, s, p in zip(part["workload"], part["shape"], part.get("pass", 1),
+                                                         strict=True)]
+        worst = int(np.argmax(np.abs(err))) if len(err) else 0
+        return {"rows": len(part), "mape_pct": round(float(np.mean(np.abs(err))) * 100, 2) if len(err) else None,
+                "worst": f"{labels[worst]}: {err[worst] * 100:+.1f}%" if len(err) else None}
+
+    test_rows = free[~free["workload"].isin(FIT_WORKLOADS)]
+    fit = {"date": date, "fit_workloads": list(FIT_WORKLOADS), "fitted": report(fit_rows),
+           "held_out": report(test_rows), "throttled_rows": len(capped), "limit_w": limit}
+    return PowerParams(gpu=gpu.name, tdp_w=gpu.tdp_w, min_cap_w=gpu.min_power_cap_w, idle_w=round(idle, 3),
+                       gap_w=round(gap, 3), base_w=round(base, 3), memory_w=round(mem, 3),
+                       compute_w=round(comp, 3), limit_share=round(share, 4),
+                       source=f"measured: NVML on {gpu.name} ({OCCUPANCY_FILE}{', ' + date if date else ''})",
+                       fit=fit)
+
+
+def load_power_params(root: Path, gpu: GPUSpec) -> PowerParams | None:
+    """The ``power_model.json`` of the profile folder ``root``, or None when it has none."""
+    path = root / POWER_MODEL_FILE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        p = PowerParams(**raw)
+    except (ValueError, TypeError) as exc:
+        raise ProfileError(f"{path}: not a power model ({exc})") from None
+    if p.gpu != gpu.name:
+        raise ProfileError(f"{path}: fitted on {p.gpu}, not {gpu.name}")
+    return p
+
+
+def derived_params(ref: PowerParams, gpu: GPUSpec) -> PowerParams:
+    """``ref``'s parameters moved to ``gpu``: idle from its spec, every active term scaled by
+    the ratio of the two GPUs' dynamic ranges (TDP - idle)."""
+    scale = (gpu.tdp_w - gpu.idle_power_w) / (ref.tdp_w - ref.idle_w)
+
+    def moved(w: float) -> float:
+        return round(gpu.idle_power_w + (w - ref.idle_w) * scale, 3)
+
+    return PowerParams(gpu=gpu.name, tdp_w=gpu.tdp_w, min_cap_w=gpu.min_power_cap_w, idle_w=gpu.idle_power_w,
+                       gap_w=max(gpu.idle_power_w, moved(ref.gap_w)), base_w=moved(ref.base_w),
+                       memory_w=round(ref.memory_w * scale, 3), compute_w=round(ref.compute_w * scale, 3),
+                       limit_share=ref.limit_share,
+                       source=f"derived: {ref.gpu} measured model scaled to {gpu.name}'s idle power and TDP "
+                              f"(catalog spec)")
+
+
+def power_params(gpu: GPUSpec) -> PowerParams:
+    """Power model of ``gpu``: its profile's measured fit where one exists (shipped or under
+    ``$FLEETSIM_PROFILE_DIR``), else the reference GPU's fit derived to its spec."""
+    from .measured import user_profile_root
+
+    return _power_params(gpu.model_dump_json(), str(user_profile_root()))
+
+
+@lru_cache(maxsize=64)
+def _power_params(gpu_json: str, user_root: str) -> PowerParams:
+    from fleetsim.hardware.catalog import get_gpu
+
+    from .measured import profile_dirs
+
+    gpu = GPUSpec.model_validate_json(gpu_json)
+    dirs = profile_dirs()
+    own = dirs.get(gpu.name)
+    if own is not None:
+        p = load_power_params(own, gpu)
+        if p is not None:
+            return p
+    ref_dir = dirs.get(REFERENCE_GPU)
+    ref = load_power_params(ref_dir, get_gpu(REFERENCE_GPU)) if ref_dir is not None else None
+    if ref is None:
+        raise ProfileError(f"no {POWER_MODEL_FILE} for {REFERENCE_GPU}: the power model has no reference")
+    return ref if gpu.name == ref.gpu else derived_params(ref, gpu)
+
+
+def read_occupancy(root: Path) -> pd.DataFrame:
+    """A profile folder's ``power_occupancy.csv`` with the power limit it ran under (from
+    ``power_occupancy_meta.json``) in ``attrs``, for ``fit_power_params``."""
+    path = root / OCCUPANCY_FILE
+    if not path.exists():
+        raise ProfileError(f"{path}: not found (run calibration/bench/power_occupancy.py on the GPU)")
+    df = pd.read_csv(path)
+    meta_path = root / "power_occupancy_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if "power_limit_w" in meta:
+        df.attrs["power_limit_w"] = float(meta["power_limit_w"])
+    df.attrs["date"] = str(meta.get("date", ""))[:10]
+    return df
+
+
+def refit(root: Path, gpu: GPUSpec) -> PowerParams:
+    """Fit ``root``'s power model from its occupancy rows (what ``power_model.json`` holds)."""
+    df = read_occupancy(root)
+    return fit_power_params(df, gpu, date=str(df.attrs.get("date", "")))
+
+
+def op_peaks(ops: Sequence[Op], gpu: GPUSpec) -> np.ndarray:
+    """Dense peak FLOP/s of each operator's dtype on ``gpu`` (bf16's where it has none)."""
+    bf16 = gpu.peak_flops.get("bf16") or max(gpu.peak_flops.values())
+    peaks = gpu.peak_flops
+    return np.fromiter((peaks.get(getattr(op, "dtype", "bf16"), bf16) for op in ops), float, len(ops))
+
+
+def kernel_power_w(params: PowerParams, gpu: GPUSpec, ops: Sequence[Op], times_s: np.ndarray) -> np.ndarray:
+    """Board power (W) while each operator runs at its tabled time under the default limit."""
+    uc, um = utilisation(np.array([float(op.flops) for op in ops]), np.array([float(op.bytes_moved) for op in ops]),
+                         np.asarray(times_s, float), op_peaks(ops, gpu), gpu)
+    return np.minimum(params.demand_w(uc, um), params.settle_w(params.tdp_w))
+
+
+@dataclass(frozen=True)
+class PowerState:
+    """A GPU's power model under a limit: ``cap_w`` (the TDP when uncapped). Under a cap below
+    the TDP, each kernel whose demand exceeds the cap runs at the SM clock ratio the clock model
+    (``calibration.power_cap``) solves for, and its time grows by that model's time factor
+    relative to the time it was tabled at (under the default limit)."""
+
+    params: PowerParams
+    cap_w: float
+
+    @property
+    def capped(self) -> bool:
+        return self.cap_w < self.params.tdp_w
+
+    def gap_w(self) -> float:
+        """Board power between kernels of a running engine."""
+        return min(self.params.gap_w, self.params.settle_w(self.cap_w))
+
+    def kernels(self, gpu: GPUSpec, flops: np.ndarray, moved: np.ndarray, peaks: np.ndarray,
+                times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(time factor, board power W) of kernels of ``flops`` and ``moved`` bytes each, on
+        dtypes of ``peaks`` FLOP/s (``op_peaks``), tabled at ``times_s``."""
+        t = np.asarray(times_s, float)
+        uc, um = utilisation(flops, moved, t, peaks, gpu)
+        demand = self.params.demand_w(uc, um)
+        if not self.capped:
+            return np.ones(len(t)), np.minimum(demand, self.params.settle_w(self.params.tdp_w))
+        from .power_cap import clock_model
+
+        clock = clock_model(self.params.gpu)
+        k = compute_share(flops, moved, peaks, gpu)
+        tdp = self.params.tdp_w
+        s_def = np.array([clock.clock_ratio(d, self.params.settle_w(tdp), tdp) for d in demand])
+        s_cap = np.array([clock.clock_ratio(d, self.params.settle_w(self.cap_w), tdp) for d in demand])
+        factor = np.array([clock.time_factor(ki, sc) / clock.time_factor(ki, sd)
+                           for ki, sc, sd in zip(k, s_cap, s_def, strict=True)])
+        power = np.array([clock.power_w(d, sc, tdp) for d, sc in zip(demand, s_cap, strict=True)])
+        return factor, np.minimum(power, self.params.settle_w(self.cap_w))
+
+
+def power_state(gpu: GPUSpec, power_cap_w: float | None = None, what: str = "power_cap_w") -> PowerState:
+    """``gpu``'s power model under ``power_cap_w`` (None: its TDP), the cap checked against the
+    GPU's limits (one-line ``ConfigError`` naming ``what``)."""
+    p = power_params(gpu)
+    return PowerState(p, p.check_cap(power_cap_w, what))

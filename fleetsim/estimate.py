@@ -79,6 +79,16 @@ class ForwardEstimate:
     time_s_p10: float = float("nan")
     time_s_p90: float = float("nan")
     """80% prediction interval of ``time_s`` (``calibration.intervals``); NaN from ``estimate_ops``."""
+    energy_j: float = 0.0
+    """Board energy of the iteration on one GPU (kernels at their occupancy power, gaps at the
+    engine's gap power; ``calibration.power``)."""
+    power_cap_w: float | None = None
+    """The GPU power limit the estimate was made under (None: the default limit, the TDP)."""
+
+    @property
+    def power_w(self) -> float:
+        """Average board power over the iteration (W)."""
+        return self.energy_j / self.time_s if self.time_s > 0 else 0.0
 
     def summary(self) -> str:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in self.source_share.items() if v > 0)
@@ -87,7 +97,8 @@ class ForwardEstimate:
                 if np.isfinite(self.time_s_p10) else "")
         return (f"{self.model} on {self.gpu} (engine {self.engine}, tp={self.tp}, {mode}): "
                 f"{self.time_s * 1e3:.3f} ms{band}, "
-                f"{self.tflops:.1f} TFLOP/s [{shares}]")
+                f"{self.tflops:.1f} TFLOP/s, {self.power_w:.0f} W, {self.energy_j:.3g} J"
+                f"{f' (cap {self.power_cap_w:g} W)' if self.power_cap_w else ''} [{shares}]")
 
 
 def resolve_batch(batch: object) -> list:
@@ -128,8 +139,8 @@ def _kind(op: object) -> str:
 def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int = 1,
                      graphs: bool | None = None, dtype: str = "bf16", cost_model: CostModel | None = None,
                      *, kv_dtype: str | None = None, profile_root: str | Path | None = None,
-                     check_context: bool = True, engine: str | Path | EngineProfile | None = None
-                     ) -> ForwardEstimate:
+                     check_context: bool = True, engine: str | Path | EngineProfile | None = None,
+                     power_cap_w: float | None = None) -> ForwardEstimate:
     """Estimate one serving iteration (forward pass) of ``model`` on ``gpu``.
 
     ``model``: catalog name, path or ``ModelSpec``; ``gpu``: catalog name or ``GPUSpec``;
@@ -144,8 +155,11 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
     ``cost_model``: defaults to ``get_cost_model(gpu, profile_root)``. A sequence longer
     than the model's context is refused unless ``check_context=False`` (kernel-shape
     studies such as the validation benchmarks, which time shapes past the context).
+    ``power_cap_w``: the GPU's power limit (W, between its minimum and its TDP; None: the
+    TDP); the estimate reports ``energy_j`` and ``power_w`` under it.
     """
     from fleetsim.calibration.engines import get_engine
+    from fleetsim.calibration.power import power_state
     from fleetsim.hardware.catalog import get_gpu
     from fleetsim.sim.iteration import price_iteration
     from fleetsim.workloads.models import ModelSpec, load_model
@@ -168,9 +182,10 @@ def estimate_forward(model: object, gpu: GPUSpec | str, batch: object, tp: int =
     seqs = resolve_batch(batch)
     if check_context:
         context_limit(mspec, max(s.kv_len for s in seqs), "batch sequence length (context + new tokens)")
+    pstate = power_state(spec, power_cap_w)
     cm = cost_model if cost_model is not None else get_cost_model(spec, profile_root)
     it = price_iteration(mspec, spec, seqs, ParallelConfig(tp=tp), _iteration_model(cm), prof,
-                         dtype=dtype, kv_dtype=kv_dtype)
+                         dtype=dtype, kv_dtype=kv_dtype, power=pstate)
     est = _estimate(it, mspec.name, spec.name, tp)
     est.time_s_p10, est.time_s_p90 = interval_for(
         est.time_s, spec.name, forward_class(any(s.new_tokens > 1 or not s.context for s in seqs), est.graphs),
@@ -190,7 +205,7 @@ def _estimate(it: IterationCost, model: str, gpu: str, tp: int) -> ForwardEstima
     return ForwardEstimate(model=model, gpu=gpu, tp=tp, graphs=it.captured, time_s=t, ops=it.ops,
                            source_share=it.source_share, tflops=it.flops / t / 1e12 if t > 0 else 0.0,
                            flops=it.flops, engine=it.engine, device_s=it.device_s, host_s=it.host_s,
-                           overhead_s=it.overhead_s)
+                           overhead_s=it.overhead_s, energy_j=it.energy_j, power_cap_w=it.power_cap_w)
 
 
 def estimate_ops(ops: Sequence, gpu: GPUSpec, *, graphs: bool, cost_model: CostModel,

@@ -29,6 +29,7 @@ from fleetsim.calibration.cost import SOURCES, IterationCostModel, Source
 from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.launch import Dispatch, chain, from_kernels
 from fleetsim.calibration.ops import CollectiveOp, ElementwiseOp, Op
+from fleetsim.calibration.power import PowerState, op_peaks, power_state
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import GPUSpec
 from fleetsim.workloads.graph import serving_step_ops
@@ -57,6 +58,15 @@ class IterationCost:
     ops: pd.DataFrame
     source_share: dict[str, float] = field(default_factory=dict)
     flops: float = 0.0
+    energy_j: float = 0.0
+    """Board energy of the iteration: each kernel's power x time plus the gaps between
+    kernels (host dispatch, scheduler time) at the engine's gap power (``calibration.power``)."""
+    power_cap_w: float | None = None
+
+    @property
+    def power_w(self) -> float:
+        """Average board power over the iteration (W)."""
+        return self.energy_j / self.time_s if self.time_s > 0 else 0.0
 
 
 def captures(engine: EngineProfile, batch: Sequence[Seq]) -> bool:
@@ -186,29 +196,38 @@ def _host_per_op(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
 def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine: EngineProfile,
               captured: bool, *, sustained: bool = False, overhead: bool = True,
               host_calls: Sequence[Sequence[str] | None] | None = None,
-              launches: Sequence[int] | None = None, num_seqs: int = 0) -> IterationCost:
+              launches: Sequence[int] | None = None, num_seqs: int = 0,
+              power: PowerState | None = None) -> IterationCost:
     """Price an operator list as one iteration of ``engine`` (see the module docstring).
     ``sustained``: kernel times x the profile's sustained-load ratios; ``host_calls`` /
     ``launches``: PyTorch calls / launches per operator for eager host dispatch;
-    ``overhead``: add the profile's per-iteration host time for ``num_seqs`` sequences."""
+    ``overhead``: add the profile's per-iteration host time for ``num_seqs`` sequences;
+    ``power``: the GPU's power model and limit (default: the uncapped model of ``gpu``); a cap
+    below the TDP slows each kernel by its clock model's time factor."""
     burst, sources = device_times(ops, gpu, cost, engine, captured)
     ratio = np.asarray(cost.sustained_ratios(ops, gpu), dtype=float) if sustained else np.ones(len(ops))
+    pstate = power if power is not None else power_state(gpu)
+    flops = np.fromiter((op.flops for op in ops), float, len(ops))
+    moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
+    slow, watts = pstate.kernels(gpu, flops, moved, op_peaks(ops, gpu), burst * ratio)
+    ratio = ratio * slow
     dev = burst * ratio
     counts = [op.count for op in ops]
     df = pd.DataFrame({
         "name": [op.name for op in ops],
         "kind": [type(op).__name__.removesuffix("Op").lower() for op in ops],
         "count": counts,
-        "flops": [float(op.flops) for op in ops],
-        "bytes": [float(op.bytes_moved) for op in ops],
+        "flops": flops,
+        "bytes": moved,
         "burst_s": burst,
         "sustained_ratio": ratio,
         "time_s": dev,
         "source": sources,
+        "power_w": watts,
     })
     df["total_s"] = df["count"] * df["time_s"]
     df = df[["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s",
-             "total_s", "source"]]
+             "total_s", "source", "power_w"]]
     busy = float(df["total_s"].sum())
     host_s = 0.0
     if is_additive(engine, captured):
@@ -220,9 +239,12 @@ def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine:
     over = engine.launch.overhead_s(num_seqs) if overhead else 0.0
     by_src = df.groupby("source")["total_s"].sum()
     share = {s: (float(by_src.get(s, 0.0)) / busy if busy > 0 else 0.0) for s in SOURCES}
-    flops = float((df["count"] * df["flops"]).sum())
+    total_flops = float((df["count"] * df["flops"]).sum())
+    kernel_j = float((df["total_s"] * df["power_w"]).sum())
+    energy = kernel_j + (total + over - busy) * pstate.gap_w()
     return IterationCost(engine=engine.name, captured=captured, time_s=total + over, device_s=busy,
-                         host_s=host_s, overhead_s=over, ops=df, source_share=share, flops=flops)
+                         host_s=host_s, overhead_s=over, ops=df, source_share=share, flops=total_flops,
+                         energy_j=energy, power_cap_w=pstate.cap_w if pstate.capped else None)
 
 
 def iteration_ops(model: ModelSpec, batch: Sequence[Seq], parallel: ParallelConfig, engine: EngineProfile,
@@ -237,15 +259,18 @@ def iteration_ops(model: ModelSpec, batch: Sequence[Seq], parallel: ParallelConf
 def price_iteration(model: ModelSpec, gpu: GPUSpec, batch: Sequence[Seq], parallel: ParallelConfig,
                     cost_model: IterationCostModel, engine: EngineProfile, *, stage: int | None = None,
                     dtype: str = "bf16", kv_dtype: str | None = None, captured: bool | None = None,
-                    sustained: bool = False) -> IterationCost:
+                    sustained: bool = False, power: PowerState | None = None) -> IterationCost:
     """One iteration of ``batch`` on one replica of ``engine``: pipeline ``stage``, or with
     ``stage=None`` and ``parallel.pp > 1`` every stage in turn. ``captured`` overrides the
-    profile's CUDA-graph rule (None: ``captures(engine, batch)``)."""
+    profile's CUDA-graph rule (None: ``captures(engine, batch)``); ``power``: the GPU's power
+    model and limit (default: uncapped)."""
     check_engine(engine, model)
     stages: tuple[int | None, ...] = (stage,) if stage is not None or parallel.pp == 1 else tuple(range(parallel.pp))
     ops = iteration_ops(model, batch, parallel, engine, stages=stages, dtype=dtype, kv_dtype=kv_dtype)
     cap = captures(engine, batch) if captured is None else captured
     if not ops:
         over = engine.launch.overhead_s(len(batch))
-        return IterationCost(engine.name, cap, over, 0.0, 0.0, over, pd.DataFrame())
-    return price_ops(ops, gpu, cost_model, engine, cap, sustained=sustained, num_seqs=len(batch))
+        pstate = power if power is not None else power_state(gpu)
+        return IterationCost(engine.name, cap, over, 0.0, 0.0, over, pd.DataFrame(),
+                             energy_j=over * pstate.gap_w(), power_cap_w=pstate.cap_w if pstate.capped else None)
+    return price_ops(ops, gpu, cost_model, engine, cap, sustained=sustained, num_seqs=len(batch), power=power)

@@ -21,7 +21,7 @@ def test_forward_time_is_sum_of_count_times_op_time() -> None:
     ops = serving_step_ops(model, [Seq(1024)], ParallelConfig(tp=1), "bf16", None)
     expect = sum(op.count * cm.op_time(op, gpu, graphs=True).time_s for op in ops)
     assert est.time_s == pytest.approx(expect, rel=1e-12)
-    assert list(est.ops.columns) == ["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s", "total_s", "source"]
+    assert list(est.ops.columns) == ["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s", "total_s", "source", "power_w"]
     np.testing.assert_allclose(est.ops["total_s"], est.ops["count"] * est.ops["time_s"])
     flops = sum(op.count * op.flops for op in ops)
     assert est.tflops == pytest.approx(flops / est.time_s / 1e12)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fleetsim.calibration import MeasuredCostModel, RooflineCostModel, get_cost_model
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp
+from fleetsim.calibration.power import PowerParams
 
 H100 = S.gpu()
 H200 = S.gpu("TestH200", bw=4.8e12)
@@ -202,21 +203,25 @@ def test_grid_interp_small_and_large_query_paths_agree() -> None:
     np.testing.assert_allclose(v_many[-k:], y[keep], rtol=1e-12)
 
 
-def test_energy_is_class_power_times_time(tmp_path: Path) -> None:
+def test_energy_is_occupancy_power_times_time(tmp_path: Path) -> None:
+    """Energy = min(base + memory x u_mem + compute x u_compute, settle x TDP) x time, with the
+    rates worked out by hand from each operator's FLOPs, bytes and time."""
     d = S.write_profile(tmp_path, H100)
-    (d / "power.csv").write_text("op_class,power_w_mean,power_w_p90,sm_clock_mhz,duration_s\n"
-                                 "idle,120,125,1980,2\ngemm_bf16,690,700,1400,2\n"
-                                 "attention_decode,600,610,1980,2\nmemory_copy,510,520,1980,2\n")
+    params = PowerParams(gpu=H100.name, tdp_w=H100.tdp_w, min_cap_w=H100.min_power_cap_w, idle_w=70.0,
+                         gap_w=100.0, base_w=150.0, memory_w=500.0, compute_w=1000.0, limit_share=0.99,
+                         source="test")
+    (d / "power_model.json").write_text(params.to_json())
     m = MeasuredCostModel(d, H100, links=S.LINKS)
-    g = m.op_time(GemmOp("g", 4096, 4096, 4096), H100)
-    assert g.energy_j == pytest.approx(690.0 * g.time_s, rel=1e-12)
-    dec = AttentionOp("a", (1,) * 8, (1000,) * 8, 32, 8, 128, 128)
-    assert m.op_time(dec, H100).energy_j == pytest.approx(600.0 * m.op_time(dec, H100).time_s)
-    pre = AttentionOp("a", (512,), (512,), 32, 8, 128, 128)  # no prefill row: bf16 GEMM power
-    assert m.op_time(pre, H100).energy_j == pytest.approx(690.0 * m.op_time(pre, H100).time_s)
+    g = m.op_time(GemmOp("g", 4096, 4096, 4096), H100)  # compute-bound: demand above the limit
+    assert g.energy_j == pytest.approx(0.99 * H100.tdp_w * g.time_s, rel=1e-12)
     ew = ElementwiseOp("n", "rmsnorm", 10 ** 6, 3e6)
+    t = m.op_time(ew, H100).time_s
+    want = 150.0 + 500.0 * (ew.bytes_moved / t / H100.memory_bw_bps) + 1000.0 * (ew.flops / t / H100.peak_flops["bf16"])
+    assert m.op_time(ew, H100).energy_j == pytest.approx(min(want, 0.99 * H100.tdp_w) * t, rel=1e-9)
+    dec = AttentionOp("a", (1,) * 8, (1000,) * 8, 32, 8, 128, 128)
     e = m.op_energies([ew, dec], H100)
-    assert e is not None and e[0] == pytest.approx(510.0 * m.op_time(ew, H100).time_s)
+    assert e is not None and e[0] == pytest.approx(m.op_time(ew, H100).energy_j, rel=1e-12)
+    assert e[1] == pytest.approx(m.op_time(dec, H100).energy_j, rel=1e-12)
     assert m.op_time(GemmOp("g", 64, 4096, 4096), H200).energy_j is None  # other GPU: unknown
     assert MeasuredCostModel(root_without_power(tmp_path), H100).op_time(ew, H100).energy_j is None
 
