@@ -64,7 +64,7 @@ class MeasuredCostModel(RooflineCostModel):
         cost = super().op_time(op, gpu, graphs=graphs)
         if self.power is None or gpu.name != self.measured_gpu:
             return cost
-        return OpCost(cost.time_s, cost.source, float(kernel_power_w(self.power, gpu, [op], [cost.time_s])[0])
+        return OpCost(cost.time_s, cost.source, float(kernel_power_w(self.power, gpu, [op], np.array([cost.time_s]))[0])
                       * cost.time_s)
 
     def op_energies(self, ops: Sequence[Op], gpu: GPUSpec, graphs: bool = False) -> np.ndarray | None:
