@@ -142,6 +142,8 @@ class _ClusterFile(BaseModel):
     scale_out_link: str | None = None
     oversubscription: float = Field(default=1.0, ge=1.0)
     power_budget_w: float | None = Field(default=None, gt=0)
+    pue: float = Field(default=1.0, ge=1.0)
+    energy_price_usd_per_kwh: float | None = Field(default=None, ge=0)
     price_per_hour_usd: float | None = Field(default=None, gt=0)
     sources: dict[str, str] = {}
 
@@ -194,11 +196,17 @@ def cluster_from_mapping(data: Mapping[str, Any], where: str = "cluster", text: 
             link = catalog.get_link(link).name
         except SpecError as exc:
             raise SpecError(f"{where}: scale_out_link: {exc}") from None
-    return ClusterSpec(
+    cluster = ClusterSpec(
         name=spec.name, pools=tuple(pools), scale_out_link=link,
-        oversubscription=spec.oversubscription, power_budget_w=spec.power_budget_w,
+        oversubscription=spec.oversubscription, power_budget_w=spec.power_budget_w, pue=spec.pue,
+        energy_price_usd_per_kwh=spec.energy_price_usd_per_kwh,
         price_per_hour_usd=spec.price_per_hour_usd, sources=spec.sources,
     )
+    try:
+        check_power_budget(cluster)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    return cluster
 
 
 def _register_parts(paths: list[str], where: str, base_dir: Path | None) -> None:
@@ -340,6 +348,57 @@ def price_per_gpu_hour(cluster: ClusterSpec, pool: int = 0) -> float | None:
     if p.node.price_per_hour_usd is not None:
         return p.node.price_per_hour_usd / p.node.gpus_per_node
     return catalog.get_gpu(p.node.gpu).price_per_hour_usd
+
+
+DEFAULT_ENERGY_PRICE = 0.0806
+"""US dollars per kWh used when a cluster names none: the US industrial average retail price of
+electricity in 2023, 8.06 cents/kWh (EIA Electric Power Annual 2023, table 2.4)."""
+
+HOST_SHARE_OF_NON_GPU_MAX = 0.5
+"""Without a measured ``host_power_w``, a node's non-accelerator parts are taken to draw half of
+their share of the node's maximum power (node ``tdp_w`` minus the accelerators' TDP); a DGX
+H100 then draws 2.3 kW besides its GPUs (10.2 kW max - 8 x 700 W = 4.6 kW non-GPU maximum).
+A node without ``tdp_w`` gets ``HOST_W_PER_GPU`` per accelerator."""
+
+HOST_W_PER_GPU = 250.0
+"""Non-accelerator draw per accelerator of a node with neither ``host_power_w`` nor ``tdp_w``
+(a DGX H100's derived 2.3 kW over 8 GPUs, rounded down to 250 W)."""
+
+
+def node_host_power_w(node: NodeSpec) -> float:
+    """Average draw of a node's non-accelerator parts (W): its ``host_power_w``, else derived
+    (``HOST_SHARE_OF_NON_GPU_MAX``)."""
+    if node.host_power_w is not None:
+        return node.host_power_w
+    gpu_tdp = catalog.get_gpu(node.gpu).tdp_w * node.gpus_per_node
+    if node.tdp_w is not None and node.tdp_w > gpu_tdp:
+        return HOST_SHARE_OF_NON_GPU_MAX * (node.tdp_w - gpu_tdp)
+    return HOST_W_PER_GPU * node.gpus_per_node
+
+
+def energy_price(cluster: ClusterSpec) -> float:
+    """US dollars per kWh of facility energy for ``cluster``."""
+    p = cluster.energy_price_usd_per_kwh
+    return DEFAULT_ENERGY_PRICE if p is None else p
+
+
+def idle_power_w(cluster: ClusterSpec) -> float:
+    """Facility draw of the cluster with every accelerator idle (W): accelerators' idle power
+    plus each node's host power, times the PUE."""
+    it = sum(catalog.get_gpu(p.node.gpu).idle_power_w * p.gpus + node_host_power_w(p.node) * p.num_nodes
+             for p in cluster.pools)
+    return it * cluster.pue
+
+
+def check_power_budget(cluster: ClusterSpec, what: str = "power_budget_w") -> None:
+    """``SpecError`` naming ``what`` when the cluster's budget is below its idle draw."""
+    budget = cluster.power_budget_w
+    if budget is None:
+        return
+    idle = idle_power_w(cluster)
+    if budget < idle:
+        raise SpecError(f"{what}={budget:g} W is below the cluster's idle draw of {idle:,.0f} W "
+                        f"(accelerators idle, node hosts, PUE {cluster.pue:g})")
 
 
 def gpu_power_w(cluster: ClusterSpec) -> float:

@@ -162,6 +162,9 @@ class NodeSpec(Part):
     nvme_bytes: float = Field(default=0.0, ge=0)
     nvme_bw_bps: float = Field(default=0.0, ge=0)
     tdp_w: float | None = Field(default=None, gt=0)
+    host_power_w: float | None = Field(default=None, ge=0)
+    """Average draw of everything in the node but the accelerators (CPUs, memory, NICs, fans,
+    PCIe switches); None: derived from ``tdp_w`` (``hardware.cluster.node_host_power_w``)."""
     price_per_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
     price_date: str | None = None
@@ -212,6 +215,10 @@ class ClusterSpec(Frozen):
     scale_out_link: str
     oversubscription: float = Field(default=1.0, ge=1.0)
     power_budget_w: float | None = Field(default=None, gt=0)
+    pue: float = Field(default=1.0, ge=1.0)
+    """Facility power usage effectiveness: facility power / IT power (1.0: IT power only)."""
+    energy_price_usd_per_kwh: float | None = Field(default=None, ge=0)
+    """Price of facility energy; None: ``hardware.cluster.DEFAULT_ENERGY_PRICE``."""
     price_per_hour_usd: float | None = Field(default=None, gt=0)
     sources: dict[str, str] = {}
 
