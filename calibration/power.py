@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from fleetsim.hardware.errors import ConfigError, ProfileError
 from fleetsim.hardware.specs import GPUSpec
 
 from .ops import Op
+
+if TYPE_CHECKING:
+    from .power_cap import ClockModel
 
 POWER_MODEL_FILE = "power_model.json"
 OCCUPANCY_FILE = "power_occupancy.csv"
@@ -259,7 +262,8 @@ def op_peaks(ops: Sequence[Op], gpu: GPUSpec) -> np.ndarray:
 
 
 def kernel_power_w(params: PowerParams, gpu: GPUSpec, ops: Sequence[Op], times_s: np.ndarray) -> np.ndarray:
-    """Board power (W) while each operator runs at its tabled time under the default limit."""
+    """Board power (W) of each operator run back to back on its own at its tabled time under
+    the default limit (each one its own window for the limiter)."""
     uc, um = utilisation(np.array([float(op.flops) for op in ops]), np.array([float(op.bytes_moved) for op in ops]),
                          np.asarray(times_s, float), op_peaks(ops, gpu), gpu)
     return np.minimum(params.demand_w(uc, um), params.settle_w(params.tdp_w))
@@ -267,42 +271,70 @@ def kernel_power_w(params: PowerParams, gpu: GPUSpec, ops: Sequence[Op], times_s
 
 @dataclass(frozen=True)
 class PowerState:
-    """A GPU's power model under a limit: ``cap_w`` (the TDP when uncapped). Under a cap below
-    the TDP, each kernel whose demand exceeds the cap runs at the SM clock ratio the clock model
-    (``calibration.power_cap``) solves for, and its time grows by that model's time factor
-    relative to the time it was tabled at (under the default limit)."""
+    """A GPU's power model under a limit: ``cap_w`` (the TDP when uncapped).
+
+    The limiter acts on board power averaged over a window longer than one kernel, so within
+    an iteration short memory-bound kernels run at full clock beside throttled GEMMs: a
+    kernel's power before the limiter is its demand (``kernels``), and the iteration's kernel
+    energy is capped at ``limit_share x cap x kernel time`` (``limited_j``). Under a cap below
+    the TDP each kernel whose demand exceeds the cap also runs at the SM clock ratio the clock
+    model (``calibration.power_cap``) solves for, and its time grows by that model's time
+    factor over the time it was tabled at (under the default limit)."""
 
     params: PowerParams
+
     cap_w: float
 
     @property
     def capped(self) -> bool:
         return self.cap_w < self.params.tdp_w
 
+    @property
+    def settle_w(self) -> float:
+        """Average board power the limiter holds the kernels to."""
+        return self.params.settle_w(self.cap_w)
+
     def gap_w(self) -> float:
         """Board power between kernels of a running engine."""
-        return min(self.params.gap_w, self.params.settle_w(self.cap_w))
+        return min(self.params.gap_w, self.settle_w)
+
+    def clock(self) -> ClockModel:
+        """The clock model of this GPU; where its limiter share was measured (NVML), that share
+        replaces the Zeus-fitted headroom."""
+        from .power_cap import clock_model
+
+        cm = clock_model(self.params.gpu)
+        return replace(cm, cap_headroom=1.0) if self.params.source.startswith("measured") else cm
 
     def kernels(self, gpu: GPUSpec, flops: np.ndarray, moved: np.ndarray, peaks: np.ndarray,
                 times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(time factor, board power W) of kernels of ``flops`` and ``moved`` bytes each, on
-        dtypes of ``peaks`` FLOP/s (``op_peaks``), tabled at ``times_s``."""
+        """(time factor, board power W before the iteration limiter) of kernels of ``flops``
+        and ``moved`` bytes each, on dtypes of ``peaks`` FLOP/s (``op_peaks``), tabled at
+        ``times_s``."""
         t = np.asarray(times_s, float)
         uc, um = utilisation(flops, moved, t, peaks, gpu)
         demand = self.params.demand_w(uc, um)
         if not self.capped:
-            return np.ones(len(t)), np.minimum(demand, self.params.settle_w(self.params.tdp_w))
-        from .power_cap import clock_model
-
-        clock = clock_model(self.params.gpu)
+            return np.ones(len(t)), demand
+        clock = self.clock()
         k = compute_share(flops, moved, peaks, gpu)
         tdp = self.params.tdp_w
-        s_def = np.array([clock.clock_ratio(d, self.params.settle_w(tdp), tdp) for d in demand])
-        s_cap = np.array([clock.clock_ratio(d, self.params.settle_w(self.cap_w), tdp) for d in demand])
-        factor = np.array([clock.time_factor(ki, sc) / clock.time_factor(ki, sd)
+        lim_def, lim_cap = self.params.settle_w(tdp), self.settle_w
+        s_def = np.array([clock.clock_ratio(d, lim_def, tdp) for d in demand])
+        s_cap = np.array([clock.clock_ratio(d, lim_cap, tdp) for d in demand])
+        factor = np.array([clock.time_factor(float(ki), sc) / clock.time_factor(float(ki), sd)
                            for ki, sc, sd in zip(k, s_cap, s_def, strict=True)])
         power = np.array([clock.power_w(d, sc, tdp) for d, sc in zip(demand, s_cap, strict=True)])
-        return factor, np.minimum(power, self.params.settle_w(self.cap_w))
+        return factor, power
+
+    def limited_j(self, kernel_j: float, kernel_s: float) -> float:
+        """Kernel energy of an iteration after the limiter: at most ``settle_w`` on average."""
+        return min(kernel_j, self.settle_w * kernel_s)
+
+    def iteration_j(self, kernel_j: float, kernel_s: float, total_s: float) -> float:
+        """Board energy of an iteration of ``total_s`` whose kernels ran ``kernel_s`` and drew
+        ``kernel_j`` before the limiter; the rest of the time is gaps at ``gap_w``."""
+        return self.limited_j(kernel_j, kernel_s) + max(total_s - kernel_s, 0.0) * self.gap_w()
 
 
 def power_state(gpu: GPUSpec, power_cap_w: float | None = None, what: str = "power_cap_w") -> PowerState:

@@ -223,7 +223,7 @@ def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine:
         "sustained_ratio": ratio,
         "time_s": dev,
         "source": sources,
-        "power_w": watts,
+        "power_w": watts,  # before the iteration's limiter (PowerState.limited_j)
     })
     df["total_s"] = df["count"] * df["time_s"]
     df = df[["name", "kind", "count", "flops", "bytes", "burst_s", "sustained_ratio", "time_s",
@@ -240,8 +240,7 @@ def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine:
     by_src = df.groupby("source")["total_s"].sum()
     share = {s: (float(by_src.get(s, 0.0)) / busy if busy > 0 else 0.0) for s in SOURCES}
     total_flops = float((df["count"] * df["flops"]).sum())
-    kernel_j = float((df["total_s"] * df["power_w"]).sum())
-    energy = kernel_j + (total + over - busy) * pstate.gap_w()
+    energy = pstate.iteration_j(float((df["total_s"] * df["power_w"]).sum()), busy, total + over)
     return IterationCost(engine=engine.name, captured=captured, time_s=total + over, device_s=busy,
                          host_s=host_s, overhead_s=over, ops=df, source_share=share, flops=total_flops,
                          energy_j=energy, power_cap_w=pstate.cap_w if pstate.capped else None)
