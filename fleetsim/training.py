@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from fleetsim.calibration.engines import EngineProfile, get_engine
 from fleetsim.hardware import catalog
 from fleetsim.hardware.checks import non_negative_int, positive, positive_int, validation_line
-from fleetsim.hardware.cluster import price_per_gpu_hour
+from fleetsim.hardware.cluster import energy_price, node_host_power_w, price_per_gpu_hour
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
+from fleetsim.sim.training.energy import StepEnergy
 from fleetsim.sim.training.job import TrainJob, TrainParallel, TrainRecipe, make_job, validate_job
 from fleetsim.sim.training.step import StepResult, simulate_step
 from fleetsim.workloads.models import ModelSpec, check_context, load_model
@@ -186,6 +187,72 @@ class TrainEstimate:
         """Provenance of the operator costs (measured / interpolated / roofline counts)."""
         return dict(self.result.sources)
 
+    @property
+    def _energy(self) -> StepEnergy:
+        e = self.result.energy
+        assert e is not None
+        return e
+
+    @property
+    def energy_j(self) -> float:
+        """Board energy of every GPU of the job over one step (J): kernels at their occupancy
+        power, bubbles and waits at gap power (``fleetsim.sim.training.energy``)."""
+        return self._energy.energy_j
+
+    @property
+    def kernel_energy_j(self) -> float:
+        return self._energy.kernel_j
+
+    @property
+    def gap_energy_j(self) -> float:
+        """Board energy of the step's bubbles and waits on every GPU at gap power (J)."""
+        return self._energy.gap_j
+
+    @property
+    def num_nodes(self) -> int:
+        """Nodes the job occupies (its GPUs over the pool's GPUs used per node, rounded up)."""
+        per = self.job.cluster.pools[self.job.pool].gpus_used_per_node
+        return -(-self.num_gpus // per)
+
+    @property
+    def host_power_w(self) -> float:
+        """Non-accelerator draw of the job's nodes (W)."""
+        return node_host_power_w(self.job.cluster.pools[self.job.pool].node) * self.num_nodes
+
+    @property
+    def energy_facility_j(self) -> float:
+        """Facility energy of one step (J): GPU boards plus node hosts, times the cluster's PUE."""
+        return (self.energy_j + self.host_power_w * self.time_s) * self.job.cluster.pue
+
+    @property
+    def avg_power_w(self) -> float:
+        """Average board power per GPU over the step (W)."""
+        return self.energy_j / self.time_s / self.num_gpus
+
+    @property
+    def j_per_token(self) -> float:
+        """GPU board energy per trained token (J)."""
+        return self.energy_j / self.job.tokens_per_step
+
+    @property
+    def facility_j_per_token(self) -> float:
+        return self.energy_facility_j / self.job.tokens_per_step
+
+    @property
+    def power_cap_w(self) -> float | None:
+        """The GPUs' power limit (W) when below the TDP, else None."""
+        return self._energy.power_cap_w
+
+    def energy_to_train_j(self, tokens: float) -> float:
+        """Facility energy (J) to train ``tokens`` tokens at this step's energy per token."""
+        if not tokens > 0:
+            raise ConfigError(f"tokens must be > 0, got {tokens}")
+        return self.facility_j_per_token * tokens
+
+    def energy_cost_usd(self, tokens: float) -> float:
+        """Electricity cost (USD) of ``energy_to_train_j(tokens)`` at the cluster's price per kWh."""
+        return self.energy_to_train_j(tokens) / 3.6e6 * energy_price(self.job.cluster)
+
     def price_per_gpu_hour(self) -> float | None:
         return price_per_gpu_hour(self.job.cluster, self.job.pool)
 
@@ -198,7 +265,8 @@ class TrainEstimate:
         gpu_h = time_s / 3600.0 * self.num_gpus
         price = self.price_per_gpu_hour()
         return {"steps": steps, "time_s": time_s, "gpu_hours": gpu_h,
-                "cost_usd": None if price is None else gpu_h * price}
+                "cost_usd": None if price is None else gpu_h * price,
+                "energy_j": self.energy_to_train_j(tokens), "energy_cost_usd": self.energy_cost_usd(tokens)}
 
     def summary(self, tokens: float | None = None) -> pd.DataFrame:
         """(metric, value, unit) rows for printing."""
@@ -216,6 +284,13 @@ class TrainEstimate:
             ("exposed comm", self.exposed_comm_s, "s"),
             ("host-bound (GPU waits for dispatch)", max(s.host_bound_s for s in self.result.engine.stages), "s"),
             (f"peak memory (stage {pm.stage})", pm.total_bytes / 2**30, "GiB"),
+            ("power cap", "none (TDP)" if self.power_cap_w is None else self.power_cap_w, "W"),
+            ("energy per step (GPUs)", self.energy_j / 1e3, "kJ"),
+            ("  in bubbles and waits (gap power)", self.gap_energy_j / 1e3, "kJ"),
+            ("energy per step (facility)", self.energy_facility_j / 1e3, "kJ"),
+            ("energy per token (GPUs)", self.j_per_token, "J/tok"),
+            ("energy per token (facility)", self.facility_j_per_token, "J/tok"),
+            ("avg power per GPU", self.avg_power_w, "W"),
         ]
         for k, v in pm.as_dict().items():
             if k.endswith("_bytes") and k not in ("total_bytes",) and v > 0:
@@ -225,7 +300,9 @@ class TrainEstimate:
             c = self.train_cost(tokens)
             rows += [("train tokens", tokens, ""), ("train time", float(c["time_s"] or 0.0) / 86400, "days"),
                      ("GPU-hours", c["gpu_hours"], "h"),
-                     ("cost", "n/a (no catalog price)" if c["cost_usd"] is None else c["cost_usd"], "USD")]
+                     ("cost", "n/a (no catalog price)" if c["cost_usd"] is None else c["cost_usd"], "USD"),
+                     ("train energy (facility)", float(c["energy_j"] or 0.0) / 3.6e9, "MWh"),
+                     ("energy cost", c["energy_cost_usd"], "USD")]
         return pd.DataFrame(rows, columns=["metric", "value", "unit"])
 
     def to_chrome_trace(self, path: str | Path) -> Path:
@@ -293,6 +370,7 @@ def build_train_job(
     execution: str | None = None,
     pool: int = 0,
     engine: str | Path | EngineProfile = "megatron",
+    power_cap_w: float | None = None,
 ) -> TrainJob:
     """The ``TrainJob`` that ``estimate_train_step`` would simulate, checked against the model
     and cluster (``ConfigError`` naming the values when it does not lay out).
@@ -302,7 +380,8 @@ def build_train_job(
     else ``eager``), ``precision`` (``amp`` for a profile with ``training.param_dtype: fp32``,
     else ``mixed``), ``overlap_grad_reduce``, ``grad_bucket_bytes``, and ``zero`` (1, the
     optimizer state sharded over data-parallel ranks, when the profile runs a distributed
-    optimizer and ``fsdp`` is off; else 0)."""
+    optimizer and ``fsdp`` is off; else 0). ``power_cap_w``: board power limit of every GPU
+    (W; None: the TDP), within the GPU's range (``calibration.power``)."""
     spec = load_model(model) if not isinstance(model, ModelSpec) else model
     cl = _cluster(cluster)
     pool = non_negative_int(pool, "pool")
@@ -332,6 +411,12 @@ def build_train_job(
         raise ConfigError(f"fsdp shards parameters, gradients and optimizer state (ZeRO-3); zero={zero} "
                           "contradicts it (give zero=3 or leave zero out)")
     gpu_spec = catalog.get_gpu(cl.pools[pool].node.gpu)
+    if power_cap_w is not None:
+        from fleetsim.calibration.power import power_state
+
+        if isinstance(power_cap_w, bool) or not isinstance(power_cap_w, (int, float)):
+            raise ConfigError(f"power_cap_w must be a number of watts, got {power_cap_w!r}")
+        power_cap_w = power_state(gpu_spec, power_cap_w).cap_w
     if dtype in ("bf16", "fp8") and dtype not in gpu_spec.peak_flops:
         raise ConfigError(f"dtype={dtype!r}: {gpu_spec.name} has no {dtype} arithmetic "
                           f"(it has {', '.join(sorted(gpu_spec.peak_flops))})")
@@ -351,6 +436,7 @@ def build_train_job(
         recipe=_recipe(dtype, precision, grad_dtype, attention, dropout),
         offload_optimizer=offload_optimizer, offload_params=offload_params,
         overlap_grad_reduce=overlap_grad_reduce, execution=execution, pool=pool, engine=prof,
+        power_cap_w=power_cap_w,
     )
     if grad_bucket_bytes is not None:
         kwargs["grad_bucket_bytes"] = grad_bucket_bytes

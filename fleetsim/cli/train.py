@@ -77,16 +77,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offload-params", choices=OFFLOAD, default="none",
                    help="offload parameters (needs --zero 3 or --fsdp)")
     p.add_argument("--placement", type=_placement, default=None, help="placement order innermost first, e.g. tp,cp,pp,dp")
-    p.add_argument("--tokens", type=positive_float, default=None, help="tokens to train: prints time, GPU-hours and cost")
+    p.add_argument("--tokens", type=positive_float, default=None,
+                   help="tokens to train: prints time, GPU-hours, cost, facility energy and its cost")
+    p.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
+                   help="board power limit of every GPU in watts (default: the GPU's TDP)")
     p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json")
     p.add_argument("--check", action="store_true", help="check the estimate's invariants (exit 2 on a violation)")
     p.set_defaults(func=run)
+
+
+def check_power_cap(args: argparse.Namespace) -> None:
+    """--power-cap-w against the range of the cluster's GPU (one line naming the flag)."""
+    if args.power_cap_w is None:
+        return
+    from fleetsim.calibration.power import power_state
+    from fleetsim.hardware.catalog import get_gpu
+    from fleetsim.hardware.cluster import load_cluster
+
+    cl = load_cluster(args.cluster)
+    power_state(get_gpu(cl.pools[0].node.gpu), args.power_cap_w, "--power-cap-w")
 
 
 def run(args: argparse.Namespace) -> int:
     from fleetsim.training import estimate_train_step
 
     check_out_dir(args.out)
+    check_power_cap(args)
     est = estimate_train_step(
         args.model, args.cluster, None, args.micro_batch, args.global_batch, args.seq_len,
         recompute=args.recompute, zero=args.zero, fsdp=args.fsdp, schedule=schedule_for(args),
@@ -94,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         sequence_parallel=args.sp, placement=args.placement, offload_optimizer=_offload(args.offload),
         offload_params=_offload(args.offload_params), precision=args.precision, attention=args.attention,
         dropout=args.dropout, execution=args.execution, engine=args.engine, record_timeline=args.out is not None,
+        power_cap_w=args.power_cap_w,
     )
     job = est.job
     par = job.parallel

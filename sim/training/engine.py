@@ -23,6 +23,11 @@ from host time ``h`` onto a device free at ``t`` it ends at ``max(t + device wor
 contention, h + dispatch.end_s)`` and the host clock advances by ``dispatch.host_s``; the host
 never waits for the device (no synchronisation inside a step).
 
+Energy: each unit carries the board energy of its forward and backward kernels
+(``layer_ops``); a stage's GPU books ``kernel_j`` and the kernel seconds ``kernel_s`` (the
+uncontended work) of what it runs, and ``step.py`` prices the rest of the step (bubbles,
+waits for communication and the host, contention, the drain) at the engine's gap power.
+
 Pipeline send/recv: a chunk's output reaches the next stage ``p2p_s`` after the chunk ends
 (asynchronous P2P on its own channel); the receiver waits for it. Bubbles, exposed
 communication and imbalance are not formulas here: they are the waits that occur.
@@ -52,6 +57,9 @@ class Unit:
     fwd_dispatch: Dispatch | None = None  # eager host dispatch of the forward (None: no host term)
     bwd_dispatch: Dispatch | None = None
     reduce_dispatch: Dispatch | None = None
+    fwd_j: float = 0.0  # board energy of the forward's kernels (J)
+    bwd_j: float = 0.0  # of the backward's, recomputation included
+    reduce_extra_j: float = 0.0
 
 
 @dataclass
@@ -70,6 +78,8 @@ class EngineSpec:
     bucket_bytes: float = 160e6
     overlap_grad_reduce: bool = True
     optimizer_s: list[float] = field(default_factory=list)
+    optimizer_j: list[float] = field(default_factory=list)  # per stage: board energy of its kernels
+    optimizer_kernel_s: list[float] | None = None  # per stage: GPU kernel seconds (None: optimizer_s)
     optimizer_dispatch: list[Dispatch] | None = None  # per stage; None: no host term
     post_step_comm_s: list[float] = field(default_factory=list)
     comm_slowdown: float = 0.0
@@ -86,6 +96,8 @@ class StageStats:
     comm_busy_s: float = 0.0
     pipeline_end_s: float = 0.0
     end_s: float = 0.0
+    kernel_s: float = 0.0  # compute-stream kernel seconds as priced (contention and waits excluded)
+    kernel_j: float = 0.0  # board energy of those kernels
 
 
 @dataclass
@@ -156,13 +168,17 @@ class _Gpu:
         return t + left
 
     def advance(self, name: str, work: float, mb: int, chunk: int, busy: bool = True,
-                start: float | None = None, disp: Dispatch | None = None) -> float:
+                start: float | None = None, disp: Dispatch | None = None, joules: float = 0.0,
+                kernel_s: float | None = None) -> float:
         """Book ``work`` seconds of compute from ``start`` (default now; a later start is a
         known arrival, before which this GPU issues nothing); returns the delay from now to
         its (slowed) end. With ``disp`` (eager host dispatch of the same kernels, ``work`` =
         its device time) the end is also bounded by the host issuing them
-        (``Dispatch.finish``): ``max(device end, host clock + disp.end_s)``."""
+        (``Dispatch.finish``): ``max(device end, host clock + disp.end_s)``. ``joules``: board
+        energy of the kernels, over ``kernel_s`` of them (default ``work``)."""
         now = self.env.now
+        self.stats.kernel_s += work if kernel_s is None else kernel_s
+        self.stats.kernel_j += joules
         t0 = now if start is None else start
         end = t0 + work if self.comm_free_at <= t0 else self.compute_end(t0, work)
         slowed = end
@@ -180,8 +196,8 @@ class _Gpu:
         return end - now
 
     def compute(self, name: str, work: float, mb: int, chunk: int, busy: bool = True,  # noqa: ANN201
-                disp: Dispatch | None = None):
-        dur = self.advance(name, work, mb, chunk, busy, disp=disp)
+                disp: Dispatch | None = None, joules: float = 0.0, kernel_s: float | None = None):
+        dur = self.advance(name, work, mb, chunk, busy, disp=disp, joules=joules, kernel_s=kernel_s)
         if dur > 0:
             yield self.env.timeout(dur)
 
@@ -244,6 +260,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
 
     fwd_total = [[sum(u.fwd_s for u in ch) for ch in st] for st in spec.units]
     bwd_total = [[sum(u.bwd_s for u in ch) for ch in st] for st in spec.units]
+    fwd_j = [[sum(u.fwd_j for u in ch) for ch in st] for st in spec.units]
+    bwd_j = [[sum(u.bwd_j for u in ch) for ch in st] for st in spec.units]
 
     def chunk_dispatch(ch: list[Unit], phase: str) -> Dispatch | None:
         parts = [getattr(u, phase) for u in ch]
@@ -276,7 +294,7 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                     start = yield from arrive(2 * (g * m + mb), gpu)
                 if spec.zero3_gather is None:
                     yield env.timeout(gpu.advance("forward", fwd_total[s][c], mb, c, start=start,
-                                                  disp=fwd_disp[s][c]))
+                                                  disp=fwd_disp[s][c], joules=fwd_j[s][c]))
                 else:
                     if start > env.now:
                         yield env.timeout(start - env.now)
@@ -285,7 +303,8 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                         if i + 1 < len(units):
                             gather(mb, c, "F", i + 1)
                         yield from gpu.wait(ev, "comm")
-                        yield from gpu.compute("forward", unit.fwd_s, mb, c, disp=unit.fwd_dispatch)
+                        yield from gpu.compute("forward", unit.fwd_s, mb, c, disp=unit.fwd_dispatch,
+                                               joules=unit.fwd_j)
                         gathers.pop((mb, c, "F", i), None)
                 if g < n_chunks - 1:
                     send(2 * ((g + 1) * m + mb))
@@ -299,7 +318,7 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                     spec.grad_sync_every_mb or mb == spec.m - 1)
                 if spec.zero3_gather is None and not reduce_now:
                     yield env.timeout(gpu.advance("backward", bwd_total[s][c], mb, c, start=start,
-                                                  disp=bwd_disp[s][c]))
+                                                  disp=bwd_disp[s][c], joules=bwd_j[s][c]))
                 else:
                     if start > env.now:
                         yield env.timeout(start - env.now)
@@ -312,12 +331,13 @@ def run_engine(spec: EngineSpec) -> EngineResult:
                                 gather(mb, c, "B", order[j + 1])
                             yield from gpu.wait(ev, "comm")
                             gathers.pop((mb, c, "B", i), None)
-                        yield from gpu.compute("backward", units[i].bwd_s, mb, c, disp=units[i].bwd_dispatch)
+                        yield from gpu.compute("backward", units[i].bwd_s, mb, c, disp=units[i].bwd_dispatch,
+                                               joules=units[i].bwd_j)
                         if reduce_now:
                             assert spec.dp_reduce is not None
                             if units[i].reduce_extra_s > 0:
                                 yield from gpu.compute("bucket_copy", units[i].reduce_extra_s, mb, c,
-                                                       disp=units[i].reduce_dispatch)
+                                                       disp=units[i].reduce_dispatch, joules=units[i].reduce_extra_j)
                             # full buckets go out as one op per unit (same stream time as
                             # one op each); the rest of the chunk's gradients at its end
                             bucket += units[i].grad_bytes
@@ -344,7 +364,9 @@ def run_engine(spec: EngineSpec) -> EngineResult:
             yield from gpu.wait(ev, "comm")
         if spec.optimizer_s:
             od = spec.optimizer_dispatch[s] if spec.optimizer_dispatch else None
-            yield from gpu.compute("optimizer", spec.optimizer_s[s], -1, -1, busy=False, disp=od)
+            yield from gpu.compute("optimizer", spec.optimizer_s[s], -1, -1, busy=False, disp=od,
+                                   joules=spec.optimizer_j[s] if spec.optimizer_j else 0.0,
+                                   kernel_s=None if spec.optimizer_kernel_s is None else spec.optimizer_kernel_s[s])
         if spec.post_step_comm_s and spec.post_step_comm_s[s] > 0:
             ev = gpu.issue_comm("param_all_gather", spec.post_step_comm_s[s])
             yield from gpu.wait(ev, "comm")

@@ -103,6 +103,9 @@ class TrainJob(_Strict):
     (``dispatch.py``), so small kernels can leave the GPU waiting; ``graph``: CUDA graphs or
     a compiled step (no per-kernel host work)."""
     pool: int = Field(0, ge=0, description="index of the cluster pool that runs the job")
+    power_cap_w: float | None = Field(None, gt=0)
+    """Board power limit of every GPU of the job (W); None: the GPU's TDP. Checked against the
+    GPU's range by ``calibration.power.power_state``."""
     engine: EngineProfile = Field(default_factory=lambda: get_engine("megatron", "training"))
     """The training software (a ``role: training`` profile): its norm kernels, its compute
     slowdown under overlapped data-parallel communication. ``build_train_job`` also takes its

@@ -18,7 +18,11 @@ Pricing conventions of the simulator:
   or the backward kernel for the returning dK and dV) is exposed;
 * TP/EP collectives count as one kernel each, issued after the layer's compute kernels;
 * recomputation: ``full`` re-runs the layer forward (collectives included) behind the
-  checkpoint hooks, ``selective`` re-runs the attention core's kernels.
+  checkpoint hooks, ``selective`` re-runs the attention core's kernels;
+* energy: every priced kernel (collectives included, the exposed part of the CP ring at the
+  ring's power) draws the board power the occupancy model gives its achieved FLOP/s and
+  bytes/s (``calibration.power.PowerState.kernels``); under a power cap below the TDP its time
+  grows by that model's time factor. Uncapped, times are exactly the cost model's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.ops import AttentionOp, CollectiveOp, ElementwiseOp, GemmOp, Op
+from fleetsim.calibration.power import PowerState, op_peaks, power_state
 from fleetsim.hardware.specs import GPUSpec
 from fleetsim.workloads.graph_training import (
     ATTN_BWD_DIM_FACTOR,
@@ -52,6 +57,16 @@ ATTENTION_BACKWARD_RATIO = ATTN_BWD_DIM_FACTOR
 """Backward / forward time of the attention kernel (5 vs 2 matmuls of FlashAttention-2)."""
 Entry = tuple[float, float, float]
 """(kernels launched, extra host-only work in launch intervals, device seconds)."""
+PricedEntry = tuple[float, float, float, float]
+"""An ``Entry`` and the board energy (J) of its device seconds."""
+
+
+def _kernels(entries: Sequence[PricedEntry]) -> Kernels:
+    return Kernels.build([e[:3] for e in entries])
+
+
+def _joules(entries: Sequence[PricedEntry]) -> float:
+    return sum((e[3] for e in entries), 0.0)
 
 
 @dataclass
@@ -60,11 +75,12 @@ class _Priced:
     included), the TP/EP collectives, the exposed ring seconds, each priced op's entry, and
     the forward attention kernel's seconds."""
 
-    compute: list[Entry]
-    comm: list[Entry]
+    compute: list[PricedEntry]
+    comm: list[PricedEntry]
     ring_s: float
-    by_op: dict[int, Entry]
+    by_op: dict[int, PricedEntry]
     attn_s: float
+    attn_tabled_s: float = 0.0  # the forward attention kernel's seconds at the default limit
 
 
 @dataclass
@@ -83,6 +99,9 @@ class LayerTimes:
     fwd_kernels: Kernels | None = None  # the forward as (host launch intervals, device s) per kernel
     bwd_kernels: Kernels | None = None  # the backward, recomputation and its host hooks included
     param_tensors: int = 0  # parameter tensors of the layer (optimizer and DDP host work)
+    fwd_j: float = 0.0  # board energy of the forward's kernels (J)
+    bwd_j: float = 0.0  # of the backward's, recomputation included
+    recompute_j: float = 0.0
 
 
 @dataclass
@@ -128,9 +147,10 @@ class LayerCoster:
     """Builds and prices the operators of each layer kind once and caches the result."""
 
     def __init__(self, job: TrainJob, gpu: GPUSpec, cost: Any, pricer: CollectivePricer,
-                 kernel_time_factor: float = 1.0) -> None:
+                 kernel_time_factor: float = 1.0, power: PowerState | None = None) -> None:
         self.job, self.gpu, self.cost, self.pricer = job, gpu, cost, pricer
         self.kernel_time_factor = kernel_time_factor
+        self.power = power if power is not None else power_state(gpu, job.power_cap_w)
         self.t = job.parallel.tp
         self.act_dtype = training_act_dtype(job.recipe.dtype)
         self.amp = job.recipe.precision == "amp"
@@ -156,65 +176,106 @@ class LayerCoster:
 
     def streaming_s(self, name: str, elements: float, bytes_per_element: float) -> float:
         """Seconds of one streaming elementwise kernel (the profile's ``residual_add`` family)."""
-        return self._price([self._ew(name, "residual_add", elements, bytes_per_element, 0.0)])[0]
+        return self.streaming(name, elements, bytes_per_element)[0]
+
+    def streaming(self, name: str, elements: float, bytes_per_element: float) -> tuple[float, float]:
+        """(seconds, joules) of one streaming elementwise kernel."""
+        t, j = self.price_kernels([self._ew(name, "residual_add", elements, bytes_per_element, 0.0)], tally=True)
+        return t[0], j[0]
 
     # -- pricing ----------------------------------------------------------------------------
-    def _price(self, ops: list[Op]) -> list[float]:
-        return self._price_with_sources(ops)[0]
+    def _power(self, ops: Sequence[Op], tabled_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(time factor, board power W) of one instance of each op tabled at ``tabled_s``."""
+        flops = np.fromiter((float(op.flops) for op in ops), float, len(ops))
+        moved = np.fromiter((float(op.bytes_moved) for op in ops), float, len(ops))
+        return self.power.kernels(self.gpu, flops, moved, op_peaks(ops, self.gpu), tabled_s)
+
+    def price_kernels(self, ops: Sequence[Op], tally: bool = False) -> tuple[list[float], list[float]]:
+        """(seconds, joules) of each op run ``count`` times, under the coster's power limit."""
+        t, _, j, _ = self._price_energy(ops, tally)
+        return t, j
 
     def _price_with_sources(self, ops: list[Op], tally: bool = True) -> tuple[list[float], list[str]]:
+        t, srcs, _, _ = self._price_energy(ops, tally)
+        return t, srcs
+
+    def _price_energy(self, ops: Sequence[Op], tally: bool
+                      ) -> tuple[list[float], list[str], list[float], list[float]]:
+        """Seconds, cost sources, joules and seconds at the default limit of each op run
+        ``count`` times: the cost model's time x ``kernel_time_factor`` x the power cap's time
+        factor (exactly 1 uncapped)."""
         if not ops:
-            return [], []
+            return [], [], [], []
         times, srcs = self.cost.op_times(ops, self.gpu)
         if tally:
             for s in srcs:
                 self.sources[s] = self.sources.get(s, 0) + 1
         f = self.kernel_time_factor
-        return [float(x) * op.count * f for x, op in zip(times, ops, strict=True)], list(srcs)
+        inst = np.asarray(times, float) * f
+        slow, watts = self._power(ops, inst)
+        tabled = [float(x) * op.count * f for x, op in zip(times, ops, strict=True)]
+        secs = [t * float(k) for t, k in zip(tabled, slow, strict=True)]
+        return secs, list(srcs), [t * float(w) for t, w in zip(secs, watts, strict=True)], tabled
 
-    def _attention_backward_s(self, op: AttentionOp, forward_s: float) -> float:
-        """Seconds of the fused attention backward: the cost model's price of ``op`` (a
-        ``backward=True`` attention) when it comes from measured backward kernels, else
-        ``ATTENTION_BACKWARD_RATIO`` times the forward kernel's ``forward_s``."""
-        times, srcs = self._price_with_sources([op], tally=False)
+    def _attention_backward(self, op: AttentionOp, forward_tabled_s: float) -> tuple[float, float]:
+        """(seconds, joules) of the fused attention backward: the cost model's price of ``op``
+        (a ``backward=True`` attention) when it comes from measured backward kernels, else
+        ``ATTENTION_BACKWARD_RATIO`` times the forward kernel's ``forward_tabled_s`` (its time
+        at the default limit), slowed by the cap's time factor for the backward's own work."""
+        times, srcs, joules, _ = self._price_energy([op], tally=False)
         if srcs[0] in ("measured", "interpolated"):
             self.sources[srcs[0]] = self.sources.get(srcs[0], 0) + 1
-            return times[0]
-        return ATTENTION_BACKWARD_RATIO * forward_s
+            return times[0], joules[0]
+        tabled = ATTENTION_BACKWARD_RATIO * forward_tabled_s
+        slow, watts = self._power([op], np.array([tabled / max(op.count, 1)]))
+        t = tabled * float(slow[0])
+        return t, t * float(watts[0])
 
     def _comm_s(self, op: CollectiveOp, groups: Mapping[str, str]) -> float:
         """Seconds of ``op`` on the link its parallel group is placed on, ``count`` times."""
-        return op.count * self.pricer.time(op.kind, op.bytes, groups[op.name])
+        return self._comm(op, groups)[0]
 
-    def _entries(self, ops: tuple[Op, ...], groups: Mapping[str, str], attn_s: float, backward: bool,
+    def _comm(self, op: CollectiveOp, groups: Mapping[str, str]) -> tuple[float, float, float]:
+        """(seconds, joules, board W) of ``op`` run ``count`` times on its group's link, the
+        collective kernel's power from the bytes it moves."""
+        tabled = op.count * self.pricer.time(op.kind, op.bytes, groups[op.name])
+        slow, watts = self._power([op], np.array([tabled / max(op.count, 1)]))
+        t = tabled * float(slow[0])
+        return t, t * float(watts[0]), float(watts[0])
+
+    def _entries(self, ops: tuple[Op, ...], groups: Mapping[str, str], attn: tuple[float, float], backward: bool,
                  norm_k: int) -> _Priced:
-        """Price ``ops`` into kernel entries: each op one kernel (norms ``norm_k``; the fused
-        attention backward ``FLASH_BWD_KERNELS`` at ``ATTENTION_BACKWARD_RATIO`` times the
-        forward's ``attn_s``); the CP ring only where it outlasts the attention kernel it
-        overlaps (no kernel: it runs on a side stream). The TP/EP collectives are issued after
-        the layer's compute in the dispatch model."""
+        """Price ``ops`` into kernel entries with their joules: each op one kernel (norms
+        ``norm_k``; the fused attention backward ``FLASH_BWD_KERNELS`` at
+        ``ATTENTION_BACKWARD_RATIO`` times the forward's, ``attn`` = its (seconds, seconds at
+        the default limit)); the CP ring only where it outlasts the attention kernel it
+        overlaps (no kernel: it runs on a side stream; the exposed part at the ring's power).
+        The TP/EP collectives are issued after the layer's compute in the dispatch model."""
         priced = [op for op in ops if isinstance(op, GemmOp | ElementwiseOp)
                   or (isinstance(op, AttentionOp) and not backward)]
-        times = iter(self._price(priced))
-        out = _Priced([], [], 0.0, {}, attn_s)
+        secs, _, joules, tabled = self._price_energy(priced, tally=True)
+        times = iter(zip(secs, joules, tabled, strict=True))
+        out = _Priced([], [], 0.0, {}, attn[0], attn[1])
         for op in ops:
             if isinstance(op, CollectiveOp):
-                t = self._comm_s(op, groups)
+                t, j, w = self._comm(op, groups)
                 if groups[op.name] == "cp":
                     hidden = (ATTENTION_BACKWARD_RATIO if backward else 1.0) * out.attn_s
                     exposed = max(0.0, t - hidden)
-                    out.compute.append((0.0, 0.0, exposed))
+                    out.compute.append((0.0, 0.0, exposed, exposed * w))
                     out.ring_s += exposed
                 else:
-                    out.comm.append((1.0, 0.0, t))
+                    out.comm.append((1.0, 0.0, t, j))
                 continue
+            entry: PricedEntry
             if isinstance(op, AttentionOp) and backward:
-                entry = (float(dsp.FLASH_BWD_KERNELS), 0.0, self._attention_backward_s(op, attn_s))
+                entry = (float(dsp.FLASH_BWD_KERNELS), 0.0, *self._attention_backward(op, out.attn_tabled_s))
             else:
                 is_norm = isinstance(op, ElementwiseOp) and op.kernel in NORM_KERNELS
-                entry = (float(norm_k if is_norm else 1), 0.0, next(times))
+                t, j, tab = next(times)
+                entry = (float(norm_k if is_norm else 1), 0.0, t, j)
                 if isinstance(op, AttentionOp):
-                    out.attn_s = entry[2]
+                    out.attn_s, out.attn_tabled_s = t, tab
             out.compute.append(entry)
             out.by_op[id(op)] = entry
         return out
@@ -230,16 +291,16 @@ class LayerCoster:
         amp = self.amp
         norm_f = norm_forward_kernels(job.engine, amp)
         norm_b = dsp.NORM_BWD_KERNELS + (dsp.AMP_NORM_CASTS if amp else 0)
-        pf = self._entries(g.forward, g.groups, 0.0, False, norm_f)
-        pb = self._entries(g.backward, g.groups, pf.attn_s, True, norm_b)
+        pf = self._entries(g.forward, g.groups, (0.0, 0.0), False, norm_f)
+        pb = self._entries(g.backward, g.groups, (pf.attn_s, pf.attn_tabled_s), True, norm_b)
         fwd_e, bwd_e = pf.compute + pf.comm, pb.compute + pb.comm
         fwd = sum((e[2] for e in fwd_e), 0.0)
         flops_f = sum(op.flops for op in g.compute) + g.attention.flops
-        rec_e: list[Entry] = []
+        rec_e: list[PricedEntry] = []
         if job.recompute == "full":  # the whole forward again, behind checkpoint hooks
             rec_flops = flops_f
-            rec_e = [(0.0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0)] + fwd_e
-            fwd_e = [(0.0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0)] + fwd_e
+            rec_e = [(0.0, dsp.CHECKPOINT_BWD_HOST_RATIO, 0.0, 0.0)] + fwd_e
+            fwd_e = [(0.0, dsp.CHECKPOINT_FWD_HOST_RATIO, 0.0, 0.0)] + fwd_e
         elif job.recompute == "selective":  # the attention core's kernels again
             rec_flops = g.attention.flops
             rec_e = [pf.by_op[id(op)] for op in g.recompute]
@@ -253,9 +314,11 @@ class LayerCoster:
 
         d, e = layer_params_split(m, kind)  # type: ignore[arg-type]
         params = d / self.t + e / (self.t * job.parallel.ep)
+        rec_j = _joules(rec_e)
         lt = LayerTimes(fwd, bwd, rec, comm_f, comm_b, flops_f, rec_flops, params,
-                        fwd_kernels=Kernels.build(fwd_e), bwd_kernels=Kernels.build(rec_e + bwd_e),
-                        param_tensors=self.param_tensors(g.compute))
+                        fwd_kernels=_kernels(fwd_e), bwd_kernels=_kernels(rec_e + bwd_e),
+                        param_tensors=self.param_tensors(g.compute), fwd_j=_joules(fwd_e),
+                        bwd_j=_joules(bwd_e) + rec_j, recompute_j=rec_j)
         self._cache[key] = lt
         return lt
 
@@ -274,19 +337,30 @@ class LayerCoster:
 
     def embedding(self) -> tuple[float, float]:
         """(forward, backward) seconds of the token embedding on the first stage."""
+        (f, _), (b, _) = self.embedding_priced()
+        return f, b
+
+    def embedding_priced(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(seconds, joules) of the embedding's forward and of its backward."""
         g = self._edges()
-        return self._edge_s(g.embedding_fwd, g.groups), self._edge_s(g.embedding_bwd, g.groups)
+        return self._edge(g.embedding_fwd, g.groups), self._edge(g.embedding_bwd, g.groups)
 
     def head(self) -> tuple[float, float, float]:
         """(forward, backward seconds, forward FLOPs) of final norm, LM head and loss."""
+        (f, _), (b, _), flops = self.head_priced()
+        return f, b, flops
+
+    def head_priced(self) -> tuple[tuple[float, float], tuple[float, float], float]:
+        """(seconds, joules) of the head's forward and of its backward, and its forward FLOPs."""
         g = self._edges()
         flops = sum(op.flops for op in g.head_fwd if not isinstance(op, CollectiveOp))
-        return self._edge_s(g.head_fwd, g.groups), self._edge_s(g.head_bwd, g.groups), flops
+        return self._edge(g.head_fwd, g.groups), self._edge(g.head_bwd, g.groups), flops
 
-    def _edge_s(self, ops: tuple[Op, ...], groups: Mapping[str, str]) -> float:
-        """Seconds of the compute ops of ``ops`` plus their collectives."""
-        comp = sum(self._price([op for op in ops if not isinstance(op, CollectiveOp)]))
-        return comp + sum(self._comm_s(op, groups) for op in ops if isinstance(op, CollectiveOp))
+    def _edge(self, ops: tuple[Op, ...], groups: Mapping[str, str]) -> tuple[float, float]:
+        """(seconds, joules) of the compute ops of ``ops`` plus their collectives."""
+        secs, joules = self.price_kernels([op for op in ops if not isinstance(op, CollectiveOp)], tally=True)
+        comm = [self._comm(op, groups) for op in ops if isinstance(op, CollectiveOp)]
+        return sum(secs) + sum(c[0] for c in comm), sum(joules) + sum(c[1] for c in comm)
 
     def edge_kernels(self, first: bool, last: bool) -> tuple[Kernels, Kernels]:
         """(forward, backward) work of the embedding (``first``) and the head + loss

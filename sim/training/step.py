@@ -21,12 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from fleetsim.calibration.engines import EngineProfile
 from fleetsim.calibration.launch import Dispatch, from_kernels
 from fleetsim.calibration.ops import ElementwiseOp, MemcpyOp
+from fleetsim.calibration.power import PowerState, op_peaks, power_state
 from fleetsim.hardware.specs import GPUSpec
 
 from . import dispatch as dsp
+from .energy import StepEnergy, step_energy
 from .engine import EngineResult, EngineSpec, Unit, run_engine
 from .flops import hardware_flops, model_flops
 from .job import TrainJob, chunk_layers, validate_job
@@ -70,6 +73,7 @@ class StepResult:
     optimizer_s: float
     stage_compute_s: list[float]
     sources: dict[str, int] = field(default_factory=dict)
+    energy: StepEnergy | None = None
 
     @property
     def peak_memory(self) -> MemoryBreakdown:
@@ -116,13 +120,13 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
             hit = layer_disp[(kind, local)] = (disp(lt.fwd_kernels), disp(lt.bwd_kernels))
         return hit
 
-    def ddp_copy_s(params: float) -> float:
-        """PyTorch DDP (``gradient_as_bucket_view=False``) copies each fp32 gradient into its
-        bucket and divides it by the world size before the all-reduce: 2 x (read 4 + write
-        4) bytes per parameter on the compute stream."""
+    def ddp_copy(params: float) -> tuple[float, float]:
+        """(seconds, joules): PyTorch DDP (``gradient_as_bucket_view=False``) copies each fp32
+        gradient into its bucket and divides it by the world size before the all-reduce:
+        2 x (read 4 + write 4) bytes per parameter on the compute stream."""
         if not ddp or params <= 0:
-            return 0.0
-        return coster.streaming_s("ddp_bucket_copy", params, 16.0)
+            return 0.0, 0.0
+        return coster.streaming("ddp_bucket_copy", params, 16.0)
     for s in range(par.pp):
         chunks: list[list[Unit]] = []
         comm_s = 0.0
@@ -134,7 +138,7 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
             units: list[Unit] = []
             for u in range(n_units):
                 sel = layers[u * len(layers) // n_units:(u + 1) * len(layers) // n_units]
-                f = b = params = 0.0
+                f = b = params = fj = bj = 0.0
                 tensors = 0
                 fd, bd = Dispatch(), Dispatch()
                 runs: list[tuple[tuple[str, bool], int]] = []
@@ -143,6 +147,8 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
                     lt = coster.layer(*key)
                     f += lt.fwd_s
                     b += lt.bwd_s
+                    fj += lt.fwd_j
+                    bj += lt.bwd_j
                     params += lt.params_local
                     tensors += lt.param_tensors
                     comm_s += lt.comm_fwd_s + lt.comm_bwd_s
@@ -156,17 +162,17 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
                         fd, bd = fd.then(lf.repeat(n)), lb.repeat(n).then(bd)
                 first, last = g == 0 and u == 0, g == last_g and u == n_units - 1
                 if first:
-                    ef, eb = coster.embedding()
-                    f, b = f + ef, b + eb
+                    (ef, efj), (eb, ebj) = coster.embedding_priced()
+                    f, b, fj, bj = f + ef, b + eb, fj + efj, bj + ebj
                     params += m.embedding_params() / par.tp
                     tensors += 2
                 if last:
-                    hf, hb, _ = coster.head()
-                    f, b = f + hf, b + hb
+                    (hf, hfj), (hb, hbj), _ = coster.head_priced()
+                    f, b, fj, bj = f + hf, b + hb, fj + hfj, bj + hbj
                     head = m.lm_head_params() or (m.vocab_size * m.hidden_size if par.pp > 1 else 0)
                     params += (head + m.final_norm_params()) / par.tp
                     tensors += 2 + int(bool(m.lm_head_params()))
-                extra = ddp_copy_s(params)
+                extra, extra_j = ddp_copy(params)
                 if eager:
                     if first or last:
                         kf_, kb_ = coster.edge_kernels(first, last)
@@ -176,9 +182,11 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
                         else:  # head last in forward, first in backward
                             fd, bd = fd.then(ef_d), eb_d.then(bd)
                     rd = disp(Kernels.build([(dsp.DDP_KERNELS_PER_TENSOR * tensors, 0.0, extra)])) if ddp else None
-                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra, fd, bd, rd))
+                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra, fd, bd, rd,
+                                      fwd_j=fj, bwd_j=bj, reduce_extra_j=extra_j))
                 else:
-                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra))
+                    units.append(Unit(f, b, params * sb.weights, params * sb.grads, extra,
+                                      fwd_j=fj, bwd_j=bj, reduce_extra_j=extra_j))
                 tensors_s += tensors
             chunks.append(units)
         out.append(chunks)
@@ -187,7 +195,11 @@ def _units(job: TrainJob, coster: LayerCoster, launch_s: float | None
     return out, comm_worst, 0.0, tensors_worst
 
 
-def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
+def _optimizer(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int, power: PowerState,
+               kf: float = 1.0) -> tuple[float, float, float]:
+    """(seconds, board joules, GPU kernel seconds) of the optimizer step of ``stage``, every
+    kernel time scaled by ``kf`` and by the power cap's time factor. Under offload the GPU
+    only copies (DMA engines) while the CPU runs Adam: no kernel seconds, all at gap power."""
     par, sb, node = job.parallel, state_bytes(job), job.cluster.pools[job.pool].node
     dense, expert = stage_params(job, stage)
     if job.zero_stage >= 1:
@@ -202,7 +214,12 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
             # DDP copies the reduced bucket back into each .grad (read 4, write 4)
             ops.append(ElementwiseOp("ddp_grad_copy", "residual_add", max(1, int(n)), 8.0 * n, 0.0, "bf16"))
         t, _ = cost.op_times(ops, gpu)
-        return float(t.sum())
+        t = np.asarray(t, float)
+        flops = np.fromiter((op.flops for op in ops), float, len(ops))
+        moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
+        slow, watts = power.kernels(gpu, flops, moved, op_peaks(ops, gpu), kf * t)
+        secs = kf * float((t * slow).sum())
+        return secs, kf * float((t * slow * watts).sum()), secs
     from fleetsim.hardware.catalog import get_memory_tier
 
     pool = job.cluster.pools[job.pool]
@@ -214,7 +231,7 @@ def _optimizer_s(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int) -> float:
     nvme = 0.0
     if job.offload_optimizer == "nvme":
         nvme = n * 24.0 / (node.nvme_bw_bps / per_node)
-    return float(t_copy.sum()) + cpu_adam + nvme
+    return kf * (float(t_copy.sum()) + cpu_adam + nvme), 0.0, 0.0
 
 
 def stage_memories(job: TrainJob) -> list[MemoryBreakdown]:
@@ -239,7 +256,9 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
     predicted within 6% (mean) from burst prices, against 15-21% too slow with the sustained
     ratios. ``kernel_factor`` scales every kernel uniformly (sensitivity studies).
     ``comm_slowdown``: compute slowdown under an overlapped data-parallel collective (None:
-    the job's engine profile's ``training.comm_slowdown``, see ``comm_slowdown_of``)."""
+    the job's engine profile's ``training.comm_slowdown``, see ``comm_slowdown_of``). Board
+    energy (``energy.py``) under the job's ``power_cap_w``, whose time factor also slows
+    every kernel when below the TDP."""
     validate_job(job)
     gpu, cost = _default_gpu_and_cost(job, gpu, cost)
     if comm_slowdown is None:
@@ -252,7 +271,8 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
         check_capacity(job, max(memory, key=lambda x: x.total_bytes), gpu.memory_bytes)
     pricer = CollectivePricer(job, gpu, cost)
     kf = 1.0 if kernel_factor is None else kernel_factor
-    coster = LayerCoster(job, gpu, cost, pricer, kf)
+    power = power_state(gpu, job.power_cap_w)
+    coster = LayerCoster(job, gpu, cost, pricer, kf, power)
     launch_s = dsp.launch_interval_s(cost, gpu) if job.execution == "eager" else None
     units, tp_comm_mb, _, n_tensors = _units(job, coster, launch_s)
 
@@ -284,14 +304,16 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
             for s in range(par.pp):
                 dense, expert = stage_params(job, s)
                 post.append(pricer.time("all_gather", (dense + expert) * sb.weights, "dpcp"))
-    opt = [kf * _optimizer_s(job, gpu, cost, s) for s in range(par.pp)]
+    opt_priced = [_optimizer(job, gpu, cost, s, power, kf) for s in range(par.pp)]
+    opt = [o[0] for o in opt_priced]
     spec = EngineSpec(
         p=par.pp, v=par.vpp, m=m_mb, orders=orders, units=units,
         p2p_s=pricer.p2p_time(2.0 * job.micro_batch * job.seq_len / par.cp * job.model.hidden_size
                               / (par.tp if par.sequence_parallel else 1)),
         dp_reduce=dp_reduce, grad_sync_every_mb=z >= 2, zero3_gather=zero3_gather,
         bucket_bytes=job.grad_bucket_bytes, overlap_grad_reduce=job.overlap_grad_reduce,
-        optimizer_s=opt, post_step_comm_s=post,
+        optimizer_s=opt, post_step_comm_s=post, optimizer_j=[o[1] for o in opt_priced],
+        optimizer_kernel_s=[o[2] for o in opt_priced],
         optimizer_dispatch=None if launch_s is None else [
             Dispatch(h, o, h + o) for o in opt
             for h in [dsp.OPTIMIZER_HOST_RATIO_PER_TENSOR * n_tensors * launch_s]], comm_slowdown=comm_slowdown, record=record,
@@ -319,4 +341,5 @@ def simulate_step(job: TrainJob, gpu: GPUSpec | None = None, cost: Any = None, *
         model_flops=mf, hardware_flops=hf, mfu=mf / denom, hfu=hf / denom,
         bubble_fraction=bubble, exposed_comm_s=exposed, tp_comm_s=tp_comm_mb * m_mb,
         optimizer_s=max(opt) if opt else 0.0, stage_compute_s=busy, sources=sources,
+        energy=step_energy(eng, power, par.world_size),
     )
