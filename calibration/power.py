@@ -158,7 +158,8 @@ def fit_power_params(df: pd.DataFrame, gpu: GPUSpec, *, date: str = "") -> Power
     def report(part: pd.DataFrame) -> dict[str, Any]:
         pred = _design(part) @ x
         err = (pred - part["power_w_mean"].to_numpy(float)) / part["power_w_mean"].to_numpy(float)
-        labels = [f"{w} {s} pass{p}" for w, s, p in zip(part["workload"], part["shape"], part.get("pass", 1),
+        labels = [f"{w} {s} pass{p}" for w, s, p in zip(part["workload"], part["shape"],
+                                                         part["pass"] if "pass" in part else [1] * len(part),
                                                          strict=True)]
         worst = int(np.argmax(np.abs(err))) if len(err) else 0
         return {"rows": len(part), "mape_pct": round(float(np.mean(np.abs(err))) * 100, 2) if len(err) else None,

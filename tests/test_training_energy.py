@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 from fleetsim.calibration import get_cost_model
-from fleetsim.calibration.power import kernel_power_w, power_params, power_state
+from fleetsim.calibration.power import power_params, power_state
 from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.cluster import energy_price, load_cluster, node_host_power_w
 from fleetsim.hardware.errors import ConfigError
@@ -32,16 +32,24 @@ def _job(cluster: str = "2xH100-SXM", **kw: object):  # noqa: ANN202
 
 def test_layer_energy_is_each_kernel_at_its_occupancy_power() -> None:
     """Forward energy of a layer = sum over its operators of count x time x the occupancy
-    model's power (``kernel_power_w``, the uncapped closed form), recomputed here by hand."""
+    model's demand (base + memory x u_mem + compute x u_compute), held by the limiter to
+    ``limit_share x TDP`` on average over the layer pass, recomputed here by hand."""
     job = _job("1xH100-SXM", pp=1, global_batch=2)
     cost = get_cost_model(GPU)
     coster = LayerCoster(job, GPU, cost, CollectivePricer(job, GPU, cost))
     lt = coster.layer("dense", False)
     ops = list(coster._graph("dense", False).forward)
     t, _ = cost.op_times(ops, GPU)
-    watts = kernel_power_w(power_params(GPU), GPU, ops, np.asarray(t, float))
+    p = power_params(GPU)
+    tt = np.asarray(t, float)
+    flops = np.array([op.flops for op in ops], float)
+    moved = np.array([op.bytes_moved for op in ops], float)
+    peak = np.array([GPU.peak_flops.get(getattr(op, "dtype", "bf16"), GPU.peak_flops["bf16"]) for op in ops])
+    demand = p.base_w + p.memory_w * np.clip(moved / tt / GPU.memory_bw_bps, 0, 1) \
+        + p.compute_w * np.clip(flops / tt / peak, 0, 1)
     counts = np.array([op.count for op in ops], float)
-    assert lt.fwd_j == pytest.approx(float((counts * np.asarray(t) * watts).sum()), rel=1e-12)
+    want = min(float((counts * tt * demand).sum()), p.limit_share * p.tdp_w * float((counts * tt).sum()))
+    assert lt.fwd_j == pytest.approx(want, rel=1e-12)
     assert lt.fwd_s == pytest.approx(float((counts * np.asarray(t)).sum()), rel=1e-12)
     assert 0 < lt.fwd_j / lt.fwd_s <= GPU.tdp_w
 

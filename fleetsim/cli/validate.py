@@ -23,7 +23,7 @@ import pandas as pd
 from fleetsim.cli.args import check_out_dir
 
 SECTIONS = ("ops", "forward", "training")
-OPTIONAL = ("intervals",)
+OPTIONAL = ("intervals", "power")
 """Sections run only when ``--only`` names them."""
 
 
@@ -111,13 +111,14 @@ def _check(args: argparse.Namespace) -> _Inputs:
     published = published_dir(args.published_dir) if "training" in sections or args.published_dir else None
     if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
         raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
-    section_gpus = {s: gpus_with_data(root, [SECTION_FILES[s]] if s in SECTION_FILES else SECTION_FILES.values())
+    files_of = {**SECTION_FILES, "power": POWER_FILE}
+    section_gpus = {s: gpus_with_data(root, [files_of[s]] if s in files_of else SECTION_FILES.values())
                     for s in sections}
     if published is not None and "training" in sections:
         section_gpus["training"] = sorted({*section_gpus["training"], *published_gpus(published)})
     have = sorted({g for names in section_gpus.values() for g in names})
     if not have:
-        files = ", ".join(f"<GPU>/{SECTION_FILES[s]}" for s in sections)
+        files = ", ".join(f"<GPU>/{files_of.get(s, 'any of the above')}" for s in sections)
         raise ConfigError(f"{where} holds no ground truth for --only {','.join(sections)} (expected {files})")
     gpus = None
     if args.gpu:
@@ -228,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
                 tables["training_repeatability"] = rep_df
     if "intervals" in inp.sections and not _absent("prediction intervals", inp, "intervals"):
         tables.update(_intervals(root, proot, gpus, args.points, missed))
+    if "power" in inp.sections and not _absent("power", inp, "power"):
+        tables.update(_power(root, gpus, args.points, missed))
     if args.csv_dir is not None:
         for name, df in tables.items():
             vf.write_csv(df, args.csv_dir / f"{name}.csv")
@@ -290,6 +293,52 @@ def training_groups(rows: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out["within"] = out["within"].astype(int)
     return out
+
+
+POWER_FILE = "engines/hf_power.csv"
+"""Ground truth of the power section, per ``<GPU>/`` folder (``fleetsim.power_validation``)."""
+
+POWER_TARGET = 0.10
+"""Average board power of whole forward passes and training steps: |error| per phase MAPE."""
+
+
+def _power(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) -> dict[str, pd.DataFrame]:
+    """The power model: its kernel fit per profile, the cap model's fit on the Zeus traces, and
+    whole iterations of Hugging Face models against NVML (``fleetsim.power_validation``)."""
+    import json
+
+    from fleetsim.calibration.measured import profile_dirs
+    from fleetsim.calibration.power import POWER_MODEL_FILE
+    from fleetsim.calibration.power_cap import FIT_CSV
+    from fleetsim.power_validation import power_rows, summary
+
+    fits = []
+    for gpu, d in profile_dirs().items():
+        path = d / POWER_MODEL_FILE
+        if path.exists():
+            fit = json.loads(path.read_text()).get("fit") or {}
+            for part in ("fitted", "held_out"):
+                r = fit.get(part) or {}
+                fits.append({"gpu": gpu, "rows": part, "n": r.get("rows"), "mape_pct": r.get("mape_pct"),
+                             "worst": r.get("worst")})
+    _show("power model: kernel power by occupancy vs NVML micro-benchmarks (power_occupancy.csv)",
+          pd.DataFrame(fits))
+    zeus = pd.read_csv(FIT_CSV)[["gpu", "gamma", "static_share", "cap_headroom", "n_fit", "n_test", "mape_thr_fit",
+                                 "mape_thr_test", "mape_power_fit", "mape_power_test"]]
+    _show("power caps: throughput and power vs limit on the Zeus traces (MAPE %, fitted / held-out curves)", zeus)
+    missed += [f"power caps {r.gpu}: held-out MAPE throughput {r.mape_thr_test}%, power {r.mape_power_test}%"
+               for r in zeus.itertuples() if max(r.mape_thr_test, r.mape_power_test) > 5.0]
+    rows = power_rows(root)
+    if gpus is not None:
+        rows = rows[rows["gpu"].isin(gpus)]
+    if points:
+        _show("power: whole iterations (error = predicted / measured - 1)", rows)
+    summ = summary(rows)
+    _show(f"power: average board power of whole Hugging Face iterations vs NVML (all rows held out; "
+          f"target MAPE <= {POWER_TARGET:.0%})", summ)
+    missed += [f"power {r.gpu} {r.phase}: MAPE {r.power_mape_pct:.1f}%, worst {r.worst_power}"
+               for r in summ.itertuples() if r.power_mape_pct > 100 * POWER_TARGET]
+    return {"power_points": rows, "power_summary": summ, "power_kernel_fit": pd.DataFrame(fits), "power_caps": zeus}
 
 
 INTERVAL_TARGET = (0.75, 0.85)

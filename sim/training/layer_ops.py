@@ -215,7 +215,13 @@ class LayerCoster:
         slow, watts = self._power(ops, inst)
         tabled = [float(x) * op.count * f for x, op in zip(times, ops, strict=True)]
         secs = [t * float(k) for t, k in zip(tabled, slow, strict=True)]
-        return secs, list(srcs), [t * float(w) for t, w in zip(secs, watts, strict=True)], tabled
+        joules = [t * float(w) for t, w in zip(secs, watts, strict=True)]
+        # The limiter holds the group's average (one layer pass: milliseconds) to the settle power.
+        demand_j, busy_s = sum(joules), sum(secs)
+        held = self.power.limited_j(demand_j, busy_s)
+        if held < demand_j:
+            joules = [j * held / demand_j for j in joules]
+        return secs, list(srcs), joules, tabled
 
     def _attention_backward(self, op: AttentionOp, forward_tabled_s: float) -> tuple[float, float]:
         """(seconds, joules) of the fused attention backward: the cost model's price of ``op``

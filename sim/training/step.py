@@ -219,7 +219,7 @@ def _optimizer(job: TrainJob, gpu: GPUSpec, cost: Any, stage: int, power: PowerS
         moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
         slow, watts = power.kernels(gpu, flops, moved, op_peaks(ops, gpu), kf * t)
         secs = kf * float((t * slow).sum())
-        return secs, kf * float((t * slow * watts).sum()), secs
+        return secs, power.limited_j(kf * float((t * slow * watts).sum()), secs), secs
     from fleetsim.hardware.catalog import get_memory_tier
 
     pool = job.cluster.pools[job.pool]
