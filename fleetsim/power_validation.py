@@ -89,3 +89,37 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
                     "time_mape_pct": 100 * float(np.mean(np.abs(g["time_err"]))),
                     "worst_power": f"{worst['model']} {worst['shape']}: {worst['power_err'] * 100:+.1f}%"})
     return pd.DataFrame(out)
+
+
+def limiter_rows() -> pd.DataFrame:
+    """The clock model held out against the board's own limiter: a large bf16 GEMM demands
+    about 1 kW at full clock; under the default 700 W limit the board lowers its clock. The
+    measured throughput ratio (continuous GEMM rate over the rate of the same GEMM run at 25-50 %
+    duty, where the clock stays at its maximum) against the ratio the clock model predicts from
+    the occupancy model's demand (``calibration.power_cap``, not fitted on these GPUs)."""
+    from fleetsim.calibration.measured import PROFILE_ROOT
+    from fleetsim.calibration.power import OCCUPANCY_FILE, power_state
+    from fleetsim.hardware.catalog import get_gpu
+
+    out = []
+    for path in sorted(PROFILE_ROOT.glob(f"*/{OCCUPANCY_FILE}")):
+        gpu = get_gpu(path.parent.name)
+        d = pd.read_csv(path)
+        big = d[(d["workload"] == "gemm_bf16") & (d["shape"] == "8192x8192x8192")]
+        free = d[(d["workload"] == "duty_gemm") & (d["sm_clock_mhz"] >= 0.96 * gpu.max_clock_hz / 1e6)]
+        if big.empty or free.empty:
+            continue
+        st = power_state(gpu)
+        p, clock = st.params, st.clock()
+        demand = float(p.demand_w(free["flop_per_s"].mean() / gpu.peak_flops["bf16"],
+                                  free["bytes_per_s"].mean() / gpu.memory_bw_bps))
+        s = clock.clock_ratio(demand, st.settle_w, p.tdp_w)
+        out.append({"gpu": gpu.name, "demand_w": demand, "clock_mhz_pred": s * gpu.max_clock_hz / 1e6,
+                    "clock_mhz_meas": float(big["sm_clock_mhz"].median()),
+                    "ratio_pred": 1.0 / clock.time_factor(1.0, s),
+                    "ratio_meas": float(big["flop_per_s"].mean() / free["flop_per_s"].mean()),
+                    "clock_model": clock.source})
+    res = pd.DataFrame(out)
+    if len(res):
+        res["ratio_err"] = res["ratio_pred"] - res["ratio_meas"]
+    return res

@@ -310,7 +310,7 @@ def _power(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) 
     from fleetsim.calibration.measured import profile_dirs
     from fleetsim.calibration.power import POWER_MODEL_FILE
     from fleetsim.calibration.power_cap import FIT_CSV
-    from fleetsim.power_validation import power_rows, summary
+    from fleetsim.power_validation import limiter_rows, power_rows, summary
 
     fits = []
     for gpu, d in profile_dirs().items():
@@ -328,6 +328,10 @@ def _power(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) 
     _show("power caps: throughput and power vs limit on the Zeus traces (MAPE %, fitted / held-out curves)", zeus)
     missed += [f"power caps {r.gpu}: held-out MAPE throughput {r.mape_thr_test}%, power {r.mape_power_test}%"
                for r in zeus.itertuples() if max(r.mape_thr_test, r.mape_power_test) > 5.0]
+    lim = limiter_rows()
+    if len(lim):
+        lim["clock_model"] = lim["clock_model"].str.split(":").str[0]
+    _show("power caps held out: a 1 kW GEMM under the board's own 700 W limit (throughput ratio, clock)", lim)
     rows = power_rows(root)
     if gpus is not None:
         rows = rows[rows["gpu"].isin(gpus)]
@@ -338,7 +342,8 @@ def _power(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) 
           f"target MAPE <= {POWER_TARGET:.0%})", summ)
     missed += [f"power {r.gpu} {r.phase}: MAPE {r.power_mape_pct:.1f}%, worst {r.worst_power}"
                for r in summ.itertuples() if r.power_mape_pct > 100 * POWER_TARGET]
-    return {"power_points": rows, "power_summary": summ, "power_kernel_fit": pd.DataFrame(fits), "power_caps": zeus}
+    return {"power_points": rows, "power_summary": summ, "power_kernel_fit": pd.DataFrame(fits), "power_caps": zeus,
+            "power_limiter": lim}
 
 
 INTERVAL_TARGET = (0.75, 0.85)
