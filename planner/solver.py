@@ -19,14 +19,15 @@ right-hand sides, and every family that needs slack is reported.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pulp
 from fleetsim.hardware.errors import ConfigError
@@ -73,6 +74,16 @@ def resolve_solver(solver: str = "auto") -> Literal["highs", "cbc"]:
     if solver == "cbc":
         return "cbc"
     raise ConfigError(f"solver must be one of 'auto', 'highs', 'cbc', got {solver!r}")
+
+
+@contextlib.contextmanager
+def _quiet_pulp() -> Iterator[None]:
+    """PuLP 3.3 warns that building variables apart from a problem, and PULP_CBC_CMD, go
+    away in PuLP 4; this layer shares variables between the problems it derives from one
+    model (the slack re-solves) and supports PuLP >= 2.8, so those warnings are muted here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulp(\.|$)")
+        yield
 
 
 def _backend(name: Literal["highs", "cbc"]) -> pulp.LpSolver:
@@ -154,7 +165,8 @@ class Model:
         if name in self._vars:
             raise ValueError(f"variable {name!r} defined twice in model {self.name!r}")
         cat = pulp.LpInteger if integer else pulp.LpContinuous
-        v = pulp.LpVariable(f"v{len(self._vars)}", lowBound=low, upBound=high, cat=cat)
+        with _quiet_pulp():
+            v = pulp.LpVariable(f"v{len(self._vars)}", lowBound=low, upBound=high, cat=cat)
         self._vars[name] = v
         return v
 
@@ -188,7 +200,11 @@ class Model:
 
     # -- building PuLP problems -------------------------------------------------------
 
-    def _problem(self, sense: Sense, objective: pulp.LpAffineExpression | None,
+    def _problem(self, *args: Any, **kw: Any) -> tuple[pulp.LpProblem, dict[str, list[pulp.LpVariable]]]:
+        with _quiet_pulp():
+            return self._build(*args, **kw)
+
+    def _build(self, sense: Sense, objective: pulp.LpAffineExpression | None,
                  relax: Iterable[str] = (),
                  extra: Iterable[pulp.LpConstraint] = ()) -> tuple[pulp.LpProblem, dict[str, list[pulp.LpVariable]]]:
         prob = pulp.LpProblem(self.name.replace(" ", "_") or "model",
@@ -228,7 +244,8 @@ def _status(prob: pulp.LpProblem) -> str:
 
 def _run(prob: pulp.LpProblem, name: Literal["highs", "cbc"]) -> tuple[str, float]:
     t0 = time.perf_counter()
-    prob.solve(_backend(name))
+    with _quiet_pulp():
+        prob.solve(_backend(name))
     return _status(prob), time.perf_counter() - t0
 
 
@@ -284,7 +301,8 @@ def solve(model: Model, solver: str = "auto",
           then: tuple[Sense, pulp.LpAffineExpression] | None = None) -> SolveResult:
     """Solve ``model``. ``then`` is an optional secondary objective, optimized among the
     optima of the first (lexicographic: the first objective is held at its optimum, within
-    1e-7 relative); ``objective`` stays the first objective's value."""
+    1e-7 relative); ``objective`` is the first objective's optimum from the first solve
+    (the values, from the second, may give it up to that tolerance)."""
     if model._objective is None:
         raise ValueError(f"model {model.name!r} has no objective")
     name = resolve_solver(solver)
@@ -313,9 +331,7 @@ def solve(model: Model, solver: str = "auto",
             prob, _ = model._problem(model._sense, model._objective)
             _run(prob, name)
     values = {k: _value(v) for k, v in model._vars.items()}
-    objective = float(pulp.value(model._objective) or 0.0)
-    if math.isfinite(objective) and abs(objective) < 1e-12:
-        objective = 0.0
+    objective = 0.0 if abs(best) < 1e-12 else best
     return SolveResult(status="optimal", objective=objective, values=values, solver=name,
                        seconds=seconds)
 
