@@ -48,9 +48,9 @@ from fleetsim.calibration.ops import AttentionOp, ElementwiseOp, GemmOp, Op
 from fleetsim.calibration.power import PowerState, op_peaks, power_state
 from fleetsim.hardware.specs import GPUSpec
 from fleetsim.sim.iteration import (
+    IterationCost,
     captures,
     check_engine,
-    IterationCost,
     device_times,
     is_additive,
     price_iteration,
@@ -365,11 +365,11 @@ class GraphStepTimer:
     def decode_costs(self, num_seqs: int, ctx_total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         graphs = captures(self.engine, [Seq(1, 1)] * num_seqs)
         if not is_additive(self.engine, graphs):
-            te = np.array([self._direct_memo(("dec", num_seqs, int(c)), lambda c=c: [
+            pairs = np.array([self._direct_memo(("dec", num_seqs, int(c)), lambda c=c: [
                 Seq(1, max(0, kv - 1)) for kv in _spread(int(c), num_seqs)])
                 for c in np.asarray(ctx_total, dtype=float).ravel()]).reshape(-1, 2)
             shape = np.shape(ctx_total)
-            return te[:, 0].reshape(shape), te[:, 1].reshape(shape)
+            return pairs[:, 0].reshape(shape), pairs[:, 1].reshape(shape)
         ctx = np.asarray(ctx_total, dtype=float)
         tt, te = self._scalar("token", num_seqs, graphs)
         et, ee = self._scalar("emit", num_seqs, graphs)
