@@ -257,3 +257,19 @@ def _api_cluster(cl):
     from fleetsim.serving import simulate_serving
 
     return simulate_serving(MODEL, cl, "azure-conv", num_requests=60, seed=2)
+
+
+def test_scalar_kernel_power_equals_power_state() -> None:
+    """The step timer's few-operator float path equals ``PowerState.kernels`` (the owner)."""
+    timer = _timer("llama-3.1-8b", "H100", dict(tp=1))
+    ops = [op for op in timer._ops([Seq(700, 300), Seq(1, 900), Seq(40, 0)], None)][:6]
+    t = np.array([1e-5, 3e-4, 2e-6, 0.0, 5e-5, 1e-3])[: len(ops)]
+    sec, joules = timer._kernels_scalar(ops, t)
+    flops = np.array([op.flops for op in ops], float)
+    moved = np.array([op.bytes_moved for op in ops], float)
+    from fleetsim.calibration.power import op_peaks
+
+    slow, watts = timer.power.kernels(timer.gpu, flops, moved, op_peaks(ops, timer.gpu), t)
+    counts = np.array([op.count for op in ops], float)
+    np.testing.assert_allclose(sec, t * slow * counts, rtol=1e-14)
+    np.testing.assert_allclose(joules, t * slow * counts * watts, rtol=1e-12)

@@ -477,9 +477,8 @@ class Engine:
                 n = lo
         ctx0 = float(sum(c0) + b)
         ctx = ctx0 + b * np.arange(n, dtype=float)
-        d, joules = self.timer.decode_costs(b, ctx)
+        d, joules = self.timer.decode_costs(b, ctx)  # fresh arrays
         self._run_energy = joules
-        d = d.copy()
         d[0] += self.clock
         ends_l = np.cumsum(d).tolist()
         if ends_l[-1] >= self.cap_s:

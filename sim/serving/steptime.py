@@ -99,6 +99,9 @@ class StepTimer(Protocol):
         ...
 
 
+_SCALAR_OPS = 8
+"""Up to this many operators, ``GraphStepTimer._kernels`` prices power in plain floats."""
+
 _Table = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(grid, seconds, joules) of one surrogate part."""
 
@@ -152,9 +155,10 @@ class GraphStepTimer:
             (None,) if parallel.pp == 1 else (stage,) if stage is not None else tuple(range(parallel.pp)))
         self._token: dict[bool, _Table] = {}
         self._emit: dict[bool, _Table] = {}
-        self._dec: dict[tuple[int, bool], _Table] = {}
+        self._dec: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
         self._scalars: dict[tuple[str, int, bool], tuple[float, float]] = {}
         self._pre_memo: dict[tuple, tuple[float, float]] = {}
+        self._graphs: dict[int, bool] = {}
         self._ctx_grid = np.unique(np.round(np.geomspace(1, self.max_context + 1, 64)))
         # Prefill attention templates: (stage ops with a placeholder batch).
         self._pre_templates = [op for st in self.stages for op in self._ops([Seq(16, 16)], st)
@@ -177,12 +181,34 @@ class GraphStepTimer:
     def _kernels(self, ops: Sequence[Op], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, joules) of ``count`` instances of each operator tabled at ``t`` seconds,
         under the timer's power limit (``PowerState.kernels``, as ``price_ops`` applies it)."""
+        if len(ops) <= _SCALAR_OPS and not self.power.capped:
+            return self._kernels_scalar(ops, t)
         flops = np.fromiter((op.flops for op in ops), float, len(ops))
         moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
         slow, watts = self.power.kernels(self.gpu, flops, moved, op_peaks(ops, self.gpu), t)
         counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
         sec = t * slow * counts
         return sec, sec * watts
+
+    def _kernels_scalar(self, ops: Sequence[Op], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``_kernels`` of a few operators under the default limit in plain floats (a prefill
+        attention pricing per iteration): ``PowerState.kernels``' uncapped branch, checked
+        equal to it in tests/test_serving_energy.py."""
+        p = self.power.params
+        top = p.settle_w(p.tdp_w)
+        bw = self.gpu.memory_bw_bps
+        peaks = op_peaks(ops, self.gpu)
+        sec, joules = [], []
+        for op, ti, pk in zip(ops, t.tolist(), peaks.tolist(), strict=True):
+            if ti > 0:
+                uc = min(max(op.flops / ti / pk, 0.0), 1.0)
+                um = min(max(op.bytes_moved / ti / bw, 0.0), 1.0)
+            else:
+                uc = um = 0.0
+            s = ti * op.count
+            sec.append(s)
+            joules.append(s * min(p.base_w + p.memory_w * um + p.compute_w * uc, top))
+        return np.array(sec), np.array(joules)
 
     def _price(self, ops: Sequence[Op], graphs: bool, cached: bool = True) -> tuple[float, float]:
         """(seconds, joules) of ``price_ops`` of a part of the graph, without the scheduler time."""
@@ -272,10 +298,11 @@ class GraphStepTimer:
         if tab is None:
             grid = self._ctx_grid
             per_point = [self._decode_attn_ops(num_seqs, int(c)) for c in grid]
-            tab = (grid, *self._points(per_point, graphs))
-            self._dec[key] = tab
-        x = np.asarray(ctx_total, dtype=float) / num_seqs
-        return np.interp(x, tab[0], tab[1]), np.interp(x, tab[0], tab[2])
+            t, e = self._points(per_point, graphs)
+            # seconds + 1j * joules: one interpolation gives both (linear in each part)
+            tab = self._dec[key] = (grid, t + 1j * e)
+        v = np.interp(np.asarray(ctx_total, dtype=float) / num_seqs, tab[0], tab[1])
+        return v.real, v.imag
 
     def decode_attention_time(self, num_seqs: int, ctx_total: np.ndarray, graphs: bool) -> np.ndarray:
         """Seconds of ``decode_attention_cost``."""
@@ -362,8 +389,15 @@ class GraphStepTimer:
             hit = self._pre_memo[key] = (c.time_s, c.energy_j)
         return hit
 
+    def _decode_graphs(self, num_seqs: int) -> bool:
+        """Whether a pure-decode batch of ``num_seqs`` replays a CUDA graph (memoised)."""
+        g = self._graphs.get(num_seqs)
+        if g is None:
+            g = self._graphs[num_seqs] = captures(self.engine, [Seq(1, 1)] * num_seqs)
+        return g
+
     def decode_costs(self, num_seqs: int, ctx_total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        graphs = captures(self.engine, [Seq(1, 1)] * num_seqs)
+        graphs = self._decode_graphs(num_seqs)
         if not is_additive(self.engine, graphs):
             pairs = np.array([self._direct_memo(("dec", num_seqs, int(c)), lambda c=c: [
                 Seq(1, max(0, kv - 1)) for kv in _spread(int(c), num_seqs)])
