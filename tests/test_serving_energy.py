@@ -273,3 +273,18 @@ def test_scalar_kernel_power_equals_power_state() -> None:
     counts = np.array([op.count for op in ops], float)
     np.testing.assert_allclose(sec, t * slow * counts, rtol=1e-14)
     np.testing.assert_allclose(joules, t * slow * counts * watts, rtol=1e-12)
+
+
+def test_two_pools_add_up() -> None:
+    from fleetsim.serving import simulate_serving
+
+    res = simulate_serving(MODEL, "1xH100+1xH200", "azure-conv", num_requests=40, seed=1)
+    s, pools = res.summary, res.pools
+    assert len(pools) == 2
+    assert s["energy_j"] == pytest.approx(pools["energy_j"].sum(), rel=1e-12)
+    assert max(pools["peak_power_w"]) <= s["peak_power_w"] <= pools["peak_power_w"].sum() + 1e-9
+    span = s["duration_s"]
+    for pi, grp in res.power.groupby("pool"):
+        width = np.diff(np.append(grp["start_s"].to_numpy(), grp["start_s"].iloc[0] + span))
+        assert float((grp["power_w"] * width).sum()) == pytest.approx(pools["energy_j"].iloc[pi], rel=1e-9)
+    assert s["pool0_avg_power_w"] * span + s["pool1_avg_power_w"] * span == pytest.approx(s["energy_j"])

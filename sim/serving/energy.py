@@ -131,10 +131,14 @@ def account(sim: ServingSimulation, t0: float, t1: float) -> EnergyTables:
                           "peak_power_w": st.peak_w(t1)})
     pools = pd.DataFrame(pool_rows)
     host_w = float(pools["host_power_w"].sum())
-    all_parts = [x for parts in seg_parts for x in parts]
-    cat = [np.concatenate([x[k] for x in all_parts]) if all_parts else np.zeros(0) for k in range(3)]
-    gpu_base = float(sum(idle[pi] * p.gpus for pi, p in enumerate(cl.pools)))
-    cluster = _steps(gpu_base, cat[0], cat[1], cat[2], t0)
+    if len(steps) == 1:
+        cluster = steps[0]
+    else:
+        all_parts = [x for parts in seg_parts for x in parts]
+        cat = [np.concatenate([x[k] for x in all_parts]) if all_parts else np.zeros(0) for k in range(3)]
+        gpu_base = float(sum(idle[pi] * p.gpus for pi, p in enumerate(cl.pools)))
+        cluster = _steps(gpu_base, cat[0], cat[1], cat[2], t0)
+    del seg_parts
     facility = _Steps(cluster.knots, (cluster.level + host_w) * pue)
     energy_j = float(pools["energy_j"].sum())
     facility_j = float(pools["energy_facility_j"].sum())
