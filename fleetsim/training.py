@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from fleetsim.calibration.engines import EngineProfile, get_engine
 from fleetsim.hardware import catalog
 from fleetsim.hardware.checks import non_negative_int, positive, positive_int, validation_line
-from fleetsim.hardware.cluster import energy_price, node_host_power_w, price_per_gpu_hour
+from fleetsim.hardware.cluster import energy_price, host_power_w, price_per_gpu_hour
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.sim.training.energy import StepEnergy
@@ -216,8 +216,8 @@ class TrainEstimate:
 
     @property
     def host_power_w(self) -> float:
-        """Non-accelerator draw of the job's nodes (W)."""
-        return node_host_power_w(self.job.cluster.pools[self.job.pool].node) * self.num_nodes
+        """Non-accelerator draw charged to the job's GPUs (W): their slice of the nodes' hosts."""
+        return host_power_w(self.job.cluster.pools[self.job.pool].node, self.num_gpus)
 
     @property
     def energy_facility_j(self) -> float:

@@ -376,6 +376,13 @@ def node_host_power_w(node: NodeSpec) -> float:
     return HOST_W_PER_GPU * node.gpus_per_node
 
 
+def host_power_w(node: NodeSpec, gpus: int) -> float:
+    """Host draw charged to ``gpus`` accelerators of ``node`` (W): the node's host power per
+    accelerator slot times ``gpus``, so a job or pool on part of a server (``1xH100``) pays its
+    slice and full nodes pay the whole host."""
+    return node_host_power_w(node) * gpus / node.gpus_per_node
+
+
 def energy_price(cluster: ClusterSpec) -> float:
     """US dollars per kWh of facility energy for ``cluster``."""
     p = cluster.energy_price_usd_per_kwh
@@ -385,7 +392,7 @@ def energy_price(cluster: ClusterSpec) -> float:
 def idle_power_w(cluster: ClusterSpec) -> float:
     """Facility draw of the cluster with every accelerator idle (W): accelerators' idle power
     plus each node's host power, times the PUE."""
-    it = sum(catalog.get_gpu(p.node.gpu).idle_power_w * p.gpus + node_host_power_w(p.node) * p.num_nodes
+    it = sum(catalog.get_gpu(p.node.gpu).idle_power_w * p.gpus + host_power_w(p.node, p.gpus)
              for p in cluster.pools)
     return it * cluster.pue
 

@@ -173,3 +173,25 @@ def test_clock_model_against_the_boards_own_limiter() -> None:
     assert abs(rows.loc["H200-SXM", "ratio_err"]) < 0.03
     assert abs(rows.loc["H100-SXM", "ratio_err"]) < 0.08
     assert (rows["demand_w"] > 900).all() and (rows["clock_mhz_pred"] < 1980).all()
+
+
+def test_host_power_is_charged_per_gpu_slot_and_budget_below_idle_is_refused() -> None:
+    from fleetsim.hardware import catalog
+    from fleetsim.hardware.cluster import (
+        cluster_from_mapping,
+        host_power_w,
+        idle_power_w,
+        node_host_power_w,
+    )
+    from fleetsim.hardware.errors import SpecError
+
+    dgx = catalog.get_system("DGX-H100")
+    assert node_host_power_w(dgx) == pytest.approx(0.5 * (10200 - 8 * 700))  # half the non-GPU maximum
+    assert host_power_w(dgx, 8) == pytest.approx(2300.0) and host_power_w(dgx, 1) == pytest.approx(287.5)
+    spec = {"pools": [{"system": "DGX-H100", "num_nodes": 2}], "pue": 1.3}
+    cl = cluster_from_mapping(spec)
+    assert idle_power_w(cl) == pytest.approx((16 * H100.idle_power_w + 2 * 2300.0) * 1.3)
+    with pytest.raises(SpecError, match=r"power_budget_w=1000 W is below the cluster's idle draw of 7,"):
+        cluster_from_mapping({**spec, "power_budget_w": 1000.0})
+    with pytest.raises(SpecError, match="pue"):
+        cluster_from_mapping({**spec, "pue": 0.9})

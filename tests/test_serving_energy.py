@@ -12,7 +12,7 @@ import pytest
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.power import power_params, power_state
 from fleetsim.hardware.catalog import get_gpu
-from fleetsim.hardware.cluster import energy_price, load_cluster, node_host_power_w
+from fleetsim.hardware.cluster import energy_price, host_power_w, load_cluster
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.sim.serving.cluster import ServingSimulation
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
@@ -132,7 +132,7 @@ def test_energy_conservation_and_idle_replica() -> None:
     assert pools["energy_j"].iloc[0] == pytest.approx(rep["energy_j"].sum() + unused, rel=1e-9)
     width = np.diff(np.append(raw.power["start_s"].to_numpy(), raw.power["start_s"].iloc[0] + span))
     assert float((raw.power["power_w"] * width).sum()) == pytest.approx(s["energy_j"], rel=1e-9)
-    host = node_host_power_w(sim.cluster.pools[0].node)
+    host = host_power_w(sim.cluster.pools[0].node, sim.cluster.pools[0].gpus)
     assert s["energy_facility_j"] == pytest.approx((s["energy_j"] + host * span) * sim.cluster.pue, rel=1e-12)
     assert s["energy_cost_usd"] == pytest.approx(s["energy_facility_j"] / J_PER_KWH * energy_price(sim.cluster))
     assert s["avg_power_w"] == pytest.approx(s["energy_j"] / span, rel=1e-12)
@@ -158,7 +158,7 @@ def test_constant_power_timer_by_hand_and_power_budget() -> None:
     the busy seconds."""
     p_w, idle_w = 500.0, power_params(get_gpu("H100")).idle_w
     cl = load_cluster("1xH100")
-    host = node_host_power_w(cl.pools[0].node)
+    host = host_power_w(cl.pools[0].node, cl.pools[0].gpus)
     budget = (host + 0.5 * (p_w + idle_w)) * 1.2
     cl = cl.model_copy(update={"pue": 1.2, "power_budget_w": budget})
     timer = AffineStepTimer(base_s=0.01, per_token_s=1e-4, power_w=p_w)

@@ -9,7 +9,7 @@ import pytest
 from fleetsim.calibration import get_cost_model
 from fleetsim.calibration.power import power_params, power_state
 from fleetsim.hardware.catalog import get_gpu
-from fleetsim.hardware.cluster import energy_price, load_cluster, node_host_power_w
+from fleetsim.hardware.cluster import energy_price, host_power_w, load_cluster
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.sim.training.layer_ops import LayerCoster
 from fleetsim.sim.training.placement import CollectivePricer
@@ -107,7 +107,7 @@ def test_public_estimate_energy_figures() -> None:
     assert est.avg_power_w == pytest.approx(est.energy_j / est.time_s / 2)
     assert power_state(GPU).params.idle_w < est.avg_power_w < GPU.tdp_w
     assert est.j_per_token == pytest.approx(est.energy_j / tokens)
-    host = node_host_power_w(cl.pools[0].node)
+    host = host_power_w(cl.pools[0].node, cl.pools[0].gpus)
     assert est.num_nodes == 1
     assert est.energy_facility_j == pytest.approx((est.energy_j + host * est.time_s) * 1.25)
     n = 1e9

@@ -9,7 +9,7 @@ idle GPU-second, so per replica::
     energy_j = busy_j + idle_w * (gpus * (t1 - t0) - busy_gpu_s)
 
 and a pool adds its GPUs that host no replica at idle power. Each node's non-accelerator parts
-draw ``node_host_power_w`` all the time; the facility energy is GPU plus host energy times
+draw their slice of the node's host power (``host_power_w``) all the time; the facility energy is GPU plus host energy times
 the cluster's PUE, priced at ``energy_price(cluster)`` per kWh.
 
 Power over time is a step function: each logged iteration segment (one iteration, or a
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from fleetsim.calibration.power import power_params
 from fleetsim.hardware.catalog import get_gpu
-from fleetsim.hardware.cluster import energy_price, node_host_power_w
+from fleetsim.hardware.cluster import energy_price, host_power_w
 from fleetsim.sim.serving.cluster import ServingSimulation
 
 J_PER_KWH = 3.6e6
@@ -117,7 +117,7 @@ def account(sim: ServingSimulation, t0: float, t1: float) -> EnergyTables:
     steps: list[_Steps] = []
     pue = cl.pue
     for pi, p in enumerate(cl.pools):
-        host_w = node_host_power_w(p.node) * p.num_nodes
+        host_w = host_power_w(p.node, p.gpus)
         base = idle[pi] * p.gpus
         gpu_j = pool_busy_j[pi] + idle[pi] * (p.gpus * span - pool_busy_gpu_s[pi])
         parts = seg_parts[pi]

@@ -148,6 +148,7 @@ class GraphStepTimer:
         self.kv_dtype = kv_dtype
         self.power = power if power is not None else power_state(gpu)
         self.gap_w = self.power.gap_w()
+        self.settle_w = self.power.settle_w  # the limiter holds an iteration's kernels to this on average
         self.overhead_s = prof.launch.iteration_overhead_s.value
         self.seq_overhead_s = prof.launch.overhead_s(1) - self.overhead_s
         self.max_context = int(max_context or model.max_position_embeddings)
@@ -192,10 +193,10 @@ class GraphStepTimer:
 
     def _kernels_scalar(self, ops: Sequence[Op], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``_kernels`` of a few operators under the default limit in plain floats (a prefill
-        attention pricing per iteration): ``PowerState.kernels``' uncapped branch, checked
+        attention pricing per iteration): ``PowerState.kernels``' uncapped branch (demand before
+        the iteration's limiter), checked
         equal to it in tests/test_serving_energy.py."""
         p = self.power.params
-        top = p.settle_w(p.tdp_w)
         bw = self.gpu.memory_bw_bps
         peaks = op_peaks(ops, self.gpu)
         sec, joules = [], []
@@ -207,7 +208,7 @@ class GraphStepTimer:
                 uc = um = 0.0
             s = ti * op.count
             sec.append(s)
-            joules.append(s * min(p.base_w + p.memory_w * um + p.compute_w * uc, top))
+            joules.append(s * (p.base_w + p.memory_w * um + p.compute_w * uc))
         return np.array(sec), np.array(joules)
 
     def _price(self, ops: Sequence[Op], graphs: bool, cached: bool = True) -> tuple[float, float]:
@@ -409,7 +410,8 @@ class GraphStepTimer:
         et, ee = self._scalar("emit", num_seqs, graphs)
         at, ae = self.decode_attention_cost(num_seqs, ctx, graphs)
         over = self.overhead_s + self.seq_overhead_s * num_seqs
-        return tt + et + at + over, te + ee + ae + over * self.gap_w
+        kt = tt + et + at
+        return kt + over, np.minimum(te + ee + ae, self.settle_w * kt) + over * self.gap_w
 
     def decode_times(self, num_seqs: int, ctx_total: np.ndarray) -> np.ndarray:
         return self.decode_costs(num_seqs, ctx_total)[0]
@@ -444,7 +446,7 @@ class GraphStepTimer:
             kv += list(_spread(dec_ctx, dec_n))
         pt, pe = self.prefill_attention_cost(q, kv, g)
         over = self.overhead_s + self.seq_overhead_s * (dec_n + len(pre_q))
-        return t + pt + over, e + pe + over * self.gap_w
+        return t + pt + over, min(e + pe, self.settle_w * (t + pt)) + over * self.gap_w
 
     def step_time(self, dec_n: int, dec_ctx: int, pre_q: Sequence[int], pre_kv: Sequence[int],
                   sampled: int, dec_q: int = 1) -> float:
