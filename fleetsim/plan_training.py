@@ -312,6 +312,9 @@ def plan_training(
             notes.append("mixed-type plans (priced_by 'per-stage estimate'): the simulator runs one GPU type per "
                          "job, so stages on different types are priced from their simulator layer costs with the "
                          "1F1B pipeline formula, not simulated")
+    if not entries and rejected and all(r.constraint == "layout" for r in rejected):
+        raise ConfigError(f"global_batch={global_batch}: no layout of {spec.name} on {cl.name} divides it "
+                          f"({rejected[0].reason})")
     if not entries:
         raise InfeasibleError(infeasible_message(spec, cl, rejected))
     from fleetsim.planner.training import Score
