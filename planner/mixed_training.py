@@ -31,7 +31,15 @@ from fleetsim.sim.training.memory import stage_memory
 from fleetsim.sim.training.placement import CollectivePricer
 
 from .stage_layers import assign_layers
-from .training import MAX_MICRO_BATCH, RECOMPUTE_ORDER, Rejection, Score, TrainCandidate, TrainEvaluation, divisors
+from .training import (
+    MAX_MICRO_BATCH,
+    RECOMPUTE_ORDER,
+    Rejection,
+    Score,
+    TrainCandidate,
+    TrainEvaluation,
+    divisors,
+)
 
 MIXED_MICRO_BATCHES = (1, 2, 4)
 """Micro-batches tried for mixed plans (each needs its own integer program per order)."""

@@ -39,9 +39,22 @@ from fleetsim.hardware.catalog import get_gpu
 from fleetsim.hardware.cluster import node_host_power_w, price_per_gpu_hour
 from fleetsim.hardware.errors import ConfigError, FleetsimError, InfeasibleError
 from fleetsim.hardware.specs import GPUSpec
-from fleetsim.sim.training.job import OffloadTier, Recompute, TrainJob, TrainParallel, chunk_layers, validate_job
+from fleetsim.sim.training.job import (
+    OffloadTier,
+    Recompute,
+    TrainJob,
+    TrainParallel,
+    chunk_layers,
+    validate_job,
+)
 from fleetsim.sim.training.layer_ops import LayerCoster
-from fleetsim.sim.training.memory import MemoryBreakdown, check_capacity, stage_memory, stage_params, state_bytes
+from fleetsim.sim.training.memory import (
+    MemoryBreakdown,
+    check_capacity,
+    stage_memory,
+    stage_params,
+    state_bytes,
+)
 from fleetsim.sim.training.placement import CollectivePricer, scale_up_domain
 from fleetsim.sim.training.schedule import interleaved, max_in_flight, one_f_one_b, stage_orders
 from fleetsim.sim.training.step import comm_slowdown_of
@@ -495,7 +508,7 @@ def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation
     i = 0
     try:
         while i < len(pool):
-            wave = []
+            wave: list[tuple[float, tuple, TrainJob, float]] = []
             while i < len(pool) and len(wave) < workers:
                 if len(done) >= top and done[top - 1][0] <= pool[i][0]:
                     break

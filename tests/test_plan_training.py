@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
-from fleetsim.plan_training import Simulate, plan_training
 from fleetsim.planner.stage_layers import assign_layers, brute_force
 from fleetsim.planner.training import search
+
+from fleetsim.plan_training import Simulate, plan_training
 from fleetsim.training import build_train_job, estimate_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
