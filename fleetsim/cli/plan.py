@@ -31,13 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tpot-s", type=positive_float, default=None, help="time-per-output-token target (s)")
     p.add_argument("--dtype", default="bf16", help="weight/compute dtype (bf16, fp8)")
     p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: same as --dtype)")
-    p.add_argument("--engine", default="vllm", metavar="NAME|YAML",
-                   help="serving engine profile (fleetsim specs engines) or a profile YAML (default vllm)")
+    p.add_argument("--engine", default=None, metavar="NAME|YAML",
+                   help="engine profile (fleetsim specs engines) or a profile YAML (default vllm; "
+                   "megatron with --training)")
     p.add_argument("--top", type=positive_int, default=10, help="rows to show")
+    from fleetsim.cli.plan_training import add_training_args
+
+    add_training_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.training:
+        from fleetsim.cli.plan_training import run_training
+
+        return run_training(args)
     from fleetsim.planning import plan_serving
 
     plan = plan_serving(
@@ -51,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         tpot_s=args.tpot_s,
         dtype=args.dtype,
         kv_dtype=args.kv_dtype,
-        engine=args.engine,
+        engine=args.engine or "vllm",
     )
     print(plan.headline())
     print()

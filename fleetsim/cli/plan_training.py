@@ -1,0 +1,53 @@
+"""``fleetsim plan --training``: a ranked training plan (flags and printing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fleetsim.cli.args import positive_float, positive_int
+from fleetsim.cli.table import print_frame
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training plans (--training)")
+    g.add_argument("--training", action="store_true",
+                   help="plan a training job: parallelism, micro-batch, recomputation, ZeRO, offload")
+    g.add_argument("--global-batch", type=positive_int, default=None, help="sequences per optimizer step")
+    g.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence")
+    g.add_argument("--tokens", type=positive_float, default=None, help="tokens to train (time, cost, energy)")
+    g.add_argument("--objective", choices=("throughput", "time", "cost", "energy"), default="throughput",
+                   help="rank by tokens/s, time to train, cost or facility energy (default throughput)")
+    g.add_argument("--json", action="store_true", help="print the plan as JSON (an object with 'plans')")
+    g.add_argument("--explain", action="store_true",
+                   help="the best plan's bottleneck, Megatron-LM arguments and a torchtitan config")
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from fleetsim.hardware.errors import ConfigError
+    from fleetsim.plan_training import plan_training
+
+    if args.global_batch is None:
+        raise ConfigError("--training needs --global-batch (sequences per step)")
+    plan = plan_training(args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
+                         tokens=args.tokens, objective=args.objective, engine=args.engine or "megatron",
+                         top=args.top, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(plan.as_dict(), indent=1, sort_keys=True))
+        return 0
+    print(plan.headline())
+    print()
+    print_frame(plan.table())
+    if args.explain:
+        best = plan.best
+        print()
+        print(f"Best plan: {best.candidate.label()} ({best.evaluation.priced_by})")
+        for line in best.explain():
+            print(line)
+        print()
+        print("Megatron-LM arguments:")
+        print("  " + " \\\n  ".join(best.megatron_args()))
+        print()
+        print("torchtitan-style config:")
+        print(best.torchtitan_toml(), end="")
+    return 0
