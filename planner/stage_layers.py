@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pulp
 
+from .solver import Model, solve
+
 
 @dataclass(frozen=True)
 class StageAssignment:
@@ -36,18 +38,17 @@ def assign_layers(layer_s: list[float], cap: list[int], num_layers: int,
         raise ValueError("layer_s, cap and fixed_s need one entry per stage")
     if num_layers < p or sum(min(c, num_layers) for c in cap) < num_layers or min(cap) < 1:
         return None
-    prob = pulp.LpProblem("stage_layers", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"layers_{s}", lowBound=1, upBound=min(cap[s], num_layers), cat="Integer")
-         for s in range(p)]
-    t = pulp.LpVariable("max_stage_s", lowBound=0)
-    prob += t
+    m = Model("stage_layers")
+    x = [m.var(f"layers_{s}", low=1, high=min(cap[s], num_layers), integer=True) for s in range(p)]
+    t = m.var("max_stage_s", low=0)
+    m.minimize(t)
     for s in range(p):
-        prob += fixed[s] + layer_s[s] * x[s] <= t, f"stage_time_s{s}"
-    prob += pulp.lpSum(x) == num_layers, "all_layers"
-    status = prob.solve(pulp.PULP_CBC_CMD(msg=False))
-    if pulp.LpStatus[status] != "Optimal":
+        m.constrain("stage_time", f"stage_time_s{s}", fixed[s] + layer_s[s] * x[s] <= t)
+    m.constrain("all_layers", "all_layers", pulp.lpSum(x) == num_layers, relaxable=False)
+    res = solve(m)
+    if res.status != "optimal":
         return None
-    layers = tuple(int(round(v.value())) for v in x)
+    layers = tuple(int(round(res.values[f"layers_{s}"])) for s in range(p))
     return StageAssignment(layers, max(fixed[s] + layer_s[s] * layers[s] for s in range(p)))
 
 
