@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "under latency targets. Lengths default to the built-in azure-conv workload's means.",
     )
     p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
-    p.add_argument("--cluster", required=True, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
+    p.add_argument("--cluster", default=None, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
     p.add_argument("--isl", type=positive_int, default=None, help="prompt tokens per request")
     p.add_argument("--osl", type=positive_int, default=None, help="output tokens per request")
     p.add_argument("--workload", default=None, help="built-in workload whose mean lengths to use (default azure-conv)")
@@ -34,11 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="vllm", metavar="NAME|YAML",
                    help="serving engine profile (fleetsim specs engines) or a profile YAML (default vllm)")
     p.add_argument("--top", type=positive_int, default=10, help="rows to show")
+    from fleetsim.cli import plan_serving as planner
+
+    planner.add_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fleetsim.cli import plan_serving as planner
+    from fleetsim.hardware.errors import ConfigError
     from fleetsim.planning import plan_serving
+
+    if planner.wanted(args):
+        return planner.run(args)
+    if args.cluster is None:
+        raise ConfigError("--cluster is required (or --market with the serving planner)")
 
     plan = plan_serving(
         args.model,
