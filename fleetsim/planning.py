@@ -296,7 +296,8 @@ def plan_serving(
         lambda pool, gpu, tp, pp: make_replica_timer(spec, pool, gpu, tp, pp, eng, targets.isl),
         spec.num_layers,
     )
-    if not fp.rows:
+    planner_mode = any(v is not None for v in (objective, market, power_budget_w, search_space))
+    if not fp.rows and not planner_mode:
         reasons = "; ".join(f"{r.gpu} TP={r.tp} PP={r.pp}: {r.reason}" for r in fp.rejected)
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_serving(
         args.model, args.cluster if args.market is None else None, isl=args.isl, osl=args.osl,
         workload=args.workload, rate_rps=args.rate, ttft_s=args.ttft_s, tpot_s=args.tpot_s, dtype=args.dtype,
-        kv_dtype=args.kv_dtype, engine=args.engine, objective=args.objective, market=args.market,
+        kv_dtype=args.kv_dtype, engine=args.engine,
+        objective=args.objective or ("min_cost" if args.rate else "max_goodput"), market=args.market,
         power_budget_w=args.power_budget_w,
         slo_percentile=90.0 if args.slo_percentile is None else args.slo_percentile,
         goodput_share=0.9 if args.goodput_share is None else args.goodput_share,

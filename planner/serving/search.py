@@ -224,7 +224,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
     assert mix is not None
     if mix.status != "optimal":
         return ServingPlans(**base | {"status": mix.status, "evaluations": tuple(evals), "rejected": tuple(rejected),
-                                      "reason": mix.reason, "binding": mix.misses[0].family if mix.misses else "",
+                                      "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
                                       "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses),
                                       "simulations": sims, "seconds": time.perf_counter() - t0})
     entries = [entry("optimal mix", mix, evals, engine, availability, power_budget_w)]
