@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -239,7 +239,13 @@ def plan_serving(
     with ``seed + 1``), ``buckets`` (request-size buckets), ``search_space``
     (``planner.serving.records.SearchSpace``) and ``evaluate_many(fn, items)`` (the executor).
     """
-    from fleetsim.plan_search import budget_over_baseline, inventory_supply, market_supply, parse_market, run_search
+    from fleetsim.plan_search import (
+        budget_over_baseline,
+        inventory_supply,
+        market_supply,
+        parse_market,
+        run_search,
+    )
     from fleetsim.planner.serving.records import OBJECTIVES, SearchSpace, Slo
 
     spec = model if isinstance(model, ModelSpec) else load_model(model)

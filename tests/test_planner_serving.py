@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from fleetsim.planner.serving.records import Knobs, SearchSpace, Slo
 from fleetsim.planner.serving.select import pareto
 from fleetsim.planner.serving.space import bucket_edges, caps_for
+
 from fleetsim.planning import plan_serving
 
 SMALL = SearchSpace(max_num_seqs=(64,), sim_top=1, sim_requests=40, bisection_steps=2)
@@ -23,9 +23,10 @@ KW = dict(isl=256, osl=64, search_space=SMALL)
 
 def _independent(model: str, cluster: str, plan, rate: float, slo: Slo, n: int, seed: int) -> bool:
     """The SLO verdict recomputed from ``simulate_serving`` (the public API) for the plan."""
-    from fleetsim.serving import simulate_serving
     from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment, VllmScheduler
     from fleetsim.workloads.defaults import get_workload
+
+    from fleetsim.serving import simulate_serving
 
     pools = [PoolDeployment(pool=p.pool, tp=p.tp, pp=p.pp, ep=p.ep, replicas=p.replicas, role=p.role,
                             engine=EngineConfig(scheduler=VllmScheduler(max_num_seqs=p.max_num_seqs,

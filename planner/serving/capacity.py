@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from fleetsim.hardware.specs import ClusterSpec
 from fleetsim.planner.serving.records import Bottleneck, Capacity, Knobs, Slo
 from fleetsim.sim.serving.cluster import ServingSimulation

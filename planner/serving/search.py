@@ -15,11 +15,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from pydantic import Field
-
 from fleetsim.hardware.errors import FleetsimError
 from fleetsim.hardware.specs import ClusterSpec
-from fleetsim.planner.serving.capacity import Bucket, CapacityJob, capacity, engine_config, simulate, stream
+from fleetsim.planner.serving.capacity import (
+    Bucket,
+    CapacityJob,
+    capacity,
+    engine_config,
+    simulate,
+    stream,
+)
 from fleetsim.planner.serving.records import (
     Capacity,
     Evaluation,
@@ -32,10 +37,18 @@ from fleetsim.planner.serving.records import (
     _Record,
 )
 from fleetsim.planner.serving.select import entry, pareto, solve_mix
-from fleetsim.planner.serving.space import Supply, TimerFactory, bucket_edges, caps_for, prune, rank_for_simulation
+from fleetsim.planner.serving.space import (
+    Supply,
+    TimerFactory,
+    bucket_edges,
+    caps_for,
+    prune,
+    rank_for_simulation,
+)
 from fleetsim.sim.serving.config import Deployment, PoolDeployment
 from fleetsim.workloads.models import ModelSpec, over_context
 from fleetsim.workloads.workload import Workload
+from pydantic import Field
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -286,7 +299,6 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
                workload: Workload, rate: float, slo: Slo, engine: str, dtype: str, kv_dtype: str, seed: int,
                base_requests: int) -> PlanMetrics:
     """Simulate the whole plan at ``rate`` with ``seed`` and judge it against ``slo``."""
-    from fleetsim.planner.serving.capacity import verdict
 
     pools = []
     for pc in p.pools:

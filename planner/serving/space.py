@@ -19,8 +19,21 @@ from dataclasses import dataclass
 
 from fleetsim.hardware.errors import FleetsimError, InfeasibleError
 from fleetsim.hardware.specs import GPUSpec, PoolSpec
-from fleetsim.planner.first_plan import ReplicaTimer, ServingTargets, pipeline_depths, size_replica, tp_candidates
-from fleetsim.planner.serving.records import Analytic, Bottleneck, Knobs, Rejection, SearchSpace, Slo
+from fleetsim.planner.first_plan import (
+    ReplicaTimer,
+    ServingTargets,
+    pipeline_depths,
+    size_replica,
+    tp_candidates,
+)
+from fleetsim.planner.serving.records import (
+    Analytic,
+    Bottleneck,
+    Knobs,
+    Rejection,
+    SearchSpace,
+    Slo,
+)
 from fleetsim.sim.serving.feasibility import gpus_per_node
 from fleetsim.workloads.models import ModelSpec
 
