@@ -47,7 +47,12 @@ class ServingResult:
     ``timeseries``: one row per engine iteration run (a fast-forwarded decode run is one row
     of ``iterations`` identical-batch iterations) with batch size and KV occupancy, in
     order of start time.
-    ``replicas``: layout, KV capacity, busy time and utilisation per replica.
+    ``replicas``: layout, KV capacity, busy time and utilisation per replica, and its GPUs'
+    energy (``energy_j`` = ``busy_energy_j`` of its iterations + ``idle_energy_j``) and mean draw.
+    ``power``: mean GPU draw (W) per cluster pool in time bins; ``pools``: energy per pool
+    (GPU, and facility with node hosts and PUE). Energy accounting: ``sim.serving.energy``;
+    the request table's ``energy_j`` is each request's token share of its iterations' energy,
+    the timeseries' ``energy_j`` / ``power_w`` those of the replica's GPUs in each row.
     """
 
     def __init__(self, raw: RawTables, deployment: Deployment, model: ModelSpec,
@@ -58,6 +63,8 @@ class ServingResult:
         self.timeseries: pd.DataFrame = raw.timeseries
         self.replicas: pd.DataFrame = raw.replicas
         self.transfers: pd.DataFrame = raw.transfers
+        self.power: pd.DataFrame = raw.power
+        self.pools: pd.DataFrame = raw.pools
         self.deployment = deployment
         self.model = model
         self.cluster = cluster
@@ -99,6 +106,13 @@ class ServingResult:
                                    "kv_occupancy": float(row.kv_occupancy)}})
         return spans
 
+    def power_counters(self, limit: int = TRACE_SPAN_LIMIT) -> list[dict[str, Any]]:
+        """The per-pool GPU draw of ``power`` as Perfetto counter events (one track per pool)."""
+        rows = self.power.head(limit)
+        return [{"process": f"pool {int(p)} power", "name": "power_w", "time_s": float(t),
+                 "values": {"W": float(w)}}
+                for t, p, w in zip(rows["start_s"], rows["pool"], rows["power_w"], strict=True)]
+
     def save(self, out_dir: str | Path) -> Path:
         """Write requests/timeseries/replicas (parquet when pyarrow is present, else CSV),
         summary.json and a Chrome trace ``trace.json.gz``; returns the directory."""
@@ -123,6 +137,7 @@ class ServingResult:
         write(self.requests, "requests")
         write(self.timeseries, "timeseries")
         write(self.replicas, "replicas")
+        write(self.power, "power")
         if len(self.transfers):
             write(self.transfers, "kv_transfers")
         summ = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.summary.items()}
@@ -130,6 +145,7 @@ class ServingResult:
         (out / "deployment.json").write_text(self.deployment.model_dump_json(indent=2))
         counters = [{"process": s["process"], "name": "kv_occupancy", "time_s": s["start_s"] + s["dur_s"],
                      "values": {"kv": s["args"]["kv_occupancy"]}} for s in self.trace_spans()]
+        counters += self.power_counters()
         write_chrome_trace(self.trace_spans(), out / "trace.json.gz", counters,
                            metadata={"model": self.model.name, "cluster": self.cluster.name})
         return out

@@ -49,6 +49,17 @@ def parse_spec_decode(text: str) -> dict[str, Any]:
     return out
 
 
+def _pue(text: str) -> float:
+    """A power usage effectiveness: a finite number >= 1 (facility power over IT power)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 1):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 1, got {text!r}")
+    return v
+
+
 def _spec_decode(text: str) -> dict[str, Any]:
     try:
         return parse_spec_decode(text)
@@ -100,6 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serving engine profile (fleetsim specs engines) or a profile YAML (default vllm)")
     p.add_argument("--sched-overhead-s", type=nonneg_float, default=None,
                    help="CPU seconds per engine iteration (default: the engine profile's)")
+    p.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
+                   help="GPU board power limit (W), within the GPU's minimum limit and TDP (default: TDP)")
+    p.add_argument("--pue", type=_pue, default=None,
+                   help="facility power usage effectiveness (default: the cluster's, 1 for shorthand)")
+    p.add_argument("--energy-price", type=nonneg_float, default=None, metavar="USD_PER_KWH",
+                   help="energy price in US dollars per kWh (default: the cluster's, else the EIA 2023 average)")
     p.add_argument("--queue-limit", type=nonneg_int, default=None, help="most waiting requests per replica")
     p.add_argument("--max-sim-time-s", type=positive_float, default=None)
     p.add_argument("--ttft-slo-s", type=positive_float, default=None)
@@ -129,7 +146,7 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
         scheduler=sch, block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
         preemption_mode=args.preemption, swap_space_bytes=args.swap_space_gib * 2**30,
         enable_prefix_caching=args.prefix_caching, dtype=args.dtype, sched_overhead_s=args.sched_overhead_s,
-        fast_forward=not args.no_fast_forward, profile=args.engine)
+        fast_forward=not args.no_fast_forward, profile=args.engine, power_cap_w=args.power_cap_w)
     if args.kv_dtype:
         eng["kv_dtype"] = args.kv_dtype
     if args.spec_decode:
@@ -154,6 +171,40 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
     else:
         pools = (PoolDeployment(**layout, replicas=args.replicas),)
     return Deployment(pools=pools, **extra), None
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """The cluster with ``--pue`` / ``--energy-price`` applied, ``--power-cap-w`` checked
+    against the GPUs it would apply to (``--gpu``'s pool, else every pool)."""
+    from fleetsim.calibration.power import power_params
+    from fleetsim.hardware.catalog import get_gpu
+    from fleetsim.hardware.cluster import load_cluster
+
+    cl = load_cluster(args.cluster)
+    update = {k: v for k, v in (("pue", args.pue), ("energy_price_usd_per_kwh", args.energy_price)) if v is not None}
+    if update:
+        cl = cl.model_copy(update=update)
+    if args.power_cap_w is not None:
+        gpus = [get_gpu(args.gpu)] if args.gpu else [get_gpu(p.node.gpu) for p in cl.pools]
+        for g in gpus:
+            power_params(g).check_cap(args.power_cap_w, "--power-cap-w")
+    return cl
+
+
+def energy_line(result: Any) -> str:
+    """One line of the energy figures: J per output token and per request, mean and peak GPU
+    draw, facility draw (hosts and PUE) and the energy cost."""
+    from fleetsim.hardware.cluster import energy_price
+
+    s = result.summary
+    cap = result.replicas["power_cap_w"].iloc[0] if len(result.replicas) else math.nan
+    return (f"energy: {_fmt(s['j_per_output_token'])} J/output token, {_fmt(s['j_per_request'])} J/request (GPU); "
+            f"GPU power mean {_fmt(s['avg_power_w'])} W, peak {_fmt(s['peak_power_w'])} W (limit {cap:g} W per GPU); "
+            f"facility mean {_fmt(s['avg_facility_power_w'])} W (hosts, PUE {s['pue']:g}); "
+            f"cost ${s['energy_cost_usd']:.4g} at ${energy_price(result.cluster):g}/kWh"
+            + ("" if math.isnan(s["power_budget_w"]) else
+               f"; peak facility {_fmt(s['peak_facility_power_w'])} W vs budget {s['power_budget_w']:g} W: "
+               f"over for {s['power_budget_exceeded_s']:.4g} s"))
 
 
 def _fmt(v: Any) -> str:
@@ -203,13 +254,12 @@ def run(args: argparse.Namespace) -> int:
     from fleetsim.workloads.models import load_model
 
     check_out_dir(args.out)
+    cluster = _cluster(args)
     workload, num_requests, drawn = resolve_workload(args)
     dep, engine = build_deployment(args)
     if dep == "default":
-        from fleetsim.hardware.cluster import load_cluster
-
         eng, extra = engine
-        base = default_deployment(load_model(args.model), load_cluster(args.cluster), eng)
+        base = default_deployment(load_model(args.model), cluster, eng)
         dep, engine = Deployment(pools=base.pools, **extra), None
     print(drawn, flush=True)
     slo = {k: v for k, v in (("ttft_slo_s", args.ttft_slo_s), ("tpot_slo_s", args.tpot_slo_s)) if v is not None}
@@ -228,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total)
 
     try:
-        result = simulate_serving(args.model, args.cluster, workload, dep, seed=args.seed, slo=slo,
+        result = simulate_serving(args.model, cluster, workload, dep, seed=args.seed, slo=slo,
                                   num_requests=num_requests, duration_s=args.duration_s,
                                   engine=engine, progress=progress_cb)
     finally:
@@ -239,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
         f"{n} x {g} tp={tp} pp={pp} {role}" for (g, tp, pp, role), n in
         d.groupby(["gpu", "tp", "pp", "role"]).size().items()))
     print_summary(result)
+    print(energy_line(result))
     from fleetsim.serving_intervals import latency_intervals
 
     band = latency_intervals(result)

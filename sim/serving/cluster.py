@@ -11,6 +11,9 @@ resource shared by the virtual engines: an iteration holds stage 0 for its stage
 then stage 1, and so on, so iterations of different virtual engines overlap, the slowest
 stage bounds throughput, and idle stages (too few micro-batches, unequal stages) are the
 pipeline bubble.
+
+Power: each pool entry's GPUs run under its engine's ``power_cap_w`` (None: the TDP), the
+limit the step timers price kernels under (``calibration.power.PowerState``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import simpy
 from fleetsim.calibration import get_cost_model
+from fleetsim.calibration.power import PowerState, power_state
 from fleetsim.hardware.catalog import get_gpu, get_link
 from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
@@ -236,16 +240,22 @@ class ServingSimulation:
         self._chains: dict[int, list[int]] = {}
 
     # -- construction -------------------------------------------------------------------
+    def power(self, plan: ReplicaPlan) -> PowerState:
+        """The power model and limit of ``plan``'s GPUs (its engine's ``power_cap_w``, checked
+        against the GPU's range)."""
+        return power_state(plan.gpu, plan.entry.engine.power_cap_w, "power_cap_w")
+
     def _timer(self, plan: ReplicaPlan) -> StepTimer:
         e = plan.entry.engine
-        key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile)
+        key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile, e.power_cap_w)
         t = self._timers.get(key)
         if t is None:
             if self._timer_factory is not None:
                 t = self._timer_factory(plan)
             else:
                 t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
-                                   dtype=e.dtype, kv_dtype=e.kv_dtype, engine=e.engine_profile)
+                                   dtype=e.dtype, kv_dtype=e.kv_dtype, engine=e.engine_profile,
+                                   power=self.power(plan))
             self._timers[key] = t
         return t
 
@@ -257,13 +267,15 @@ class ServingSimulation:
         e = plan.entry.engine
         out: list[StepTimer] = []
         for st in range(plan.parallel.pp):
-            key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile, st)
+            key = (plan.gpu.name, plan.parallel, e.dtype, e.kv_dtype, e.sched_overhead_s, e.profile,
+                   e.power_cap_w, st)
             t = self._timers.get(key)
             if t is None:
                 prof = e.engine_profile
                 t = GraphStepTimer(self.model, plan.gpu, plan.parallel, get_cost_model(plan.gpu),
                                    dtype=e.dtype, kv_dtype=e.kv_dtype, engine=prof,
-                                   sched_overhead_s=None if st == 0 else 0.0, stage=st)
+                                   sched_overhead_s=None if st == 0 else 0.0, stage=st,
+                                   power=self.power(plan))
                 self._timers[key] = t
             out.append(t)
         return out
@@ -275,7 +287,8 @@ class ServingSimulation:
         draft = check_draft(self.model, spec.draft_model)
         par = ParallelConfig(tp=plan.parallel.tp if draft.num_heads % plan.parallel.tp == 0 else 1)
         return GraphStepTimer(draft, plan.gpu, par, get_cost_model(plan.gpu), dtype=plan.entry.engine.dtype,
-                              engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0)
+                              engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0,
+                              power=self.power(plan))
 
     def _build(self) -> None:
         speeds = []
@@ -303,7 +316,8 @@ class ServingSimulation:
                              host_bps=host.bandwidth_bps * host.efficiency,
                              host_latency_s=host.latency_s, draft_timer=draft,
                              on_done=self._on_done, cap_s=self.cap_s,
-                             stage_timers=stage_timers, stage_res=stage_res)
+                             stage_timers=stage_timers, stage_res=stage_res,
+                             gpus=plan.parallel.tp, gap_w=self.power(plan).gap_w())
                 engines.append(eng)
                 self.engines.append(eng)
             self.replicas.append(Replica(plan, engines, sp / ref))

@@ -106,6 +106,10 @@ class EngineConfig(_Strict):
     the GPU waits on; None: the profile's ``launch.iteration_overhead_s`` (vLLM: 2 ms)."""
     fast_forward: bool = True
     """Advance runs of identical pure-decode iterations in closed form (same results)."""
+    power_cap_w: float | None = Field(None, gt=0)
+    """Board power limit of the pool's GPUs (W), within the GPU's ``[min_power_cap_w, tdp_w]``
+    (checked when the replicas are placed); None: the TDP. Kernels whose demand exceeds it run
+    at a lower SM clock (``calibration.power_cap``), slower and at lower power."""
 
     @model_validator(mode="after")
     def _static_has_no_prefix_cache(self) -> EngineConfig:

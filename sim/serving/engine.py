@@ -14,6 +14,14 @@ that could change the plan wakes it; the run is cut after the iteration in progr
 state is applied lazily (``sync``) so routers that look inside the engine mid-run see the
 same state as the iteration-by-iteration path. Iteration end times are accumulated as
 ``clock + d0 + d1 + ...`` in the same order on both paths, so results agree to rounding.
+
+Energy: the step timer prices each iteration's board energy on one GPU of each stage
+(kernels at occupancy power, gaps and scheduler time at gap power); the engine's ``gpus``
+GPUs per stage all run it, so an iteration adds ``gpus x`` that energy to the engine's busy
+energy and ``gpus x`` its stage seconds to its busy GPU-seconds (a swap's host transfer at
+gap power). Each sequence of the batch is charged the iteration's energy in proportion to
+the tokens it computed. Between iterations an engine with no work draws idle power; that is
+accounted by the results from the busy GPU-seconds (``results.energy``).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ class SeqState:
     __slots__ = ("req", "req_id", "arrival_s", "prompt", "output", "computed", "generated",
                  "own_blocks", "held", "pending_hit", "hit_tokens", "admit_s", "first_token_s",
                  "finish_s", "preemptions", "tokens", "engine", "swapped_blocks", "replica",
-                 "prefill_replica", "rejected", "status", "last_iter")
+                 "prefill_replica", "rejected", "status", "last_iter", "energy_j")
 
     def __init__(self, req: Request, arrival_s: float) -> None:
         self.req = req
@@ -73,6 +81,8 @@ class SeqState:
         self.rejected = ""
         self.status = "waiting"
         self.last_iter = -2
+        self.energy_j = 0.0
+        """GPU energy charged to this sequence: its token share of every iteration it was in."""
 
     def held_blocks(self) -> int:
         return self.own_blocks + len(self.held)
@@ -93,7 +103,8 @@ class Engine:
                  draft_timer: StepTimer | None = None,
                  on_done: Callable[[SeqState, Engine], None] | None = None,
                  cap_s: float = math.inf, stage_timers: list[StepTimer] | None = None,
-                 stage_res: list[simpy.Resource] | None = None) -> None:
+                 stage_res: list[simpy.Resource] | None = None, gpus: int = 1,
+                 gap_w: float = 0.0) -> None:
         self.env = env
         self.uid = uid
         self.replica = replica
@@ -117,6 +128,8 @@ class Engine:
         self.cap_s = cap_s
         self.stage_timers = stage_timers
         self.stage_res = stage_res
+        self.gpus = gpus
+        self.gap_w = gap_w
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []
         self.clock = 0.0
@@ -126,6 +139,7 @@ class Engine:
         self._run: list[SeqState] | None = None
         self._run_c0: list[int] = []
         self._run_ends: list[float] = []
+        self._run_energy: np.ndarray = np.zeros(0)
         self._run_base = 0
         self._run_applied = 0
         self._run_alloc = 0
@@ -133,7 +147,12 @@ class Engine:
         self.iter_end = array("d")
         self.seg: dict[str, array[Any]] = {k: array("d") for k in ("start_s", "end_s")}
         self.seg.update({k: array("i") for k in ("iters", "batch", "tokens", "kv_used")})
+        self.seg.update({k: array("d") for k in ("energy_j", "gpu_s")})
         self.busy_s = 0.0
+        self.busy_j = 0.0
+        """GPU energy of this engine's iterations (all ``gpus`` GPUs of every stage)."""
+        self.busy_gpu_s = 0.0
+        """GPU-seconds its iterations kept GPUs busy (stage seconds x ``gpus``)."""
         self.preemptions = 0
         self.process = env.process(self._loop())
 
@@ -307,13 +326,20 @@ class Engine:
                     sampled += 1
         k = self.spec_k
         timers = self.stage_timers if self.stage_timers is not None else [self.timer]
-        durs = [self._price(t, dec_n, dec_ctx, pre_q, pre_kv, sampled) for t in timers]
+        costs = [self._price(t, dec_n, dec_ctx, pre_q, pre_kv, sampled) for t in timers]
+        durs = [c[0] for c in costs]
+        joules = sum(c[1] for c in costs)
         if k and dec_n and self.draft_timer is not None:
-            steps = self.draft_timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))
+            steps, step_j = self.draft_timer.decode_costs(dec_n, np.array([dec_ctx], dtype=float))
             durs[0] += k * float(steps[0])
+            joules += k * float(step_j[0])
         moved = plan.swapped_in_blocks + plan.swapped_out_blocks
         if moved:
-            durs[0] += self.host_latency_s + moved * self.block_bytes / self.host_bps
+            swap_s = self.host_latency_s + moved * self.block_bytes / self.host_bps
+            durs[0] += swap_s
+            joules += swap_s * self.gap_w
+        joules *= self.gpus
+        gpu_s = self.gpus * sum(durs)
         start = self.clock
         if self.stage_res is None:
             end = start + durs[0]
@@ -333,8 +359,10 @@ class Engine:
         ntok = 0
         done: list[SeqState] = []
         prefix = self.kv.prefix_caching
+        per_tok = joules / max(1, dec_n + sum(pre_q))
         for seq, n in plan.items:
             ntok += n
+            seq.energy_j += per_tok * n
             before = seq.computed
             seq.computed += n
             if seq.computed == seq.prompt + seq.generated:
@@ -350,19 +378,21 @@ class Engine:
             if k and seq.generated:
                 seq.computed = seq.prompt + seq.generated - 1
             self.outstanding -= seq.computed - before
-        self._log_segment(start, end, 1, len(plan.items), ntok)
+        self._log_segment(start, end, 1, len(plan.items), ntok, joules, gpu_s)
         for seq in done:
             self._finish(seq)
 
     def _price(self, timer: StepTimer, dec_n: int, dec_ctx: int, pre_q: list[int],
-               pre_kv: list[int], sampled: int) -> float:
-        """Seconds of this iteration on ``timer`` (speculative decodes verify k+1 tokens)."""
+               pre_kv: list[int], sampled: int) -> tuple[float, float]:
+        """(seconds, joules on one GPU) of this iteration on ``timer`` (speculative decodes
+        verify k+1 tokens)."""
         k = self.spec_k
         if k and dec_n:
-            return timer.step_time(dec_n, dec_ctx + dec_n * k, pre_q, pre_kv, sampled, dec_q=k + 1)
+            return timer.step_cost(dec_n, dec_ctx + dec_n * k, pre_q, pre_kv, sampled, dec_q=k + 1)
         if not pre_q:
-            return float(timer.decode_times(dec_n, np.array([dec_ctx], dtype=float))[0])
-        return timer.step_time(dec_n, dec_ctx, pre_q, pre_kv, sampled)
+            t, e = timer.decode_costs(dec_n, np.array([dec_ctx], dtype=float))
+            return float(t[0]), float(e[0])
+        return timer.step_cost(dec_n, dec_ctx, pre_q, pre_kv, sampled)
 
     def _emit(self, seq: SeqState, it: int, a: int, t: float) -> None:
         if seq.generated == 0:
@@ -405,8 +435,13 @@ class Engine:
         if not final:
             seq.held.extend(new)
 
-    def _log_segment(self, start: float, end: float, iters: int, batch: int, tokens: int) -> None:
+    def _log_segment(self, start: float, end: float, iters: int, batch: int, tokens: int,
+                     joules: float, gpu_s: float) -> None:
         s = self.seg
+        s["energy_j"].append(joules)
+        s["gpu_s"].append(gpu_s)
+        self.busy_j += joules
+        self.busy_gpu_s += gpu_s
         s["start_s"].append(start)
         s["end_s"].append(end)
         s["iters"].append(iters)
@@ -442,7 +477,8 @@ class Engine:
                 n = lo
         ctx0 = float(sum(c0) + b)
         ctx = ctx0 + b * np.arange(n, dtype=float)
-        d = self.timer.decode_times(b, ctx)
+        d, joules = self.timer.decode_costs(b, ctx)  # fresh arrays
+        self._run_energy = joules
         d[0] += self.clock
         ends_l = np.cumsum(d).tolist()
         if ends_l[-1] >= self.cap_s:
@@ -478,7 +514,11 @@ class Engine:
         end = self._run_ends[n - 1]
         self.clock = end
         self._run = None
-        self._log_segment(start, end, n, b, b * n)
+        run_j = self.gpus * float(self._run_energy[:n].sum())
+        share = run_j / b
+        for s in seqs:
+            s.energy_j += share
+        self._log_segment(start, end, n, b, b * n, run_j, self.gpus * (end - start))
         done = [s for s in seqs if s.generated >= s.output]
         for s in done:
             self._finish(s)

@@ -20,7 +20,7 @@ class RequestLog:
 
     INT_COLS = ("req_id", "replica", "prefill_replica", "prompt", "output", "generated", "preemptions",
                 "hit_tokens", "status")
-    FLOAT_COLS = ("arrival_s", "admit_s", "first_token_s", "finish_s")
+    FLOAT_COLS = ("arrival_s", "admit_s", "first_token_s", "finish_s", "energy_j")
 
     def __init__(self) -> None:
         self.ints = {c: array("q") for c in self.INT_COLS}
@@ -48,6 +48,7 @@ class RequestLog:
         f["admit_s"].append(s.admit_s)
         f["first_token_s"].append(s.first_token_s)
         f["finish_s"].append(s.finish_s)
+        f["energy_j"].append(s.energy_j)
         self.runs.extend(s.tokens)
         self.run_off.append(len(self.runs))
         if s.rejected:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from fleetsim.sim.serving.cluster import ServingSimulation
+from fleetsim.sim.serving.energy import account
 from fleetsim.sim.serving.reqlog import STATUS
 
 
@@ -33,6 +34,10 @@ class RawTables:
     """Flat (engine, first iteration, last iteration) triples of every request."""
     iter_end: dict[int, np.ndarray]
     transfers: pd.DataFrame
+    power: pd.DataFrame
+    """Mean GPU draw per pool over time (``energy.power_table``)."""
+    pools: pd.DataFrame
+    """Energy per cluster pool (``energy.account``)."""
 
 
 def _sorted_pct(x: np.ndarray, q: float) -> float:
@@ -137,7 +142,7 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
         "tpot_s": tpot, "e2e_s": np.where(fin, lf["finish_s"] - arrival, math.nan),
         "itl_p50_s": itl[:, 0], "itl_p99_s": itl[:, 1], "itl_max_s": itl[:, 2],
         "preemptions": li["preemptions"], "prefix_hit_tokens": li["hit_tokens"],
-        "finished": fin, "rejected": status == STATUS["rejected"],
+        "finished": fin, "rejected": status == STATUS["rejected"], "energy_j": lf["energy_j"],
     }
     reasons = np.full(n, "", dtype=object)
     for k, v in log.reasons.items():
@@ -149,31 +154,41 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     token_runs = {int(li["req_id"][i]): (int(off[i]), int(off[i + 1])) for i in range(n)} if n <= 200_000 else {}
     ts = _timeseries(sim)
     t0 = float(arrival.min()) if n else 0.0
-    rep = _replica_table(sim, t0)
+    energy = account(sim, *_span(sim, req))
+    rep = _replica_table(sim, t0).merge(energy.replicas, on="replica", how="left") if sim.replicas else \
+        _replica_table(sim, t0)
     tr = pd.DataFrame(sim.transfers, columns=["req_id", "start_s", "end_s", "bytes"])
     summary = _summary(sim, req, rep, itl_q, ttft_slo_s, tpot_slo_s)
-    return RawTables(req, ts, rep, summary, token_runs, runs, ends, tr)
+    summary.update(energy.summary)
+    e = float(energy.summary["energy_j"])
+    out_tok = int(req["generated_tokens"].sum())
+    summary["j_per_output_token"] = e / out_tok if out_tok else math.nan
+    summary["j_per_request"] = e / int(summary["finished"]) if summary["finished"] else math.nan
+    return RawTables(req, ts, rep, summary, token_runs, runs, ends, tr, energy.power, energy.pools)
 
 
 def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
     """One row per logged iteration run, in order of start time (then engine)."""
     engines = [e for e in sim.engines if len(e.seg["start_s"])]
-    names = ("start_s", "end_s", "iters", "batch", "tokens", "kv_used")
-    out_names = ("start_s", "end_s", "iterations", "batch_size", "tokens", "kv_used_blocks")
+    names = ("start_s", "end_s", "iters", "batch", "tokens", "kv_used", "energy_j")
+    out_names = ("start_s", "end_s", "iterations", "batch_size", "tokens", "kv_used_blocks", "energy_j")
     if not engines:
-        return pd.DataFrame(columns=["replica", "engine", *out_names, "kv_capacity_blocks", "kv_occupancy"])
+        return pd.DataFrame(columns=["replica", "engine", *out_names, "kv_capacity_blocks", "kv_occupancy",
+                                     "power_w"])
     sizes = [len(e.seg["start_s"]) for e in engines]
     cols: dict[str, np.ndarray] = {
         "replica": np.repeat(np.array([e.replica for e in engines], np.int32), sizes),
         "engine": np.repeat(np.array([e.uid for e in engines], np.int32), sizes),
     }
     for name, out_name in zip(names, out_names, strict=True):
-        dt = np.float64 if name.endswith("_s") else np.int32
+        dt = np.float64 if name.endswith(("_s", "_j")) else np.int32
         cols[out_name] = np.concatenate([np.frombuffer(e.seg[name], dtype=dt) for e in engines])
     cap = np.repeat(np.array([e.kv.num_blocks for e in engines], np.int32), sizes)
     cols["kv_capacity_blocks"] = cap
     cols["kv_occupancy"] = (cols["kv_used_blocks"] / cap).astype(np.float32)
     del cap
+    dur = cols["end_s"] - cols["start_s"]
+    cols["power_w"] = np.divide(cols["energy_j"], dur, out=np.zeros_like(dur), where=dur > 0)
     order = np.lexsort((cols["engine"], cols["start_s"]))
     for k in list(cols):  # one column at a time keeps the peak small
         cols[k] = cols[k][order]
