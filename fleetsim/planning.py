@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +47,20 @@ class ServingPlan:
     """Per GPU type: share of the best row's device time priced from each cost source."""
     engine: str = "vllm"
     """The serving engine profile that priced the plan."""
+    run_search: Callable[[], Any] | None = field(default=None, repr=False)
+
+    @cached_property
+    def search(self) -> Any:
+        """The full serving planner's answer (``planner.serving.search.ServingPlans``): run on
+        first access with the arguments ``plan_serving`` was given."""
+        if self.run_search is None:
+            raise ConfigError("this plan was built without the serving search")
+        return self.run_search()
+
+    @property
+    def plans(self) -> tuple:
+        """The planner's plans, best first (``PlanEntry`` records)."""
+        return self.search.plans
 
     @property
     def rows(self) -> list:
@@ -129,7 +145,7 @@ def _default_lengths(workload: str | None) -> tuple[int, int, str]:
 
 
 def make_replica_timer(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, tp: int, pp: int,
-                       eng: EngineConfig, isl_hint: int) -> ReplicaTimer:
+                       eng: EngineConfig, isl_hint: int, ep: int = 1) -> ReplicaTimer:
     """Step times of one TP x PP replica, each iteration priced by
     ``sim.iteration.price_iteration`` with the engine profile (its kernels, its CUDA-graph
     rule, its scheduler time), as the simulator prices it.
@@ -137,7 +153,7 @@ def make_replica_timer(model: ModelSpec, pool: PoolSpec, gpu: GPUSpec, tp: int, 
     With ``pp`` stages an engine's iteration passes every stage in turn, so it takes the
     sum of the stages' times; the layout and its KV capacity come from
     ``sim.serving.feasibility.check_replica`` (``InfeasibleError`` when it does not run)."""
-    parallel = ParallelConfig(tp=tp, pp=pp)
+    parallel = ParallelConfig(tp=tp, pp=pp, ep=ep)
     fit = check_replica(model, pool, gpu, parallel, eng)
     cost = get_cost_model(gpu)
     prof = eng.engine_profile
@@ -184,7 +200,7 @@ def tpot_class(prof: EngineProfile, b: int, context: int) -> str:
 
 def plan_serving(
     model: str | ModelSpec,
-    cluster: str | ClusterSpec,
+    cluster: str | ClusterSpec | None,
     *,
     isl: int | None = None,
     osl: int | None = None,
@@ -195,6 +211,16 @@ def plan_serving(
     dtype: str = "bf16",
     kv_dtype: str | None = None,
     engine: str | Path = "vllm",
+    objective: str | None = None,
+    market: str | list | None = None,
+    power_budget_w: float | None = None,
+    slo_percentile: float = 90.0,
+    goodput_share: float = 0.9,
+    simulate: bool = True,
+    seed: int = 0,
+    buckets: int = 1,
+    search_space: Any = None,
+    evaluate_many: Callable[..., list[Any]] | None = None,
 ) -> ServingPlan:
     """Rank feasible TP x PP x replica deployments of ``model`` on ``cluster``.
 
@@ -203,9 +229,42 @@ def plan_serving(
 
     Lengths not given come from the mean prompt/output lengths of ``workload`` (default the
     built-in ``azure-conv``, fitted to the Azure 2023 conversation trace).
+
+    The full planner (``.search`` / ``.plans``, run on first access; validated here):
+    ``objective`` (``min_cost``, ``min_gpus``, ``min_energy`` with a rate; ``max_goodput``,
+    the default without one), ``market`` (``GPU:$/h:COUNT,...`` instead of ``cluster``: pass
+    ``cluster=None``), ``power_budget_w`` (facility watts), the SLO at ``slo_percentile``
+    with ``goodput_share`` of requests within both targets, ``simulate`` (capacities by
+    simulation for the top candidates; else analytic), ``seed`` (the plans are re-simulated
+    with ``seed + 1``), ``buckets`` (request-size buckets), ``search_space``
+    (``planner.serving.records.SearchSpace``) and ``evaluate_many(fn, items)`` (the executor).
     """
+    from fleetsim.plan_search import (
+        budget_over_baseline,
+        inventory_supply,
+        market_supply,
+        parse_market,
+        run_search,
+    )
+    from fleetsim.planner.serving.records import OBJECTIVES, SearchSpace, Slo
+
     spec = model if isinstance(model, ModelSpec) else load_model(model)
-    cl = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+    if market is not None:
+        if cluster is not None:
+            raise ConfigError("give either a cluster (inventory) or a market, not both")
+        cl, supplies = market_supply(parse_market(market))
+    elif cluster is None:
+        raise ConfigError("give a cluster (inventory) or a market")
+    else:
+        cl = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
+        supplies = inventory_supply(cl)
+    if objective is not None and objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    budget_w = budget_over_baseline(cl, supplies, power_budget_w, market is not None)
+    if search_space is not None and not isinstance(search_space, SearchSpace):
+        search_space = SearchSpace(**search_space)
+    if not isinstance(simulate, bool):
+        raise ConfigError(f"simulate must be true or false, got {simulate!r}")
     isl = None if isl is None else positive_int(isl, "isl")
     osl = None if osl is None else positive_int(osl, "osl")
     rate_rps = None if rate_rps is None else positive(rate_rps, "rate_rps")
@@ -221,6 +280,9 @@ def plan_serving(
     elif workload is not None:
         raise ConfigError("give either --workload or both --isl and --osl, not both")
     targets = ServingTargets(isl=isl, osl=osl, rate_rps=rate_rps, ttft_s=ttft_s, tpot_s=tpot_s)
+    slo = Slo(ttft_s=ttft_s, tpot_s=tpot_s, percentile=slo_percentile, goodput_share=goodput_share)
+    if objective is not None and objective != "max_goodput" and rate_rps is None:
+        raise ConfigError(f"objective {objective!r} needs a request rate (rate_rps / --rate)")
     for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
         if value is not None and value not in DTYPE_BYTES:
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
@@ -240,12 +302,31 @@ def plan_serving(
         lambda pool, gpu, tp, pp: make_replica_timer(spec, pool, gpu, tp, pp, eng, targets.isl),
         spec.num_layers,
     )
-    if not fp.rows:
+    planner_mode = any(v is not None for v in (objective, market, power_budget_w, search_space))
+    if not fp.rows and not planner_mode:
         reasons = "; ".join(f"{r.gpu} TP={r.tp} PP={r.pp}: {r.reason}" for r in fp.rejected)
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
     if not math.isfinite(sum(r.output_tok_s for r in fp.rows)):
         raise ConfigError("plan produced a non-finite throughput")
-    return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, eng), eng.engine_profile.name)
+    wl = _search_workload(workload, lengths_from, isl, osl, rate_rps)
+
+    def searched() -> Any:
+        return run_search(spec, cl, supplies, wl, rate_rps, slo, objective, eng,
+                          lambda pool, gpu, tp, pp, ep, e: make_replica_timer(spec, pool, gpu, tp, pp, e, isl, ep),
+                          budget_w=budget_w, simulate=simulate, seed=seed, space=search_space, buckets=buckets,
+                          evaluate_many=evaluate_many)
+
+    return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, eng), eng.engine_profile.name, searched)
+
+
+def _search_workload(workload: str | None, lengths_from: str, isl: int, osl: int, rate_rps: float | None) -> Any:
+    """The workload the search simulates: the named one, or Poisson arrivals of the given
+    fixed lengths (its rate is set per simulation)."""
+    from fleetsim.workloads.defaults import get_workload
+
+    if lengths_from == "given":
+        return get_workload(f"poisson:rate={rate_rps or 1.0:g},isl={isl},osl={osl}")
+    return get_workload(workload or "azure-conv")
 
 
 def _provenance(spec: ModelSpec, fp: FirstPlan, eng: EngineConfig) -> dict[str, dict[str, float]]:

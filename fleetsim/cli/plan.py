@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "under latency targets. Lengths default to the built-in azure-conv workload's means.",
     )
     p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
-    p.add_argument("--cluster", required=True, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
+    p.add_argument("--cluster", default=None, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
     p.add_argument("--isl", type=positive_int, default=None, help="prompt tokens per request")
     p.add_argument("--osl", type=positive_int, default=None, help="output tokens per request")
     p.add_argument("--workload", default=None, help="built-in workload whose mean lengths to use (default azure-conv)")
@@ -35,18 +35,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine profile (fleetsim specs engines) or a profile YAML (default vllm; "
                    "megatron with --training)")
     p.add_argument("--top", type=positive_int, default=10, help="rows to show")
+    p.add_argument("--objective", default=None,
+                   help="serving: min_cost, min_gpus, min_energy (need --rate) or max_goodput; "
+                   "training: throughput (default), time, cost or energy")
+    p.add_argument("--json", action="store_true", default=None, help="print the plans as JSON (an object with 'plans')")
+    p.add_argument("--explain", action="store_true", default=None,
+                   help="explain the best plan's bottleneck (training: with Megatron-LM arguments and a torchtitan config)")
+    from fleetsim.cli import plan_serving as planner
     from fleetsim.cli.plan_training import add_training_args
 
     add_training_args(p)
+    planner.add_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fleetsim.cli import plan_serving as planner
+    from fleetsim.hardware.errors import ConfigError
+
     if args.training:
         from fleetsim.cli.plan_training import run_training
 
         return run_training(args)
     from fleetsim.planning import plan_serving
+
+    if planner.wanted(args):
+        return planner.run(args)
+    if args.cluster is None:
+        raise ConfigError("--cluster is required (or --market with the serving planner)")
 
     plan = plan_serving(
         args.model,

@@ -16,11 +16,6 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--global-batch", type=positive_int, default=None, help="sequences per optimizer step")
     g.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence")
     g.add_argument("--tokens", type=positive_float, default=None, help="tokens to train (time, cost, energy)")
-    g.add_argument("--objective", choices=("throughput", "time", "cost", "energy"), default="throughput",
-                   help="rank by tokens/s, time to train, cost or facility energy (default throughput)")
-    g.add_argument("--json", action="store_true", help="print the plan as JSON (an object with 'plans')")
-    g.add_argument("--explain", action="store_true",
-                   help="the best plan's bottleneck, Megatron-LM arguments and a torchtitan config")
 
 
 def run_training(args: argparse.Namespace) -> int:
@@ -29,8 +24,14 @@ def run_training(args: argparse.Namespace) -> int:
 
     if args.global_batch is None:
         raise ConfigError("--training needs --global-batch (sequences per step)")
+    objectives = ("throughput", "time", "cost", "energy")
+    objective = args.objective or "throughput"
+    if objective not in objectives:
+        raise ConfigError(f"--objective {objective!r}: with --training one of {', '.join(objectives)}")
+    if args.cluster is None:
+        raise ConfigError("--training needs --cluster")
     plan = plan_training(args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
-                         tokens=args.tokens, objective=args.objective, engine=args.engine or "megatron",
+                         tokens=args.tokens, objective=objective, engine=args.engine or "megatron",
                          top=args.top, dtype=args.dtype)
     if args.json:
         print(json.dumps(plan.as_dict(), indent=1, sort_keys=True))

@@ -203,7 +203,11 @@ class ServingSimulation:
     def __init__(self, model: ModelSpec | str, cluster: ClusterSpec, deployment: Deployment,
                  requests: RequestStream, *, seed: int = 0,
                  timer_factory: Callable[[ReplicaPlan], StepTimer] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 timers: dict[tuple, StepTimer] | None = None) -> None:
+        """``timers``: a step-timer cache to share across simulations of the same model (a
+        capacity search runs one layout at many rates; step times are pure functions of
+        the cache key, so sharing changes no result)."""
         self.model = load_model(model) if isinstance(model, str) else model
         self.cluster = cluster
         self.deployment = deployment
@@ -215,7 +219,7 @@ class ServingSimulation:
         n_req = len(requests)
         last = float(requests.arrival_s.max()) if n_req else 0.0
         self.cap_s = deployment.max_sim_time_s or last + 86400.0
-        self._timers: dict[tuple, StepTimer] = {}
+        self._timers: dict[tuple, StepTimer] = {} if timers is None else timers
         self._timer_factory = timer_factory
         self.replicas: list[Replica] = []
         self.engines: list[Engine] = []

@@ -1,0 +1,1 @@
+"""The serving planner: candidates -> analytic pruning -> simulated capacity -> MILP -> plans."""

@@ -1,0 +1,195 @@
+"""Simulated capacity: the highest request rate one replica sustains within the SLO.
+
+A rate is *sustained* when a fast-forward simulation of ``n`` requests of the workload (or
+of one request-size bucket of it) arriving at that rate meets, at the SLO's percentile, the
+TTFT and TPOT targets, at least ``goodput_share`` of the requests meet both, and the queue
+does not grow (the simulator's ``overloaded`` flag; without a TTFT target also the
+percentile queueing delay under ``max_queue_delay_s``). The search starts at the analytic
+rate, grows or shrinks it geometrically until it brackets the change, then bisects. A
+bucket's stream is the workload's stream thinned to the bucket (arrivals at
+``rate / share`` keep a Poisson process Poisson at ``rate``). Everything runs in-process on
+``sim.serving``; one seed makes every simulation of a search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.serving.records import Bottleneck, Capacity, Knobs, Slo
+from fleetsim.sim.serving.cluster import ServingSimulation
+from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment, VllmScheduler
+from fleetsim.sim.serving.results import RawTables, collect
+from fleetsim.workloads.models import ModelSpec, over_context
+from fleetsim.workloads.requests import RequestStream
+from fleetsim.workloads.workload import Workload
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Requests whose prompt + output tokens lie in ``[low, high)``, ``share`` of all."""
+
+    name: str
+    low: float
+    high: float
+    share: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    limited_by: Bottleneck
+    ttft_s: float | None
+    tpot_s: float | None
+    missed: str
+    goodput_share: float
+    raw: RawTables
+
+
+def engine_config(k: Knobs, profile: str, dtype: str, kv_dtype: str) -> EngineConfig:
+    """The engine knobs of a candidate (power cap only when one is chosen)."""
+    fields: dict[str, object] = {
+        "scheduler": VllmScheduler(max_num_seqs=k.max_num_seqs, max_num_batched_tokens=k.max_num_batched_tokens),
+        "profile": profile, "dtype": dtype, "kv_dtype": kv_dtype}
+    if k.power_cap_w is not None:
+        fields["power_cap_w"] = k.power_cap_w
+    return EngineConfig(**fields)  # type: ignore[arg-type]
+
+
+def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float, n: int, seed: int) -> RequestStream:
+    """``n`` requests of ``bucket`` arriving at ``rate_rps`` (within the model's context)."""
+    thin = bucket.share < 1.0
+    draw = math.ceil(n / bucket.share * 1.3) + 20 if thin else n + 20
+    reqs = workload.with_rate(rate_rps / bucket.share).generate(seed, num_requests=draw)
+    total = reqs.prompt_tokens + reqs.output_tokens
+    keep = ~over_context(model, total)
+    if thin:
+        keep &= (total >= bucket.low) & (total < bucket.high)
+    return reqs.select(keep).head(n)
+
+
+def verdict(raw: RawTables, slo: Slo) -> Verdict:
+    """Whether a finished simulation meets ``slo`` (see the module docstring)."""
+    req = raw.requests
+    q = slo.percentile
+    ttft_all = req["ttft_s"].to_numpy(dtype=float)
+    ttft = float(np.percentile(np.where(np.isfinite(ttft_all), ttft_all, np.inf), q)) if len(req) else math.inf
+    fin = req[req["finished"]]
+    tp = fin["tpot_s"].dropna().to_numpy(dtype=float)
+    tpot = float(np.percentile(tp, q)) if len(tp) else None
+    qd = req["queue_delay_s"].to_numpy(dtype=float)
+    qdel = float(np.percentile(np.where(np.isfinite(qd), qd, np.inf), q)) if len(req) else math.inf
+    share = float(raw.summary["goodput_share"])
+    ttft_v = ttft if math.isfinite(ttft) else None
+    checks: list[tuple[bool, Bottleneck, str]] = []
+    if slo.ttft_s is not None:
+        checks.append((ttft <= slo.ttft_s, "ttft_slo", f"TTFT p{q:g} {ttft:.3g} s > {slo.ttft_s:g} s"))
+    if slo.tpot_s is not None and tpot is not None:
+        checks.append((tpot <= slo.tpot_s, "tpot_slo", f"TPOT p{q:g} {tpot:.3g} s > {slo.tpot_s:g} s"))
+    checks.append((share >= slo.goodput_share, "goodput",
+                   f"goodput share {share:.3f} < {slo.goodput_share:g}"))
+    checks.append((not bool(raw.summary["overloaded"]), "queue", "the queue grows (overloaded)"))
+    if slo.ttft_s is None:
+        checks.append((qdel <= slo.max_queue_delay_s, "queue",
+                       f"queueing delay p{q:g} {qdel:.3g} s > {slo.max_queue_delay_s:g} s"))
+    for ok, cat, text in checks:
+        if not ok:
+            return Verdict(False, cat, ttft_v, tpot, text, share, raw)
+    return Verdict(True, "compute", ttft_v, tpot, "", share, raw)
+
+
+def simulate(model: ModelSpec, cluster: ClusterSpec, deployment: Deployment, reqs: RequestStream, slo: Slo,
+             seed: int, timers: dict[tuple, Any] | None = None) -> Verdict:
+    """One in-process simulation of ``deployment`` serving ``reqs``, judged against ``slo``;
+    ``timers``: the step-timer cache shared by one search's simulations."""
+    sim = ServingSimulation(model, cluster, deployment, reqs, seed=seed, timers=timers)
+    sim.run()
+    return verdict(collect(sim, slo.ttft_s, slo.tpot_s), slo)
+
+
+@dataclass(frozen=True)
+class CapacityJob:
+    """Everything one candidate's capacity search needs (picklable for a process pool)."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    knobs: Knobs
+    engine: EngineConfig
+    workload: Workload
+    buckets: tuple[Bucket, ...]
+    slo: Slo
+    start_rps: float
+    seed: int
+    requests: int
+    steps: int
+
+
+def _power(raw: RawTables, summary_key: str = "energy_j") -> tuple[float | None, float | None]:
+    """(mean GPU power of the replica, J per output token) when the simulator reports energy."""
+    s = raw.summary
+    if summary_key not in s or "energy_j" not in raw.replicas.columns:
+        return None, None
+    dur = float(s["duration_s"])
+    e = float(raw.replicas["energy_j"].sum())
+    jt = s.get("j_per_output_token")
+    return (e / dur if dur > 0 else None,
+            float(jt) if isinstance(jt, float | int) and math.isfinite(jt) else None)
+
+
+def capacity(job: CapacityJob) -> tuple[Capacity, ...]:
+    """The capacity of ``job.knobs`` for each bucket (see the module docstring)."""
+    dep = Deployment(pools=(PoolDeployment(pool=job.knobs.pool, tp=job.knobs.tp, pp=job.knobs.pp, ep=job.knobs.ep,
+                                           replicas=1, engine=job.engine),))
+    timers: dict[tuple, Any] = {}
+    return tuple(_search(job, dep, b, timers) for b in job.buckets)
+
+
+def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tuple, Any]) -> Capacity:
+    runs = 0
+    cache: dict[float, Verdict] = {}
+
+    def at(rate: float) -> Verdict:
+        nonlocal runs
+        if rate not in cache:
+            runs += 1
+            reqs = stream(job.workload, job.model, bucket, rate, job.requests, job.seed)
+            cache[rate] = simulate(job.model, job.cluster, dep, reqs, job.slo, job.seed, timers)
+        return cache[rate]
+
+    r0 = max(job.start_rps * bucket.share, 1e-3)
+    lo, hi = 0.0, math.inf
+    first_fail: Verdict | None = None
+    rate = r0
+    for _ in range(4):  # bracket: grow from a pass, shrink from a failure
+        v = at(rate)
+        if v.ok:
+            lo = rate
+            if hi < math.inf:
+                break
+            rate *= 1.6
+        else:
+            hi, first_fail = rate, v
+            if lo > 0:
+                break
+            rate /= 2.0
+    if lo == 0.0:
+        assert first_fail is not None
+        low = cache[min(cache)]
+        return Capacity(bucket=bucket.name, rps=0.0, simulations=runs, limited_by=low.limited_by,
+                        ttft_s=low.ttft_s, tpot_s=low.tpot_s,
+                        closest_miss=f"at {min(cache):.3g} req/s: {low.missed}")
+    for _ in range(job.steps if hi < math.inf else 0):
+        mid = 0.5 * (lo + hi)
+        v = at(mid)
+        if v.ok:
+            lo = mid
+        else:
+            hi, first_fail = mid, v
+    best = cache[lo]
+    watts, jt = _power(best.raw)
+    limit: Bottleneck = first_fail.limited_by if first_fail is not None else "compute"
+    return Capacity(bucket=bucket.name, rps=lo, simulations=runs, limited_by=limit, ttft_s=best.ttft_s,
+                    tpot_s=best.tpot_s, avg_power_w=watts, j_per_output_token=jt)

@@ -1,0 +1,356 @@
+"""The serving planner, stage by stage: generate -> prune -> evaluate -> select -> check.
+
+:func:`search` takes resolved specs (the public API resolves names at the edge) and returns
+:class:`ServingPlans`: the plans best first, every evaluation and rejection, the Pareto
+frontier and, when nothing works, the binding constraint and the closest miss. The plans
+are re-simulated as whole deployments with another seed (``seed + 1``); a plan that misses
+its SLO there carries ``meets_slo = False`` and ranks below every plan that meets it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from fleetsim.hardware.errors import FleetsimError
+from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.serving.capacity import (
+    Bucket,
+    CapacityJob,
+    capacity,
+    engine_config,
+    simulate,
+    stream,
+)
+from fleetsim.planner.serving.records import (
+    Capacity,
+    Evaluation,
+    Knobs,
+    PlanEntry,
+    PlanMetrics,
+    Rejection,
+    SearchSpace,
+    Slo,
+    _Record,
+)
+from fleetsim.planner.serving.select import entry, pareto, solve_mix
+from fleetsim.planner.serving.space import (
+    Supply,
+    TimerFactory,
+    bucket_edges,
+    caps_for,
+    prune,
+    rank_for_simulation,
+)
+from fleetsim.sim.serving.config import Deployment, PoolDeployment
+from fleetsim.workloads.models import ModelSpec, over_context
+from fleetsim.workloads.workload import Workload
+from pydantic import Field
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def plain_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """The default executor: evaluate in this process, in order."""
+    return [fn(x) for x in items]
+
+
+class ServingPlans(_Record):
+    """The planner's answer: ``plans`` best first (or ``status="infeasible"`` with ``reason``
+    naming the binding constraint and ``closest_miss``), and the search behind it."""
+
+    _what: ClassVar[str] = "serving plans"
+    status: str
+    objective: str
+    demand_rps: float | None
+    slo: Slo
+    isl: int
+    osl: int
+    buckets: tuple[tuple[str, float], ...]
+    plans: tuple[PlanEntry, ...] = ()
+    evaluations: tuple[Evaluation, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    reason: str = ""
+    binding: str = ""
+    closest_miss: str = ""
+    pareto: tuple[dict[str, Any], ...] = ()
+    simulations: int = 0
+    seconds: float = Field(0.0, ge=0)
+
+    @property
+    def best(self) -> PlanEntry | None:
+        return self.plans[0] if self.plans else None
+
+    def to_json(self) -> dict[str, Any]:
+        """``--json``: the plans best first with their pools and metrics, and the frontier."""
+        def plan(p: PlanEntry) -> dict[str, Any]:
+            c = p.checked
+            return {"name": p.name, "meets_slo": p.meets_slo,
+                    "pools": [x.model_dump(exclude={"pool"}) | {"pool_index": x.pool} for x in p.pools],
+                    "metrics": {"objective": p.objective, "objective_value": p.objective_value,
+                                "predicted_goodput_rps": p.predicted_goodput_rps,
+                                "cost_per_hour": p.cost_per_hour, "gpus": p.gpus,
+                                "gpus_by_type": p.gpus_by_type, "power_w": p.power_w,
+                                "usd_per_million_tokens": p.usd_per_million_tokens,
+                                **(c.model_dump() if c is not None else {})},
+                    "binding": list(p.binding)}
+        return {"status": self.status, "objective": self.objective, "demand_rps": self.demand_rps,
+                "slo": self.slo.model_dump(), "plans": [plan(p) for p in self.plans],
+                "reason": self.reason, "binding": self.binding, "closest_miss": self.closest_miss,
+                "pareto": list(self.pareto), "simulations": self.simulations}
+
+    def explain(self) -> str:
+        """Why the best plan is what it is: per pool what limits a replica's capacity, and
+        which selection constraint binds; or, when infeasible, the binding constraint."""
+        if self.best is None:
+            return f"No plan: {self.reason}" + (f"\nclosest miss: {self.closest_miss}" if self.closest_miss else "")
+        p = self.best
+        lines = [f"Best plan {p.name!r}: {p.gpus} GPUs ({', '.join(f'{n} {g}' for g, n in p.gpus_by_type.items())}), "
+                 f"${p.cost_per_hour:.2f}/h, objective {p.objective} = {p.objective_value:.4g}"]
+        by_id = {e.knobs.id: e for e in self.evaluations}
+        for pc in p.pools:
+            k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
+                      max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
+            e = by_id.get(k.id)
+            if e is None:
+                continue
+            a = e.analytic
+            caps = ", ".join(f"{c.bucket} {c.rps:.3g} req/s (limited by {_words(c.limited_by)})" for c in e.capacity)
+            lines.append(f"  {pc.replicas} x {k.id}: analytic batch {a.batch} limited by {_words(a.limited_by)} "
+                         f"({a.kv_tokens} KV tokens), {a.replica_rps:.3g} req/s analytic"
+                         + (f"; simulated capacity {caps}" if caps else " (not simulated)"))
+        if p.binding:
+            lines.append("  binding: " + ", ".join(_words(b) for b in p.binding))
+        else:
+            lines.append("  binding: none of inventory and power budget; the demand sets the size")
+        limits = [c.limited_by for pc in p.pools for e in [by_id.get(_kid(pc))] if e for c in e.capacity]
+        main = max(set(limits), key=limits.count) if limits else None
+        if any(b.startswith("inventory") for b in p.binding):
+            head = "inventory"
+        elif "power_budget" in p.binding:
+            head = "power budget"
+        else:
+            head = _words(main) if main else "analytic bound"
+        lines.insert(1, f"bottleneck: {head}")
+        if p.checked is not None:
+            c = p.checked
+            verdict = "meets" if c.meets_slo else f"MISSES ({c.missed})"
+            lines.append(f"  re-simulated with seed {c.seed} at {c.rate_rps:.3g} req/s: {verdict} the SLO; "
+                         f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f})")
+        return "\n".join(lines)
+
+
+def _kid(pc: Any) -> str:
+    return Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
+                 max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role).id
+
+
+_WORDS = {"kv_capacity": "memory/KV capacity", "memory": "memory", "compute": "compute",
+          "tpot_slo": "TPOT SLO", "ttft_slo": "TTFT SLO", "goodput": "goodput share",
+          "queue": "queueing (compute saturated)", "max_num_seqs": "max_num_seqs", "layout": "layout",
+          "power_budget": "power budget", "inventory": "inventory"}
+
+
+def _words(key: str) -> str:
+    if key.startswith("inventory["):
+        return f"inventory of {key[10:-1]}"
+    return _WORDS.get(key, key)
+
+
+def sample_lengths(workload: Workload, model: ModelSpec, n: int = 4000) -> tuple[int, int, np.ndarray]:
+    """Mean prompt and output tokens and prompt+output per request of a fixed-seed sample."""
+    reqs = workload.generate(0, num_requests=n)
+    total = reqs.prompt_tokens + reqs.output_tokens
+    keep = ~over_context(model, total)
+    pr, out = reqs.prompt_tokens[keep], reqs.output_tokens[keep]
+    return max(1, round(float(np.mean(pr)))), max(1, round(float(np.mean(out)))), total[keep]
+
+
+def make_buckets(total: np.ndarray, n: int) -> tuple[Bucket, ...]:
+    edges = bucket_edges([int(x) for x in total], n)
+    out = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        share = float(np.mean((total >= lo) & (total < hi))) if len(total) else 1.0
+        if share > 0:
+            name = "all" if len(edges) == 2 else f"{lo:g}-{hi:g} tok"
+            out.append(Bucket(name, lo, hi, share))
+    return tuple(out)
+
+
+def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workload: Workload,
+           demand_rps: float | None, slo: Slo, objective: str, engine: str, dtype: str, kv_dtype: str,
+           make_timer: TimerFactory, *, space: SearchSpace | None = None, buckets: int = 1,
+           power_budget_w: float | None = None, simulate_capacity: bool = True, seed: int = 0,
+           check_plans: int = 3, evaluate_many: Callable[..., list[Any]] = plain_map) -> ServingPlans:
+    """Plan serving ``model`` (see the module docstring). ``power_budget_w``: facility watts the
+    chosen replicas may add (the caller takes the inventory's idle draw off first)."""
+    t0 = time.perf_counter()
+    space = space or SearchSpace()
+    isl, osl, total = sample_lengths(workload, model)
+    bks = make_buckets(total, buckets)
+    base = dict(status="optimal", objective=objective, demand_rps=demand_rps, slo=slo, isl=isl, osl=osl,
+                buckets=tuple((b.name, b.share) for b in bks))
+    kept, rejected = prune(model, supplies, space, slo, isl, osl, make_timer)
+    by_index = {s.index: s for s in supplies}
+    evals: list[Evaluation] = []
+    sims = 0
+    if simulate_capacity:
+        survivors = rank_for_simulation(kept, objective, space.sim_top)
+        jobs = []
+        for s, a in survivors:
+            caps = caps_for(s.gpu, space.power_caps) if power_budget_w is not None or objective == "min_energy" \
+                else [None]
+            for cap in caps:
+                k = a.knobs.model_copy(update={"power_cap_w": cap})
+                jobs.append((s, a.model_copy(update={"knobs": k}), CapacityJob(
+                    model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype),
+                    workload=workload, buckets=bks, slo=slo, start_rps=a.replica_rps, seed=seed,
+                    requests=space.sim_requests, steps=space.bisection_steps)))
+        results = evaluate_many(capacity, [j for *_, j in jobs])
+        for (s, a, _), caps_found in zip(jobs, results, strict=True):
+            sims += sum(c.simulations for c in caps_found)
+            ev = _evaluation(s, a, caps_found)
+            evals.append(ev)
+            if not ev.capacity_rps():
+                worst = min(caps_found, key=lambda c: c.rps)
+                rejected.append(Rejection(knobs=a.knobs, stage="simulated", bottleneck=worst.limited_by,
+                                          reason=worst.closest_miss or "no rate meets the SLO"))
+    else:
+        for s, a in kept:
+            cap = Capacity(bucket="all", rps=a.replica_rps, simulations=0, limited_by=a.limited_by,
+                           ttft_s=a.ttft_s, tpot_s=a.tpot_s)
+            evals.append(_evaluation(s, a, tuple(cap.model_copy(update={"bucket": b.name}) for b in bks)))
+    if not any(e.capacity_rps() for e in evals):
+        return ServingPlans(**base | {"status": "infeasible", "evaluations": tuple(evals), "rejected": tuple(rejected),
+                                      "simulations": sims, "seconds": time.perf_counter() - t0,
+                                      **_nothing_works(rejected)})
+    availability: dict[str, int] = {}
+    for s in supplies:
+        availability[s.gpu.name] = availability.get(s.gpu.name, 0) + s.available
+    loads = _loads(bks, demand_rps, evals, availability, objective)
+    measured = objective == "min_energy" and power_budget_w is None
+    mix = solve_mix(evals, loads, objective, availability, power_budget_w, measured)
+    assert mix is not None
+    if mix.status != "optimal":
+        return ServingPlans(**base | {"status": mix.status, "evaluations": tuple(evals), "rejected": tuple(rejected),
+                                      "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
+                                      "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses),
+                                      "simulations": sims, "seconds": time.perf_counter() - t0})
+    entries = [entry("optimal mix", mix, evals, engine, availability, power_budget_w)]
+    gpu_types = list(dict.fromkeys(e.knobs.gpu for e in evals if e.capacity_rps()))
+    if len(gpu_types) > 1:
+        for g in gpu_types:
+            alt = solve_mix(evals, loads, objective, availability, power_budget_w, measured, only_gpu=g)
+            if alt is not None and alt.status == "optimal" and alt.replicas != mix.replicas:
+                entries.append(entry(f"only {g}", alt, evals, engine, availability, power_budget_w))
+    sign = -1.0 if objective == "max_goodput" else 1.0
+    entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.name))
+    checked = []
+    for i, p in enumerate(entries):
+        if i < check_plans:
+            rate = demand_rps if demand_rps is not None else p.predicted_goodput_rps
+            p = p.model_copy(update={"checked": check_plan(model, cluster, p, by_index, workload, rate, slo, engine,
+                                                           dtype, kv_dtype, seed + 1, space.sim_requests)})
+            sims += 1
+        checked.append(p)
+    checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.name))
+    return ServingPlans(**base | {"plans": tuple(checked), "evaluations": tuple(evals), "rejected": tuple(rejected),
+                                  "pareto": tuple(_frontier(checked, evals)), "simulations": sims,
+                                  "seconds": time.perf_counter() - t0})
+
+
+def _evaluation(s: Supply, a: Any, caps: tuple[Capacity, ...]) -> Evaluation:
+    k = a.knobs
+    return Evaluation(analytic=a, capacity=caps, price_per_hour=s.price_per_gpu_hour * k.gpus,
+                      power_w=s.replica_power_w(k.gpus, k.power_cap_w))
+
+
+def _loads(bks: tuple[Bucket, ...], demand: float | None, evals: list[Evaluation], availability: dict[str, int],
+           objective: str) -> dict[str, float]:
+    """Requests/s per bucket: the demand split by bucket share, or for ``max_goodput``
+    without a demand an offered load no inventory can serve (every GPU at its best
+    candidate's capacity), so the program fills the inventory."""
+    if demand is not None:
+        return {b.name: demand * b.share for b in bks}
+    best = {g: max((max(e.capacity_rps().values()) / e.knobs.gpus for e in evals
+                    if e.knobs.gpu == g and e.capacity_rps()), default=0.0) for g in availability}
+    offered = 1.5 * sum(best[g] * n for g, n in availability.items()) or 1.0
+    return {b.name: offered * b.share for b in bks}
+
+
+def _nothing_works(rejected: list[Rejection]) -> dict[str, str]:
+    """The binding constraint of an empty candidate set: the most common bottleneck of the
+    rejections, and the rejection nearest to feasible (smallest miss ratio)."""
+    if not rejected:
+        return {"reason": "no candidate layout", "binding": "layout"}
+    cats = [r.bottleneck for r in rejected]
+    top = max(sorted(set(cats)), key=cats.count)
+    numeric = [r for r in rejected if r.miss is not None]
+    near = min(numeric, key=lambda r: r.miss or math.inf) if numeric else rejected[0]
+    return {"reason": f"no candidate meets the constraints; most are limited by {_words(top)}",
+            "binding": top, "closest_miss": f"{near.knobs.id}: {near.reason}"}
+
+
+def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: dict[int, Supply],
+               workload: Workload, rate: float, slo: Slo, engine: str, dtype: str, kv_dtype: str, seed: int,
+               base_requests: int) -> PlanMetrics:
+    """Simulate the whole plan at ``rate`` with ``seed`` and judge it against ``slo``."""
+
+    pools = []
+    for pc in p.pools:
+        k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
+                  max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
+        pools.append(PoolDeployment(pool=pc.pool, tp=pc.tp, pp=pc.pp, ep=pc.ep, replicas=pc.replicas,
+                                    role=pc.role, engine=engine_config(k, engine, dtype, kv_dtype)))
+    replicas = sum(pc.replicas for pc in p.pools)
+    n = min(3000, max(base_requests, 40 * replicas))
+    reqs = stream(workload, model, Bucket("all", 0.0, math.inf, 1.0), rate, n, seed)
+    try:
+        v = simulate(model, cluster, Deployment(pools=tuple(pools)), reqs, slo, seed)
+    except FleetsimError as exc:
+        return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=0.0, goodput_share=0.0, ttft_p90_s=None,
+                           ttft_p99_s=None, tpot_p90_s=None, tpot_p99_s=None, output_tokens_per_s=0.0,
+                           meets_slo=False, missed=f"the deployment does not run: {exc}")
+    s = v.raw.summary
+
+    def num(key: str) -> float | None:
+        x = s.get(key)
+        return float(x) if isinstance(x, float | int) and math.isfinite(x) else None
+
+    dur = num("duration_s")
+    e = num("energy_j")
+    return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=rate * v.goodput_share,
+                       goodput_share=v.goodput_share, ttft_p90_s=num("ttft_p90_s"), ttft_p99_s=num("ttft_p99_s"),
+                       tpot_p90_s=num("tpot_p90_s"), tpot_p99_s=num("tpot_p99_s"),
+                       output_tokens_per_s=float(s["output_tokens_per_s"]),
+                       j_per_output_token=num("j_per_output_token"),
+                       avg_power_w=(e / dur) if e is not None and dur else None, meets_slo=v.ok, missed=v.missed)
+
+
+def _frontier(plans: list[PlanEntry], evals: list[Evaluation]) -> list[dict[str, Any]]:
+    """Cost vs latency vs energy as data: every checked plan and every simulated candidate
+    (per request/s of capacity), flagged when no other point of its kind dominates it."""
+    rows: list[dict[str, Any]] = []
+    pts = [{"kind": "plan", "name": p.name, "cost_per_hour": p.cost_per_hour,
+            "ttft_p90_s": p.checked.ttft_p90_s, "tpot_p90_s": p.checked.tpot_p90_s,
+            "j_per_output_token": p.checked.j_per_output_token}
+           for p in plans if p.checked is not None and p.checked.meets_slo]
+    keys = ("cost_per_hour", "ttft_p90_s", "tpot_p90_s", "j_per_output_token")
+    rows += [r | {"on_frontier": f} for r, f in zip(pts, pareto(pts, keys), strict=True)]  # type: ignore[arg-type]
+    cands = []
+    for e in evals:
+        for c in e.capacity:
+            if c.rps > 0 and e.simulated and c.simulations:
+                cands.append({"kind": "candidate", "name": e.knobs.id, "bucket": c.bucket,
+                              "usd_per_hour_per_rps": e.price_per_hour / c.rps, "ttft_s": c.ttft_s,
+                              "tpot_s": c.tpot_s, "j_per_output_token": c.j_per_output_token})
+    ck = ("usd_per_hour_per_rps", "ttft_s", "tpot_s", "j_per_output_token")
+    rows += [r | {"on_frontier": f} for r, f in zip(cands, pareto(cands, ck), strict=True)]  # type: ignore[arg-type]
+    return rows
+
+
+__all__ = ["ServingPlans", "check_plan", "plain_map", "search"]
