@@ -344,9 +344,6 @@ def trtllm_command(d: ServingDeployment) -> EngineCommand:
     check_serving(d)
     if d.dp > 1:
         raise ConfigError(f"dp={d.dp}: trtllm-serve has no data-parallel flag; use replicas={d.dp}")
-    if d.ep > 1 and d.tp % d.ep:
-        raise ConfigError(f"ep={d.ep} must divide tp={d.tp} for TensorRT-LLM (experts are "
-                          "spread inside the tensor-parallel group)")
     cfg: dict[str, object] = {
         "enable_chunked_prefill": d.chunked_prefill,
         "kv_cache_config": {"enable_block_reuse": d.prefix_caching,
