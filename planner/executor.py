@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -68,9 +69,9 @@ def _import_ray() -> Any:
 def ray_runtime_env(*extra_paths: str) -> dict[str, Any]:
     """A Ray ``runtime_env`` whose workers import the same ``fleetsim`` source tree as this
     process (its parent folder first on ``PYTHONPATH``), plus ``extra_paths``."""
-    import fleetsim
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fleetsim.__file__)))
+    top = sys.modules["fleetsim"].__file__  # loaded already: this module is fleetsim.planner's
+    assert top is not None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(top)))
     paths = [root, *extra_paths, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 
