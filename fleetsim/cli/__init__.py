@@ -17,7 +17,7 @@ import warnings
 from fleetsim.cli.args import Parser, show_warning
 from fleetsim.hardware.errors import FleetsimError
 
-COMMANDS = ("specs", "plan", "simulate", "train", "calibrate", "validate", "dashboard")
+COMMANDS = ("specs", "plan", "simulate", "train", "power", "calibrate", "validate", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
