@@ -256,7 +256,7 @@ def run_profile(args: argparse.Namespace, device: Any, deadline: float) -> None:
     cfg = hc.hf_config(name, None, tiny=args.tiny)
     L = cfg.num_hidden_layers
     model = hc.build_model(cfg, device, torch.bfloat16).eval()
-    pre = ((1, 32),) if args.smoke else PROFILE_PREFILL
+    pre = ((1, 32),) if args.smoke else (PROFILE_PREFILL if args.profile_decode is None else ())
     for b, s in hc.shapes_within(deadline, pre):
         tokens = torch.randint(0, cfg.vocab_size, (b, s), device=device)
         for mode, last in (("prefill_eager", False), ("prefill_eager_last", True)):
@@ -264,7 +264,7 @@ def run_profile(args: argparse.Namespace, device: Any, deadline: float) -> None:
             fn()
             hc.write_profile(out, _pkey("hf-transformers", name, L, mode, b, s, 0),
                              hc.profile_kernels(fn, device))
-    dec = ((2, 40),) if args.smoke else PROFILE_DECODE
+    dec = ((2, 40),) if args.smoke else (args.profile_decode or PROFILE_DECODE)
     for b, ctx in hc.shapes_within(deadline, dec):
         run, cache = decode_step(model, b, ctx, device)
         run()
@@ -284,6 +284,11 @@ def run_profile(args: argparse.Namespace, device: Any, deadline: float) -> None:
     hc.free_memory(device)
 
 
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``B:CTX,B:CTX`` -> ((B, CTX), ...)."""
+    return tuple((int(b), int(c)) for b, c in (part.split(":") for part in text.split(",") if part.strip()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -297,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="one or two small shapes per mode")
     ap.add_argument("--tiny", action="store_true",
                     help="shrunk model widths (implied by --device cpu --smoke)")
+    ap.add_argument("--profile-decode", type=_shapes, default=None, metavar="B:CTX,...",
+                    help="decode shapes to profile instead of PROFILE_DECODE (and no prefill shapes)")
     ap.add_argument("--profile", action="store_true", help="profile the compile shapes that are also PROFILE_PREFILL shapes")
     args = ap.parse_args(argv)
     args.tiny = args.tiny or (args.smoke and args.device == "cpu")
