@@ -79,6 +79,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", type=_placement, default=None, help="placement order innermost first, e.g. tp,cp,pp,dp")
     p.add_argument("--tokens", type=positive_float, default=None,
                    help="tokens to train: prints time, GPU-hours, cost, facility energy and its cost")
+    p.add_argument("--failures", default=None, metavar="default|none|NAME|FILE",
+                   help="with --tokens: simulate the run under this failure catalog (default: Llama 3 405B's "
+                        "interruption rates) and print time-to-train, effective training time, lost GPU-hours")
+    p.add_argument("--checkpoint-interval", default="auto", metavar="auto|S",
+                   help="with --failures: seconds of training between checkpoints, or auto (simulated optimum)")
+    p.add_argument("--checkpoint-mode", choices=("sync", "async"), default="sync",
+                   help="with --failures: sync writes stall training; async snapshots to host memory")
+    p.add_argument("--spare-nodes", type=int, default=None, metavar="N",
+                   help="with --failures: hot spare nodes (default: replacements always available)")
+    p.add_argument("--elastic", action="store_true",
+                   help="with --failures: continue on fewer data-parallel replicas while short of nodes")
+    p.add_argument("--seeds", type=positive_int, default=8, help="with --failures: simulated runs (default 8)")
     p.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
                    help="board power limit of every GPU in watts (default: the GPU's TDP)")
     p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json")
@@ -98,11 +110,48 @@ def check_power_cap(args: argparse.Namespace) -> None:
     power_state(get_gpu(cl.pools[0].node.gpu), args.power_cap_w, "--power-cap-w")
 
 
+def interval_arg(text: str) -> str | float:
+    """--checkpoint-interval: ``auto`` or seconds (one line naming the flag otherwise)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--checkpoint-interval must be auto or seconds, got {text!r}") from None
+
+
+def run_failures(args: argparse.Namespace, est: object) -> None:
+    """The run under failures (``fleetsim.reliability.estimate_training_run``), printed."""
+    from fleetsim.reliability import estimate_training_run
+
+    if args.tokens is None:
+        raise ConfigError("--failures needs --tokens (the tokens to train)")
+    run = estimate_training_run(None, None, tokens=args.tokens, failures=args.failures,
+                                checkpoint_interval=interval_arg(args.checkpoint_interval),
+                                checkpoint_mode=args.checkpoint_mode, spare_nodes=args.spare_nodes,
+                                elastic=args.elastic, seeds=args.seeds, estimate=est)  # type: ignore[arg-type]
+    print(f"training run under failures ({args.failures}):")
+    print_frame(run.summary())
+    print_frame(run.failures)
+    if args.out:
+        out = Path(args.out)
+        run.summary().to_csv(out / "run_summary.csv", index=False)
+        run.failures.to_csv(out / "run_failures.csv", index=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from fleetsim.training import estimate_train_step
 
     check_out_dir(args.out)
     check_power_cap(args)
+    if args.failures is not None:
+        interval_arg(args.checkpoint_interval)
+        if args.failures.strip().lower() != "none":
+            from fleetsim.hardware.failures import load_failures
+
+            load_failures(args.failures)
+        if args.tokens is None:
+            raise ConfigError("--failures needs --tokens (the tokens to train)")
     est = estimate_train_step(
         args.model, args.cluster, None, args.micro_batch, args.global_batch, args.seq_len,
         recompute=args.recompute, zero=args.zero, fsdp=args.fsdp, schedule=schedule_for(args),
@@ -127,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         est.timeline.to_csv(out / "timeline.csv", index=False)
         est.to_chrome_trace(out / "trace.json")
         print(f"wrote {out}/summary.csv, memory.csv, timeline.csv, trace.json")
+    if args.failures is not None:
+        run_failures(args, est)
     if args.check:
         from fleetsim.cli.checks import report_checks
 
