@@ -121,10 +121,22 @@ class ServingPlans(_Record):
             if e is None:
                 continue
             a = e.analytic
-            caps = ", ".join(f"{c.bucket} {c.rps:.3g} req/s (limited by {_words(c.limited_by)})" for c in e.capacity)
+            per = {"prefill": (self.isl, "prompt tok/s"), "decode": (self.osl, "output tok/s")}.get(k.role)
+            unit = (lambda r: f"{r:.3g} req/s") if per is None else (lambda r: f"{r * per[0]:.4g} {per[1]}")  # noqa: E731
+            caps = ", ".join(f"{c.bucket} {unit(c.rps)} (limited by {_words(c.limited_by)})"
+                             for c in e.capacity if c.simulations)
             lines.append(f"  {pc.replicas} x {k.id}: analytic batch {a.batch} limited by {_words(a.limited_by)} "
-                         f"({a.kv_tokens} KV tokens), {a.replica_rps:.3g} req/s analytic"
+                         f"({a.kv_tokens} KV tokens), {unit(a.replica_rps)} analytic"
                          + (f"; simulated capacity {caps}" if caps else " (not simulated)"))
+            if pc.command:
+                lines.append(f"    {pc.command}")
+            elif pc.engine_flags:
+                lines.append(f"    {pc.engine_flags}")
+            for name, text in pc.engine_files.items():
+                lines.append(f"    {name}:")
+                lines += [f"      {row}" for row in text.rstrip().splitlines()]
+            if pc.power_cap_command:
+                lines.append(f"    {pc.power_cap_command}")
         if p.binding:
             lines.append("  binding: " + ", ".join(_words(b) for b in p.binding))
         else:
@@ -141,8 +153,10 @@ class ServingPlans(_Record):
         if p.checked is not None:
             c = p.checked
             verdict = "meets" if c.meets_slo else f"MISSES ({c.missed})"
+            energy = "" if c.j_per_output_token is None else f"; {c.j_per_output_token:.3g} J/output token"
+            power = "" if c.avg_power_w is None else f", {c.avg_power_w / 1e3:.3g} kW GPU power"
             lines.append(f"  re-simulated with seed {c.seed} at {c.rate_rps:.3g} req/s: {verdict} the SLO; "
-                         f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f})")
+                         f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f}){energy}{power}")
         return "\n".join(lines)
 
 
@@ -386,14 +400,12 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
         x = s.get(key)
         return float(x) if isinstance(x, float | int) and math.isfinite(x) else None
 
-    dur = num("duration_s")
-    e = num("energy_j")
     return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=rate * v.goodput_share,
                        goodput_share=v.goodput_share, ttft_p90_s=num("ttft_p90_s"), ttft_p99_s=num("ttft_p99_s"),
                        tpot_p90_s=num("tpot_p90_s"), tpot_p99_s=num("tpot_p99_s"),
                        output_tokens_per_s=float(s["output_tokens_per_s"]),
                        j_per_output_token=num("j_per_output_token"),
-                       avg_power_w=(e / dur) if e is not None and dur else None, meets_slo=v.ok, missed=v.missed)
+                       avg_power_w=num("avg_power_w"), meets_slo=v.ok, missed=v.missed)
 
 
 def _frontier(plans: list[PlanEntry], evals: list[Evaluation]) -> list[dict[str, Any]]:
