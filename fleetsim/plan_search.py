@@ -25,8 +25,8 @@ from fleetsim.hardware.cluster import (
 )
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec
-from fleetsim.planner.serving.records import OBJECTIVES, MarketOffer, SearchSpace, Slo
 from fleetsim.planner.executor import make_executor
+from fleetsim.planner.serving.records import OBJECTIVES, MarketOffer, SearchSpace, Slo
 from fleetsim.planner.serving.search import DISAGGREGATE, ServingPlans, plain_map, search
 from fleetsim.planner.serving.space import Supply, TimerFactory
 from fleetsim.sim.serving.config import EngineConfig, VllmScheduler

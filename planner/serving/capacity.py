@@ -10,16 +10,16 @@ bucket's stream is the workload's stream thinned to the bucket (arrivals at
 ``rate / share`` keep a Poisson process Poisson at ``rate``). Everything runs in-process on
 ``sim.serving``; one seed makes every simulation of a search.
 
-Disaggregated candidates (``Knobs.role``): a *prefill* replica's capacity is the rate at
-which one replica, serving the workload's prompts with one output token each, keeps the
-TTFT target (the engine stops a prefill-role sequence after its first token, so this is a
-prefill replica's whole work; the KV hand-off happens after the first token and is not
-part of TTFT). A *decode* replica's capacity comes from a simulated P/D deployment (the
-simulator's ``role`` pools and KV transfer links): ``prefill_replicas`` prefill replicas
-of the same layout feed the one decode replica over the pool's links, and the rate must
-keep the TPOT target (TPOT includes the KV transfer and the wait for a decode slot). The
-prefill side is sized from the analytic bound to be no bottleneck; if it still is, the
-run fails and the decode capacity errs low, never high.
+Disaggregated candidates (``Knobs.role``), both simulated as P/D deployments (the
+simulator's ``role`` pools and KV transfer links). A *prefill* replica's capacity is the
+rate at which one prefill replica keeps the TTFT target, fed the workload's prompts with two
+output tokens each: the first comes from the prefill replica (the engine stops a
+prefill-role sequence there, so its work does not depend on the output length), the second
+from one decode replica that costs the run almost nothing. A *decode* replica's capacity:
+``prefill_replicas`` prefill replicas of the same layout feed the one decode replica over
+the pool's links, and the rate must keep the TPOT target (TPOT includes the KV transfer and
+the wait for a decode slot). The prefill side is sized from the analytic bound to be no
+bottleneck; if it still is, the run fails and the decode capacity errs low, never high.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def engine_config(k: Knobs, profile: str, dtype: str, kv_dtype: str) -> EngineCo
 
 
 def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float, n: int, seed: int,
-           one_output: bool = False) -> RequestStream:
+           outputs: int | None = None) -> RequestStream:
     """``n`` requests of ``bucket`` arriving at ``rate_rps`` (within the model's context);
-    ``one_output``: each request asks for one output token (the work of a prefill replica)."""
+    ``outputs``: every request asks for that many output tokens instead of its own."""
     thin = bucket.share < 1.0
     draw = math.ceil(n / bucket.share * 1.3) + 20 if thin else n + 20
     reqs = workload.with_rate(rate_rps / bucket.share).generate(seed, num_requests=draw)
@@ -83,10 +83,10 @@ def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float
     if thin:
         keep &= (total >= bucket.low) & (total < bucket.high)
     out = reqs.select(keep).head(n)
-    if not one_output:
+    if outputs is None:
         return out
     cols = {c: out.column(c) for c in COLUMNS if c != "req_id"}
-    cols["output_tokens"] = np.ones(len(out), dtype=cols["output_tokens"].dtype)
+    cols["output_tokens"] = np.full(len(out), outputs, dtype=cols["output_tokens"].dtype)
     return RequestStream.from_columns(cols, req_id=out.req_id)
 
 
@@ -127,6 +127,10 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, deployment: Deployment, req
     sim = ServingSimulation(model, cluster, deployment, reqs, seed=seed, timers=timers)
     sim.run()
     return verdict(collect(sim, slo.ttft_s, slo.tpot_s), slo)
+
+
+PREFILL_OUTPUTS = 2
+"""Output tokens a request asks for in a prefill candidate's run (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,13 @@ def capacity(job: CapacityJob) -> tuple[Capacity, ...]:
     """The capacity of ``job.knobs`` for each bucket (see the module docstring)."""
     k = job.knobs
     one = PoolDeployment(pool=k.pool, tp=k.tp, pp=k.pp, ep=k.ep, replicas=1, engine=job.engine)
-    if k.role == "decode":
-        feed = PoolDeployment(pool=k.pool, tp=k.tp, pp=k.pp, ep=k.ep, replicas=max(1, job.prefill_replicas),
-                              role="prefill", engine=job.engine)
-        dep = Deployment(pools=(feed, one.model_copy(update={"role": "decode"})))
-        job = replace(job, cluster=grow_pool(job.cluster, k.pool, (feed.replicas or 1) + 1, k.gpus),
-                      slo=job.slo.model_copy(update={"ttft_s": None}))
-    elif k.role == "prefill":
-        dep = Deployment(pools=(one,))
-        job = replace(job, slo=job.slo.model_copy(update={"tpot_s": None}))
+    if k.role != "both":
+        feed = max(1, job.prefill_replicas) if k.role == "decode" else 1
+        dep = Deployment(pools=(one.model_copy(update={"replicas": feed, "role": "prefill"}),
+                                one.model_copy(update={"role": "decode"})))
+        drop = "ttft_s" if k.role == "decode" else "tpot_s"
+        job = replace(job, cluster=grow_pool(job.cluster, k.pool, feed + 1, k.gpus),
+                      slo=job.slo.model_copy(update={drop: None}))
     else:
         dep = Deployment(pools=(one,))
     timers: dict[tuple, Any] = {}
@@ -211,7 +213,7 @@ def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tupl
         if rate not in cache:
             runs += 1
             reqs = stream(job.workload, job.model, bucket, rate, job.requests, job.seed,
-                          one_output=job.knobs.role == "prefill")
+                          outputs=PREFILL_OUTPUTS if job.knobs.role == "prefill" else None)
             cache[rate] = simulate(job.model, job.cluster, dep, reqs, job.slo, job.seed, timers)
         return cache[rate]
 

@@ -25,8 +25,23 @@ import math
 from dataclasses import dataclass
 
 from fleetsim.planner.first_plan import ReplicaTimer
-from fleetsim.planner.milp import DecodeOption, DisaggPlan, DisaggProblem, PrefillOption, plan_disaggregated
-from fleetsim.planner.serving.records import Analytic, Bottleneck, Evaluation, Knobs, PlanEntry, PoolChoice, Rejection, Slo
+from fleetsim.planner.milp import (
+    DecodeOption,
+    DisaggPlan,
+    DisaggProblem,
+    PrefillOption,
+    plan_disaggregated,
+)
+from fleetsim.planner.serving.records import (
+    Analytic,
+    Bottleneck,
+    Evaluation,
+    Knobs,
+    PlanEntry,
+    PoolChoice,
+    Rejection,
+    Slo,
+)
 from fleetsim.planner.serving.space import Supply
 
 
@@ -108,11 +123,10 @@ def candidates(layouts: list[tuple[Supply, Knobs, ReplicaTimer]], slo: Slo, isl:
     for s, k, timer in todo:
         got = (prefill_analytic(k, timer, slo, isl) if k.role == "prefill" else
                decode_analytic(k, timer, slo, isl, osl))
-        for got in (got,):
-            if isinstance(got, Rejection):
-                rejected.append(got)
-            else:
-                out.append(RoleCandidate(supply=s, analytic=got[0], tokens_per_s=got[1]))
+        if isinstance(got, Rejection):
+            rejected.append(got)
+        else:
+            out.append(RoleCandidate(supply=s, analytic=got[0], tokens_per_s=got[1]))
     return out, rejected
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from fleetsim.hardware.errors import ConfigError, FleetsimError
 from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.serving import disagg as disagg_stage
 from fleetsim.planner.serving.capacity import (
     Bucket,
     CapacityJob,
@@ -25,7 +27,6 @@ from fleetsim.planner.serving.capacity import (
     simulate,
     stream,
 )
-from fleetsim.planner.serving import disagg as disagg_stage
 from fleetsim.planner.serving.commands import with_commands
 from fleetsim.planner.serving.records import (
     Capacity,
@@ -121,8 +122,8 @@ class ServingPlans(_Record):
             if e is None:
                 continue
             a = e.analytic
-            per = {"prefill": (self.isl, "prompt tok/s"), "decode": (self.osl, "output tok/s")}.get(k.role)
-            unit = (lambda r: f"{r:.3g} req/s") if per is None else (lambda r: f"{r * per[0]:.4g} {per[1]}")  # noqa: E731
+            unit = partial(_rate, per={"prefill": (self.isl, "prompt tok/s"),
+                                       "decode": (self.osl, "output tok/s")}.get(k.role))
             caps = ", ".join(f"{c.bucket} {unit(c.rps)} (limited by {_words(c.limited_by)})"
                              for c in e.capacity if c.simulations)
             lines.append(f"  {pc.replicas} x {k.id}: analytic batch {a.batch} limited by {_words(a.limited_by)} "
@@ -158,6 +159,11 @@ class ServingPlans(_Record):
             lines.append(f"  re-simulated with seed {c.seed} at {c.rate_rps:.3g} req/s: {verdict} the SLO; "
                          f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f}){energy}{power}")
         return "\n".join(lines)
+
+
+def _rate(rps: float, per: tuple[int, str] | None) -> str:
+    """A capacity in requests/s, or for a prefill/decode replica in tokens/s of its role."""
+    return f"{rps:.3g} req/s" if per is None else f"{rps * per[0]:.4g} {per[1]}"
 
 
 def _kid(pc: Any) -> str:
