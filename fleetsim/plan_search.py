@@ -23,10 +23,11 @@ from fleetsim.hardware.cluster import (
     node_host_power_w,
     price_per_gpu_hour,
 )
-from fleetsim.hardware.errors import ConfigError
+from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.executor import make_executor
 from fleetsim.planner.serving.records import OBJECTIVES, MarketOffer, SearchSpace, Slo
-from fleetsim.planner.serving.search import ServingPlans, plain_map, search
+from fleetsim.planner.serving.search import DISAGGREGATE, ServingPlans, plain_map, search
 from fleetsim.planner.serving.space import Supply, TimerFactory
 from fleetsim.sim.serving.config import EngineConfig, VllmScheduler
 from fleetsim.sim.serving.feasibility import gpus_per_node
@@ -108,11 +109,33 @@ def budget_over_baseline(cl: ClusterSpec, supplies: list[Supply], budget_w: floa
     return budget_w
 
 
+def check_disaggregate(mode: str, objective: str, demand_rps: float | None) -> None:
+    """``disaggregate`` is auto, never or only; only needs a demand and a min_* objective."""
+    if mode not in DISAGGREGATE:
+        raise ConfigError(f"disaggregate {mode!r} is not one of {', '.join(DISAGGREGATE)}"
+                          + suggest(str(mode), DISAGGREGATE))
+    if mode == "only" and (demand_rps is None or objective == "max_goodput"):
+        raise ConfigError("disaggregate 'only' needs a request rate (--rate) and a min_* objective: "
+                          "an xPyD plan covers a demand's prompt and output token rates")
+
+
+def evaluator(executor: Any, workers: int | None = None) -> Callable[..., list[Any]] | None:
+    """``evaluate_many`` for ``executor``: None (in-process), ``local``/``ray`` (by name,
+    ``planner.executor.make_executor``) or an object with ``map(fn, items)``."""
+    if executor is None:
+        return None
+    if isinstance(executor, str):
+        return make_executor(executor, workers=workers).map
+    if callable(getattr(executor, "map", None)):
+        return executor.map  # type: ignore[no-any-return]
+    raise ConfigError(f"executor must be 'local', 'ray' or an executor object, got {type(executor).__name__}")
+
+
 def run_search(spec: ModelSpec, cl: ClusterSpec, supplies: list[Supply], workload: Workload,
                demand_rps: float | None, slo: Slo, objective: str | None, eng: EngineConfig,
                make_timer: Callable[..., Any], *, budget_w: float | None, simulate: bool, seed: int,
                space: SearchSpace | None, buckets: int,
-               evaluate_many: Callable[..., list[Any]] | None) -> ServingPlans:
+               evaluate_many: Callable[..., list[Any]] | None, disaggregate: str = "auto") -> ServingPlans:
     """Validate the planner's own inputs and run the search."""
     obj = objective or ("min_cost" if demand_rps is not None else "max_goodput")
     if obj not in OBJECTIVES:
@@ -120,6 +143,7 @@ def run_search(spec: ModelSpec, cl: ClusterSpec, supplies: list[Supply], workloa
     if obj != "max_goodput" and demand_rps is None:
         raise ConfigError(f"objective {obj!r} needs a request rate (rate_rps / --rate)")
     seed = non_negative_int(seed, "seed")
+    check_disaggregate(disaggregate, obj, demand_rps)
     buckets = int(positive(buckets, "buckets"))
 
     def timer(pool: Any, gpu: Any, tp: int, pp: int, ep: int, tokens: int) -> Any:
@@ -129,4 +153,4 @@ def run_search(spec: ModelSpec, cl: ClusterSpec, supplies: list[Supply], workloa
     factory: TimerFactory = timer
     return search(spec, cl, supplies, workload, demand_rps, slo, obj, eng.profile, eng.dtype, eng.kv_dtype,
                   factory, space=space, buckets=buckets, power_budget_w=budget_w, simulate_capacity=simulate,
-                  seed=seed, evaluate_many=evaluate_many or plain_map)
+                  seed=seed, evaluate_many=evaluate_many or plain_map, disaggregate=disaggregate)

@@ -221,6 +221,9 @@ def plan_serving(
     buckets: int = 1,
     search_space: Any = None,
     evaluate_many: Callable[..., list[Any]] | None = None,
+    executor: Any = None,
+    workers: int | None = None,
+    disaggregate: str = "auto",
 ) -> ServingPlan:
     """Rank feasible TP x PP x replica deployments of ``model`` on ``cluster``.
 
@@ -237,10 +240,15 @@ def plan_serving(
     with ``goodput_share`` of requests within both targets, ``simulate`` (capacities by
     simulation for the top candidates; else analytic), ``seed`` (the plans are re-simulated
     with ``seed + 1``), ``buckets`` (request-size buckets), ``search_space``
-    (``planner.serving.records.SearchSpace``) and ``evaluate_many(fn, items)`` (the executor).
+    (``planner.serving.records.SearchSpace``), ``executor`` (``local`` process pool of
+    ``workers``, ``ray``, or an object with ``map``; default in-process; results are the same
+    whichever runs them) or ``evaluate_many(fn, items)``, and ``disaggregate`` (``auto``:
+    co-located and xPyD prefill/decode plans ranked together; ``never``; ``only``).
     """
     from fleetsim.plan_search import (
         budget_over_baseline,
+        check_disaggregate,
+        evaluator,
         inventory_supply,
         market_supply,
         parse_market,
@@ -283,6 +291,10 @@ def plan_serving(
     slo = Slo(ttft_s=ttft_s, tpot_s=tpot_s, percentile=slo_percentile, goodput_share=goodput_share)
     if objective is not None and objective != "max_goodput" and rate_rps is None:
         raise ConfigError(f"objective {objective!r} needs a request rate (rate_rps / --rate)")
+    check_disaggregate(disaggregate, objective or ("min_cost" if rate_rps is not None else "max_goodput"), rate_rps)
+    if executor is not None and evaluate_many is not None:
+        raise ConfigError("give either executor or evaluate_many, not both")
+    evaluate_many = evaluate_many or evaluator(executor, workers)
     for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
         if value is not None and value not in DTYPE_BYTES:
             raise ConfigError(f"{name} {value!r} is not one of {', '.join(DTYPE_BYTES)}")
@@ -302,7 +314,7 @@ def plan_serving(
         lambda pool, gpu, tp, pp: make_replica_timer(spec, pool, gpu, tp, pp, eng, targets.isl),
         spec.num_layers,
     )
-    planner_mode = any(v is not None for v in (objective, market, power_budget_w, search_space))
+    planner_mode = any(v is not None for v in (objective, market, power_budget_w, search_space, executor))
     if not fp.rows and not planner_mode:
         reasons = "; ".join(f"{r.gpu} TP={r.tp} PP={r.pp}: {r.reason}" for r in fp.rejected)
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
@@ -314,7 +326,7 @@ def plan_serving(
         return run_search(spec, cl, supplies, wl, rate_rps, slo, objective, eng,
                           lambda pool, gpu, tp, pp, ep, e: make_replica_timer(spec, pool, gpu, tp, pp, e, isl, ep),
                           budget_w=budget_w, simulate=simulate, seed=seed, space=search_space, buckets=buckets,
-                          evaluate_many=evaluate_many)
+                          evaluate_many=evaluate_many, disaggregate=disaggregate)
 
     return ServingPlan(spec, cl, fp, lengths_from, _provenance(spec, fp, eng), eng.engine_profile.name, searched)
 

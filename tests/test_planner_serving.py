@@ -130,12 +130,12 @@ def test_market_plan_uses_market_prices() -> None:
     (["--cluster", "8xH100", "--power-budget-w", "100", "--json"], "power_budget_w"),
     (["--cluster", "1xH100", "--objective", "min_cost"], "rate"),
 ])
-def test_bad_input_is_one_line_exit_2(argv: list[str], needle: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "fleetsim", "plan", "--model", "llama-3.2-1b", *argv],
-                       capture_output=True, text=True)
-    assert r.returncode == 2, r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+def test_bad_input_is_one_line_exit_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:
+    from fleetsim.cli import main
+
+    assert main(["plan", "--model", "llama-3.2-1b", *argv]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0]
 
 
 def test_cli_json_equals_api() -> None:
@@ -150,3 +150,125 @@ def test_cli_json_equals_api() -> None:
     assert cli["plans"][0]["metrics"]["cost_per_hour"] == pytest.approx(api.plans[0].cost_per_hour)
     assert set(cli["plans"][0]["pools"][0]) >= {"gpu", "tp", "pp", "ep", "replicas", "role", "power_cap_w", "engine"}
 
+
+
+# -- disaggregated xPyD, engine commands, executors, energy ------------------------------
+
+DIS = dict(rate_rps=20, ttft_s=0.5, tpot_s=0.03, **KW)
+MARKET2 = "H100:3.0:4,A100-SXM-80GB:1.8:4"
+
+
+def _pd_runs(n: int = 30):
+    """TTFTs of one prefill-role replica in a simulated P/D deployment fed the workload's
+    requests, and fed the same prompts with two output tokens (the prefill capacity's run)."""
+    from fleetsim.planner.serving.capacity import Bucket, stream
+    from fleetsim.sim.serving.config import Deployment, PoolDeployment
+    from fleetsim.workloads.defaults import get_workload
+    from fleetsim.workloads.models import load_model
+
+    from fleetsim.serving import simulate_serving
+
+    wl, m = get_workload("poisson:rate=40,isl=256,osl=64"), load_model("llama-3.2-1b")
+    full = stream(wl, m, Bucket("all", 0.0, math.inf, 1.0), 40.0, n, 5)
+    two = stream(wl, m, Bucket("all", 0.0, math.inf, 1.0), 40.0, n, 5, outputs=2)
+    assert (two.output_tokens == 2).all() and (two.prompt_tokens == full.prompt_tokens).all()
+    assert (full.output_tokens > 2).any()
+    dep = Deployment(pools=(PoolDeployment(pool=0, replicas=1, role="prefill"),
+                            PoolDeployment(pool=0, replicas=1, role="decode")))
+    a, b = (simulate_serving("llama-3.2-1b", "2xH100", s, dep).requests.sort_values("req_id") for s in (full, two))
+    assert (b["generated_tokens"] == 2).all()
+    return a["ttft_s"].to_numpy(), b["ttft_s"].to_numpy()
+
+
+def test_prefill_capacity_run_times_the_prefill_replica_as_the_full_workload_does() -> None:
+    full, two = _pd_runs()
+    assert np.isfinite(full).all() and np.allclose(full, two, rtol=1e-9, atol=1e-12)
+
+
+def test_disaggregated_plan_is_the_brute_force_optimum_and_holds_its_slo() -> None:
+    res = plan_serving("llama-3.2-1b", None, market=MARKET2, disaggregate="only", **DIS).search
+    assert res.status == "optimal" and res.plans
+    best = res.plans[0]
+    assert [p.role for p in best.pools] == ["prefill", "decode"] and best.name.startswith("disaggregated 1P1D")
+    assert best.meets_slo is True and best.checked is not None and best.checked.seed == 1
+    # brute force over one prefill option x one decode option (the program's single-pool rule)
+    pre = [e for e in res.evaluations if e.knobs.role == "prefill" and e.capacity_rps()]
+    dec = [e for e in res.evaluations if e.knobs.role == "decode" and e.capacity_rps()]
+    assert pre and dec and {e.knobs.gpu for e in pre} == {"H100-SXM", "A100-SXM-80GB"}
+    need_p, need_d = 20 * res.isl, 20 * res.osl
+    brute = min(math.ceil(need_p / (p.capacity_rps()["all"] * res.isl) - 1e-9) * p.price_per_hour
+                + math.ceil(need_d / (d.capacity_rps()["all"] * res.osl) - 1e-9) * d.price_per_hour
+                for p in pre for d in dec)
+    assert best.cost_per_hour == pytest.approx(brute)
+
+
+def test_auto_ranks_disaggregated_with_colocated_and_never_leaves_it_out() -> None:
+    auto = plan_serving("llama-3.2-1b", None, market=MARKET2, simulate=False, **DIS).search
+    never = plan_serving("llama-3.2-1b", None, market=MARKET2, simulate=False, disaggregate="never", **DIS).search
+    kinds = {p.name.startswith("disaggregated") for p in auto.plans}
+    assert kinds == {True, False}
+    assert not any(p.name.startswith("disaggregated") for p in never.plans)
+    assert min(p.cost_per_hour for p in auto.plans) == pytest.approx(min(auto.plans[0].cost_per_hour,
+                                                                         never.plans[0].cost_per_hour))
+    values = [p.objective_value for p in auto.plans if p.meets_slo is not False]
+    assert values == sorted(values)
+
+
+def test_every_pool_carries_its_engine_command_and_cap_line() -> None:
+    from fleetsim.planner.flags import ServingDeployment, power_cap_command, sglang_command
+    from fleetsim.planner.serving.commands import engine_family, with_commands
+
+    space = SearchSpace(max_num_seqs=(64,), sim_top=1, sim_requests=40, bisection_steps=2, power_caps=(1.0, 0.6))
+    res = plan_serving("llama-3.2-1b", "2xH100", rate_rps=20, ttft_s=0.5, tpot_s=0.03, isl=256, osl=64,
+                       objective="min_energy", engine="sglang", search_space=space).search
+    assert res.status == "optimal" and {e.knobs.power_cap_w for e in res.evaluations} == {None, 420}
+    for plan in res.plans:
+        for pc in plan.pools:
+            d = ServingDeployment(model="llama-3.2-1b", gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, replicas=pc.replicas,
+                                  max_num_seqs=pc.max_num_seqs, max_num_batched_tokens=pc.max_num_batched_tokens,
+                                  power_cap_w=pc.power_cap_w, role=pc.role)
+            assert pc.command == sglang_command(d).line and pc.command.endswith(pc.engine_flags)
+            cap = power_cap_command(d)
+            assert pc.power_cap_command == (None if cap is None else cap.line)
+    js = res.to_json()["plans"][0]["pools"][0]
+    assert {"engine_flags", "command", "power_cap_command"} <= set(js)
+    assert "sglang.launch_server" in res.explain()
+    capped = with_commands(res.plans[0].pools[0].model_copy(update={"power_cap_w": 420.0, "engine": "vllm"}),
+                           "llama-3.2-1b", "bf16", "bf16")
+    assert capped.power_cap_command == "nvidia-smi -i 0 -pl 420" and capped.command.startswith("vllm serve ")
+    assert [engine_family(n) for n in ("vllm-0.6", "sglang", "trtllm", "x/tensorrt-llm.yaml")] == \
+        ["vllm", "sglang", "trtllm", "trtllm"]
+
+
+def test_results_are_identical_whichever_executor() -> None:
+    one = plan_serving("llama-3.2-1b", "2xH100", executor="local", workers=1, **DIS).search.to_json()
+    two = plan_serving("llama-3.2-1b", "2xH100", executor="local", workers=2, **DIS).search.to_json()
+    assert json.dumps(one, sort_keys=True, default=str) == json.dumps(two, sort_keys=True, default=str)
+
+
+def test_energy_columns_agree_with_their_definition() -> None:
+    from fleetsim.cli.plan_serving import table
+
+    res = plan_serving("llama-3.2-1b", "2xH100", **DIS).search
+    for p in res.plans:
+        c = p.checked
+        if c is None:
+            continue
+        # J/token x tokens/s = W: the simulator's energy over the same span
+        assert c.j_per_output_token is not None and c.avg_power_w is not None
+        assert c.j_per_output_token * c.output_tokens_per_s == pytest.approx(c.avg_power_w, rel=1e-9)
+    t = table(res)
+    assert {"j_per_tok", "power_kw"} <= set(t.columns) and t["power_kw"].notna().all()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--cluster", "1xH100", "--executor", "dask"], "executor"),
+    (["--cluster", "1xH100", "--disaggregate", "maybe"], "disaggregate"),
+    (["--cluster", "1xH100", "--disaggregate", "only"], "rate"),
+])
+def test_bad_planner_flags_are_one_line_exit_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:
+    from fleetsim.cli import main
+
+    assert main(["plan", "--model", "llama-3.2-1b", *argv]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0]

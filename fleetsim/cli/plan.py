@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", default=None, help="print the plans as JSON (an object with 'plans')")
     p.add_argument("--explain", action="store_true", default=None,
                    help="explain the best plan's bottleneck (training: with Megatron-LM arguments and a torchtitan config)")
+    p.add_argument("--executor", default=None, metavar="{local,ray}",
+                   help="where candidate evaluations run: local (a process pool on this machine's cores) "
+                   "or ray (a Ray cluster; pip install 'fleetsim[ray]'); default in-process. "
+                   "Results are the same whichever runs them")
     from fleetsim.cli import plan_serving as planner
     from fleetsim.cli.plan_training import add_training_args
 

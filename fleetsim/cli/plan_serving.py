@@ -15,7 +15,7 @@ from fleetsim.cli.args import positive_float, positive_int
 from fleetsim.cli.table import print_frame
 
 PLANNER_FLAGS = ("objective", "market", "power_budget_w", "simulate", "json", "explain", "slo_percentile",
-                 "goodput_share", "buckets", "seed")
+                 "goodput_share", "buckets", "seed", "executor", "disaggregate")
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--simulate", action=argparse.BooleanOptionalAction, default=None,
                    help="simulate the capacity of the top candidates (default on)")
     g.add_argument("--seed", type=int, default=None, help="simulation seed; plans are re-checked with seed + 1")
+    g.add_argument("--disaggregate", default=None, metavar="{auto,never,only}",
+                   help="prefill/decode disaggregated (xPyD) plans, pools possibly of different GPU types: "
+                   "auto ranks them with co-located plans (default; needs --rate), never, or only")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         power_budget_w=args.power_budget_w,
         slo_percentile=90.0 if args.slo_percentile is None else args.slo_percentile,
         goodput_share=0.9 if args.goodput_share is None else args.goodput_share,
-        simulate=args.simulate is not False, seed=args.seed or 0, buckets=args.buckets or 1)
+        simulate=args.simulate is not False, seed=args.seed or 0, buckets=args.buckets or 1,
+        executor=getattr(args, "executor", None), disaggregate=args.disaggregate or "auto")
     res = plan.search
     if args.json:
         print(json.dumps(_finite(res.to_json()), indent=2))
@@ -78,13 +82,15 @@ def table(res: Any) -> pd.DataFrame:
         ms = (lambda v: None if v is None else round(v * 1e3, 1))  # noqa: E731
         rows.append({"rank": i, "plan": p.name,
                      "pools": " + ".join(f"{x.replicas}x{x.gpu} tp{x.tp}pp{x.pp}"
-                                         + (f"@{x.power_cap_w:g}W" if x.power_cap_w else "") for x in p.pools),
+                                         + (f"@{x.power_cap_w:g}W" if x.power_cap_w else "")
+                                         + ("" if x.role == "both" else f" {x.role}") for x in p.pools),
                      "gpus": p.gpus, "usd_h": round(p.cost_per_hour, 2),
                      "usd_per_Mtok": None if p.usd_per_million_tokens is None else round(p.usd_per_million_tokens, 3),
                      "goodput_rps": None if c is None else round(c.goodput_rps, 2),
                      "ttft_p90_ms": ms(c and c.ttft_p90_s), "ttft_p99_ms": ms(c and c.ttft_p99_s),
                      "tpot_p90_ms": ms(c and c.tpot_p90_s), "tpot_p99_ms": ms(c and c.tpot_p99_s),
                      "j_per_tok": None if c is None or c.j_per_output_token is None else round(c.j_per_output_token, 3),
+                     "power_kw": None if c is None or c.avg_power_w is None else round(c.avg_power_w / 1e3, 2),
                      "meets_slo": "-" if c is None else ("yes" if c.meets_slo else "NO")})
     return pd.DataFrame.from_records(rows)
 

@@ -9,12 +9,23 @@ rate, grows or shrinks it geometrically until it brackets the change, then bisec
 bucket's stream is the workload's stream thinned to the bucket (arrivals at
 ``rate / share`` keep a Poisson process Poisson at ``rate``). Everything runs in-process on
 ``sim.serving``; one seed makes every simulation of a search.
+
+Disaggregated candidates (``Knobs.role``), both simulated as P/D deployments (the
+simulator's ``role`` pools and KV transfer links). A *prefill* replica's capacity is the
+rate at which one prefill replica keeps the TTFT target, fed the workload's prompts with two
+output tokens each: the first comes from the prefill replica (the engine stops a
+prefill-role sequence there, so its work does not depend on the output length), the second
+from one decode replica that costs the run almost nothing. A *decode* replica's capacity:
+``prefill_replicas`` prefill replicas of the same layout feed the one decode replica over
+the pool's links, and the rate must keep the TPOT target (TPOT includes the KV transfer and
+the wait for a decode slot). The prefill side is sized from the analytic bound to be no
+bottleneck; if it still is, the run fails and the decode capacity errs low, never high.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,9 +33,10 @@ from fleetsim.hardware.specs import ClusterSpec
 from fleetsim.planner.serving.records import Bottleneck, Capacity, Knobs, Slo
 from fleetsim.sim.serving.cluster import ServingSimulation
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment, VllmScheduler
+from fleetsim.sim.serving.feasibility import gpus_per_node
 from fleetsim.sim.serving.results import RawTables, collect
 from fleetsim.workloads.models import ModelSpec, over_context
-from fleetsim.workloads.requests import RequestStream
+from fleetsim.workloads.requests import COLUMNS, RequestStream
 from fleetsim.workloads.workload import Workload
 
 
@@ -59,8 +71,10 @@ def engine_config(k: Knobs, profile: str, dtype: str, kv_dtype: str) -> EngineCo
     return EngineConfig(**fields)  # type: ignore[arg-type]
 
 
-def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float, n: int, seed: int) -> RequestStream:
-    """``n`` requests of ``bucket`` arriving at ``rate_rps`` (within the model's context)."""
+def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float, n: int, seed: int,
+           outputs: int | None = None) -> RequestStream:
+    """``n`` requests of ``bucket`` arriving at ``rate_rps`` (within the model's context);
+    ``outputs``: every request asks for that many output tokens instead of its own."""
     thin = bucket.share < 1.0
     draw = math.ceil(n / bucket.share * 1.3) + 20 if thin else n + 20
     reqs = workload.with_rate(rate_rps / bucket.share).generate(seed, num_requests=draw)
@@ -68,7 +82,12 @@ def stream(workload: Workload, model: ModelSpec, bucket: Bucket, rate_rps: float
     keep = ~over_context(model, total)
     if thin:
         keep &= (total >= bucket.low) & (total < bucket.high)
-    return reqs.select(keep).head(n)
+    out = reqs.select(keep).head(n)
+    if outputs is None:
+        return out
+    cols = {c: out.column(c) for c in COLUMNS if c != "req_id"}
+    cols["output_tokens"] = np.full(len(out), outputs, dtype=cols["output_tokens"].dtype)
+    return RequestStream.from_columns(cols, req_id=out.req_id)
 
 
 def verdict(raw: RawTables, slo: Slo) -> Verdict:
@@ -110,6 +129,10 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, deployment: Deployment, req
     return verdict(collect(sim, slo.ttft_s, slo.tpot_s), slo)
 
 
+PREFILL_OUTPUTS = 2
+"""Output tokens a request asks for in a prefill candidate's run (see the module docstring)."""
+
+
 @dataclass(frozen=True)
 class CapacityJob:
     """Everything one candidate's capacity search needs (picklable for a process pool)."""
@@ -125,26 +148,60 @@ class CapacityJob:
     seed: int
     requests: int
     steps: int
+    prefill_replicas: int = 0
+    """Prefill replicas feeding a decode candidate (``knobs.role == "decode"``)."""
 
 
-def _power(raw: RawTables, summary_key: str = "energy_j") -> tuple[float | None, float | None]:
-    """(mean GPU power of the replica, J per output token) when the simulator reports energy."""
+def _power(raw: RawTables, role: str = "both") -> tuple[float | None, float | None]:
+    """(mean GPU power of the candidate's replicas, J per output token) when the simulator
+    reports energy (``avg_power_w`` and ``j_per_output_token`` in its summary); for a
+    decode candidate only its replica (the prefill replicas that feed it are not its own),
+    for a prefill candidate no J per output token (it makes one token a request)."""
     s = raw.summary
-    if summary_key not in s or "energy_j" not in raw.replicas.columns:
+    if "avg_power_w" not in s or "energy_j" not in raw.replicas.columns:
         return None, None
+    if role == "both":
+        w, jt = s.get("avg_power_w"), s.get("j_per_output_token")
+        return (float(w) if isinstance(w, float | int) and math.isfinite(w) else None,
+                float(jt) if isinstance(jt, float | int) and math.isfinite(jt) else None)
     dur = float(s["duration_s"])
-    e = float(raw.replicas["energy_j"].sum())
-    jt = s.get("j_per_output_token")
-    return (e / dur if dur > 0 else None,
-            float(jt) if isinstance(jt, float | int) and math.isfinite(jt) else None)
+    mine = raw.replicas[raw.replicas["role"] == role]
+    e = float(mine["energy_j"].sum())
+    watts = e / dur if dur > 0 else None
+    if role == "prefill" or "both" in set(raw.replicas["role"]):
+        return watts, None
+    out = float(raw.requests["generated_tokens"].sum())
+    return watts, (e / out if out > 0 else None)
 
 
 def capacity(job: CapacityJob) -> tuple[Capacity, ...]:
     """The capacity of ``job.knobs`` for each bucket (see the module docstring)."""
-    dep = Deployment(pools=(PoolDeployment(pool=job.knobs.pool, tp=job.knobs.tp, pp=job.knobs.pp, ep=job.knobs.ep,
-                                           replicas=1, engine=job.engine),))
+    k = job.knobs
+    one = PoolDeployment(pool=k.pool, tp=k.tp, pp=k.pp, ep=k.ep, replicas=1, engine=job.engine)
+    if k.role != "both":
+        feed = max(1, job.prefill_replicas) if k.role == "decode" else 1
+        dep = Deployment(pools=(one.model_copy(update={"replicas": feed, "role": "prefill"}),
+                                one.model_copy(update={"role": "decode"})))
+        drop = "ttft_s" if k.role == "decode" else "tpot_s"
+        job = replace(job, cluster=grow_pool(job.cluster, k.pool, feed + 1, k.gpus),
+                      slo=job.slo.model_copy(update={drop: None}))
+    else:
+        dep = Deployment(pools=(one,))
     timers: dict[tuple, Any] = {}
     return tuple(_search(job, dep, b, timers) for b in job.buckets)
+
+
+def grow_pool(cluster: ClusterSpec, pool: int, replicas: int, gpus_per_replica: int) -> ClusterSpec:
+    """``cluster`` with pool ``pool`` grown (whole nodes) to hold ``replicas`` replicas of
+    ``gpus_per_replica`` GPUs: a capacity simulation's setting, not the inventory."""
+    p = cluster.pools[pool]
+    per = gpus_per_node(p)
+    need = math.ceil(replicas * gpus_per_replica / per)
+    if need <= p.num_nodes:
+        return cluster
+    pools = list(cluster.pools)
+    pools[pool] = p.model_copy(update={"num_nodes": need})
+    return cluster.model_copy(update={"pools": tuple(pools)})
 
 
 def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tuple, Any]) -> Capacity:
@@ -155,7 +212,8 @@ def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tupl
         nonlocal runs
         if rate not in cache:
             runs += 1
-            reqs = stream(job.workload, job.model, bucket, rate, job.requests, job.seed)
+            reqs = stream(job.workload, job.model, bucket, rate, job.requests, job.seed,
+                          outputs=PREFILL_OUTPUTS if job.knobs.role == "prefill" else None)
             cache[rate] = simulate(job.model, job.cluster, dep, reqs, job.slo, job.seed, timers)
         return cache[rate]
 
@@ -189,7 +247,7 @@ def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tupl
         else:
             hi, first_fail = mid, v
     best = cache[lo]
-    watts, jt = _power(best.raw)
+    watts, jt = _power(best.raw, job.knobs.role)
     limit: Bottleneck = first_fail.limited_by if first_fail is not None else "compute"
     return Capacity(bucket=bucket.name, rps=lo, simulations=runs, limited_by=limit, ttft_s=best.ttft_s,
                     tpot_s=best.tpot_s, avg_power_w=watts, j_per_output_token=jt)

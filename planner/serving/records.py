@@ -201,6 +201,14 @@ class PoolChoice(_Record):
     engine: str
     max_num_seqs: int
     max_num_batched_tokens: int
+    engine_flags: str = ""
+    """The server's flags after the model (``planner.serving.commands``)."""
+    command: str = ""
+    """The whole server command line, run once per replica."""
+    engine_files: dict[str, str] = {}
+    """Files the command reads (name -> text), e.g. TensorRT-LLM's extra options YAML."""
+    power_cap_command: str | None = None
+    """``nvidia-smi -i IDS -pl W`` per server when a power cap is chosen."""
 
 
 class PlanMetrics(_Record):

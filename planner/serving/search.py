@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from fleetsim.hardware.errors import FleetsimError
+from fleetsim.hardware.errors import ConfigError, FleetsimError
 from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.serving import disagg as disagg_stage
 from fleetsim.planner.serving.capacity import (
     Bucket,
     CapacityJob,
@@ -25,6 +27,7 @@ from fleetsim.planner.serving.capacity import (
     simulate,
     stream,
 )
+from fleetsim.planner.serving.commands import with_commands
 from fleetsim.planner.serving.records import (
     Capacity,
     Evaluation,
@@ -119,10 +122,22 @@ class ServingPlans(_Record):
             if e is None:
                 continue
             a = e.analytic
-            caps = ", ".join(f"{c.bucket} {c.rps:.3g} req/s (limited by {_words(c.limited_by)})" for c in e.capacity)
+            unit = partial(_rate, per={"prefill": (self.isl, "prompt tok/s"),
+                                       "decode": (self.osl, "output tok/s")}.get(k.role))
+            caps = ", ".join(f"{c.bucket} {unit(c.rps)} (limited by {_words(c.limited_by)})"
+                             for c in e.capacity if c.simulations)
             lines.append(f"  {pc.replicas} x {k.id}: analytic batch {a.batch} limited by {_words(a.limited_by)} "
-                         f"({a.kv_tokens} KV tokens), {a.replica_rps:.3g} req/s analytic"
+                         f"({a.kv_tokens} KV tokens), {unit(a.replica_rps)} analytic"
                          + (f"; simulated capacity {caps}" if caps else " (not simulated)"))
+            if pc.command:
+                lines.append(f"    {pc.command}")
+            elif pc.engine_flags:
+                lines.append(f"    {pc.engine_flags}")
+            for name, text in pc.engine_files.items():
+                lines.append(f"    {name}:")
+                lines += [f"      {row}" for row in text.rstrip().splitlines()]
+            if pc.power_cap_command:
+                lines.append(f"    {pc.power_cap_command}")
         if p.binding:
             lines.append("  binding: " + ", ".join(_words(b) for b in p.binding))
         else:
@@ -139,9 +154,16 @@ class ServingPlans(_Record):
         if p.checked is not None:
             c = p.checked
             verdict = "meets" if c.meets_slo else f"MISSES ({c.missed})"
+            energy = "" if c.j_per_output_token is None else f"; {c.j_per_output_token:.3g} J/output token"
+            power = "" if c.avg_power_w is None else f", {c.avg_power_w / 1e3:.3g} kW GPU power"
             lines.append(f"  re-simulated with seed {c.seed} at {c.rate_rps:.3g} req/s: {verdict} the SLO; "
-                         f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f})")
+                         f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f}){energy}{power}")
         return "\n".join(lines)
+
+
+def _rate(rps: float, per: tuple[int, str] | None) -> str:
+    """A capacity in requests/s, or for a prefill/decode replica in tokens/s of its role."""
+    return f"{rps:.3g} req/s" if per is None else f"{rps * per[0]:.4g} {per[1]}"
 
 
 def _kid(pc: Any) -> str:
@@ -181,13 +203,25 @@ def make_buckets(total: np.ndarray, n: int) -> tuple[Bucket, ...]:
     return tuple(out)
 
 
+DISAGGREGATE: tuple[str, ...] = ("auto", "never", "only")
+
+
 def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workload: Workload,
            demand_rps: float | None, slo: Slo, objective: str, engine: str, dtype: str, kv_dtype: str,
            make_timer: TimerFactory, *, space: SearchSpace | None = None, buckets: int = 1,
            power_budget_w: float | None = None, simulate_capacity: bool = True, seed: int = 0,
-           check_plans: int = 3, evaluate_many: Callable[..., list[Any]] = plain_map) -> ServingPlans:
+           check_plans: int = 3, evaluate_many: Callable[..., list[Any]] = plain_map,
+           disaggregate: str = "auto") -> ServingPlans:
     """Plan serving ``model`` (see the module docstring). ``power_budget_w``: facility watts the
-    chosen replicas may add (the caller takes the inventory's idle draw off first)."""
+    chosen replicas may add (the caller takes the inventory's idle draw off first).
+    ``disaggregate``: ``auto`` ranks co-located and xPyD plans together (xPyD needs a demand:
+    its program covers token rates), ``never`` only co-located, ``only`` only xPyD.
+    ``evaluate_many(fn, items)``: where the capacity simulations run (``planner.executor``)."""
+    if disaggregate not in DISAGGREGATE:
+        raise ConfigError(f"disaggregate {disaggregate!r} is not one of {', '.join(DISAGGREGATE)}")
+    if disaggregate == "only" and (demand_rps is None or objective == "max_goodput"):
+        raise ConfigError("disaggregate 'only' needs a request rate and a min_* objective "
+                          "(xPyD plans cover a demand's token rates)")
     t0 = time.perf_counter()
     space = space or SearchSpace()
     isl, osl, total = sample_lengths(workload, model)
@@ -196,61 +230,95 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
                 buckets=tuple((b.name, b.share) for b in bks))
     kept, rejected = prune(model, supplies, space, slo, isl, osl, make_timer)
     by_index = {s.index: s for s in supplies}
+    colocated = disaggregate != "only"
+    disagg = disaggregate != "never" and demand_rps is not None and objective != "max_goodput"
+    roles: list[disagg_stage.RoleCandidate] = []
+    if disagg:
+        roles, role_rejected = disagg_stage.candidates(_layouts(kept, make_timer), slo, isl, osl)
+        rejected += role_rejected
+    whole = (Bucket("all", 0.0, math.inf, 1.0),)
     evals: list[Evaluation] = []
+    role_evals: list[Evaluation] = []
     sims = 0
+    capped = power_budget_w is not None or objective == "min_energy"
     if simulate_capacity:
-        survivors = rank_for_simulation(kept, objective, space.sim_top)
+        survivors = rank_for_simulation(kept, objective, space.sim_top) if colocated else []
+        ranked = disagg_stage.rank(roles, objective, space.sim_top)
+        prefill_rate = {_layout_key(c.analytic.knobs): c.tokens_per_s for c in roles if c.analytic.knobs.role == "prefill"}
         jobs = []
-        for s, a in survivors:
-            caps = caps_for(s.gpu, space.power_caps) if power_budget_w is not None or objective == "min_energy" \
-                else [None]
-            for cap in caps:
+        todo = [(s, a, bks, 0) for s, a in survivors] + [
+            (c.supply, c.analytic, whole,
+             disagg_stage.feed_replicas(c, prefill_rate.get(_layout_key(c.analytic.knobs)), isl, osl)
+             if c.analytic.knobs.role == "decode" else 0) for c in ranked]
+        for s, a, bb, feed in todo:
+            for cap in caps_for(s.gpu, space.power_caps) if capped else [None]:
                 k = a.knobs.model_copy(update={"power_cap_w": cap})
                 jobs.append((s, a.model_copy(update={"knobs": k}), CapacityJob(
                     model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype),
-                    workload=workload, buckets=bks, slo=slo, start_rps=a.replica_rps, seed=seed,
-                    requests=space.sim_requests, steps=space.bisection_steps)))
+                    workload=workload, buckets=bb, slo=slo, start_rps=a.replica_rps, seed=seed,
+                    requests=space.sim_requests, steps=space.bisection_steps, prefill_replicas=feed)))
         results = evaluate_many(capacity, [j for *_, j in jobs])
         for (s, a, _), caps_found in zip(jobs, results, strict=True):
             sims += sum(c.simulations for c in caps_found)
             ev = _evaluation(s, a, caps_found)
-            evals.append(ev)
+            (evals if a.knobs.role == "both" else role_evals).append(ev)
             if not ev.capacity_rps():
                 worst = min(caps_found, key=lambda c: c.rps)
                 rejected.append(Rejection(knobs=a.knobs, stage="simulated", bottleneck=worst.limited_by,
                                           reason=worst.closest_miss or "no rate meets the SLO"))
     else:
-        for s, a in kept:
+        for s, a in kept if colocated else []:
             cap = Capacity(bucket="all", rps=a.replica_rps, simulations=0, limited_by=a.limited_by,
                            ttft_s=a.ttft_s, tpot_s=a.tpot_s)
             evals.append(_evaluation(s, a, tuple(cap.model_copy(update={"bucket": b.name}) for b in bks)))
-    if not any(e.capacity_rps() for e in evals):
-        return ServingPlans(**base | {"status": "infeasible", "evaluations": tuple(evals), "rejected": tuple(rejected),
+        for c in roles:
+            a = c.analytic
+            role_evals.append(_evaluation(c.supply, a, (Capacity(bucket="all", rps=a.replica_rps, simulations=0,
+                                                                 limited_by=a.limited_by, ttft_s=a.ttft_s,
+                                                                 tpot_s=a.tpot_s),)))
+    everything = tuple(evals + role_evals)
+    if not any(e.capacity_rps() for e in everything):
+        return ServingPlans(**base | {"status": "infeasible", "evaluations": everything, "rejected": tuple(rejected),
                                       "simulations": sims, "seconds": time.perf_counter() - t0,
                                       **_nothing_works(rejected)})
     availability: dict[str, int] = {}
     for s in supplies:
         availability[s.gpu.name] = availability.get(s.gpu.name, 0) + s.available
-    loads = _loads(bks, demand_rps, evals, availability, objective)
     measured = objective == "min_energy" and power_budget_w is None
-    mix = solve_mix(evals, loads, objective, availability, power_budget_w, measured)
-    assert mix is not None
-    if mix.status != "optimal":
-        return ServingPlans(**base | {"status": mix.status, "evaluations": tuple(evals), "rejected": tuple(rejected),
-                                      "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
-                                      "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses),
-                                      "simulations": sims, "seconds": time.perf_counter() - t0})
-    entries = [entry("optimal mix", mix, evals, engine, availability, power_budget_w)]
-    gpu_types = list(dict.fromkeys(e.knobs.gpu for e in evals if e.capacity_rps()))
-    if len(gpu_types) > 1:
-        for g in gpu_types:
-            alt = solve_mix(evals, loads, objective, availability, power_budget_w, measured, only_gpu=g)
-            if alt is not None and alt.status == "optimal" and alt.replicas != mix.replicas:
-                entries.append(entry(f"only {g}", alt, evals, engine, availability, power_budget_w))
+    entries: list[PlanEntry] = []
+    failed: dict[str, str] = {}
+    if any(e.capacity_rps() for e in evals):
+        loads = _loads(bks, demand_rps, evals, availability, objective)
+        mix = solve_mix(evals, loads, objective, availability, power_budget_w, measured)
+        assert mix is not None
+        if mix.status == "optimal":
+            entries.append(entry("optimal mix", mix, evals, engine, availability, power_budget_w))
+            gpu_types = list(dict.fromkeys(e.knobs.gpu for e in evals if e.capacity_rps()))
+            for g in gpu_types if len(gpu_types) > 1 else []:
+                alt = solve_mix(evals, loads, objective, availability, power_budget_w, measured, only_gpu=g)
+                if alt is not None and alt.status == "optimal" and alt.replicas != mix.replicas:
+                    entries.append(entry(f"only {g}", alt, evals, engine, availability, power_budget_w))
+        else:
+            failed = {"status": mix.status, "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
+                      "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses)}
+    if disagg and demand_rps is not None:
+        dplan = disagg_stage.solve(role_evals, isl, osl, demand_rps, objective, availability, power_budget_w, measured)
+        if dplan is not None and dplan.status == "optimal":
+            entries.append(disagg_stage.entry(dplan, role_evals, engine, demand_rps, availability, power_budget_w))
+        elif dplan is not None and not failed:
+            failed = {"status": dplan.status, "reason": dplan.reason,
+                      "binding": ", ".join(m.family for m in dplan.misses),
+                      "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in dplan.misses)}
+    if not entries:
+        if not failed:
+            failed = {"status": "infeasible", **_nothing_works(rejected)}
+        return ServingPlans(**base | failed | {"evaluations": everything, "rejected": tuple(rejected),
+                                               "simulations": sims, "seconds": time.perf_counter() - t0})
     sign = -1.0 if objective == "max_goodput" else 1.0
     entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.name))
     checked = []
     for i, p in enumerate(entries):
+        p = p.model_copy(update={"pools": tuple(with_commands(pc, model.name, dtype, kv_dtype) for pc in p.pools)})
         if i < check_plans:
             rate = demand_rps if demand_rps is not None else p.predicted_goodput_rps
             p = p.model_copy(update={"checked": check_plan(model, cluster, p, by_index, workload, rate, slo, engine,
@@ -258,9 +326,26 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
             sims += 1
         checked.append(p)
     checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.name))
-    return ServingPlans(**base | {"plans": tuple(checked), "evaluations": tuple(evals), "rejected": tuple(rejected),
+    return ServingPlans(**base | {"plans": tuple(checked), "evaluations": everything, "rejected": tuple(rejected),
                                   "pareto": tuple(_frontier(checked, evals)), "simulations": sims,
                                   "seconds": time.perf_counter() - t0})
+
+
+def _layout_key(k: Knobs) -> tuple[int, int, int, int, int, float | None]:
+    return (k.pool, k.tp, k.pp, k.ep, k.max_num_batched_tokens, k.power_cap_w)
+
+
+def _layouts(kept: list[tuple[Supply, Any]], make_timer: TimerFactory) -> list[tuple[Supply, Knobs, Any]]:
+    """Each co-located survivor's knobs with its replica timer (one timer per layout)."""
+    timers: dict[tuple[int, int, int, int, int, float | None], Any] = {}
+    out = []
+    for s, a in kept:
+        k = a.knobs
+        key = _layout_key(k)
+        if key not in timers:
+            timers[key] = make_timer(s.pool, s.gpu, k.tp, k.pp, k.ep, k.max_num_batched_tokens)
+        out.append((s, k, timers[key]))
+    return out
 
 
 def _evaluation(s: Supply, a: Any, caps: tuple[Capacity, ...]) -> Evaluation:
@@ -321,14 +406,12 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
         x = s.get(key)
         return float(x) if isinstance(x, float | int) and math.isfinite(x) else None
 
-    dur = num("duration_s")
-    e = num("energy_j")
     return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=rate * v.goodput_share,
                        goodput_share=v.goodput_share, ttft_p90_s=num("ttft_p90_s"), ttft_p99_s=num("ttft_p99_s"),
                        tpot_p90_s=num("tpot_p90_s"), tpot_p99_s=num("tpot_p99_s"),
                        output_tokens_per_s=float(s["output_tokens_per_s"]),
                        j_per_output_token=num("j_per_output_token"),
-                       avg_power_w=(e / dur) if e is not None and dur else None, meets_slo=v.ok, missed=v.missed)
+                       avg_power_w=num("avg_power_w"), meets_slo=v.ok, missed=v.missed)
 
 
 def _frontier(plans: list[PlanEntry], evals: list[Evaluation]) -> list[dict[str, Any]]:
@@ -344,7 +427,7 @@ def _frontier(plans: list[PlanEntry], evals: list[Evaluation]) -> list[dict[str,
     cands = []
     for e in evals:
         for c in e.capacity:
-            if c.rps > 0 and e.simulated and c.simulations:
+            if c.rps > 0 and e.simulated and c.simulations and e.knobs.role == "both":
                 cands.append({"kind": "candidate", "name": e.knobs.id, "bucket": c.bucket,
                               "usd_per_hour_per_rps": e.price_per_hour / c.rps, "ttft_s": c.ttft_s,
                               "tpot_s": c.tpot_s, "j_per_output_token": c.j_per_output_token})
