@@ -64,8 +64,13 @@ PP_MICRO_BATCH = 2
 DDP_WORLDS = (4, 8)
 
 PHASES = ("coll", "tp", "ddp", "fsdp", "pp")
-PHASE_WEIGHTS = {"coll": 3.0, "tp": 3.0, "ddp": 2.0, "fsdp": 2.0, "pp": 2.0}
-"""Share of a call's budget per phase (relative)."""
+PHASE_WEIGHTS = {"coll": 1.0, "tp": 2.0, "ddp": 2.0, "fsdp": 2.0, "pp": 2.0}
+"""Share of a call's budget per phase (relative). A whole collective sweep of one world size is
+estimated at ~13 s of collectives (``collective_budget_s``), so ``coll`` needs the least."""
+CALLS = (("coll", "tp"), ("ddp", "fsdp"), ("pp",))
+"""The phases of each ~9-minute call that together cover the issue (``run_multi_gpu.sh TAG`` alone
+runs the first)."""
+MIN_SHARE_S = 30.0
 RUN_OVERHEAD_S = 25.0
 """Per sub-run start cost: process spawn, NCCL communicator set-up, model build."""
 GRACE_S = 40.0
@@ -210,7 +215,7 @@ def phase_budgets(phases: list[str], gpus: int, total_s: float) -> dict[str, lis
     """Split one call's ``total_s`` over the selected phases (``PHASE_WEIGHTS``) and each
     phase's sub-runs (equal shares), after reserving ``RUN_OVERHEAD_S`` of start cost per
     sub-run: phase -> [(world, budget_s)], whole seconds. Raises when a sub-run would get
-    less than 10 s."""
+    less than ``MIN_SHARE_S``."""
     bad = [p for p in phases if p not in PHASES]
     if bad:
         raise ValueError(f"unknown phase(s) {bad}; known: {', '.join(PHASES)}")
@@ -226,7 +231,7 @@ def phase_budgets(phases: list[str], gpus: int, total_s: float) -> dict[str, lis
             out[p] = []
             continue
         share = usable * PHASE_WEIGHTS[p] / weight / len(runs[p])
-        if share < 10.0:
+        if share < MIN_SHARE_S:
             raise ValueError(f"{total_s:.0f} s leave {share:.0f} s per {p} sub-run: select fewer phases "
                              "or raise the budget")
         out[p] = [(w, math.floor(share)) for w in runs[p]]
