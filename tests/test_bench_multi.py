@@ -124,6 +124,7 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[dict]) -> Path:
 def test_collective_validator_against_ring_alpha_beta(tmp_path):
     from fleetsim.calibration import RooflineCostModel
     from fleetsim.hardware.catalog import get_gpu
+
     from fleetsim.validate_multi import collective_rows, eager_collective_rows
 
     gpu = get_gpu("H200-SXM")
@@ -150,6 +151,7 @@ def test_forward_validator_truncation_is_linear_in_layers(tmp_path):
     """A truncated model's prediction: the per-layer part scales with the layer count, so
     (t(8) - t(4)) = (t(4) - t(2)) * 2 for the same shape (layer-independent parts cancel)."""
     from fleetsim.calibration import RooflineCostModel
+
     from fleetsim.validate_multi import forward_rows
 
     rows = [{"model": "llama-3.1-70b", "mode": "decode_graph", "batch": 16, "q_len": 1, "context": 1024, "tp": 4,

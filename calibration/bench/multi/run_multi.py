@@ -46,6 +46,7 @@ def plan(phases: list[str], gpus: int, total_s: float, gpu: str, python: str = "
     for phase, runs in pts.phase_budgets(phases, gpus, total_s).items():
         for world, budget in runs:
             b = str(budget)
+            argv: tuple[str, ...]
             if phase == "coll":
                 argv = (f"{BENCH}/multi/collectives.py", "--out", prof, "--world", str(world), "--budget-s", b)
             elif phase == "tp":

@@ -104,7 +104,7 @@ def _stage_module(pt: dict[str, Any], vocab: int, stage: int, stages: int, dev: 
             for blk in self.blocks:
                 x = blk(x)
             if self.last:
-                return self.head(self.ln_f(x))
+                return self.head(self.ln_f(x))  # type: ignore[misc]
             return x
 
     del F
