@@ -1,0 +1,1 @@
+"""Multi-GPU measurements (issue 16): collectives, tensor-parallel forwards, DDP/FSDP/pipeline training."""
