@@ -139,3 +139,20 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
     assert engines.returncode == 0, engines.stderr[-2000:]
     rows = {tuple(line.split()[:2]) for line in engines.stdout.splitlines()}
     assert {("serving", "vllm"), ("training", "megatron"), ("training", "torch-eager")} <= rows
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    """A folder with an __init__.py under a top-level folder must be shipped (it is missing from
+    the wheel otherwise, while an editable install still finds it)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    dirs = {v: k for k, v in cfg["package-dir"].items()}
+    found = set()
+    for folder, pkg in dirs.items():
+        for init in (root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / folder)
+            found.add(".".join([pkg, *rel.parts]) if rel.parts else pkg)
+    assert found <= listed, sorted(found - listed)
