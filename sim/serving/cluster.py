@@ -148,9 +148,10 @@ def iter_requests(stream: RequestStream, chunk: int = 8192) -> Generator[Request
     """``Request`` objects of ``stream`` built a chunk of rows at a time (bounded memory:
     only one chunk of columns is ever converted to Python objects)."""
     cols = ("req_id", "arrival_s", "prompt_tokens", "output_tokens", "session_id", "prefix_id",
-            "prefix_tokens", "system_prefix_id", "system_prefix_tokens", "client_id", "think_s")
+            "prefix_tokens", "system_prefix_id", "system_prefix_tokens", "client_id", "think_s",
+            "adapter_id", "lora_rank")
     arrays = [stream.column(c) for c in cols]
-    opt = {4, 5, 7, 9}
+    opt = {4, 5, 7, 9, 11}
     for lo in range(0, len(stream), chunk):
         lists = [a[lo: lo + chunk].tolist() for a in arrays]
         for row in zip(*lists, strict=True):
