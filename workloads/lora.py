@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.workloads.lengths import FixedLength, LengthDist, min_tokens
+from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.requests import RequestStream
 from fleetsim.workloads.tracefile import load_trace_cached
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -144,6 +145,28 @@ def check_lora_ranks(stream: RequestStream, hidden_size: int, model: str) -> Non
                           f"hidden size {hidden_size}")
 
 
+def adapter_params_per_rank(model: ModelSpec) -> tuple[int, int]:
+    """(parameters per unit of rank over the whole model, adapted projections per layer).
+
+    LoRA adapts q, k, v, o and the MLP's gate, up, down (up, down when not gated) of every
+    layer - vLLM's and PEFT's usual ``target_modules``; a projection ``in -> out`` of rank
+    ``r`` holds ``r x (in + out)`` parameters (A is in x r, B is r x out). MoE layers are
+    counted with the dense ``intermediate_size`` (adapters on experts are not modelled).
+    llama-3.1-8b: 81,920 per layer per rank, as ``calibration/bench/lora.py`` loads."""
+    h = model.hidden_size
+    kv = model.num_kv_heads * model.head_dim
+    kv_v = model.num_kv_heads * model.value_head_dim
+    attn = (h + model.q_width) + (h + kv) + (h + kv_v) + (model.num_heads * model.value_head_dim + h)
+    mlp_n = 3 if model.mlp_gated else 2
+    mlp = mlp_n * (h + model.intermediate_size)
+    return (attn + mlp) * model.num_layers, 4 + mlp_n
+
+
+def adapter_bytes(model: ModelSpec, rank: int, dtype_bytes: float = 2.0) -> float:
+    """Bytes of one rank-``rank`` adapter of ``model`` (all layers, unsharded)."""
+    return float(adapter_params_per_rank(model)[0] * rank * dtype_bytes)
+
+
 def top_share_ids(ids: np.ndarray, share: float = 0.1) -> set[int]:
     """The most requested ``share`` of the distinct adapter ids in ``ids`` (at least one;
     ties broken by the lower id)."""
@@ -156,4 +179,4 @@ def top_share_ids(ids: np.ndarray, share: float = 0.1) -> set[int]:
     return {int(x) for x in uniq[order[:k]]}
 
 
-__all__ = ["AdapterPopulation", "check_lora_ranks", "fit_zipf_exponent", "top_share_ids", "with_adapters"]
+__all__ = ["AdapterPopulation", "adapter_bytes", "adapter_params_per_rank", "check_lora_ranks", "fit_zipf_exponent", "top_share_ids", "with_adapters"]

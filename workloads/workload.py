@@ -130,7 +130,7 @@ class Workload(BaseModel):
         if num_requests is not None and (isinstance(num_requests, bool) or num_requests < 0):
             raise ConfigError(f"workload {self.name}: num_requests must be >= 0, got {num_requests}")
         rngs = child_rngs(seed, 4 if self.adapters is None else 5)
-        stream = self._generate(*rngs[:4], num_requests, duration_s)
+        stream = self._generate(rngs[0], rngs[1], rngs[2], rngs[3], num_requests, duration_s)
         if self.adapters is None and not (stream.column("adapter_id") >= 0).any():
             return stream
         return with_adapters(stream, self.adapters, rngs[-1], f"workload {self.name}")
