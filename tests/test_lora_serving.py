@@ -138,3 +138,30 @@ def test_bad_input_is_one_line(kwargs: dict, word: str) -> None:
         simulate_serving(MODEL, H200, wl, dep)
     assert "\n" not in str(e.value)
     assert pytest.importorskip("re").search(word, str(e.value)), str(e.value)
+
+
+def test_cli_matches_api_and_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetsim.cli import main
+
+    wl = "poisson:rate=6,isl=256,osl=64"
+    rc = main(["simulate", "--model", MODEL, "--cluster", "2xH200-SXM", "--workload", wl, "--num-requests", "200",
+               "--adapters", "300", "--adapter-zipf", "1.1", "--lora-rank", "16", "--max-loras", "8",
+               "--adapter-memory", "unified", "--router", "adapter-affinity"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    api = simulate_serving(MODEL, "2xH200-SXM", f"{wl},adapters=300,adapter_zipf=1.1,lora_rank=16",
+                           Deployment(pools=(PoolDeployment(engine=EngineConfig(
+                               lora=LoraConfig(max_loras=8, memory="unified"))),), router="adapter_affinity"),
+                           num_requests=200)
+    s = api.summary
+    assert f"hit rate {s['lora_hit_rate']:.4g}, {s['lora_loads']} loads stalling {s['lora_load_stall_s']:.4g} s" in out
+    for argv in (["--lora-rank", "0", "--adapters", "3"], ["--adapter-zipf", "1.0"],
+                 ["--adapters", "3", "--max-loras", "8", "--gpu-slots", "2"], ["--router", "adapter-magic"]):
+        try:
+            rc = main(["simulate", "--model", MODEL, "--cluster", "1xH200-SXM", "--workload", wl,
+                       "--num-requests", "5", *argv])
+        except SystemExit as e:
+            rc = e.code  # type: ignore[assignment]
+        assert rc == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) <= 2 and "error" in err[-1]
