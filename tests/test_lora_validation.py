@@ -4,8 +4,9 @@ fleetsim's prediction and what is off; the tolerances are honest, not tight."""
 from __future__ import annotations
 
 import numpy as np
-from fleetsim.serving import Deployment, EngineConfig, LoraConfig, PoolDeployment, simulate_serving
 from fleetsim.workloads.requests import RequestStream
+
+from fleetsim.serving import Deployment, EngineConfig, LoraConfig, PoolDeployment, simulate_serving
 
 MODEL = "llama-3.1-8b"  # the catalog's nearest to the papers' Llama-2-7B / Llama-7B (hidden 4096, 32 layers)
 
