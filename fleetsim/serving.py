@@ -19,6 +19,7 @@ from fleetsim.sim.serving.cluster import ServingSimulation, default_deployment
 from fleetsim.sim.serving.config import (
     Deployment,
     EngineConfig,
+    LoraConfig,
     PoolDeployment,
     SpecDecode,
     StaticScheduler,
@@ -28,11 +29,12 @@ from fleetsim.sim.serving.results import RawTables, collect
 from fleetsim.workloads import DEFAULT_NUM_REQUESTS
 from fleetsim.workloads.arrivals import TraceArrivals
 from fleetsim.workloads.defaults import get_workload
+from fleetsim.workloads.lora import check_lora_ranks
 from fleetsim.workloads.models import ModelSpec, check_context, load_model, over_context
 from fleetsim.workloads.requests import RequestStream
 from fleetsim.workloads.workload import Workload
 
-__all__ = ["default_deployment", "Deployment", "EngineConfig", "PoolDeployment", "ServingResult", "SpecDecode",
+__all__ = ["default_deployment", "Deployment", "EngineConfig", "LoraConfig", "PoolDeployment", "ServingResult", "SpecDecode",
            "StaticScheduler", "VllmScheduler", "simulate_serving"]
 
 TRACE_SPAN_LIMIT = 200_000
@@ -192,10 +194,8 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     deployment = _config(deployment, Deployment, "deployment")
     if isinstance(engine, str):
         engine = EngineConfig(profile=engine)
-    engine = _config(engine, EngineConfig, "engine")
-    if deployment is None:
-        deployment = default_deployment(m, cl, engine)
-    elif engine is not None:
+    eng_cfg: EngineConfig | None = _config(engine, EngineConfig, "engine")
+    if deployment is not None and eng_cfg is not None:
         raise ConfigError("give engine knobs inside the deployment, not both")
     slo = _slo(slo)
     if not isinstance(seed, np.random.Generator | np.random.SeedSequence):
@@ -209,12 +209,36 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     reqs, rejected = _within_context(_requests(workload, seed, num_requests, duration_s), m)
     if not len(reqs):
         raise ConfigError("the workload produced no requests")
+    uses_lora = bool((reqs.column("lora_rank") > 0).any())
+    if uses_lora:
+        check_lora_ranks(reqs, m.hidden_size, m.name)
+        if deployment is None and (eng_cfg is None or eng_cfg.lora is None):
+            eng_cfg = (eng_cfg or EngineConfig()).model_copy(update={"lora": LoraConfig()})
+    if deployment is None:
+        deployment = default_deployment(m, cl, eng_cfg)
+    if uses_lora:
+        _check_lora_deployment(reqs, deployment)
     sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress)
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
     raw.summary["rejected_over_context"] = rejected
     raw.summary["engine"] = ",".join(dict.fromkeys(p.engine.engine_profile.name for p in sim.deployment.pools))
     return ServingResult(raw, deployment, m, cl)
+
+
+def _check_lora_deployment(reqs: RequestStream, deployment: Deployment) -> None:
+    """Every pool serves LoRA, and no adapter's rank exceeds a slot's ``max_lora_rank``."""
+    ranks = reqs.column("lora_rank")
+    for i, p in enumerate(deployment.pools):
+        lora = p.engine.lora
+        if lora is None:
+            raise ConfigError(f"the requests carry LoRA adapters but deployment pool {i} has no engine.lora "
+                              "(give EngineConfig(lora=LoraConfig(...)))")
+        bad = ranks > lora.max_lora_rank
+        if lora.memory == "slots" and bad.any():
+            j = int(np.argmax(bad))
+            raise ConfigError(f"request {int(reqs.req_id[j])}: lora_rank {int(ranks[j])} exceeds max_lora_rank "
+                              f"{lora.max_lora_rank} of deployment pool {i}'s adapter slots")
 
 
 def _within_context(reqs: RequestStream, model: ModelSpec) -> tuple[RequestStream, int]:

@@ -138,8 +138,8 @@ def test_columns_read_only_and_unknown_column_rejected() -> None:
 def test_million_requests_fit_far_below_two_gigabytes() -> None:
     n = 1_000_000
     s = RequestStream(arrival_s=np.zeros(n), prompt_tokens=np.ones(n), output_tokens=np.ones(n))
-    # 11 eight-byte columns: 88 bytes per request.
-    assert s.nbytes == 88 * n
+    # 13 eight-byte columns (with adapter_id, lora_rank): 104 bytes per request.
+    assert s.nbytes == 104 * n
 
 
 def test_slicing_keeps_ids() -> None:

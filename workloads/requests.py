@@ -104,6 +104,10 @@ class Request:
     system_prefix_tokens: int = 0
     client_id: int | None = None
     think_s: float = 0.0
+    adapter_id: int | None = None
+    """LoRA adapter this request runs with (None: the base model)."""
+    lora_rank: int = 0
+    """Rank of that adapter (0: no LoRA computation, the base model's cost)."""
 
     def block_hashes(self, block_size: int, num_tokens: int | None = None) -> tuple[int, ...]:
         """One hash per full KV block of the first ``num_tokens`` tokens (default: prompt).
@@ -149,9 +153,11 @@ COLUMNS: dict[str, tuple[Any, float | int]] = {
     "system_prefix_tokens": (np.int64, 0),
     "client_id": (np.int64, -1),
     "think_s": (np.float64, 0.0),
+    "adapter_id": (np.int64, -1),
+    "lora_rank": (np.int64, 0),
 }
 REQUIRED_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
-_OPTIONAL_IDS = ("session_id", "prefix_id", "system_prefix_id", "client_id")
+_OPTIONAL_IDS = ("session_id", "prefix_id", "system_prefix_id", "client_id", "adapter_id")
 
 
 class RequestStream:
@@ -244,6 +250,8 @@ class RequestStream:
             (c["system_prefix_tokens"] > c["prefix_tokens"], "system_prefix_tokens exceeds prefix_tokens"),
             (c["system_prefix_tokens"] < 0, "system_prefix_tokens is negative"),
             (~np.isfinite(c["think_s"]) | (c["think_s"] < 0), "think_s is negative or not finite"),
+            (c["lora_rank"] < 0, "lora_rank is negative"),
+            ((c["lora_rank"] > 0) & (c["adapter_id"] < 0), "lora_rank given without an adapter_id"),
         ]
         for bad, what in checks:
             if bad.any():
@@ -298,6 +306,8 @@ class RequestStream:
             system_prefix_tokens=int(c["system_prefix_tokens"][i]),
             client_id=opt("client_id"),
             think_s=float(c["think_s"][i]),
+            adapter_id=opt("adapter_id"),
+            lora_rank=int(c["lora_rank"][i]),
         )
 
     def __iter__(self) -> Iterator[Request]:
@@ -320,6 +330,8 @@ class RequestStream:
             c["system_prefix_tokens"].tolist(),
             ids("client_id"),
             c["think_s"].tolist(),
+            ids("adapter_id"),
+            c["lora_rank"].tolist(),
             strict=True,
         )
         for row in rows:

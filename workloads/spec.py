@@ -26,12 +26,19 @@ Keys (units in the name of the quantity; times in seconds, lengths in tokens):
 ``turn_think``     mean think time between turns (``turn_think_cv`` its CV) - sessions
 ``max_context``    a session ends before a turn whose context would exceed this - sessions
 ``open_turns``     1: turns follow the zero-latency schedule open-loop (default 0) - sessions
+``adapters``       number of LoRA adapters of the base model (popularity uniform unless
+                   ``adapter_zipf`` is given) - any form
+``adapter_zipf``   Zipf exponent of adapter popularity (0 = uniform) - with ``adapters``
+``lora_rank``      rank of each adapter: a number or DIST, drawn once per adapter (default 16)
+``adapter_trace``  trace whose ``adapter_id`` column sets the population size and a fitted
+                   power-law exponent (instead of ``adapters``/``adapter_zipf``)
 =================  ==========================================================================
 
 Examples: ``poisson:rate=5,isl=1024,osl=256``;
 ``gamma:rate=5,cv=2,isl=lognormal(1000,1.0,1,8192),osl=azure-conv``;
 ``closed:clients=32,think=0,isl=2048,osl=128``; ``azure-code:rate=10``;
 ``trace:path=my.jsonl,scale=0.5``; ``poisson:rate=0.5,isl=200,osl=300,turns=uniform(2,8),system=1000,turn_think=20``.
+``poisson:rate=5,isl=512,osl=128,adapters=2000,adapter_zipf=1.1,lora_rank=16``.
 Every error names the offending token.
 """
 
@@ -63,6 +70,7 @@ from fleetsim.workloads.lengths import (
     UniformLength,
     min_tokens,
 )
+from fleetsim.workloads.lora import AdapterPopulation
 from fleetsim.workloads.sessions import MultiTurnSessions
 from fleetsim.workloads.workload import Workload
 from pydantic import ValidationError
@@ -76,6 +84,7 @@ _KEYS = {
     "trace": {"path", "scale", "isl", "osl"},
     "builtin": {"rate", "cv", "isl", "osl"},
 }
+_LORA_KEYS = {"adapters", "adapter_zipf", "lora_rank", "adapter_trace"}
 _SESSION_KEYS = {"turns", "system", "turn_think", "turn_think_cv", "max_context", "open_turns"}
 _REQUIRED = {
     "poisson": ("rate", "isl", "osl"),
@@ -231,7 +240,7 @@ def parse_workload_spec(text: str) -> Workload:
             raise sp.error(token, "expected KEY=VALUE")
         key, value = (s.strip() for s in token.split("=", 1))
         key = key.lower()
-        allowed = _KEYS[form] | _SESSION_KEYS
+        allowed = _KEYS[form] | _SESSION_KEYS | _LORA_KEYS
         if key not in allowed:
             raise sp.error(token, f"unknown key {key!r} for {head}{suggest(key, allowed)}; "
                                   f"allowed: {', '.join(sorted(allowed))}")
@@ -256,6 +265,8 @@ def parse_workload_spec(text: str) -> Workload:
                 update[role] = sp.length(params[key][0], params[key][1], role)
         if any(k in params for k in _SESSION_KEYS):
             update["sessions"] = _sessions(sp, params, num)
+        if any(k in params for k in _LORA_KEYS):
+            update["adapters"] = _adapters(sp, params, num)
         return w.model_copy(update=update)
     except ValidationError as exc:
         raise ConfigError(validation_line(exc, f"workload spec {text!r}")) from None
@@ -317,3 +328,26 @@ def _sessions(sp: _Spec, params: dict[str, tuple[str, str]], num: Any) -> MultiT
             raise sp.error(params["open_turns"][0], "open_turns must be 0 or 1")
         fields["closed_loop"] = flag == 0
     return MultiTurnSessions(**fields)
+
+
+def _adapters(sp: _Spec, params: dict[str, tuple[str, str]], num: Any) -> AdapterPopulation:
+    fields: dict[str, Any] = {}
+    if "lora_rank" in params:
+        token, value = params["lora_rank"]
+        fields["rank"] = sp.length(token, value, "lora_rank")
+    if "adapter_trace" in params:
+        token, value = params["adapter_trace"]
+        for key in ("adapters", "adapter_zipf"):
+            if key in params:
+                raise sp.error(params[key][0], f"{key} and adapter_trace are exclusive (the trace sets both)")
+        if not Path(value).is_file():
+            raise sp.error(token, f"trace file {value!r} not found")
+        return AdapterPopulation.from_trace(value, **fields)
+    if "adapters" not in params:
+        key = next(k for k in ("adapter_zipf", "lora_rank") if k in params)
+        raise sp.error(params[key][0], f"{key} needs adapters=N (the number of adapters)")
+    fields["num_adapters"] = num("adapters", integer=True, positive=True)
+    if "adapter_zipf" in params:
+        fields["popularity"] = "zipf"
+        fields["zipf_a"] = num("adapter_zipf")
+    return AdapterPopulation(**fields)

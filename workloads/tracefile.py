@@ -12,7 +12,7 @@ Formats:
 * **fleetsim JSONL**: one JSON object per line with ``arrival_s``, ``prompt_tokens``,
   ``output_tokens`` and optionally ``req_id``, ``session_id``, ``prefix_id``,
   ``prefix_tokens``, ``system_prefix_id``, ``system_prefix_tokens``, ``client_id``,
-  ``think_s`` (ids: ``null`` or absent = none). Unknown fields are errors.
+  ``think_s``, ``adapter_id``, ``lora_rank`` (ids: ``null`` or absent = none). Unknown fields are errors.
 * **fleetsim CSV**: the same field names as a CSV header.
 
 All parsing is columnar (pandas/numpy); errors name file, line and column.
@@ -38,7 +38,7 @@ MAX_TOKENS = 2.0**40
 """Largest token count or id a trace cell may hold; past it the cell is surely corrupt
 (and would overflow the int64 columns)."""
 _JSONL_FIELDS = ("req_id", *COLUMNS)
-_ID_FIELDS = ("req_id", "session_id", "prefix_id", "system_prefix_id", "client_id")
+_ID_FIELDS = ("req_id", "session_id", "prefix_id", "system_prefix_id", "client_id", "adapter_id")
 _FLOAT_FIELDS = ("arrival_s", "think_s")
 # Column aliases accepted wherever a trace column is named.
 COLUMN_ALIASES = {

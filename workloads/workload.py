@@ -25,6 +25,7 @@ from fleetsim.workloads.arrivals import (
     tile_trace,
 )
 from fleetsim.workloads.lengths import LengthDist, TraceLength, min_tokens
+from fleetsim.workloads.lora import AdapterPopulation, with_adapters
 from fleetsim.workloads.requests import COLUMNS, RequestStream
 from fleetsim.workloads.sessions import SYSTEM_PREFIX_ID, MultiTurnSessions, expand_sessions
 from fleetsim.workloads.tracefile import COLUMN_ALIASES, load_trace_cached
@@ -55,6 +56,9 @@ class Workload(BaseModel):
     prompt: LengthDist
     output: LengthDist
     sessions: MultiTurnSessions | None = None
+    adapters: AdapterPopulation | None = None
+    """LoRA adapters the requests run with (None: the base model, unless a replayed trace
+    names adapters and ranks itself)."""
 
     @model_validator(mode="after")
     def _lengths_at_least_one(self) -> Workload:
@@ -125,7 +129,15 @@ class Workload(BaseModel):
             raise ConfigError(f"workload {self.name}: give num_requests or duration_s")
         if num_requests is not None and (isinstance(num_requests, bool) or num_requests < 0):
             raise ConfigError(f"workload {self.name}: num_requests must be >= 0, got {num_requests}")
-        r_arr, r_in, r_out, r_sess = child_rngs(seed, 4)
+        rngs = child_rngs(seed, 4 if self.adapters is None else 5)
+        stream = self._generate(rngs[0], rngs[1], rngs[2], rngs[3], num_requests, duration_s)
+        if self.adapters is None and not (stream.column("adapter_id") >= 0).any():
+            return stream
+        return with_adapters(stream, self.adapters, rngs[-1], f"workload {self.name}")
+
+    def _generate(self, r_arr: np.random.Generator, r_in: np.random.Generator, r_out: np.random.Generator,
+                  r_sess: np.random.Generator, num_requests: int | None, duration_s: float | None
+                  ) -> RequestStream:
         replay = self._replayed_trace()
         if replay is not None:
             return replay_stream(*replay, num_requests, duration_s)

@@ -93,8 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pd", type=_pd, default=None, metavar="XpYd",
                    help="prefill/decode disaggregation: X prefill and Y decode replicas")
     p.add_argument("--scheduler", choices=("vllm", "static"), default="vllm")
-    p.add_argument("--router", choices=("round_robin", "least_outstanding_tokens", "prefix_aware"),
-                   default="least_outstanding_tokens")
+    p.add_argument("--router", type=_router, default="least_outstanding_tokens",
+                   help="round_robin, least_outstanding_tokens (default), prefix_aware or adapter_affinity "
+                   "(hyphens or underscores)")
     p.add_argument("--max-num-seqs", type=positive_int, default=None)
     p.add_argument("--max-batched-tokens", type=positive_int, default=None)
     p.add_argument("--no-chunked-prefill", action="store_true")
@@ -117,6 +118,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="facility power usage effectiveness (default: the cluster's, 1 for shorthand)")
     p.add_argument("--energy-price", type=nonneg_float, default=None, metavar="USD_PER_KWH",
                    help="energy price in US dollars per kWh (default: the cluster's, else the EIA 2023 average)")
+    lora = p.add_argument_group("LoRA adapters (docs/lora.md)")
+    lora.add_argument("--adapters", type=positive_int, default=None, metavar="N",
+                      help="LoRA adapters of the base model the requests pick from (uniform unless --adapter-zipf)")
+    lora.add_argument("--adapter-zipf", type=nonneg_float, default=None, metavar="A",
+                      help="Zipf exponent of adapter popularity (0 = uniform)")
+    lora.add_argument("--lora-rank", default=None, metavar="R|DIST",
+                      help="rank of each adapter: a number or a distribution such as uniform(8,64) (default 16)")
+    lora.add_argument("--max-loras", type=positive_int, default=None, metavar="K",
+                      help="most distinct adapters per batch (vLLM max_loras; default 4)")
+    lora.add_argument("--gpu-slots", type=positive_int, default=None, help="GPU adapter slots (default --max-loras)")
+    lora.add_argument("--max-cpu-loras", type=positive_int, default=None,
+                      help="adapters kept in pinned host memory (default all)")
+    lora.add_argument("--max-lora-rank", type=positive_int, default=None, help="rank a slot is sized for (default 64)")
+    lora.add_argument("--adapter-memory", choices=("slots", "unified"), default=None,
+                      help="adapter memory: reserved slots (vLLM) or KV-cache blocks (S-LoRA unified paging)")
+    lora.add_argument("--lora-kernel", choices=("sgmv_grouped_mm", "sgmv_loop", "bgmv_gather", "roofline"),
+                      default=None, help="LoRA kernel priced (measured where the GPU has lora.csv; default grouped)")
     p.add_argument("--queue-limit", type=nonneg_int, default=None, help="most waiting requests per replica")
     p.add_argument("--max-sim-time-s", type=positive_float, default=None)
     p.add_argument("--ttft-slo-s", type=positive_float, default=None)
@@ -129,8 +147,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(Deployment or None, EngineConfig) from the parsed flags."""
+def _router(text: str) -> str:
+    name = text.strip().lower().replace("-", "_")
+    known = ("round_robin", "least_outstanding_tokens", "prefix_aware", "adapter_affinity")
+    if name not in known:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(known)}")
+    return name
+
+
+_LORA_FLAGS = ("max_loras", "gpu_slots", "max_cpu_loras", "max_lora_rank", "adapter_memory", "lora_kernel")
+
+
+def _lora_config(args: argparse.Namespace, adapters: bool) -> Any:
+    """The engine's ``LoraConfig`` from the LoRA flags (None without adapters or flags)."""
+    from fleetsim.serving import LoraConfig
+
+    given = {k: getattr(args, k, None) for k in _LORA_FLAGS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given and not adapters:
+        return None
+    names = {"adapter_memory": "memory", "lora_kernel": "kernel"}
+    return LoraConfig(**{names.get(k, k): v for k, v in given.items()})
+
+
+def apply_adapters(args: argparse.Namespace, workload: Any) -> Any:
+    """The workload with ``--adapters/--adapter-zipf/--lora-rank`` applied."""
+    from fleetsim.workloads.lora import AdapterPopulation
+    from fleetsim.workloads.spec import _Spec
+
+    n, a, r = getattr(args, "adapters", None), getattr(args, "adapter_zipf", None), getattr(args, "lora_rank", None)
+    if n is None and a is None and r is None:
+        return workload
+    pop = workload.adapters
+    if n is None and pop is None:
+        raise ConfigError("--adapter-zipf/--lora-rank need --adapters N (or adapters=N in the workload spec)")
+    fields: dict[str, Any] = pop.model_dump() if pop is not None else {}
+    if n is not None:
+        fields["num_adapters"] = n
+    if a is not None:
+        fields["popularity"], fields["zipf_a"] = "zipf", a
+    if r is not None:
+        try:
+            if float(r) < 1:
+                raise ConfigError(f"--lora-rank must be >= 1, got {r}")
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+        fields["rank"] = _Spec(f"--lora-rank {r}").length(f"--lora-rank={r}", r, "lora_rank")
+    return workload.model_copy(update={"adapters": AdapterPopulation(**fields)})
+
+
+def build_deployment(args: argparse.Namespace, adapters: bool = False) -> tuple[Any, Any]:
+    """(Deployment or None, EngineConfig) from the parsed flags (``adapters``: the workload
+    carries LoRA adapters, so the engine serves them)."""
     from fleetsim.serving import Deployment, EngineConfig, PoolDeployment, SpecDecode
 
     sch: dict[str, Any] = {"kind": args.scheduler}
@@ -151,6 +220,9 @@ def build_deployment(args: argparse.Namespace) -> tuple[Any, Any]:
         eng["kv_dtype"] = args.kv_dtype
     if args.spec_decode:
         eng["spec_decode"] = SpecDecode(**args.spec_decode)
+    lora = _lora_config(args, adapters)
+    if lora is not None:
+        eng["lora"] = lora
     engine = EngineConfig(**eng)
     explicit = any(x is not None for x in (args.tp, args.pp, args.ep, args.replicas, args.pd, args.gpu))
     extra = {"router": args.router, "queue_limit": args.queue_limit,
@@ -207,6 +279,17 @@ def energy_line(result: Any) -> str:
                f"over for {s['power_budget_exceeded_s']:.4g} s"))
 
 
+def lora_line(result: Any) -> str:
+    """One line of the LoRA figures (docs/lora.md)."""
+    s = result.summary
+    gib = 2.0**30
+    return (f"LoRA: {s['lora_requests']} requests over {s['lora_adapters_seen']} adapters, hit rate "
+            f"{_fmt(s['lora_hit_rate'])}, {s['lora_loads']} loads stalling {s['lora_load_stall_s']:.4g} s; "
+            f"TTFT p50 top-10% adapters {_fmt(s['lora_top10_ttft_p50_s'])} s vs rest {_fmt(s['lora_rest_ttft_p50_s'])} s, "
+            f"TPOT p50 {_fmt(s['lora_top10_tpot_p50_s'])} vs {_fmt(s['lora_rest_tpot_p50_s'])} s; GPU memory per GPU: "
+            f"adapters {s['lora_adapter_bytes_per_gpu'] / gib:.3g} GiB, KV {s['kv_bytes_per_gpu'] / gib:.4g} GiB")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -256,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     cluster = _cluster(args)
     workload, num_requests, drawn = resolve_workload(args)
-    dep, engine = build_deployment(args)
+    workload = apply_adapters(args, workload)
+    dep, engine = build_deployment(args, workload.adapters is not None)
     if dep == "default":
         eng, extra = engine
         base = default_deployment(load_model(args.model), cluster, eng)
@@ -290,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
         d.groupby(["gpu", "tp", "pp", "role"]).size().items()))
     print_summary(result)
     print(energy_line(result))
+    if "lora_hit_rate" in result.summary:
+        print(lora_line(result))
     from fleetsim.serving_intervals import latency_intervals
 
     band = latency_intervals(result)

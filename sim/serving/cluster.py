@@ -29,7 +29,7 @@ from fleetsim.calibration.power import PowerState, power_state
 from fleetsim.hardware.catalog import get_gpu, get_link
 from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
-from fleetsim.hardware.specs import ClusterSpec, GPUSpec
+from fleetsim.hardware.specs import ClusterSpec, GPUSpec, LinkSpec
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
 from fleetsim.sim.serving.disagg import TransferLink
 from fleetsim.sim.serving.engine import Engine, SeqState
@@ -40,6 +40,8 @@ from fleetsim.sim.serving.feasibility import (
     kv_blocks_for,
     place_replicas,
 )
+from fleetsim.sim.serving.kvcache import KVCache
+from fleetsim.sim.serving.lora import AdapterCache
 from fleetsim.sim.serving.reqlog import RequestLog
 from fleetsim.sim.serving.router import make_router
 from fleetsim.sim.serving.steptime import GraphStepTimer, StepTimer
@@ -148,9 +150,10 @@ def iter_requests(stream: RequestStream, chunk: int = 8192) -> Generator[Request
     """``Request`` objects of ``stream`` built a chunk of rows at a time (bounded memory:
     only one chunk of columns is ever converted to Python objects)."""
     cols = ("req_id", "arrival_s", "prompt_tokens", "output_tokens", "session_id", "prefix_id",
-            "prefix_tokens", "system_prefix_id", "system_prefix_tokens", "client_id", "think_s")
+            "prefix_tokens", "system_prefix_id", "system_prefix_tokens", "client_id", "think_s",
+            "adapter_id", "lora_rank")
     arrays = [stream.column(c) for c in cols]
-    opt = {4, 5, 7, 9}
+    opt = {4, 5, 7, 9, 11}
     for lo in range(0, len(stream), chunk):
         lists = [a[lo: lo + chunk].tolist() for a in arrays]
         for row in zip(*lists, strict=True):
@@ -189,6 +192,10 @@ class Replica:
 
     def fits(self, seq: SeqState) -> str:
         return self.engines[0].fits(seq)
+
+    def holds_adapter(self, adapter: int) -> bool:
+        """Whether an engine of this replica has ``adapter`` resident (or loading)."""
+        return any(e.lora is not None and e.lora.holds(adapter) for e in self.engines)
 
     def add(self, seq: SeqState) -> None:
         """Queue ``seq`` on the virtual engine with the fewest unfinished requests."""
@@ -290,6 +297,33 @@ class ServingSimulation:
                               engine=plan.entry.engine.engine_profile, sched_overhead_s=0.0,
                               power=self.power(plan))
 
+    def _lora_factory(self, plan: ReplicaPlan, host: LinkSpec, block_bytes: float
+                      ) -> Callable[[KVCache], AdapterCache] | None:
+        """The adapter memory of each engine of ``plan`` (None without ``lora``)."""
+        cfg = plan.entry.engine.lora
+        if cfg is None:
+            return None
+        from fleetsim.calibration.lora import kernel_model, load_model
+        from fleetsim.calibration.ops import dtype_bytes
+        from fleetsim.workloads.lora import adapter_params_per_rank
+
+        kernel = kernel_model(plan.gpu, cfg.kernel)
+        pinned = load_model(plan.gpu, host, True)
+        pageable = load_model(plan.gpu, host, False)
+        per_rank, n_proj = adapter_params_per_rank(self.model)
+        par = plan.parallel
+        layers = -(-self.model.num_layers // par.pp)
+        db = dtype_bytes(plan.entry.engine.dtype)
+
+        def build(kv: KVCache) -> AdapterCache:
+            cache = AdapterCache(cfg, kernel, pinned, kv, hidden=self.model.hidden_size,
+                                 params_per_rank=per_rank, n_proj=n_proj, layers_per_stage=layers,
+                                 shards=par.tp * par.pp, dtype_bytes=db, block_bytes=block_bytes)
+            cache.pageable = pageable
+            return cache
+
+        return build
+
     def _build(self) -> None:
         speeds = []
         for plan in self.plans:
@@ -308,6 +342,7 @@ class ServingSimulation:
             stage_timers = self._stage_timers(plan) if pp > 1 else None
             stage_res = ([simpy.Resource(self.env, capacity=1) for _ in range(pp)]
                          if stage_timers is not None else None)
+            lora = self._lora_factory(plan, host, block_bytes)
             for _ in range(pp):
                 eng = Engine(self.env, len(self.engines), plan.index, e, self._timer(plan),
                              max(1, plan.kv_blocks // pp), rng=self.rng,
@@ -317,7 +352,7 @@ class ServingSimulation:
                              host_latency_s=host.latency_s, draft_timer=draft,
                              on_done=self._on_done, cap_s=self.cap_s,
                              stage_timers=stage_timers, stage_res=stage_res,
-                             gpus=plan.parallel.tp, gap_w=self.power(plan).gap_w())
+                             gpus=plan.parallel.tp, gap_w=self.power(plan).gap_w(), lora=lora)
                 engines.append(eng)
                 self.engines.append(eng)
             self.replicas.append(Replica(plan, engines, sp / ref))

@@ -82,6 +82,43 @@ class SpecDecode(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    """Multi-tenant LoRA serving (vLLM's ``--enable-lora`` knobs; S-LoRA's unified pool).
+
+    ``max_loras`` distinct adapters may run in one batch (vLLM's ``max_loras``); a waiting
+    request whose adapter would exceed it is skipped for this iteration, as vLLM does.
+    Adapter memory: ``slots`` reserves ``gpu_slots`` (default ``max_loras``) slots sized for
+    ``max_lora_rank`` off the KV cache, as vLLM does; ``unified`` keeps adapters in KV blocks
+    of the same paged pool, each taking the blocks its own rank needs (S-LoRA). Adapters
+    not in use are evicted least-recently-used. A load copies the adapter from host memory
+    over the host link and delays the iteration that first uses it (vLLM activates adapters
+    before the forward pass); adapters in the pinned host cache (``max_cpu_loras``, None:
+    all) load at the pinned rate, the rest at the pageable rate. LoRA kernels: ``kernel``
+    (measured tables where the GPU's profile has ``lora.csv``, else the roofline)."""
+
+    max_loras: int = Field(4, ge=1)
+    gpu_slots: int | None = Field(None, ge=1)
+    max_cpu_loras: int | None = Field(None, ge=1)
+    max_lora_rank: int = Field(64, ge=1)
+    memory: Literal["slots", "unified"] = "slots"
+    kernel: Literal["sgmv_grouped_mm", "sgmv_loop", "bgmv_gather", "roofline"] = "sgmv_grouped_mm"
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
+        if self.gpu_slots is not None and self.max_loras > self.gpu_slots:
+            raise ValueError(f"max_loras {self.max_loras} > gpu_slots {self.gpu_slots}: more adapters per "
+                             "batch than adapter slots")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.slots:
+            raise ValueError(f"max_cpu_loras {self.max_cpu_loras} < {self.slots} GPU adapter slots "
+                             "(vLLM needs max_cpu_loras >= max_loras)")
+        return self
+
+    @property
+    def slots(self) -> int:
+        """GPU adapter slots (``slots`` memory)."""
+        return self.gpu_slots if self.gpu_slots is not None else self.max_loras
+
+
 class EngineConfig(_Strict):
     """Knobs of one serving engine (one replica)."""
 
@@ -104,6 +141,8 @@ class EngineConfig(_Strict):
     sched_overhead_s: float | None = Field(None, ge=0)
     """CPU time per engine iteration (scheduling, input preparation, detokenisation) that
     the GPU waits on; None: the profile's ``launch.iteration_overhead_s`` (vLLM: 2 ms)."""
+    lora: LoraConfig | None = None
+    """Serve LoRA adapters (None: requests' adapters are an error)."""
     fast_forward: bool = True
     """Advance runs of identical pure-decode iterations in closed form (same results)."""
     power_cap_w: float | None = Field(None, gt=0)
@@ -115,6 +154,8 @@ class EngineConfig(_Strict):
     def _static_has_no_prefix_cache(self) -> EngineConfig:
         if self.enable_prefix_caching and self.scheduler.kind == "static":
             raise ValueError("enable_prefix_caching needs the vllm scheduler; static batching keeps no prefix cache")
+        if self.lora is not None and self.scheduler.kind == "static":
+            raise ValueError("lora needs the vllm scheduler")
         return self
 
 
@@ -154,7 +195,7 @@ class PoolDeployment(_Strict):
         return self.tp * self.pp
 
 
-RouterName = Literal["round_robin", "least_outstanding_tokens", "prefix_aware"]
+RouterName = Literal["round_robin", "least_outstanding_tokens", "prefix_aware", "adapter_affinity"]
 
 
 class Deployment(_Strict):

@@ -37,6 +37,7 @@ import numpy as np
 import simpy
 from fleetsim.sim.serving.config import EngineConfig
 from fleetsim.sim.serving.kvcache import KVCache
+from fleetsim.sim.serving.lora import AdapterCache, batch_shape
 from fleetsim.sim.serving.scheduler import Plan, make_scheduler
 from fleetsim.sim.serving.speculative import draw_accepted
 from fleetsim.sim.serving.steptime import StepTimer
@@ -53,7 +54,8 @@ class SeqState:
     __slots__ = ("req", "req_id", "arrival_s", "prompt", "output", "computed", "generated",
                  "own_blocks", "held", "pending_hit", "hit_tokens", "admit_s", "first_token_s",
                  "finish_s", "preemptions", "tokens", "engine", "swapped_blocks", "replica",
-                 "prefill_replica", "rejected", "status", "last_iter", "energy_j")
+                 "prefill_replica", "rejected", "status", "last_iter", "energy_j", "adapter", "lora_rank",
+                 "lora_state")
 
     def __init__(self, req: Request, arrival_s: float) -> None:
         self.req = req
@@ -83,6 +85,12 @@ class SeqState:
         self.last_iter = -2
         self.energy_j = 0.0
         """GPU energy charged to this sequence: its token share of every iteration it was in."""
+        rank = req.lora_rank
+        self.adapter = req.adapter_id if rank > 0 and req.adapter_id is not None else -1
+        """LoRA adapter (-1: the base model only; a rank-0 adapter is the base model)."""
+        self.lora_rank = rank if self.adapter >= 0 else 0
+        self.lora_state = 0
+        """0: adapter not yet admitted; 2: its first admission had to load it; 1: counted."""
 
     def held_blocks(self) -> int:
         return self.own_blocks + len(self.held)
@@ -104,7 +112,7 @@ class Engine:
                  on_done: Callable[[SeqState, Engine], None] | None = None,
                  cap_s: float = math.inf, stage_timers: list[StepTimer] | None = None,
                  stage_res: list[simpy.Resource] | None = None, gpus: int = 1,
-                 gap_w: float = 0.0) -> None:
+                 gap_w: float = 0.0, lora: Callable[[KVCache], AdapterCache] | None = None) -> None:
         self.env = env
         self.uid = uid
         self.replica = replica
@@ -112,6 +120,7 @@ class Engine:
         self.timer = timer
         self.draft_timer = draft_timer
         self.kv = KVCache(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.lora = lora(self.kv) if lora is not None else None
         self.scheduler = make_scheduler(cfg.scheduler)
         self.rng = rng
         self.stop_after_first = stop_after_first_token
@@ -200,6 +209,8 @@ class Engine:
             if s is seq:
                 del plan.items[i]
                 break
+        if self.lora is not None and seq.adapter >= 0:
+            self.lora.release(seq)
         blocks = seq.held_blocks()
         if self.cfg.preemption_mode == "swap" and self.swap_used + blocks <= self.swap_capacity:
             self.kv.unref(seq.held)
@@ -291,7 +302,7 @@ class Engine:
                 self._drop(seq, "does not fit in KV cache")
                 continue
             if (self.cfg.fast_forward and not self.spec_k and self.stage_res is None
-                    and not plan.preempted
+                    and not plan.preempted and (self.lora is None or not self.lora.pending_s)
                     and plan.admitted == 0 and not plan.swapped_in_blocks
                     and len(plan.items) == len(self.running)
                     and all(n == 1 and s.generated for s, n in plan.items)):
@@ -338,6 +349,17 @@ class Engine:
             swap_s = self.host_latency_s + moved * self.block_bytes / self.host_bps
             durs[0] += swap_s
             joules += swap_s * self.gap_w
+        if self.lora is not None:
+            lt, la, lr = batch_shape(plan.items)
+            k_s = self.lora.kernel_s(lt, la, lr)
+            if k_s:
+                for i, (d, e) in enumerate(costs):
+                    durs[i] += k_s
+                    joules += k_s * e / d if d > 0 else 0.0
+            load_s = self.lora.take_pending()
+            if load_s:
+                durs[0] += load_s
+                joules += load_s * self.gap_w
         joules *= self.gpus
         gpu_s = self.gpus * sum(durs)
         start = self.clock
@@ -407,6 +429,8 @@ class Engine:
 
     def _finish(self, seq: SeqState) -> None:
         self.running.remove(seq)
+        if self.lora is not None and seq.adapter >= 0:
+            self.lora.release(seq)
         kv = self.kv
         if kv.prefix_caching and not self.stop_after_first:
             self._register_blocks(seq, final=True)
@@ -478,6 +502,11 @@ class Engine:
         ctx0 = float(sum(c0) + b)
         ctx = ctx0 + b * np.arange(n, dtype=float)
         d, joules = self.timer.decode_costs(b, ctx)  # fresh arrays
+        if self.lora is not None:
+            k_s = self.lora.kernel_s(*batch_shape([(s, 1) for s in seqs]))
+            if k_s:
+                joules += k_s * joules / d
+                d += k_s
         self._run_energy = joules
         d[0] += self.clock
         ends_l = np.cumsum(d).tolist()

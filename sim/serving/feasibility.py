@@ -121,6 +121,19 @@ def _draft_bytes(model: ModelSpec, par: ParallelConfig, eng: EngineConfig) -> tu
     return w, kv_cache_bytes_per_token(draft, ParallelConfig(), kvd) / par.tp
 
 
+def lora_slot_bytes(model: ModelSpec, par: ParallelConfig, eng: EngineConfig) -> float:
+    """GPU memory per GPU that LoRA adapter slots reserve off the KV cache (``slots``
+    memory: ``slots`` adapters of ``max_lora_rank``, sharded over tp and pp; ``unified``
+    memory reserves nothing, adapters take KV blocks as they load)."""
+    lora = eng.lora
+    if lora is None or lora.memory != "slots":
+        return 0.0
+    from fleetsim.calibration.ops import dtype_bytes
+    from fleetsim.workloads.lora import adapter_bytes
+
+    return lora.slots * adapter_bytes(model, lora.max_lora_rank, dtype_bytes(eng.dtype)) / (par.tp * par.pp)
+
+
 def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: EngineConfig) -> int:
     """KV blocks one replica holds (``InfeasibleError`` when the weights leave no block).
     A draft model's weights come off the free memory and its KV rides on every block."""
@@ -128,13 +141,14 @@ def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: Engi
     tokens = sch.max_num_batched_tokens if sch.kind == "vllm" else 8192
     mb = memory_breakdown(model, gpu, par, eng.dtype, eng.kv_dtype, eng.gpu_memory_utilization, tokens)
     draft_w, draft_tok = _draft_bytes(model, par, eng)
+    draft_w += lora_slot_bytes(model, par, eng)
     per_tok = mb.kv_bytes_per_token + draft_tok
     if eng.activation_reserve_bytes is not None:
         kv_bytes = mb.usable_bytes - mb.weight_bytes - eng.activation_reserve_bytes - draft_w
         if kv_bytes < per_tok * eng.block_size:
             raise InfeasibleError(
                 f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: no room for KV cache after "
-                f"{(mb.weight_bytes + draft_w) / GiB:.1f} GiB weights + "
+                f"{(mb.weight_bytes + draft_w) / GiB:.1f} GiB weights (and adapter slots) + "
                 f"{eng.activation_reserve_bytes / GiB:.1f} GiB reserve")
         tokens_kv = int(kv_bytes // per_tok)
     elif draft_w or draft_tok:
@@ -142,6 +156,10 @@ def kv_blocks_for(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, eng: Engi
     else:
         tokens_kv = mb.max_kv_tokens
     blocks = tokens_kv // eng.block_size
+    if blocks < 1 and eng.lora is not None and eng.lora.memory == "slots":
+        raise InfeasibleError(f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: {eng.lora.slots} LoRA "
+                              f"slots of rank {eng.lora.max_lora_rank} "
+                              f"({lora_slot_bytes(model, par, eng) / GiB:.2f} GiB per GPU) leave no KV cache")
     if blocks < 1:
         raise InfeasibleError(f"{model.name} tp={par.tp} pp={par.pp} on {gpu.name}: KV cache "
                               f"holds {tokens_kv} tokens, less than one block of {eng.block_size}")

@@ -19,7 +19,7 @@ class RequestLog:
     """Column arrays, one entry per recorded request; token runs flattened with offsets."""
 
     INT_COLS = ("req_id", "replica", "prefill_replica", "prompt", "output", "generated", "preemptions",
-                "hit_tokens", "status")
+                "hit_tokens", "status", "adapter")
     FLOAT_COLS = ("arrival_s", "admit_s", "first_token_s", "finish_s", "energy_j")
 
     def __init__(self) -> None:
@@ -43,6 +43,7 @@ class RequestLog:
         i["preemptions"].append(s.preemptions)
         i["hit_tokens"].append(s.hit_tokens)
         i["status"].append(STATUS[s.status])
+        i["adapter"].append(s.adapter)
         f = self.floats
         f["arrival_s"].append(s.arrival_s)
         f["admit_s"].append(s.admit_s)

@@ -148,6 +148,9 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     for k, v in log.reasons.items():
         reasons[k] = v
     cols["reject_reason"] = reasons
+    lora = any(e.lora is not None for e in sim.engines) or bool((li["adapter"] >= 0).any())
+    if lora:
+        cols["adapter_id"] = li["adapter"]
     del itl
     req = pd.DataFrame({k: v[order] for k, v in cols.items()}, copy=False)
     del cols
@@ -160,6 +163,8 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     tr = pd.DataFrame(sim.transfers, columns=["req_id", "start_s", "end_s", "bytes"])
     summary = _summary(sim, req, rep, itl_q, ttft_slo_s, tpot_slo_s)
     summary.update(energy.summary)
+    if lora:
+        summary.update(lora_summary(sim, req))
     e = float(energy.summary["energy_j"])
     out_tok = int(req["generated_tokens"].sum())
     summary["j_per_output_token"] = e / out_tok if out_tok else math.nan
@@ -296,3 +301,50 @@ def _overloaded(req: pd.DataFrame, unfinished: int) -> bool:
         return False
     k = len(d) // 4
     return bool(d[-k:].mean() > 2.0 * d[k: 2 * k].mean() + 1.0)
+
+
+def lora_summary(sim: ServingSimulation, req: pd.DataFrame) -> dict[str, float | int]:
+    """LoRA figures: adapter hit rate (admissions that found their adapter resident), loads
+    and the seconds they stalled iterations, TTFT/TPOT of the most requested 10 % of
+    adapters against the rest, and GPU memory per GPU given to adapters against KV
+    (``slots``: the reserved slots; ``unified``: the peak blocks adapters held)."""
+    from fleetsim.sim.serving.feasibility import lora_slot_bytes
+    from fleetsim.workloads.lora import top_share_ids
+
+    caches = [e.lora for e in sim.engines if e.lora is not None]
+    hits = sum(c.hits for c in caches)
+    misses = sum(c.misses for c in caches)
+    out: dict[str, float | int] = {
+        "lora_requests": int((req["adapter_id"] >= 0).sum()),
+        "lora_adapters_seen": int(req.loc[req["adapter_id"] >= 0, "adapter_id"].nunique()),
+        "lora_hit_rate": hits / (hits + misses) if hits + misses else math.nan,
+        "lora_loads": sum(c.loads_n for c in caches),
+        "lora_load_stall_s": float(sum(c.load_s for c in caches)),
+        "lora_evictions": sum(c.evictions for c in caches),
+    }
+    top = top_share_ids(req["adapter_id"].to_numpy())
+    is_top = req["adapter_id"].isin(top) & (req["adapter_id"] >= 0)
+    rest = ~is_top & (req["adapter_id"] >= 0)
+    for name, mask in (("top10", is_top), ("rest", rest)):
+        part = req[mask]
+        fin = part[part["finished"]]
+        out[f"lora_{name}_requests"] = int(len(part))
+        for col in ("ttft", "tpot"):
+            src = part if col == "ttft" else fin
+            out[f"lora_{name}_{col}_p50_s"] = _pct(src[f"{col}_s"], 50)
+            out[f"lora_{name}_{col}_p99_s"] = _pct(src[f"{col}_s"], 99)
+    adapter_b = 0.0
+    kv_b = 0.0
+    for rep in sim.replicas:
+        plan = rep.plan
+        eng = plan.entry.engine
+        bb = plan.kv_bytes_per_token_gpu * eng.block_size
+        kv_b += plan.kv_blocks * bb
+        if eng.lora is not None and eng.lora.memory == "slots":
+            adapter_b += lora_slot_bytes(sim.model, plan.parallel, eng)
+        else:
+            adapter_b += sum(e.lora.peak_blocks for e in rep.engines if e.lora is not None) * bb
+    n = max(1, len(sim.replicas))
+    out["lora_adapter_bytes_per_gpu"] = adapter_b / n
+    out["kv_bytes_per_gpu"] = kv_b / n
+    return out

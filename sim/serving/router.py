@@ -58,9 +58,34 @@ class PrefixAware:
         return best
 
 
-ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstandingTokens] | type[PrefixAware]] = {
+class AdapterAffinity:
+    """LoRA adapter affinity: among the replicas holding the request's adapter, the least
+    loaded, unless its load (speed-normalised outstanding tokens) exceeds
+    ``slack x`` the least loaded replica's plus ``slack_tokens``: then, as for a request
+    without an adapter, the least loaded replica (which will load the adapter). Keeps a
+    popular adapter on a few replicas without letting one of them queue unboundedly."""
+
+    def __init__(self, slack: float = 2.0, slack_tokens: int = 4096) -> None:
+        self.slack = slack
+        self.slack_tokens = slack_tokens
+
+    def route(self, seq: SeqState, replicas: Sequence[Replica], now: float) -> int:
+        loads = [r.load_tokens(now) * r.inv_speed for r in replicas]
+        low = min(loads)
+        best = loads.index(low)
+        a = seq.adapter
+        if a < 0:
+            return best
+        have = [i for i, r in enumerate(replicas) if r.holds_adapter(a)]
+        if not have:
+            return best
+        i = min(have, key=lambda k: (loads[k], k))
+        return i if loads[i] <= self.slack * low + self.slack_tokens else best
+
+
+ROUTERS: dict[str, type[RoundRobin] | type[LeastOutstandingTokens] | type[PrefixAware] | type[AdapterAffinity]] = {
     "round_robin": RoundRobin, "least_outstanding_tokens": LeastOutstandingTokens,
-    "prefix_aware": PrefixAware}
+    "prefix_aware": PrefixAware, "adapter_affinity": AdapterAffinity}
 
 
 def make_router(name: str) -> Router:
