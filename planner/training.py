@@ -20,16 +20,14 @@ Stages, each a pure function over typed records:
    dependencies). It leaves out communication waits, host dispatch and the optimizer, so the
    simulator can only be slower.
 4. ``search``: candidates in order of their bound on the objective; each is simulated
-   (``evaluate``, given by the caller) until the ``top`` best simulated scores are no worse
+   (``evaluate``, given by the caller, run by a ``planner.executor``) until the ``top`` best simulated scores are no worse
    than the next bound (branch and bound: the result is the simulator's optimum over the
    surviving candidates, not a heuristic pick among them).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -59,6 +57,8 @@ from fleetsim.sim.training.placement import CollectivePricer, scale_up_domain
 from fleetsim.sim.training.schedule import interleaved, max_in_flight, one_f_one_b, stage_orders
 from fleetsim.sim.training.step import comm_slowdown_of
 from pydantic import BaseModel, ConfigDict
+
+from .executor import Executor, LocalExecutor
 
 Objective = Literal["throughput", "time", "cost", "energy"]
 OBJECTIVES: tuple[str, ...] = ("throughput", "time", "cost", "energy")
@@ -461,14 +461,17 @@ class Score:
 
 
 def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation], objective: str = "throughput",
-           top: int = 10, cost: object = None, workers: int = 1) -> SearchResult:
+           top: int = 10, cost: object = None, executor: Executor | None = None) -> SearchResult:
     """Best ``top`` candidates of ``base``'s pool by ``objective`` (module doc).
 
     ``base``: a validated job giving model, cluster, pool, batch, sequence, recipe, engine and
     power cap; ``evaluate(job, bound_s)`` simulates one job (the public API passes the
-    simulator's ``estimate``; picklable when ``workers > 1``). ``cost``: the cost model (None:
-    the GPU's default). ``workers``: processes that simulate a wave of candidates at once
-    (forked, so they share the priced tables); the result does not depend on it."""
+    simulator; picklable for a process pool or Ray). ``cost``: the cost model (None: the GPU's
+    default). ``executor``: where the simulations run (``planner.executor``; None: in this
+    process). Candidates go out in waves of at most ``top``, in bound order: the first wave
+    the ``top`` best bounds, each later one the next candidates whose bound is below the
+    ``top``-th simulated score. The waves depend only on the scores, so the result, and which
+    candidates were simulated, do not depend on the executor."""
     gpu = get_gpu(base.cluster.pools[base.pool].node.gpu)
     if cost is None:
         from fleetsim.calibration import get_cost_model
@@ -503,45 +506,41 @@ def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation
     pool.sort(key=lambda t: (t[0], t[1]))
     done: list[tuple[float, tuple, TrainEvaluation]] = []
     failed: list[Rejection] = []
-    workers = max(1, int(workers))
-    ex: ProcessPoolExecutor | None = None
+    run: Executor = executor if executor is not None else LocalExecutor(1)
+    trial = Trial(evaluate)
     i = 0
-    try:
-        while i < len(pool):
-            wave: list[tuple[float, tuple, TrainJob, float]] = []
-            while i < len(pool) and len(wave) < workers:
-                if len(done) >= top and done[top - 1][0] <= pool[i][0]:
-                    break
-                wave.append(pool[i])
-                i += 1
-            if not wave:
+    while i < len(pool):
+        wave: list[tuple[float, tuple, TrainJob, float]] = []
+        while i < len(pool) and len(wave) < top:
+            if len(done) >= top and done[top - 1][0] <= pool[i][0]:
                 break
-            if len(wave) > 1 and ex is None:
-                ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            if ex is None:
-                outs = [_try(evaluate, job, b) for _, _, job, b in wave]
+            wave.append(pool[i])
+            i += 1
+        if not wave:
+            break
+        outs = run.map(trial, [(job, b) for _, _, job, b in wave])
+        for (_, key, job, _), out in zip(wave, outs, strict=True):
+            if isinstance(out, str):
+                failed.append(Rejection(candidate=candidate_of(job), constraint="layout", reason=out))
             else:
-                outs = list(ex.map(_try, [evaluate] * len(wave), [w[2] for w in wave], [w[3] for w in wave]))
-            for (_, key, job, _), out in zip(wave, outs, strict=True):
-                if isinstance(out, str):
-                    failed.append(Rejection(candidate=candidate_of(job), constraint="layout", reason=out))
-                else:
-                    done.append((score.score(out), key, out))
-            done.sort(key=lambda t: (t[0], t[1]))
-    finally:
-        if ex is not None:
-            ex.shutdown()
+                done.append((score.score(out), key, out))
+        done.sort(key=lambda t: (t[0], t[1]))
     return SearchResult(plans=[ev for _, _, ev in done[:top]], rejected=rejected, candidates=n,
                         simulated=len(done) + len(failed), failed=failed)
 
 
-def _try(evaluate: Callable[[TrainJob, float], TrainEvaluation], job: TrainJob, bound_s: float
-         ) -> TrainEvaluation | str:
-    """``evaluate(job)``, or the one-line reason it could not be simulated."""
-    try:
-        return evaluate(job, bound_s)
-    except FleetsimError as exc:
-        return str(exc)
+@dataclass(frozen=True)
+class Trial:
+    """``evaluate(job, bound_s)`` of one ``(job, bound_s)`` item, or the one-line reason it
+    could not be simulated (a module-level callable, so process pools and Ray can pickle it)."""
+
+    evaluate: Callable[[TrainJob, float], TrainEvaluation]
+
+    def __call__(self, item: tuple[TrainJob, float]) -> TrainEvaluation | str:
+        try:
+            return self.evaluate(*item)
+        except FleetsimError as exc:
+            return str(exc)
 
 
 def closest_miss(rejected: list[Rejection]) -> Rejection | None:
