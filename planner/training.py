@@ -27,6 +27,7 @@ Stages, each a pure function over typed records:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -460,6 +461,18 @@ class Score:
         return b.time_s
 
 
+def layout_bound(base: TrainJob, lay: TrainCandidate, bounds: BoundCache, score: Score) -> float:
+    """A bound on the objective of every memory setting of layout ``lay`` (before its memory
+    is checked): no recomputation (the least compute and kernel energy), the ZeRO stage with
+    the least data-parallel communication, no offload (the bound leaves the optimizer out)."""
+    sharded = lay.dp * lay.cp > 1
+    best = float("inf")
+    for z in (0, 1, 2, 3) if sharded else (0,):
+        job = job_for(base, lay.model_copy(update={"recompute": "none", "zero": z}))
+        best = min(best, score.bound(job, bounds.bound(job)))
+    return best
+
+
 def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation], objective: str = "throughput",
            top: int = 10, cost: object = None, executor: Executor | None = None) -> SearchResult:
     """Best ``top`` candidates of ``base``'s pool by ``objective`` (module doc).
@@ -479,47 +492,56 @@ def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation
         cost = get_cost_model(gpu)
     score = Score(objective, base)
     rejected: list[Rejection] = []
-    pool: list[tuple[float, tuple, TrainJob, float]] = []
     bounds = BoundCache(gpu, cost)
-    n = 0
-    dead: set[tuple] = set()
+    # One heap of layouts (memory not yet checked, at their optimistic bound) and memory-
+    # feasible candidates (at their own bound), ordered by (bound, sort key, kind).
+    heap: list[tuple[float, tuple, int, TrainCandidate, TrainJob | None, float]] = []
     for lay in layouts(base):
         if isinstance(lay, Rejection):
             rejected.append(lay)
             continue
-        shape = (lay.tp, lay.cp, lay.pp, lay.dp, lay.ep, lay.vpp)
-        if shape in dead:  # a smaller micro-batch of this shape did not fit: activations only grow
-            continue
         try:
-            kept, misses = memory_variants(base, lay, gpu)
+            lb = layout_bound(base, lay, bounds, score)
         except ConfigError as exc:
             rejected.append(Rejection(candidate=lay, constraint="layout", reason=str(exc)))
             continue
-        rejected += misses
-        if not kept:
-            dead.add(shape)
-        for c in kept:
-            n += 1
-            job = job_for(base, c)
-            b = bounds.bound(job)
-            pool.append((score.bound(job, b), c.sort_key(), job, b.time_s))
-    pool.sort(key=lambda t: (t[0], t[1]))
+        heap.append((lb, lay.sort_key(), 0, lay, None, 0.0))
+    heapq.heapify(heap)
+    n = 0
+    dead: dict[tuple, int] = {}
     done: list[tuple[float, tuple, TrainEvaluation]] = []
     failed: list[Rejection] = []
     run: Executor = executor if executor is not None else LocalExecutor(1)
     trial = Trial(evaluate)
-    i = 0
-    while i < len(pool):
-        wave: list[tuple[float, tuple, TrainJob, float]] = []
-        while i < len(pool) and len(wave) < top:
-            if len(done) >= top and done[top - 1][0] <= pool[i][0]:
+    while heap:
+        wave: list[tuple[tuple, TrainJob, float]] = []
+        while heap and len(wave) < top:
+            if len(done) >= top and done[top - 1][0] <= heap[0][0]:
                 break
-            wave.append(pool[i])
-            i += 1
+            _, key, kind, c, job, b = heapq.heappop(heap)
+            if job is not None:
+                wave.append((key, job, b))
+                continue
+            shape = (c.tp, c.cp, c.pp, c.dp, c.ep, c.vpp)
+            if dead.get(shape, c.micro_batch + 1) <= c.micro_batch:
+                continue  # a micro-batch no larger of this shape did not fit: activations only grow
+            try:
+                kept, misses = memory_variants(base, c, gpu)
+            except ConfigError as exc:
+                rejected.append(Rejection(candidate=c, constraint="layout", reason=str(exc)))
+                continue
+            rejected += misses
+            if not kept:
+                dead[shape] = min(dead.get(shape, c.micro_batch), c.micro_batch)
+            for cc in kept:
+                n += 1
+                cj = job_for(base, cc)
+                cb = bounds.bound(cj)
+                heapq.heappush(heap, (score.bound(cj, cb), cc.sort_key(), 1, cc, cj, cb.time_s))
         if not wave:
             break
-        outs = run.map(trial, [(job, b) for _, _, job, b in wave])
-        for (_, key, job, _), out in zip(wave, outs, strict=True):
+        outs = run.map(trial, [(job, b) for _, job, b in wave])
+        for (key, job, _), out in zip(wave, outs, strict=True):
             if isinstance(out, str):
                 failed.append(Rejection(candidate=candidate_of(job), constraint="layout", reason=out))
             else:
