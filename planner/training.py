@@ -19,10 +19,13 @@ Stages, each a pure function over typed records:
    last gradient leaves for stage 0, ``sum_{r<s} (F_r + B_r) / v`` (1F1B and interleaved
    dependencies). It leaves out communication waits, host dispatch and the optimizer, so the
    simulator can only be slower.
-4. ``search``: candidates in order of their bound on the objective; each is simulated
-   (``evaluate``, given by the caller, run by a ``planner.executor``) until the ``top`` best simulated scores are no worse
-   than the next bound (branch and bound: the result is the simulator's optimum over the
-   surviving candidates, not a heuristic pick among them).
+4. ``search``: one heap of layouts (at ``layout_bound``, optimistic over their memory
+   settings, memory not yet checked) and memory-feasible candidates (at their own bound);
+   a layout is memory-checked only when it reaches the top of the heap, candidates are
+   simulated (``evaluate``, given by the caller, run by a ``planner.executor``) in waves of at
+   most ``top`` until the ``top`` best simulated scores are no worse than the next bound
+   (branch and bound: the result is the simulator's optimum over the surviving candidates,
+   not a heuristic pick among them).
 """
 
 from __future__ import annotations
