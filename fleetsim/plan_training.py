@@ -8,7 +8,6 @@ of ``estimate_train_step``), and turns the result into ``TrainPlan`` with engine
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ from fleetsim.calibration.engines import EngineProfile
 from fleetsim.hardware.checks import positive, positive_int
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.planner.executor import Executor, LocalExecutor, make_executor
+from fleetsim.planner.flags import TrainingLayout
 from fleetsim.planner.training import (
     OBJECTIVES,
     Rejection,
@@ -35,8 +36,6 @@ from fleetsim.training import TrainEstimate, _cluster, build_train_job
 from fleetsim.workloads.models import ModelSpec, load_model
 
 GIB = 2.0**30
-MAX_WORKERS = 8
-"""Most processes that simulate candidates at once (default: one per core up to this)."""
 
 
 def evaluation(est: TrainEstimate, tokens: float | None, bound_s: float = 0.0) -> TrainEvaluation:
@@ -121,15 +120,29 @@ class TrainPlanEntry:
     def train_energy_j(self) -> float | None:
         return self.evaluation.train_energy_j
 
-    def megatron_args(self) -> list[str]:
-        from fleetsim.planner.train_flags import megatron_args
+    def layout(self) -> TrainingLayout:
+        """The engine-settings record of this plan (``planner.flags.TrainingLayout``)."""
+        from fleetsim.planner.train_flags import training_layout
 
-        return megatron_args(self.job)
+        return training_layout(self.job)
+
+    def megatron_args(self) -> list[str]:
+        """Megatron-LM ``pretrain_gpt.py`` arguments (``planner.flags.megatron_args``)."""
+        from fleetsim.planner.flags import megatron_args
+
+        return list(megatron_args(self.layout()))
 
     def torchtitan_toml(self) -> str:
-        from fleetsim.planner.train_flags import torchtitan_toml
+        """A torchtitan job config (``planner.flags.torchtitan_toml``)."""
+        from fleetsim.planner.flags import torchtitan_toml
 
-        return torchtitan_toml(self.job)
+        return torchtitan_toml(self.layout())
+
+    def setting_notes(self) -> list[str]:
+        """What the engine settings above do not say (uneven stages, ZeRO-2, offload)."""
+        from fleetsim.planner.train_flags import setting_notes
+
+        return setting_notes(self.job)
 
     def explain(self) -> list[str]:
         from fleetsim.planner.train_flags import explain
@@ -149,8 +162,17 @@ class TrainPlanEntry:
             "facility_j_per_token": ev.facility_j_per_token, "train_time_s": ev.train_time_s,
             "train_cost_usd": ev.train_cost_usd, "train_energy_j": ev.train_energy_j,
             "priced_by": ev.priced_by, "breakdown": ev.breakdown, "memory": ev.memory,
-            "megatron_args": self.megatron_args(), "torchtitan_toml": self.torchtitan_toml(),
+            **self._settings(),
         }
+
+    def _settings(self) -> dict[str, Any]:
+        """Engine settings for ``as_dict``; a layout the engines cannot run (a model outside the
+        catalog, a sequence the flags' divisibility rules refuse) gives None and the reason."""
+        try:
+            got: dict[str, Any] = {"megatron_args": self.megatron_args(), "torchtitan_toml": self.torchtitan_toml()}
+        except ConfigError as exc:
+            return {"megatron_args": None, "torchtitan_toml": None, "setting_notes": [str(exc)]}
+        return {**got, "setting_notes": self.setting_notes()}
 
 
 @dataclass
@@ -248,6 +270,7 @@ def plan_training(
     engine: str | Path | EngineProfile = "megatron",
     top: int = 10,
     mixed: bool = True,
+    executor: str | Executor | None = None,
     workers: int | None = None,
     **recipe: Any,
 ) -> TrainPlan:
@@ -257,8 +280,10 @@ def plan_training(
     on each GPU pool (``fleetsim.planner.training``); on a cluster of several GPU types also
     pipelines across the types with layers assigned by an integer program
     (``fleetsim.planner.mixed_training``; those plans are priced from per-stage estimates,
-    ``priced_by`` says so) unless ``mixed=False``. ``workers``: processes simulating
-    candidates (None: one per core, at most ``MAX_WORKERS``); the plan does not depend on it. ``objective``: ``throughput`` (tokens/s),
+    ``priced_by`` says so) unless ``mixed=False``. ``executor``: where the simulations run
+    (``planner.executor``): None in this process (``workers`` > 1: a local pool of that many
+    processes), ``"local"`` a process pool of ``workers`` (None: one per core), ``"ray"`` a
+    Ray cluster, or an ``Executor``; the plan does not depend on it. ``objective``: ``throughput`` (tokens/s),
     ``time`` (to train ``tokens``; same order), ``cost`` (USD per token at the catalog price)
     or ``energy`` (facility joules per token). ``recipe``: ``build_train_job``'s numerics
     options (``dtype``, ``precision``, ``attention``, ``dropout``, ``grad_dtype``,
@@ -272,7 +297,7 @@ def plan_training(
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
     top = positive_int(top, "top")
-    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else positive_int(workers, "workers")
+    run = _executor(executor, workers)
     if tokens is not None:
         tokens = positive(tokens, "tokens")
     spec = model if isinstance(model, ModelSpec) else load_model(model)
@@ -291,7 +316,7 @@ def plan_training(
         base = build_train_job(spec, cl, None, 1, _base_batch(global_batch, cl, pool), seq_len,
                                pool=pool, engine=engine, **recipe)
         base = base.model_copy(update={"global_batch": global_batch})
-        res: SearchResult = search(base, Simulate(tokens), objective, top, workers=workers)
+        res: SearchResult = search(base, Simulate(tokens), objective, top, executor=run)
         rejected += res.rejected + res.failed
         n_cand += res.candidates
         n_sim += res.simulated
@@ -323,6 +348,21 @@ def plan_training(
     entries.sort(key=lambda e: (score.score(e.evaluation), e.candidate.sort_key()))
     return TrainPlan(spec, cl, objective, global_batch, entries[0].job.seq_len, tokens, entries[:top],
                      rejected, n_cand, n_sim, notes, time.perf_counter() - t0)
+
+
+def _executor(executor: str | Executor | None, workers: int | None) -> Executor:
+    """The executor ``plan_training`` was asked for (its docstring)."""
+    if workers is not None:
+        workers = positive_int(workers, "workers")
+    if executor is None:
+        return LocalExecutor(workers or 1)
+    if isinstance(executor, str):
+        return make_executor(executor, workers=workers)
+    if not callable(getattr(executor, "map", None)):
+        raise ConfigError(f"executor: {executor!r} is not 'local', 'ray' or an Executor (an object with map)")
+    if workers is not None:
+        raise ConfigError("workers goes with executor=None or 'local', not with an Executor object")
+    return executor
 
 
 def _base_batch(global_batch: int, cl: ClusterSpec, pool: int) -> int:

@@ -1,97 +1,55 @@
-"""What a chosen training plan hands over: Megatron-LM arguments, a torchtitan-style config,
-and the bottleneck of its simulated step.
+"""What a chosen training plan hands over, beside the engine settings of ``planner.flags``.
 
-Megatron-LM flag names are those of ``megatron/training/arguments.py``; the torchtitan keys
-those of its ``job_config`` sections (``[parallelism]``, ``[training]``,
-``[activation_checkpoint]``). Both describe the same job that was priced.
+The Megatron-LM arguments and the torchtitan config are ``planner.flags``' (``megatron_args``,
+``torchtitan_toml``: the one flag mapping); this module only builds their ``TrainingLayout``
+from a planned job (``training_layout``), says what those settings cannot express
+(``setting_notes``: uneven pipeline stages, ZeRO-2, what is offloaded) and explains the
+bottleneck of the plan's simulated step (``explain``).
 """
 
 from __future__ import annotations
 
 from fleetsim.sim.training.job import TrainJob
 
+from .flags import TrainingLayout
 from .training import TrainEvaluation
 
 
-def megatron_args(job: TrainJob) -> list[str]:
-    """Megatron-LM command-line arguments of ``job``'s layout and recipe."""
-    p, m = job.parallel, job.model
-    args = [f"--tensor-model-parallel-size {p.tp}", f"--pipeline-model-parallel-size {p.pp}"]
-    if p.cp > 1:
-        args.append(f"--context-parallel-size {p.cp}")
-    if p.ep > 1:
-        args.append(f"--expert-model-parallel-size {p.ep}")
-    if p.vpp > 1:
-        args.append(f"--num-layers-per-virtual-pipeline-stage {m.num_layers // (p.pp * p.vpp)}")
-    if p.layer_split is not None and len(set(p.layer_split)) > 1:
-        first, last = p.layer_split[0], p.layer_split[-1]
-        mid = set(p.layer_split[1:-1])
-        if len(mid) <= 1:
-            args += [f"--decoder-first-pipeline-num-layers {first}", f"--decoder-last-pipeline-num-layers {last}"]
-        else:
-            args.append("# uneven stages " + "/".join(map(str, p.layer_split))
-                        + ": Megatron-LM sets only the first and last stage; use a custom pipeline layout")
-    if p.sequence_parallel:
-        args.append("--sequence-parallel")
-    args += [f"--micro-batch-size {job.micro_batch}", f"--global-batch-size {job.global_batch}",
-             f"--seq-length {job.seq_len}", f"--num-layers {m.num_layers}", f"--hidden-size {m.hidden_size}",
-             f"--num-attention-heads {m.num_heads}"]
-    if job.recompute == "selective":
-        args.append("--recompute-granularity selective")
-    elif job.recompute == "full":
-        args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
-    z = job.zero_stage
-    if z == 1 or z == 2:
-        args.append("--use-distributed-optimizer")
-        if z == 2:
-            args.append("# ZeRO-2 has no Megatron-LM flag: the distributed optimizer (ZeRO-1) is the closest")
-    elif z == 3:
-        args.append("--use-torch-fsdp2")
-    if job.offload_optimizer == "cpu":
-        args += ["--optimizer-cpu-offload", "--overlap-cpu-optimizer-d2h-h2d"]
-    if job.recipe.dtype == "fp16":
-        args.append("--fp16")
-    else:
-        args.append("--bf16")
-        if job.recipe.dtype == "fp8":
-            args.append("--fp8-format hybrid")
-    if job.overlap_grad_reduce and p.dp * p.cp > 1:
-        args.append("--overlap-grad-reduce")
-    return args
-
-
-def torchtitan_toml(job: TrainJob) -> str:
-    """A torchtitan-style job config (TOML text) of ``job``'s layout and recipe."""
+def training_layout(job: TrainJob) -> TrainingLayout:
+    """The engine-settings record of a planned job (``planner.flags.TrainingLayout``).
+    ``offload`` is on when anything is offloaded (Megatron-LM's ``--optimizer-cpu-offload``;
+    what else moves is in ``setting_notes``)."""
     p = job.parallel
-    shard = p.dp if job.zero_stage >= 3 else 1
-    replicate = p.dp // shard
-    schedule = "Interleaved1F1B" if p.vpp > 1 else "1F1B"
-    ac = {"none": "none", "selective": "selective", "full": "full"}[job.recompute]
-    lines = [
-        "[training]",
-        f"global_batch_size = {job.global_batch}",
-        f"local_batch_size = {job.global_batch // p.dp}",
-        f"seq_len = {job.seq_len}",
-        f'mixed_precision_param = "{"float16" if job.recipe.dtype == "fp16" else "bfloat16"}"',
-        "",
-        "[parallelism]",
-        f"data_parallel_replicate_degree = {replicate}",
-        f"data_parallel_shard_degree = {shard}",
-        f"tensor_parallel_degree = {p.tp}",
-        f"context_parallel_degree = {p.cp}",
-        f"pipeline_parallel_degree = {p.pp}",
-        f"expert_parallel_degree = {p.ep}",
-        f'pipeline_parallel_schedule = "{schedule}"',
-        f"pipeline_parallel_microbatch_size = {job.micro_batch}",
-        f"enable_async_tensor_parallel = {'true' if p.sequence_parallel else 'false'}",
-        "",
-        "[activation_checkpoint]",
-        f'mode = "{ac}"',
-    ]
-    if job.offload_optimizer or job.offload_params:
-        lines += ["", "# offload: torchtitan has no optimizer offload key; FSDP2 CPUOffloadPolicy moves "
-                  "parameters, gradients and optimizer state to the host"]
-    return "\n".join(lines) + "\n"
+    return TrainingLayout(model=job.model.name, tp=p.tp, pp=p.pp, dp=p.dp, cp=p.cp, ep=p.ep, vpp=p.vpp,
+                          micro_batch=job.micro_batch, global_batch=job.global_batch, seq_len=job.seq_len,
+                          recompute=job.recompute, zero=job.zero_stage,  # type: ignore[arg-type]
+                          offload=bool(job.offload_optimizer or job.offload_params), dtype=job.recipe.dtype)
+
+
+def setting_notes(job: TrainJob) -> list[str]:
+    """What the plan does that its Megatron-LM / torchtitan settings do not say by themselves."""
+    p = job.parallel
+    notes = []
+    if p.layer_split is not None and len(set(p.layer_split)) > 1:
+        split = "/".join(map(str, p.layer_split))
+        first, last, mid = p.layer_split[0], p.layer_split[-1], set(p.layer_split[1:-1])
+        if len(mid) <= 1:
+            notes.append(f"uneven stages {split}: add --decoder-first-pipeline-num-layers {first} "
+                         f"--decoder-last-pipeline-num-layers {last}")
+        else:
+            notes.append(f"uneven stages {split}: Megatron-LM sets only the first and last stage's layers; "
+                         "use a custom pipeline layout")
+    if job.overlap_grad_reduce and p.dp * p.cp > 1:
+        notes.append("the simulated step overlaps the gradient reduction with the backward: add "
+                     "--overlap-grad-reduce (Megatron-LM)")
+    if job.zero_stage == 2:
+        notes.append("ZeRO-2 has no Megatron-LM flag: the distributed optimizer (ZeRO-1) is the closest")
+    if job.offload_params:
+        notes.append(f"parameters offloaded to {job.offload_params} as well as the optimizer: torchtitan's "
+                     "FSDP2 CPUOffloadPolicy; Megatron-LM offloads only the optimizer")
+    elif job.offload_optimizer == "nvme":
+        notes.append("optimizer offloaded to NVMe: neither engine has a flag for it (DeepSpeed ZeRO-Infinity does)")
+    return notes
 
 
 def explain(ev: TrainEvaluation, job: TrainJob) -> list[str]:

@@ -19,17 +19,19 @@ Stages, each a pure function over typed records:
    last gradient leaves for stage 0, ``sum_{r<s} (F_r + B_r) / v`` (1F1B and interleaved
    dependencies). It leaves out communication waits, host dispatch and the optimizer, so the
    simulator can only be slower.
-4. ``search``: candidates in order of their bound on the objective; each is simulated
-   (``evaluate``, given by the caller) until the ``top`` best simulated scores are no worse
-   than the next bound (branch and bound: the result is the simulator's optimum over the
-   surviving candidates, not a heuristic pick among them).
+4. ``search``: one heap of layouts (at ``layout_bound``, optimistic over their memory
+   settings, memory not yet checked) and memory-feasible candidates (at their own bound);
+   a layout is memory-checked only when it reaches the top of the heap, candidates are
+   simulated (``evaluate``, given by the caller, run by a ``planner.executor``) in waves of at
+   most ``top`` until the ``top`` best simulated scores are no worse than the next bound
+   (branch and bound: the result is the simulator's optimum over the surviving candidates,
+   not a heuristic pick among them).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import heapq
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -59,6 +61,8 @@ from fleetsim.sim.training.placement import CollectivePricer, scale_up_domain
 from fleetsim.sim.training.schedule import interleaved, max_in_flight, one_f_one_b, stage_orders
 from fleetsim.sim.training.step import comm_slowdown_of
 from pydantic import BaseModel, ConfigDict
+
+from .executor import Executor, LocalExecutor
 
 Objective = Literal["throughput", "time", "cost", "energy"]
 OBJECTIVES: tuple[str, ...] = ("throughput", "time", "cost", "energy")
@@ -460,15 +464,30 @@ class Score:
         return b.time_s
 
 
+def layout_bound(base: TrainJob, lay: TrainCandidate, bounds: BoundCache, score: Score) -> float:
+    """A bound on the objective of every memory setting of layout ``lay`` (before its memory
+    is checked): no recomputation (the least compute and kernel energy), the ZeRO stage with
+    the least data-parallel communication, no offload (the bound leaves the optimizer out)."""
+    sharded = lay.dp * lay.cp > 1
+    best = float("inf")
+    for z in (0, 1, 2, 3) if sharded else (0,):
+        job = job_for(base, lay.model_copy(update={"recompute": "none", "zero": z}))
+        best = min(best, score.bound(job, bounds.bound(job)))
+    return best
+
+
 def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation], objective: str = "throughput",
-           top: int = 10, cost: object = None, workers: int = 1) -> SearchResult:
+           top: int = 10, cost: object = None, executor: Executor | None = None) -> SearchResult:
     """Best ``top`` candidates of ``base``'s pool by ``objective`` (module doc).
 
     ``base``: a validated job giving model, cluster, pool, batch, sequence, recipe, engine and
     power cap; ``evaluate(job, bound_s)`` simulates one job (the public API passes the
-    simulator's ``estimate``; picklable when ``workers > 1``). ``cost``: the cost model (None:
-    the GPU's default). ``workers``: processes that simulate a wave of candidates at once
-    (forked, so they share the priced tables); the result does not depend on it."""
+    simulator; picklable for a process pool or Ray). ``cost``: the cost model (None: the GPU's
+    default). ``executor``: where the simulations run (``planner.executor``; None: in this
+    process). Candidates go out in waves of at most ``top``, in bound order: the first wave
+    the ``top`` best bounds, each later one the next candidates whose bound is below the
+    ``top``-th simulated score. The waves depend only on the scores, so the result, and which
+    candidates were simulated, do not depend on the executor."""
     gpu = get_gpu(base.cluster.pools[base.pool].node.gpu)
     if cost is None:
         from fleetsim.calibration import get_cost_model
@@ -476,72 +495,77 @@ def search(base: TrainJob, evaluate: Callable[[TrainJob, float], TrainEvaluation
         cost = get_cost_model(gpu)
     score = Score(objective, base)
     rejected: list[Rejection] = []
-    pool: list[tuple[float, tuple, TrainJob, float]] = []
     bounds = BoundCache(gpu, cost)
-    n = 0
-    dead: set[tuple] = set()
+    # One heap of layouts (memory not yet checked, at their optimistic bound) and memory-
+    # feasible candidates (at their own bound), ordered by (bound, sort key, kind).
+    heap: list[tuple[float, tuple, int, TrainCandidate, TrainJob | None, float]] = []
     for lay in layouts(base):
         if isinstance(lay, Rejection):
             rejected.append(lay)
             continue
-        shape = (lay.tp, lay.cp, lay.pp, lay.dp, lay.ep, lay.vpp)
-        if shape in dead:  # a smaller micro-batch of this shape did not fit: activations only grow
-            continue
         try:
-            kept, misses = memory_variants(base, lay, gpu)
+            lb = layout_bound(base, lay, bounds, score)
         except ConfigError as exc:
             rejected.append(Rejection(candidate=lay, constraint="layout", reason=str(exc)))
             continue
-        rejected += misses
-        if not kept:
-            dead.add(shape)
-        for c in kept:
-            n += 1
-            job = job_for(base, c)
-            b = bounds.bound(job)
-            pool.append((score.bound(job, b), c.sort_key(), job, b.time_s))
-    pool.sort(key=lambda t: (t[0], t[1]))
+        heap.append((lb, lay.sort_key(), 0, lay, None, 0.0))
+    heapq.heapify(heap)
+    n = 0
+    dead: dict[tuple, int] = {}
     done: list[tuple[float, tuple, TrainEvaluation]] = []
     failed: list[Rejection] = []
-    workers = max(1, int(workers))
-    ex: ProcessPoolExecutor | None = None
-    i = 0
-    try:
-        while i < len(pool):
-            wave: list[tuple[float, tuple, TrainJob, float]] = []
-            while i < len(pool) and len(wave) < workers:
-                if len(done) >= top and done[top - 1][0] <= pool[i][0]:
-                    break
-                wave.append(pool[i])
-                i += 1
-            if not wave:
+    run: Executor = executor if executor is not None else LocalExecutor(1)
+    trial = Trial(evaluate)
+    while heap:
+        wave: list[tuple[tuple, TrainJob, float]] = []
+        while heap and len(wave) < top:
+            if len(done) >= top and done[top - 1][0] <= heap[0][0]:
                 break
-            if len(wave) > 1 and ex is None:
-                ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            if ex is None:
-                outs = [_try(evaluate, job, b) for _, _, job, b in wave]
+            _, key, kind, c, job, b = heapq.heappop(heap)
+            if job is not None:
+                wave.append((key, job, b))
+                continue
+            shape = (c.tp, c.cp, c.pp, c.dp, c.ep, c.vpp)
+            if dead.get(shape, c.micro_batch + 1) <= c.micro_batch:
+                continue  # a micro-batch no larger of this shape did not fit: activations only grow
+            try:
+                kept, misses = memory_variants(base, c, gpu)
+            except ConfigError as exc:
+                rejected.append(Rejection(candidate=c, constraint="layout", reason=str(exc)))
+                continue
+            rejected += misses
+            if not kept:
+                dead[shape] = min(dead.get(shape, c.micro_batch), c.micro_batch)
+            for cc in kept:
+                n += 1
+                cj = job_for(base, cc)
+                cb = bounds.bound(cj)
+                heapq.heappush(heap, (score.bound(cj, cb), cc.sort_key(), 1, cc, cj, cb.time_s))
+        if not wave:
+            break
+        outs = run.map(trial, [(job, b) for _, job, b in wave])
+        for (key, job, _), out in zip(wave, outs, strict=True):
+            if isinstance(out, str):
+                failed.append(Rejection(candidate=candidate_of(job), constraint="layout", reason=out))
             else:
-                outs = list(ex.map(_try, [evaluate] * len(wave), [w[2] for w in wave], [w[3] for w in wave]))
-            for (_, key, job, _), out in zip(wave, outs, strict=True):
-                if isinstance(out, str):
-                    failed.append(Rejection(candidate=candidate_of(job), constraint="layout", reason=out))
-                else:
-                    done.append((score.score(out), key, out))
-            done.sort(key=lambda t: (t[0], t[1]))
-    finally:
-        if ex is not None:
-            ex.shutdown()
+                done.append((score.score(out), key, out))
+        done.sort(key=lambda t: (t[0], t[1]))
     return SearchResult(plans=[ev for _, _, ev in done[:top]], rejected=rejected, candidates=n,
                         simulated=len(done) + len(failed), failed=failed)
 
 
-def _try(evaluate: Callable[[TrainJob, float], TrainEvaluation], job: TrainJob, bound_s: float
-         ) -> TrainEvaluation | str:
-    """``evaluate(job)``, or the one-line reason it could not be simulated."""
-    try:
-        return evaluate(job, bound_s)
-    except FleetsimError as exc:
-        return str(exc)
+@dataclass(frozen=True)
+class Trial:
+    """``evaluate(job, bound_s)`` of one ``(job, bound_s)`` item, or the one-line reason it
+    could not be simulated (a module-level callable, so process pools and Ray can pickle it)."""
+
+    evaluate: Callable[[TrainJob, float], TrainEvaluation]
+
+    def __call__(self, item: tuple[TrainJob, float]) -> TrainEvaluation | str:
+        try:
+            return self.evaluate(*item)
+        except FleetsimError as exc:
+            return str(exc)
 
 
 def closest_miss(rejected: list[Rejection]) -> Rejection | None:

@@ -32,7 +32,7 @@ def run_training(args: argparse.Namespace) -> int:
         raise ConfigError("--training needs --cluster")
     plan = plan_training(args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
                          tokens=args.tokens, objective=objective, engine=args.engine or "megatron",
-                         top=args.top, dtype=args.dtype)
+                         top=args.top, dtype=args.dtype, executor=getattr(args, "executor", None))
     if args.json:
         print(json.dumps(plan.as_dict(), indent=1, sort_keys=True))
         return 0
@@ -46,9 +46,24 @@ def run_training(args: argparse.Namespace) -> int:
         for line in best.explain():
             print(line)
         print()
-        print("Megatron-LM arguments:")
-        print("  " + " \\\n  ".join(best.megatron_args()))
+        print("Megatron-LM arguments (pretrain_gpt.py):")
+        print("  " + " \\\n  ".join(flag_lines(best.megatron_args())))
         print()
-        print("torchtitan-style config:")
+        print("torchtitan config:")
         print(best.torchtitan_toml(), end="")
+        for note in best.setting_notes():
+            print(f"note: {note}")
     return 0
+
+
+def flag_lines(argv: list[str]) -> list[str]:
+    """An argument vector as one ``--flag value...`` group per line (shell-quoted)."""
+    import shlex
+
+    out: list[list[str]] = []
+    for a in argv:
+        if a.startswith("--") or not out:
+            out.append([a])
+        else:
+            out[-1].append(a)
+    return [shlex.join(g) for g in out]
