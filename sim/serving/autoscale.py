@@ -261,6 +261,31 @@ class AutoscaleConfig(_Strict):
         return lo, hi
 
 
+class Stabilizer:
+    """When a wish to change the replica count is acted on: after it has lasted the scale-up
+    (scale-down) delay, in the same direction, at consecutive observations. One per entry;
+    the simulator's scaler and the compressed replay both use it."""
+
+    def __init__(self, cfg: AutoscaleConfig) -> None:
+        self.up_s = cfg.scale_up_delay_s
+        self.down_s = cfg.scale_down_delay_s
+        self.since: tuple[int, float] | None = None
+
+    def change(self, now_s: float, current: int, wanted: int) -> int:
+        """Replicas to add (positive) or remove (negative) now."""
+        if wanted == current:
+            self.since = None
+            return 0
+        sign = 1 if wanted > current else -1
+        if self.since is None or self.since[0] != sign:
+            self.since = (sign, now_s)
+        delay = self.up_s if sign > 0 else self.down_s
+        if now_s - self.since[1] + 1e-9 < delay:
+            return 0
+        self.since = None
+        return wanted - current
+
+
 def capture_sizes(max_capture_batch: int) -> list[int]:
     """vLLM's default CUDA-graph batch sizes up to ``max_capture_batch``: 1, 2, 4, 8, 16, ..."""
     sizes = [b for b in (1, 2, 4) if b <= max_capture_batch]
@@ -269,4 +294,4 @@ def capture_sizes(max_capture_batch: int) -> list[int]:
 
 
 __all__ = ["AutoscaleConfig", "ColdStart", "Observation", "PdPolicy", "Policy", "QueuePolicy", "RatePolicy",
-           "ScheduledPolicy", "SloPolicy", "UtilizationPolicy", "capture_sizes"]
+           "ScheduledPolicy", "SloPolicy", "Stabilizer", "UtilizationPolicy", "capture_sizes"]

@@ -23,7 +23,7 @@ import numpy as np
 import simpy
 from fleetsim.hardware.catalog import get_link
 from fleetsim.hardware.errors import ConfigError
-from fleetsim.sim.serving.autoscale import AutoscaleConfig, Observation, capture_sizes
+from fleetsim.sim.serving.autoscale import AutoscaleConfig, Observation, Stabilizer, capture_sizes
 from fleetsim.sim.serving.engine import Engine, SeqState
 from fleetsim.workloads.memory import weight_bytes
 
@@ -108,7 +108,7 @@ class Scaler:
         self.routed = [0] * self.n
         self.busy_mark = [busy_until_replica(r, 0.0) for r in sim.replicas]
         self.samples: list[list[tuple[float, float]]] = [[] for _ in range(self.n)]
-        self.want_since: list[tuple[int, float] | None] = [None] * self.n
+        self.stab = [Stabilizer(cfg) for _ in range(self.n)]
         self.decisions: list[dict[str, Any]] = []
         self.stop = simpy.Event(self.env)
         self.arrivals_done = False
@@ -226,21 +226,11 @@ class Scaler:
                                    "desired": w, "arrivals_rps": o.arrivals_rps, "busy": o.busy,
                                    "kv_occupancy": o.kv_occupancy, "in_system": o.in_system,
                                    "ttft_s": o.ttft_s, "tpot_s": o.tpot_s})
-            if w == cur:
-                self.want_since[i] = None
-                continue
-            sign = 1 if w > cur else -1
-            prev = self.want_since[i]
-            if prev is None or prev[0] != sign:
-                self.want_since[i] = prev = (sign, now)
-            delay = self.cfg.scale_up_delay_s if sign > 0 else self.cfg.scale_down_delay_s
-            if now - prev[1] + 1e-9 < delay:
-                continue
-            self.want_since[i] = None
-            if sign > 0:
-                self._scale_up(i, w - cur)
-            else:
-                self._scale_down(i, cur - w)
+            k = self.stab[i].change(now, cur, w)
+            if k > 0:
+                self._scale_up(i, k)
+            elif k < 0:
+                self._scale_down(i, -k)
         self._sync_lists()
 
     def _scale_up(self, i: int, k: int) -> None:
