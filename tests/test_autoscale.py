@@ -158,3 +158,33 @@ def test_bad_autoscale_specs_name_the_input(spec: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         cfg = parse_autoscale(spec)
         cfg.limits(1)
+
+
+def test_cli_matches_the_api(capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetsim.cli import main
+
+    args = dict(workload="poisson:rate=1,isl=256,osl=32", duration_s=60.0,
+                load_profile="diurnal:peak=40,trough=5,peak_hour=0",
+                autoscaler="queue:target=4,max=4,interval=5,down_delay=10")
+    rc = main(["simulate", "--model", MODEL, "--cluster", "4xH100", "--workload", args["workload"],
+               "--duration-s", "60", "--load-profile", args["load_profile"], "--autoscale", args["autoscaler"]])
+    out = capsys.readouterr().out
+    assert rc == 0
+    api = simulate_serving(MODEL, "4xH100", **args)
+    e = api.scaling.entries.iloc[0]
+    assert f"{e.gpu_hours:.4g} GPU-h, ${e.cost_usd:.4g}" in out
+    assert f"{api.summary['delayed_by_cold_start']} requests delayed by cold starts" in out
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--autoscale", "utilization:target=2,max=4"], "target"),
+    (["--autoscale", "queue:target=1,min=3,max=2"], "min_replicas 3 above max_replicas 2"),
+    (["--load-profile", "diurnal:peak=1,trough=-1"], "trough_rps"),
+    (["--load-profile", "diurnal:peak=inf,trough=1"], "peak"),
+])
+def test_cli_bad_input_exit_2(flags: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetsim.cli import main
+
+    rc = main(["simulate", "--model", MODEL, "--cluster", "4xH100", "--duration-s", "5", *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1
