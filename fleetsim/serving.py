@@ -15,6 +15,7 @@ from fleetsim.hardware.checks import non_negative_int, positive, positive_int, w
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import ClusterSpec
+from fleetsim.sim.serving.autoscale import AutoscaleConfig
 from fleetsim.sim.serving.cluster import ServingSimulation, default_deployment
 from fleetsim.sim.serving.config import (
     Deployment,
@@ -34,7 +35,7 @@ from fleetsim.workloads.models import ModelSpec, check_context, load_model, over
 from fleetsim.workloads.requests import RequestStream
 from fleetsim.workloads.workload import Workload
 
-__all__ = ["default_deployment", "Deployment", "EngineConfig", "LoraConfig", "PoolDeployment", "ServingResult", "SpecDecode",
+__all__ = ["AutoscaleConfig", "default_deployment", "Deployment", "EngineConfig", "LoraConfig", "PoolDeployment", "ServingResult", "SpecDecode",
            "StaticScheduler", "VllmScheduler", "simulate_serving"]
 
 TRACE_SPAN_LIMIT = 200_000
@@ -67,6 +68,12 @@ class ServingResult:
         self.transfers: pd.DataFrame = raw.transfers
         self.power: pd.DataFrame = raw.power
         self.pools: pd.DataFrame = raw.pools
+        self.scaling = raw.scaling
+        """Autoscaled runs: ``timeline`` (replicas per state over time), ``entries`` (GPU-hours,
+        cost, cold start per deployment entry), ``decisions``, ``slo`` (attainment per
+        interval); None for a fixed fleet."""
+        self.tenant: np.ndarray | None = None
+        """With a tenant mix: each request's tenant index, in ``requests`` row order."""
         self.deployment = deployment
         self.model = model
         self.cluster = cluster
@@ -142,6 +149,9 @@ class ServingResult:
         write(self.power, "power")
         if len(self.transfers):
             write(self.transfers, "kv_transfers")
+        if self.scaling is not None:
+            for name in ("timeline", "entries", "decisions", "slo"):
+                write(getattr(self.scaling, name), f"scaling_{name}")
         summ = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.summary.items()}
         (out / "summary.json").write_text(json.dumps(summ, indent=2, default=float))
         (out / "deployment.json").write_text(self.deployment.model_dump_json(indent=2))
@@ -175,7 +185,9 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
                      workload: Any, deployment: Deployment | dict | None = None, seed: int = 0,
                      slo: dict[str, float] | None = None, *, num_requests: int | None = None,
                      duration_s: float | None = None, engine: EngineConfig | dict | str | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> ServingResult:
+                     progress: Callable[[int, int], None] | None = None,
+                     autoscaler: AutoscaleConfig | dict | str | None = None,
+                     load_profile: Any = None) -> ServingResult:
     """Simulate serving ``model`` on ``cluster`` under ``workload``.
 
     ``workload``: a ``RequestStream``, or anything ``workloads.defaults.get_workload``
@@ -188,6 +200,13 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
     the summary's ``engine`` names the profile each pool ran). ``slo``: targets
     ``ttft_slo_s`` and/or ``tpot_slo_s`` for goodput. Raises ``InfeasibleError`` with the
     reason when a layout does not fit.
+
+    ``load_profile``: a time-varying rate (``workloads.profile``: a profile, its dict, or a spec
+    such as ``diurnal:peak=20,trough=5``) replacing the workload's arrivals for ``duration_s``
+    seconds; the workload then only gives the length distributions (or is a ``TenantMix``).
+    ``autoscaler``: an ``AutoscaleConfig`` (or its dict, or a spec such as
+    ``utilization:target=0.7,max=8``, see ``fleetsim.capacity.parse_autoscale``); the result's
+    ``scaling`` holds the replica timeline, GPU-hours and cost.
     """
     m = load_model(model)
     cl = load_cluster(cluster)
@@ -206,7 +225,20 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
         duration_s = positive(duration_s, "duration_s")
     if progress is not None and not callable(progress):
         raise ConfigError(f"progress must be a callable (done, total), got {type(progress).__name__}")
-    reqs, rejected = _within_context(_requests(workload, seed, num_requests, duration_s), m)
+    tenant = None
+    if load_profile is not None:
+        from fleetsim.capacity import profile_requests
+
+        stream, tenant = profile_requests(workload, load_profile, seed, duration_s, num_requests)
+    else:
+        stream = _requests(workload, seed, num_requests, duration_s)
+    if autoscaler is not None:
+        from fleetsim.capacity import autoscale_config
+
+        autoscaler = autoscale_config(autoscaler)
+    reqs, rejected = _within_context(stream, m)
+    if tenant is not None and rejected:
+        tenant = tenant[~over_context(m, stream.prompt_tokens + stream.output_tokens)]
     if not len(reqs):
         raise ConfigError("the workload produced no requests")
     uses_lora = bool((reqs.column("lora_rank") > 0).any())
@@ -218,12 +250,17 @@ def simulate_serving(model: str | ModelSpec | dict, cluster: str | ClusterSpec |
         deployment = default_deployment(m, cl, eng_cfg)
     if uses_lora:
         _check_lora_deployment(reqs, deployment)
-    sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress)
+    sim = ServingSimulation(m, cl, deployment, reqs, seed=seed, progress=progress, autoscale=autoscaler)
     sim.run()
     raw = collect(sim, slo.get("ttft_slo_s"), slo.get("tpot_slo_s"))
     raw.summary["rejected_over_context"] = rejected
     raw.summary["engine"] = ",".join(dict.fromkeys(p.engine.engine_profile.name for p in sim.deployment.pools))
-    return ServingResult(raw, deployment, m, cl)
+    result = ServingResult(raw, sim.deployment if autoscaler is not None else deployment, m, cl)
+    if tenant is not None:
+        order = np.argsort(reqs.req_id, kind="stable")
+        by_id = dict(zip(reqs.req_id[order].tolist(), tenant[order].tolist(), strict=True))
+        result.tenant = np.array([by_id[int(i)] for i in result.requests["req_id"]], dtype=np.int64)
+    return result
 
 
 def _check_lora_deployment(reqs: RequestStream, deployment: Deployment) -> None:

@@ -144,6 +144,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when not a TTY")
     p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace")
     p.add_argument("--check", action="store_true", help="check the result's invariants (exit 2 on a violation)")
+    p.add_argument("--load-profile", default=None, metavar="SPEC",
+                   help="time-varying rate for --duration-s, e.g. diurnal:peak=20,trough=5[,peak_hour=14,weekend=0.6,"
+                   "growth=0.1] or constant:rate=8 (the workload gives the lengths; docs/capacity_studies.md)")
+    p.add_argument("--autoscale", default=None, metavar="POLICY",
+                   help="autoscale replicas, e.g. utilization:target=0.7,max=8 | queue:target=8,max=8 | "
+                   "slo:ttft=2,tpot=0.1,max=8 | rate:capacity=5,max=8; keys min, init, interval, up_delay, "
+                   "down_delay, cold_start (s)")
     p.set_defaults(func=run)
 
 
@@ -290,6 +297,18 @@ def lora_line(result: Any) -> str:
             f"adapters {s['lora_adapter_bytes_per_gpu'] / gib:.3g} GiB, KV {s['kv_bytes_per_gpu'] / gib:.4g} GiB")
 
 
+def scaling_line(result: Any) -> str:
+    """GPU-hours, cost, replicas and cold starts of an autoscaled run, per deployment entry."""
+    parts = []
+    for row in result.scaling.entries.itertuples(index=False):
+        parts.append(f"entry {row.entry} ({row.role}, {row.gpu}): {row.gpu_hours:.4g} GPU-h, ${row.cost_usd:.4g}, "
+                     f"mean {row.mean_replicas:.3g} replicas in [{row.min_replicas}, {row.max_replicas}], "
+                     f"{row.cold_starts} cold starts of {row.cold_start_s:.3g} s")
+    s = result.summary
+    return ("autoscaling: " + "; ".join(parts) +
+            f"; {s['delayed_by_cold_start']} requests delayed by cold starts")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -345,6 +364,18 @@ def run(args: argparse.Namespace) -> int:
         eng, extra = engine
         base = default_deployment(load_model(args.model), cluster, eng)
         dep, engine = Deployment(pools=base.pools, **extra), None
+    autoscaler = None
+    if args.autoscale is not None:
+        from fleetsim.capacity import parse_autoscale
+
+        autoscaler = parse_autoscale(args.autoscale)
+    if args.load_profile is not None:
+        if args.duration_s is None:
+            raise ConfigError("--load-profile needs --duration-s (the horizon to draw arrivals for)")
+        if args.num_requests is not None:
+            raise ConfigError("--load-profile sets the number of requests; drop --num-requests")
+        num_requests = None
+        drawn = f"workload: {args.workload} lengths, arrivals {args.load_profile} for {args.duration_s:g} s"
     print(drawn, flush=True)
     slo = {k: v for k, v in (("ttft_slo_s", args.ttft_slo_s), ("tpot_slo_s", args.tpot_slo_s)) if v is not None}
     show = args.progress or sys.stderr.isatty()
@@ -364,7 +395,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = simulate_serving(args.model, cluster, workload, dep, seed=args.seed, slo=slo,
                                   num_requests=num_requests, duration_s=args.duration_s,
-                                  engine=engine, progress=progress_cb)
+                                  engine=engine, progress=progress_cb, autoscaler=autoscaler,
+                                  load_profile=args.load_profile)
     finally:
         if bar is not None:
             bar.stop()
@@ -376,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
     print(energy_line(result))
     if "lora_hit_rate" in result.summary:
         print(lora_line(result))
+    if result.scaling is not None:
+        print(scaling_line(result))
     from fleetsim.serving_intervals import latency_intervals
 
     band = latency_intervals(result)

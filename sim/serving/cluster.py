@@ -30,6 +30,7 @@ from fleetsim.hardware.catalog import get_gpu, get_link
 from fleetsim.hardware.checks import plural
 from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec, LinkSpec
+from fleetsim.sim.serving.autoscale import AutoscaleConfig
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
 from fleetsim.sim.serving.disagg import TransferLink
 from fleetsim.sim.serving.engine import Engine, SeqState
@@ -44,6 +45,7 @@ from fleetsim.sim.serving.kvcache import KVCache
 from fleetsim.sim.serving.lora import AdapterCache
 from fleetsim.sim.serving.reqlog import RequestLog
 from fleetsim.sim.serving.router import make_router
+from fleetsim.sim.serving.scaler import Scaler
 from fleetsim.sim.serving.steptime import GraphStepTimer, StepTimer
 from fleetsim.workloads.models import ModelSpec, load_model
 from fleetsim.workloads.parallel import ParallelConfig
@@ -211,10 +213,13 @@ class ServingSimulation:
                  requests: RequestStream, *, seed: int = 0,
                  timer_factory: Callable[[ReplicaPlan], StepTimer] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 timers: dict[tuple, StepTimer] | None = None) -> None:
+                 timers: dict[tuple, StepTimer] | None = None,
+                 autoscale: AutoscaleConfig | None = None) -> None:
         """``timers``: a step-timer cache to share across simulations of the same model (a
         capacity search runs one layout at many rates; step times are pure functions of
-        the cache key, so sharing changes no result)."""
+        the cache key, so sharing changes no result). ``autoscale``: scale the replicas of
+        each deployment entry between its limits (``sim.serving.scaler``); every replica
+        up to ``max_replicas`` is placed, those off cost nothing."""
         self.model = load_model(model) if isinstance(model, str) else model
         self.cluster = cluster
         self.deployment = deployment
@@ -222,7 +227,12 @@ class ServingSimulation:
         self.env = simpy.Environment()
         self.rng = np.random.default_rng(seed)
         self.progress = progress
-        self.plans = plan_replicas(self.model, cluster, deployment)
+        placed = deployment
+        if autoscale is not None:
+            _, hi = autoscale.limits(len(deployment.pools))
+            placed = deployment.model_copy(update={"pools": tuple(
+                p.model_copy(update={"replicas": h}) for p, h in zip(deployment.pools, hi, strict=True))})
+        self.plans = plan_replicas(self.model, cluster, placed)
         n_req = len(requests)
         last = float(requests.arrival_s.max()) if n_req else 0.0
         self.cap_s = deployment.max_sim_time_s or last + 86400.0
@@ -244,7 +254,12 @@ class ServingSimulation:
         self.back = [r for r in self.replicas if r.role == "decode"]
         self.router = make_router(deployment.router)
         self.back_router = make_router(deployment.router)
+        self.back_all = list(self.back)
         self._chains: dict[int, list[int]] = {}
+        self.scaler: Scaler | None = None
+        if autoscale is not None:
+            self.deployment = placed
+            self.scaler = Scaler(self, autoscale, [p.replicas for p in deployment.pools])
 
     # -- construction -------------------------------------------------------------------
     def power(self, plan: ReplicaPlan) -> PowerState:
@@ -376,6 +391,9 @@ class ServingSimulation:
             if req.arrival_s > env.now:
                 yield self._at(req.arrival_s)
             self._arrive(req, req.arrival_s)
+        if self.scaler is not None:
+            self.scaler.arrivals_done = True
+            self.scaler.check_quiet()
 
     def _closed_loop_start(self) -> list[Request]:
         """Split a closed-loop stream into per-client chains; return the chain heads and
@@ -424,12 +442,20 @@ class ServingSimulation:
         self.arrived += 1
         if self.progress is not None and self.arrived % 1000 == 0:
             self.progress(self.arrived, len(self.requests))
+        if self.scaler is not None and not self.front:
+            self.live.add(seq)
+            self.scaler.hold(seq)
+            return
+        self._route(seq, t)
+
+    def _route(self, seq: SeqState, t: float) -> None:
+        """Send an arrived request to a front replica, or reject it."""
         reps = self.front
         rep = reps[self.router.route(seq, reps, t)]
         seq.replica = rep.index
         why = rep.fits(seq)
-        if not why and self.back:
-            why = self.back[0].fits(seq)
+        if not why and self.back_all:
+            why = self.back_all[0].fits(seq)
         lim = self.deployment.queue_limit
         if not why and lim is not None and rep.num_waiting() >= lim:
             why = f"queue limit {lim} reached"
@@ -438,10 +464,15 @@ class ServingSimulation:
             seq.status = "rejected"
             seq.finish_s = t
             self.rejected += 1
+            self.live.discard(seq)
             self.log.add(seq)
             self._issue_next(seq)
+            if self.scaler is not None:
+                self.scaler.check_quiet()
             return
         self.live.add(seq)
+        if self.scaler is not None:
+            self.scaler.on_route(rep)
         rep.add(seq)
 
     # -- completions --------------------------------------------------------------------
@@ -449,6 +480,8 @@ class ServingSimulation:
         if seq.status == "prefilled":
             seq.prefill_replica = eng.replica
             self.env.process(self._handoff(seq, self.replicas[eng.replica]))
+            if self.scaler is not None:
+                self.scaler.on_done(seq, eng.replica)
             return
         if seq.status == "rejected":
             self.rejected += 1
@@ -457,6 +490,8 @@ class ServingSimulation:
         self.live.discard(seq)
         self.log.add(seq)
         self._issue_next(seq)
+        if self.scaler is not None:
+            self.scaler.on_done(seq, eng.replica)
 
     def _link(self, src: Replica, dst: Replica) -> TransferLink:
         sp, dp = src.plan, dst.plan
@@ -483,8 +518,14 @@ class ServingSimulation:
         return float(seq.prompt * m.num_layers * m.kv_cache_width * dtype_bytes(kvd))
 
     def _handoff(self, seq: SeqState, src: Replica) -> Generator[simpy.Event, Any, None]:
+        while not self.back:
+            assert self.scaler is not None
+            self.scaler.delayed.add(seq.req_id)
+            yield self.scaler.wait_back()
         now = self.env.now
         dst = self.back[self.back_router.route(seq, self.back, now)]
+        if self.scaler is not None:
+            self.scaler.on_route(dst)
         link = self._link(src, dst)
         nbytes = self.kv_transfer_bytes(seq)
         t0 = self.env.now
@@ -500,7 +541,15 @@ class ServingSimulation:
         else:
             reqs = iter_requests(self.requests)
         self.env.process(self._open_loop(reqs))
-        self.env.run()
+        if self.scaler is None:
+            self.env.run()
+        else:
+            self.env.process(self.scaler.loop())
+            try:
+                self.env.run(until=self.scaler.stop)
+            except RuntimeError as e:  # pragma: no cover - cap reached with requests in flight
+                if "until" not in str(e):
+                    raise
         if self.progress is not None:
             self.progress(self.arrived, len(self.requests))
 

@@ -18,6 +18,7 @@ import pandas as pd
 from fleetsim.sim.serving.cluster import ServingSimulation
 from fleetsim.sim.serving.energy import account
 from fleetsim.sim.serving.reqlog import STATUS
+from fleetsim.sim.serving.scaling_results import ScalingTables, scaling_tables
 
 
 @dataclass
@@ -38,6 +39,8 @@ class RawTables:
     """Mean GPU draw per pool over time (``energy.power_table``)."""
     pools: pd.DataFrame
     """Energy per cluster pool (``energy.account``)."""
+    scaling: ScalingTables | None = None
+    """Replica timeline, GPU-hours and cost, SLO over time of an autoscaled run (else None)."""
 
 
 def _sorted_pct(x: np.ndarray, q: float) -> float:
@@ -169,7 +172,12 @@ def collect(sim: ServingSimulation, ttft_slo_s: float | None, tpot_slo_s: float 
     out_tok = int(req["generated_tokens"].sum())
     summary["j_per_output_token"] = e / out_tok if out_tok else math.nan
     summary["j_per_request"] = e / int(summary["finished"]) if summary["finished"] else math.nan
-    return RawTables(req, ts, rep, summary, token_runs, runs, ends, tr, energy.power, energy.pools)
+    scaling = None
+    if sim.scaler is not None:
+        scaling = scaling_tables(sim.scaler, req, *_span(sim, req), ttft_slo_s, tpot_slo_s)
+        summary.update(scaling.summary)
+        summary["num_replicas"] = int(scaling.summary["peak_replicas"])
+    return RawTables(req, ts, rep, summary, token_runs, runs, ends, tr, energy.power, energy.pools, scaling)
 
 
 def _timeseries(sim: ServingSimulation) -> pd.DataFrame:
