@@ -94,10 +94,12 @@ class Kernels(_Strict):
     decode_kv_expand: bool = False
     """Decode repeats K/V to every query head before a prefill-style attention kernel
     (SDPA without GQA support): two KV-sized copies per layer, attention reads H heads."""
-    kv_expand_time_ratio: Fitted | None = None
-    """Time of the ``decode_kv_expand`` copy over a contiguous copy of the same bytes (the
-    cost model's copy table): ``repeat_kv`` reads a broadcast (stride-0) view, which PyTorch
-    copies with its non-vectorized elementwise kernel (None: priced as a contiguous copy)."""
+    kv_expand_bytes_per_sm_cycle: Fitted | None = None
+    """Bytes (read + written) the ``decode_kv_expand`` copy moves per SM per clock cycle:
+    ``repeat_kv`` reads a broadcast (stride-0) view, which PyTorch copies with its
+    non-vectorized elementwise kernel, bound by the SMs' index arithmetic rather than by
+    HBM; the copy takes the longer of its bytes / (this x the GPU's ``compute_units`` x
+    ``max_clock_hz``) and a contiguous copy of the same bytes (None: a contiguous copy)."""
     extra_kernels_prefill: Fitted | None = None
     """Further small kernels per layer in a prefill (views that copy, masks, casts)."""
     extra_kernels_decode: Fitted | None = None
@@ -106,6 +108,15 @@ class Kernels(_Strict):
     """Further small kernels per layer in a training backward (autograd's per-input gradient
     kernels, casts and layout copies of eager PyTorch that the operator graph does not list)."""
     supports_moe: bool = True
+
+    @model_validator(mode="after")
+    def _kv_expand(self) -> Kernels:
+        rate = self.kv_expand_bytes_per_sm_cycle
+        if rate is not None and not self.decode_kv_expand:
+            raise ValueError("kv_expand_bytes_per_sm_cycle prices the decode_kv_expand copy: set decode_kv_expand")
+        if rate is not None and rate.value <= 0:
+            raise ValueError(f"kv_expand_bytes_per_sm_cycle must be > 0, got {rate.value}")
+        return self
 
 
 class Launch(_Strict):

@@ -9,9 +9,11 @@ other two):
   engine runs beyond the profile's operator graph (views that copy, masks, position ids,
   cache index updates), from the profiled kernel counts (``hf_profile.csv``): measured
   non-GEMM kernels minus the graph's non-GEMM operators, per layer, rounded;
-* ``kernels.kv_expand_time_ratio``: the profiled time of the ``repeat_kv`` copy kernels
-  (``hf_profile_kernels.csv``, PyTorch's non-vectorized ``direct_copy`` elementwise kernel)
-  over the cost model's contiguous-copy price of the same bytes;
+* ``kernels.kv_expand_bytes_per_sm_cycle``: bytes (read + written) the ``repeat_kv`` copy
+  kernels move per SM per clock cycle (``hf_profile_kernels.csv``, PyTorch's non-vectorized
+  ``direct_copy`` elementwise kernel, bound by index arithmetic on the SMs, not by HBM): the
+  graph's ``kv_expand`` bytes over the profiled time x SMs x max clock of the H200, on the
+  llama decode b=8 ctx=512 rows; held out: the H100 profile rows (``kv_expand_rows``);
 * ``launch.host_dispatch_s``: host seconds per kernel call, the value that minimises the
   squared log error of the eager llama rows (it only moves the host-bound ones);
 * ``launch.region_host_s`` (torch.compile): host seconds of one compiled layer call, fitted
@@ -54,6 +56,8 @@ DATA_DIR = ROOT / "calibration" / "validation" / "H200-SXM" / "engines"
 CATALOG = ROOT / "workloads" / "catalog"
 GPU = "H200-SXM"
 FIT_DATE = "2026-12-04"
+KV_EXPAND_FIT_DATE = "2026-12-06"
+"""Date of the per-SM-cycle fit of the ``repeat_kv`` copy (it replaced a time ratio)."""
 FIT_MODEL = "llama-3.1-8b"
 COMPILE_FIT_TOKENS = ((1, 128), (1, 1500))
 """(batch, tokens) of the compiled prefills that fit ``region_host_s``; the others test it."""
@@ -92,8 +96,8 @@ def row_profile(profile: EngineProfile, mode: str) -> EngineProfile:
     return profile
 
 
-def predict(row: pd.Series | dict, profile: EngineProfile) -> tuple[float, pd.DataFrame]:
-    """Predicted seconds and operator table of one ground-truth row under ``profile``."""
+def predict(row: pd.Series | dict, profile: EngineProfile, gpu: str = GPU) -> tuple[float, pd.DataFrame]:
+    """Predicted seconds and operator table of one ground-truth row under ``profile`` on ``gpu``."""
     from fleetsim import estimate_forward
     from fleetsim.workloads.models import load_model
 
@@ -102,14 +106,14 @@ def predict(row: pd.Series | dict, profile: EngineProfile) -> tuple[float, pd.Da
     dec = mode.startswith("decode")
     batch = (int(row["batch"]), 1, int(row["context"])) if dec else (int(row["batch"]), int(row["q_len"]))
     graphs = True if mode == "decode_graph" else (False if dec else None)
-    est = estimate_forward(spec, GPU, batch, engine=row_profile(profile, mode), graphs=graphs,
+    est = estimate_forward(spec, gpu, batch, engine=row_profile(profile, mode), graphs=graphs,
                            check_context=False)
     return est.time_s, est.ops
 
 
-def _fitted(value: float, fit_rows: str, test_rows: str, how: str) -> Fitted:
+def _fitted(value: float, fit_rows: str, test_rows: str, how: str, date: str = FIT_DATE) -> Fitted:
     return Fitted(value=float(value), source=f"fit: {how} (fleetsim/engine_fit.py)", fit_rows=fit_rows,
-                  test_rows=test_rows, date=FIT_DATE)
+                  test_rows=test_rows, date=date)
 
 
 def _with(profile: EngineProfile, section: str, **values: object) -> EngineProfile:
@@ -133,21 +137,42 @@ def fit_extra_kernels(profile: EngineProfile, impl: str, modes: tuple[str, ...],
     return max(0, round(float(np.mean(per_layer))))
 
 
-def fit_kv_expand_ratio(profile: EngineProfile, folder: Path = DATA_DIR) -> float:
-    """Profiled ``direct_copy`` (non-vectorized elementwise) kernel time of the llama decode
-    rows over the graph's ``kv_expand`` operator priced as a contiguous copy; mean of rows."""
+KV_EXPAND_FIT = "llama-3.1-8b decode b=8 ctx=512"
+"""The H200 profile rows that fit ``kv_expand_bytes_per_sm_cycle``."""
+KV_EXPAND_TEST = "calibration/validation/H100-SXM/engines/hf_profile_kernels.csv llama-3.1-8b decode b=4,16,64,256 ctx=1024"
+"""The held-out profile rows of the copy (another GPU: H100)."""
+
+
+def kv_expand_rows(profile: EngineProfile, gpu: str = GPU, folder: Path = DATA_DIR) -> pd.DataFrame:
+    """One row per profiled llama decode row of ``folder`` on ``gpu``: the measured time of the
+    ``repeat_kv`` copies (PyTorch's ``elementwise_kernel<128, 4, ... direct_copy ...>``, every
+    call of the step), the bytes the graph's ``kv_expand`` operators move, the measured bytes
+    per SM per cycle, ``profile``'s predicted copy time and its error (predicted / measured - 1)."""
+    from fleetsim.hardware.catalog import get_gpu
+
+    spec = get_gpu(gpu)
     kern = pd.read_csv(folder / "hf_profile_kernels.csv")
-    base = profile.model_copy(update={"kernels": profile.kernels.model_copy(update={"kv_expand_time_ratio": None})})
-    ratios = []
+    out = []
     for _, r in _profiled(folder, "hf-transformers", ("decode_eager", "decode_graph")).iterrows():
         k = kern[(kern["mode"] == r["mode"]) & (kern["model"] == r["model"]) & (kern["batch"] == r["batch"])
                  & (kern["context"] == r["context"]) & kern["kernel"].str.contains("elementwise_kernel<128, 4")
                  & kern["kernel"].str.contains("direct_copy")]
-        row = {**r.to_dict(), "mode": "decode_graph"}
-        _, ops = predict(row, base)
-        ours = float(ops.loc[ops["name"] == "kv_expand", "total_s"].sum())
-        ratios.append(float(k["time_s"].sum()) / ours)
-    return float(np.mean(ratios))
+        _, ops = predict({**r.to_dict(), "mode": "decode_graph"}, profile, gpu)
+        exp = ops[ops["name"] == "kv_expand"]
+        moved = float((exp["count"] * exp["bytes"]).sum())
+        meas, pred = float(k["time_s"].sum()), float(exp["total_s"].sum())
+        out.append({"gpu": gpu, "mode": r["mode"], "batch": int(r["batch"]), "context": int(r["context"]),
+                    "bytes": moved, "measured_s": meas, "predicted_s": pred,
+                    "bytes_per_sm_cycle": moved / (meas * spec.compute_units * spec.max_clock_hz),
+                    "error": pred / meas - 1.0})
+    return pd.DataFrame(out)
+
+
+def fit_kv_expand_rate(profile: EngineProfile, folder: Path = DATA_DIR) -> float:
+    """Bytes per SM per cycle of the ``repeat_kv`` copy: the mean over the profiled llama
+    decode rows (eager and graph, b=8 ctx=512) of the graph's ``kv_expand`` bytes over the
+    measured copy time x the GPU's SMs x max clock."""
+    return float(kv_expand_rows(profile, GPU, folder)["bytes_per_sm_cycle"].mean())
 
 
 def _argmin(loss: Callable[[float], float], bounds: tuple[float, float]) -> float:
@@ -167,14 +192,16 @@ def fit_hf(base: EngineProfile, folder: Path = DATA_DIR) -> EngineProfile:
     gt = ground_truth(folder)
     fit_rows = "llama-3.1-8b rows of hf_forward.csv"
     test_rows = "qwen2.5-7b and mixtral-8x7b rows of hf_forward.csv"
-    plain = _with(base, "kernels", extra_kernels_prefill=None, extra_kernels_decode=None, kv_expand_time_ratio=None)
-    ratio = fit_kv_expand_ratio(plain, folder)
+    plain = _with(base, "kernels", extra_kernels_prefill=None, extra_kernels_decode=None,
+                  kv_expand_bytes_per_sm_cycle=None)
+    rate = fit_kv_expand_rate(plain, folder)
     ek_pre = fit_extra_kernels(plain, "hf-transformers", ("prefill_eager", "prefill_eager_last"), folder)
     ek_dec = fit_extra_kernels(plain, "hf-transformers", ("decode_eager", "decode_graph"), folder)
     prof_rows = f"{REL}/hf_profile.csv llama-3.1-8b"
     prof = _with(plain, "kernels",
-                 kv_expand_time_ratio=_fitted(ratio, f"{REL}/hf_profile_kernels.csv llama-3.1-8b decode b=8 ctx=512",
-                                              test_rows, "repeat_kv direct_copy kernel time / contiguous copy"),
+                 kv_expand_bytes_per_sm_cycle=_fitted(
+                     rate, f"{REL}/hf_profile_kernels.csv {KV_EXPAND_FIT}", f"{KV_EXPAND_TEST}; {test_rows}",
+                     "repeat_kv direct_copy bytes moved / (kernel time x SMs x max clock)", KV_EXPAND_FIT_DATE),
                  extra_kernels_prefill=_fitted(ek_pre, f"{prof_rows} prefill rows", test_rows,
                                                "profiled non-GEMM kernels minus graph operators per layer"),
                  extra_kernels_decode=_fitted(ek_dec, f"{prof_rows} decode rows", test_rows,

@@ -133,13 +133,24 @@ def _blocks(counts: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+def kv_expand_bandwidth_bps(gpu: GPUSpec, bytes_per_sm_cycle: float) -> float:
+    """Bytes per second of the ``decode_kv_expand`` strided copy on ``gpu``: the profile's
+    bytes per SM per cycle x the GPU's SMs (``compute_units``) x its ``max_clock_hz`` (the
+    copy is bound by the SMs' index arithmetic, not by HBM)."""
+    sms, clock = getattr(gpu, "compute_units", None), getattr(gpu, "max_clock_hz", None)
+    if not sms or not clock or sms <= 0 or clock <= 0:
+        raise ConfigError(f"GPU {gpu.name!r}: the kv_expand copy is priced per SM per cycle and needs "
+                          f"compute_units and max_clock_hz in its spec (got {sms!r}, {clock!r})")
+    return float(bytes_per_sm_cycle) * float(sms) * float(clock)
+
+
 def device_times(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine: EngineProfile,
                  captured: bool, *, cached: bool = True) -> tuple[np.ndarray, list[Source]]:
     """Device seconds of one instance of each operator as the engine runs it: graph
     kernel times when captured, eager kernel times when the host overlaps, back-to-back
-    stream times under a host pipeline; the ``decode_kv_expand`` copy times the profile's
-    ``kv_expand_time_ratio`` (a strided copy); small TP all-reduces re-priced as one-shot when
-    the profile uses a custom all-reduce."""
+    stream times under a host pipeline; the ``decode_kv_expand`` copy at least its bytes over
+    ``kv_expand_bandwidth_bps`` (an SM-bound strided copy); small TP all-reduces re-priced as
+    one-shot when the profile uses a custom all-reduce."""
     if captured:
         t, src = cost.op_times(ops, gpu, graphs=True) if cached else cost.price(ops, gpu, graphs=True)
     elif engine.launch.host_overlap:
@@ -147,12 +158,14 @@ def device_times(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engi
     else:
         t, src = cost.stream_times(ops, gpu)
     t = np.asarray(t, dtype=float)
-    ratio = engine.kernels.kv_expand_time_ratio
-    if ratio is not None:
-        t = t.copy()
-        for i, op in enumerate(ops):
-            if isinstance(op, ElementwiseOp) and op.name == KV_EXPAND:
-                t[i] *= ratio.value
+    rate = engine.kernels.kv_expand_bytes_per_sm_cycle
+    if rate is not None:
+        idx = [i for i, op in enumerate(ops) if isinstance(op, ElementwiseOp) and op.name == KV_EXPAND]
+        if idx:
+            bps = kv_expand_bandwidth_bps(gpu, rate.value)
+            t = t.copy()
+            for i in idx:
+                t[i] = max(t[i], ops[i].bytes_moved / bps)
     coll = engine.collectives
     if coll.tp_allreduce == "custom_oneshot" and coll.oneshot_max_bytes is not None:
         limit = coll.oneshot_max_bytes.value

@@ -308,7 +308,7 @@ def _attention_ops(model: ModelSpec, par: ParallelConfig, local: bool, n: int,
 
 
 KV_EXPAND = "kv_expand"
-"""Name of the ``decode_kv_expand`` copy operator (priced with the profile's time ratio)."""
+"""Name of the ``decode_kv_expand`` copy operator (priced per SM per cycle by the engine profile)."""
 
 
 def kv_expand_op(kv_tokens: int, kv_heads: int, heads: int, dims: int, kv_dtype: str, n: int) -> ElementwiseOp:
