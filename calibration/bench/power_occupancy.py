@@ -112,6 +112,7 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
     rows += [{"workload": "duty_gemm", "m": 8192, "n": 8192, "k": 8192, "duty": d, "period_s": 0.02}
              for d in (0.25, 0.5, 0.75)]
     rows += [{"workload": "duty_gemm", "m": 8192, "n": 8192, "k": 8192, "duty": 0.5, "period_s": 0.2}]
+    rows += [{"workload": "expand_copy", "batch": b, "context": 1024} for b in (16, 64)]
     rows += [{"workload": "idle_end"}]
     return rows
 
@@ -160,6 +161,19 @@ def build(spec: dict[str, Any], dev: str, l2_bytes: int
         dst = [torch.empty_like(s) for s in src]
         return (lambda i: dst[i % sets].copy_(src[i % sets]), sets, f"{spec['nbytes']}B", "bf16",
                 0, 2 * spec["nbytes"])
+    if w == "expand_copy":
+        # Hugging Face's repeat_kv: a grouped K cache [b, 8, ctx, 128] broadcast to 32 heads and
+        # copied contiguous (a strided elementwise copy, bound by the SMs' index arithmetic)
+        bsz, ctx, kvh, rep, d = spec["batch"], spec["context"], 8, 4, 128
+        src_numel = bsz * kvh * ctx * d
+        nbytes = 2 * src_numel * (1 + rep)
+        sets = rotation_count(nbytes, l2_bytes)
+        src = [_randn((bsz, kvh, ctx, d), dev) for _ in range(sets)]
+
+        def step(i: int) -> Any:
+            x = src[i % sets]
+            return x[:, :, None].expand(bsz, kvh, rep, ctx, d).reshape(bsz, kvh * rep, ctx, d)
+        return step, sets, f"b{bsz}_kvh{kvh}x{rep}_ctx{ctx}_d{d}", "bf16", 0, nbytes
     if w == "add":
         numel = spec["numel"]
         sets = rotation_count(6 * numel, l2_bytes)
@@ -359,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=None, help="seconds measured per row")
     p.add_argument("--sample-s", type=float, default=0.01, help="NVML sampling interval")
     p.add_argument("--passes", type=int, default=1, help="run the whole list this many times")
+    p.add_argument("--only", default=None, help="comma list of workloads to run (the idle rows always run)")
     args = p.parse_args(argv)
     argv_l = argv if argv is not None else sys.argv[1:]
     import torch
@@ -381,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = 0
     windows: list[tuple[int, float, float]] = []
     specs = plan(args.smoke)
+    if args.only:
+        keep = {w.strip() for w in args.only.split(",")} | {"idle", "idle_end"}
+        specs = [sp for sp in specs if sp["workload"] in keep]
     est_row_s = warm_s + window_s + 0.5
     for ps in range(1, args.passes + 1):
         for spec in specs:
