@@ -97,6 +97,7 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
                    {"workload": "sdpa_decode", "batch": 2, "context": s},
                    {"workload": "graph_decode_gemms", "m": 1, "layers": 2, "scale": 16},
                    {"workload": "duty_gemm", "m": g, "n": g, "k": g, "duty": 0.5, "period_s": 0.02},
+                   {"workload": "expand_copy", "batch": 2, "context": s},
                    {"workload": "idle_end"}])
     big = [(8192, 8192, 8192), (4096, 4096, 4096), (1024, 4096, 4096), (256, 4096, 4096),
            (64, 4096, 4096), (16, 4096, 4096), (1, 4096, 4096), (64, 28672, 4096)]
