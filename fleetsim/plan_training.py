@@ -36,6 +36,11 @@ from fleetsim.workloads.models import ModelSpec, load_model
 
 GIB = 2.0**30
 MAX_WORKERS = 8
+FAILURE_OBJECTIVE = "time_to_train_failures"
+"""Rank by ``estimate_training_run``'s mean time to train under the default failure catalog."""
+FAILURE_CANDIDATES = 3
+"""Plans (best by step time) that get the run simulation under ``FAILURE_OBJECTIVE``."""
+FAILURE_SEEDS = 4
 """Most processes that simulate candidates at once (default: one per core up to this)."""
 
 
@@ -64,6 +69,8 @@ class TrainPlanEntry:
 
     evaluation: TrainEvaluation
     job: TrainJob
+    run: Any = None
+    """``TrainingRunEstimate`` under failures (objective ``time_to_train_failures`` only)."""
 
     @property
     def candidate(self) -> TrainCandidate:
@@ -150,6 +157,8 @@ class TrainPlanEntry:
             "train_cost_usd": ev.train_cost_usd, "train_energy_j": ev.train_energy_j,
             "priced_by": ev.priced_by, "breakdown": ev.breakdown, "memory": ev.memory,
             "megatron_args": self.megatron_args(), "torchtitan_toml": self.torchtitan_toml(),
+            **({} if self.run is None else {"train_time_failures_s": self.run.time_to_train_s,
+                                            "ettr": self.run.ettr, "checkpoint_interval_s": self.run.interval_s}),
         }
 
 
@@ -202,6 +211,9 @@ class TrainPlan:
                 "MWh": None if ev.train_energy_j is None else round(ev.train_energy_j / 3.6e9, 1),
                 "priced_by": ev.priced_by,
             })
+            if e.run is not None:
+                recs[-1].update({"days_failures": round(e.run.time_to_train_s / 86400, 2),
+                                 "ettr": round(e.run.ettr, 3), "ckpt_interval_s": round(e.run.interval_s)})
         return pd.DataFrame.from_records(recs)
 
     def as_dict(self) -> dict[str, Any]:
@@ -259,8 +271,10 @@ def plan_training(
     (``fleetsim.planner.mixed_training``; those plans are priced from per-stage estimates,
     ``priced_by`` says so) unless ``mixed=False``. ``workers``: processes simulating
     candidates (None: one per core, at most ``MAX_WORKERS``); the plan does not depend on it. ``objective``: ``throughput`` (tokens/s),
-    ``time`` (to train ``tokens``; same order), ``cost`` (USD per token at the catalog price)
-    or ``energy`` (facility joules per token). ``recipe``: ``build_train_job``'s numerics
+    ``time`` (to train ``tokens``; same order), ``cost`` (USD per token at the catalog price),
+    ``energy`` (facility joules per token) or ``time_to_train_failures`` (needs ``tokens``:
+    ``rank_under_failures`` re-ranks the fastest plans by simulated time to train under the
+    default failure catalog and reports each one's checkpoint interval). ``recipe``: ``build_train_job``'s numerics
     options (``dtype``, ``precision``, ``attention``, ``dropout``, ``grad_dtype``,
     ``power_cap_w``, ``execution``). Raises ``InfeasibleError`` naming the binding constraint
     and the closest miss when nothing fits.
@@ -269,8 +283,13 @@ def plan_training(
     for k in recipe:
         if k not in allowed:
             raise ConfigError(f"plan_training: unknown option {k!r} (known: {', '.join(sorted(allowed))})")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if objective not in OBJECTIVES + (FAILURE_OBJECTIVE,):
+        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES + (FAILURE_OBJECTIVE,))}")
+    failures = objective == FAILURE_OBJECTIVE
+    if failures:
+        if tokens is None:
+            raise ConfigError(f"objective {FAILURE_OBJECTIVE!r} needs tokens (the tokens to train)")
+        objective = "time"  # the step-time search picks the candidates the run simulation ranks
     top = positive_int(top, "top")
     workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else positive_int(workers, "workers")
     if tokens is not None:
@@ -321,8 +340,36 @@ def plan_training(
 
     score = Score(objective, entries[0].job)
     entries.sort(key=lambda e: (score.score(e.evaluation), e.candidate.sort_key()))
+    if failures:
+        assert tokens is not None
+        entries = rank_under_failures(entries, tokens)
+        objective = FAILURE_OBJECTIVE
+        notes.append(f"time_to_train_failures: the {FAILURE_CANDIDATES} fastest plans by step time re-ranked by "
+                     f"the mean simulated time to train under the default failure catalog ({FAILURE_SEEDS} "
+                     "seeds, auto checkpoint interval); the rest follow by step time")
     return TrainPlan(spec, cl, objective, global_batch, entries[0].job.seq_len, tokens, entries[:top],
                      rejected, n_cand, n_sim, notes, time.perf_counter() - t0)
+
+
+def rank_under_failures(entries: list[TrainPlanEntry], tokens: float, candidates: int = FAILURE_CANDIDATES,
+                        failures: str = "default", seeds: int = FAILURE_SEEDS) -> list[TrainPlanEntry]:
+    """``entries`` (best step time first) with the first ``candidates`` simulated plans re-ranked
+    by ``estimate_training_run``'s mean time to train ``tokens`` under ``failures`` (auto
+    checkpoint interval, same seeds for each, so they see the same failure streams); each
+    gets its ``run``. Plans priced per stage (mixed GPU types) have no single-job step to
+    simulate and keep their place after the re-ranked ones."""
+    from fleetsim.reliability import estimate_training_run
+
+    head = [e for e in entries if e.evaluation.priced_by == "simulated"][:candidates]
+    runs = []
+    for e in head:
+        est = TrainEstimate(_step.simulate_step(e.job, record=False))
+        run = estimate_training_run(None, None, tokens=tokens, failures=failures, checkpoint_interval="auto",
+                                    seeds=seeds, estimate=est)
+        runs.append(TrainPlanEntry(e.evaluation, e.job, run))
+    runs.sort(key=lambda e: (e.run.time_to_train_s, e.candidate.sort_key()))
+    rest = [e for e in entries if all(e is not h for h in head)]
+    return runs + rest
 
 
 def _base_batch(global_batch: int, cl: ClusterSpec, pool: int) -> int:
