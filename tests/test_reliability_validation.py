@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.failures import load_failures
+
 from fleetsim.plan_training import FAILURE_CANDIDATES, plan_training
 from fleetsim.reliability import estimate_training_run
 
@@ -87,6 +88,7 @@ def test_planner_time_to_train_failures_reranks_by_run_simulation() -> None:
     # differential: the run's step is the planner's simulated step, and the run is
     # estimate_training_run's for that job
     from fleetsim.sim.training.step import simulate_step
+
     from fleetsim.training import TrainEstimate
 
     best = plan.best
