@@ -36,6 +36,12 @@ from fleetsim.training import TrainEstimate, _cluster, build_train_job
 from fleetsim.workloads.models import ModelSpec, load_model
 
 GIB = 2.0**30
+FAILURE_OBJECTIVE = "time_to_train_failures"
+"""Rank by ``estimate_training_run``'s mean time to train under the default failure catalog."""
+FAILURE_CANDIDATES = 3
+"""Plans (best by step time) that get the run simulation under ``FAILURE_OBJECTIVE``."""
+FAILURE_SEEDS = 4
+"""Seeds of each run simulation under ``FAILURE_OBJECTIVE`` (the same for every plan)."""
 
 
 def evaluation(est: TrainEstimate, tokens: float | None, bound_s: float = 0.0) -> TrainEvaluation:
@@ -63,6 +69,8 @@ class TrainPlanEntry:
 
     evaluation: TrainEvaluation
     job: TrainJob
+    run: Any = None
+    """``TrainingRunEstimate`` under failures (objective ``time_to_train_failures`` only)."""
 
     @property
     def candidate(self) -> TrainCandidate:
@@ -163,6 +171,8 @@ class TrainPlanEntry:
             "train_cost_usd": ev.train_cost_usd, "train_energy_j": ev.train_energy_j,
             "priced_by": ev.priced_by, "breakdown": ev.breakdown, "memory": ev.memory,
             **self._settings(),
+            **({} if self.run is None else {"train_time_failures_s": self.run.time_to_train_s,
+                                            "ettr": self.run.ettr, "checkpoint_interval_s": self.run.interval_s}),
         }
 
     def _settings(self) -> dict[str, Any]:
@@ -224,6 +234,9 @@ class TrainPlan:
                 "MWh": None if ev.train_energy_j is None else round(ev.train_energy_j / 3.6e9, 1),
                 "priced_by": ev.priced_by,
             })
+            if e.run is not None:
+                recs[-1].update({"days_failures": round(e.run.time_to_train_s / 86400, 2),
+                                 "ettr": round(e.run.ettr, 3), "ckpt_interval_s": round(e.run.interval_s)})
         return pd.DataFrame.from_records(recs)
 
     def as_dict(self) -> dict[str, Any]:
@@ -284,8 +297,10 @@ def plan_training(
     (``planner.executor``): None in this process (``workers`` > 1: a local pool of that many
     processes), ``"local"`` a process pool of ``workers`` (None: one per core), ``"ray"`` a
     Ray cluster, or an ``Executor``; the plan does not depend on it. ``objective``: ``throughput`` (tokens/s),
-    ``time`` (to train ``tokens``; same order), ``cost`` (USD per token at the catalog price)
-    or ``energy`` (facility joules per token). ``recipe``: ``build_train_job``'s numerics
+    ``time`` (to train ``tokens``; same order), ``cost`` (USD per token at the catalog price),
+    ``energy`` (facility joules per token) or ``time_to_train_failures`` (needs ``tokens``:
+    ``rank_under_failures`` re-ranks the fastest plans by simulated time to train under the
+    default failure catalog and reports each one's checkpoint interval). ``recipe``: ``build_train_job``'s numerics
     options (``dtype``, ``precision``, ``attention``, ``dropout``, ``grad_dtype``,
     ``power_cap_w``, ``execution``). Raises ``InfeasibleError`` naming the binding constraint
     and the closest miss when nothing fits.
@@ -294,8 +309,13 @@ def plan_training(
     for k in recipe:
         if k not in allowed:
             raise ConfigError(f"plan_training: unknown option {k!r} (known: {', '.join(sorted(allowed))})")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if objective not in OBJECTIVES + (FAILURE_OBJECTIVE,):
+        raise ConfigError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES + (FAILURE_OBJECTIVE,))}")
+    failures = objective == FAILURE_OBJECTIVE
+    if failures:
+        if tokens is None:
+            raise ConfigError(f"objective {FAILURE_OBJECTIVE!r} needs tokens (the tokens to train)")
+        objective = "time"  # the step-time search picks the candidates the run simulation ranks
     top = positive_int(top, "top")
     run = _executor(executor, workers)
     if tokens is not None:
@@ -346,6 +366,13 @@ def plan_training(
 
     score = Score(objective, entries[0].job)
     entries.sort(key=lambda e: (score.score(e.evaluation), e.candidate.sort_key()))
+    if failures:
+        assert tokens is not None
+        entries = rank_under_failures(entries, tokens)
+        objective = FAILURE_OBJECTIVE
+        notes.append(f"time_to_train_failures: the {FAILURE_CANDIDATES} fastest plans by step time re-ranked by "
+                     f"the mean simulated time to train under the default failure catalog ({FAILURE_SEEDS} "
+                     "seeds, auto checkpoint interval); the rest follow by step time")
     return TrainPlan(spec, cl, objective, global_batch, entries[0].job.seq_len, tokens, entries[:top],
                      rejected, n_cand, n_sim, notes, time.perf_counter() - t0)
 
@@ -363,6 +390,27 @@ def _executor(executor: str | Executor | None, workers: int | None) -> Executor:
     if workers is not None:
         raise ConfigError("workers goes with executor=None or 'local', not with an Executor object")
     return executor
+
+
+def rank_under_failures(entries: list[TrainPlanEntry], tokens: float, candidates: int = FAILURE_CANDIDATES,
+                        failures: str = "default", seeds: int = FAILURE_SEEDS) -> list[TrainPlanEntry]:
+    """``entries`` (best step time first) with the first ``candidates`` simulated plans re-ranked
+    by ``estimate_training_run``'s mean time to train ``tokens`` under ``failures`` (auto
+    checkpoint interval, same seeds for each, so they see the same failure streams); each
+    gets its ``run``. Plans priced per stage (mixed GPU types) have no single-job step to
+    simulate and keep their place after the re-ranked ones."""
+    from fleetsim.reliability import estimate_training_run
+
+    head = [e for e in entries if e.evaluation.priced_by == "simulated"][:candidates]
+    runs = []
+    for e in head:
+        est = TrainEstimate(_step.simulate_step(e.job, record=False))
+        run = estimate_training_run(None, None, tokens=tokens, failures=failures, checkpoint_interval="auto",
+                                    seeds=seeds, estimate=est)
+        runs.append(TrainPlanEntry(e.evaluation, e.job, run))
+    runs.sort(key=lambda e: (e.run.time_to_train_s, e.candidate.sort_key()))
+    rest = [e for e in entries if all(e is not h for h in head)]
+    return runs + rest
 
 
 def _base_batch(global_batch: int, cl: ClusterSpec, pool: int) -> int:

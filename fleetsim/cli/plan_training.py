@@ -24,7 +24,7 @@ def run_training(args: argparse.Namespace) -> int:
 
     if args.global_batch is None:
         raise ConfigError("--training needs --global-batch (sequences per step)")
-    objectives = ("throughput", "time", "cost", "energy")
+    objectives = ("throughput", "time", "cost", "energy", "time_to_train_failures")
     objective = args.objective or "throughput"
     if objective not in objectives:
         raise ConfigError(f"--objective {objective!r}: with --training one of {', '.join(objectives)}")
