@@ -82,30 +82,33 @@ def run_fleetsim(sc: Scenario, engine: str = "vllm") -> PlanRow:
     c = pl.checked
     layout = " + ".join(f"{p.replicas} x {p.role} TP{p.tp} PP{p.pp}" + (f" EP{p.ep}" if p.ep > 1 else "")
                         + f" seqs{p.max_num_seqs}" for p in pl.pools)
-    tok = c.output_tokens_per_s if c else pl.predicted_goodput_rps * sc.osl
-    return PlanRow("fleetsim", layout, pl.gpus, pl.predicted_goodput_rps, tok / pl.gpus,
+    sims = ", ".join(f"TP{e.knobs.tp} PP{e.knobs.pp} seqs{e.knobs.max_num_seqs} "
+                     f"{min(k.rps for k in e.capacity) * sc.osl / e.knobs.gpus:.0f}"
+                     for e in res.evaluations if e.capacity)
+    # steady state, as AIConfigurator counts it: requests/s x output tokens / GPUs
+    return PlanRow("fleetsim", layout, pl.gpus, pl.predicted_goodput_rps, pl.predicted_goodput_rps * sc.osl / pl.gpus,
                    c.ttft_p90_s if c else float("nan"), c.tpot_p90_s if c else float("nan"), wall,
-                   f"{engine}; p90 TTFT/TPOT re-simulated (seed 1), meets_slo={pl.meets_slo}")
+                   f"{engine}; p90 TTFT/TPOT re-simulated (seed 1), meets_slo={pl.meets_slo}; "
+                   f"simulated candidates, output tok/s/GPU at capacity: {sims or 'none'}")
 
 
-def parse_aic_csv(path: Path, mode: str) -> dict[str, float | str] | None:
-    """Rank-1 row of an AIConfigurator ``best_config_topn.csv`` (``agg`` or ``disagg``) in common units."""
+def parse_aic_csv(path: Path, mode: str, total_gpus: int) -> dict[str, float | str] | None:
+    """Best row (by tokens/s/gpu) of an AIConfigurator ``best_config_topn.csv`` (``agg`` or
+    ``disagg``) in common units. A row is one replica (``num_total_gpus`` GPUs, its
+    ``request_rate``); the deployment is as many replicas as ``total_gpus`` holds."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
     r = max(rows, key=lambda row: float(row["tokens/s/gpu"]))
-    total = int(float(r["num_total_gpus"]))
+    per = int(float(r["num_total_gpus"]))
+    n = total_gpus // per
     if mode == "agg":
-        used = int(float(r["tp"])) * int(float(r["pp"])) * int(float(r.get("dp") or 1))
-        layout = f"{total // used} x TP{r['tp']} PP{r['pp']} bs{r['bs']}"
+        layout = f"{n} x TP{r['tp']} PP{r['pp']} bs{r['bs']}"
     else:
-        pg = int(float(r["(p)tp"])) * int(float(r["(p)pp"])) * int(float(r.get("(p)dp") or 1))
-        dg = int(float(r["(d)tp"])) * int(float(r["(d)pp"])) * int(float(r.get("(d)dp") or 1))
-        per = pg * int(float(r["(p)workers"])) + dg * int(float(r["(d)workers"]))
-        layout = (f"{total // per} x [{r['(p)workers']}P TP{r['(p)tp']} + {r['(d)workers']}D TP{r['(d)tp']} "
+        layout = (f"{n} x [{r['(p)workers']}P TP{r['(p)tp']} + {r['(d)workers']}D TP{r['(d)tp']} "
                   f"bs{r['(d)bs']}]")
-    return {"mode": mode, "layout": layout, "gpus": total, "rate_rps": float(r["request_rate"]),
+    return {"mode": mode, "layout": layout, "gpus": n * per, "rate_rps": n * float(r["request_rate"]),
             "tok_s_per_gpu": float(r["tokens/s/gpu"]), "ttft_s": float(r["ttft"]) / 1e3,
             "tpot_s": float(r["tpot"]) / 1e3, "backend": r.get("backend", "")}
 
@@ -128,7 +131,7 @@ def run_aic(sc: Scenario, venv: Path, backend: str = "vllm", timeout_s: float = 
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             return f"AIConfigurator failed (exit {proc.returncode}): {tail[0]}"
         best = [b for mode in ("agg", "disagg") for p in Path(out).rglob(f"{mode}/best_config_topn.csv")
-                if (b := parse_aic_csv(p, mode)) is not None]
+                if (b := parse_aic_csv(p, mode, sc.gpus)) is not None]
     if not best:
         return "AIConfigurator found no configuration within the SLO"
     b = max(best, key=lambda x: float(x["tok_s_per_gpu"]))
