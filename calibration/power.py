@@ -45,7 +45,7 @@ OCCUPANCY_FILE = "power_occupancy.csv"
 REFERENCE_GPU = "H200-SXM"
 """The GPU whose measured parameters other GPUs' derived parameters are scaled from."""
 
-FIT_WORKLOADS = ("gemm_bf16", "gemm_fp8", "copy", "duty_gemm")
+FIT_WORKLOADS = ("gemm_bf16", "gemm_fp8", "copy", "duty_gemm", "expand_copy")
 """Occupancy rows that fit the parameters; the others (elementwise adds, attention prefill and
 decode, CUDA-graph decode GEMM chains) are held out and reported as the test rows."""
 
@@ -69,10 +69,17 @@ class PowerParams:
     limit_share: float
     source: str
     fit: dict[str, Any] | None = None
+    issue_w: float | None = None
+    """Added while a kernel is bound by its SMs' instruction issue rather than by DRAM or tensor
+    cores (a broadcast-strided copy such as Hugging Face's ``repeat_kv``): fitted on the
+    ``expand_copy`` occupancy rows; None when the profile has none (``power_params`` then
+    borrows another GPU's, scaled)."""
 
-    def demand_w(self, u_compute: np.ndarray | float, u_mem: np.ndarray | float) -> np.ndarray:
-        """Power the work would draw unthrottled (W)."""
-        return self.base_w + self.memory_w * np.asarray(u_mem, float) + self.compute_w * np.asarray(u_compute, float)
+    def demand_w(self, u_compute: np.ndarray | float, u_mem: np.ndarray | float,
+                 issue: np.ndarray | float = 0.0) -> np.ndarray:
+        """Power the work would draw unthrottled (W); ``issue`` is 1 for SM-issue-bound kernels."""
+        return (self.base_w + self.memory_w * np.asarray(u_mem, float) + self.compute_w * np.asarray(u_compute, float)
+                + (self.issue_w or 0.0) * np.asarray(issue, float))
 
     def settle_w(self, limit_w: float) -> float:
         """Board power the limiter settles at under ``limit_w``."""
@@ -129,9 +136,15 @@ def _occupancy_rows(df: pd.DataFrame, gpu: GPUSpec) -> pd.DataFrame:
     return rows
 
 
+ISSUE_WORKLOADS = ("expand_copy",)
+"""Occupancy rows whose kernels are bound by SM instruction issue (the ``issue_w`` column)."""
+
+
 def _design(rows: pd.DataFrame) -> np.ndarray:
     b = rows["busy"].to_numpy(float)
-    return np.c_[b, b * rows["u_mem"].to_numpy(float), b * rows["u_compute"].to_numpy(float), 1.0 - b]
+    issue = rows["workload"].isin(ISSUE_WORKLOADS).to_numpy(float)
+    return np.c_[b, b * rows["u_mem"].to_numpy(float), b * rows["u_compute"].to_numpy(float), 1.0 - b,
+                 b * issue]
 
 
 def fit_power_params(df: pd.DataFrame, gpu: GPUSpec, *, date: str = "") -> PowerParams:
@@ -147,8 +160,15 @@ def fit_power_params(df: pd.DataFrame, gpu: GPUSpec, *, date: str = "") -> Power
     if len(fit_rows) < 4:
         raise ProfileError(f"{OCCUPANCY_FILE}: {len(fit_rows)} unthrottled rows of {', '.join(FIT_WORKLOADS)}; "
                            "the power fit needs at least 4")
-    x, _ = nnls(_design(fit_rows), fit_rows["power_w_mean"].to_numpy(float))
-    base, mem, comp, gap = (float(v) for v in x)
+    has_issue = bool(fit_rows["workload"].isin(ISSUE_WORKLOADS).any())
+    design = _design(fit_rows)
+    if not has_issue:
+        design = design[:, :4]
+    x, _ = nnls(design, fit_rows["power_w_mean"].to_numpy(float))
+    base, mem, comp, gap = (float(v) for v in x[:4])
+    issue_w = float(x[4]) if has_issue else None
+    if not has_issue:
+        x = np.append(x, 0.0)
     capped = rows[rows["throttled"] & (rows["duty"] >= 1)]
     limit = float(df.attrs.get("power_limit_w", gpu.tdp_w))
     share = float(np.median(capped["power_w_mean"] / limit)) if len(capped) else 1.0
@@ -171,6 +191,7 @@ def fit_power_params(df: pd.DataFrame, gpu: GPUSpec, *, date: str = "") -> Power
     return PowerParams(gpu=gpu.name, tdp_w=gpu.tdp_w, min_cap_w=gpu.min_power_cap_w, idle_w=round(idle, 3),
                        gap_w=round(gap, 3), base_w=round(base, 3), memory_w=round(mem, 3),
                        compute_w=round(comp, 3), limit_share=round(share, 4),
+                       issue_w=None if issue_w is None else round(issue_w, 3),
                        source=f"measured: NVML on {gpu.name} ({OCCUPANCY_FILE}{', ' + date if date else ''})",
                        fit=fit)
 
@@ -202,6 +223,7 @@ def derived_params(ref: PowerParams, gpu: GPUSpec) -> PowerParams:
                        gap_w=max(gpu.idle_power_w, moved(ref.gap_w)), base_w=moved(ref.base_w),
                        memory_w=round(ref.memory_w * scale, 3), compute_w=round(ref.compute_w * scale, 3),
                        limit_share=ref.limit_share,
+                       issue_w=None if ref.issue_w is None else round(ref.issue_w * scale, 3),
                        source=f"derived: {ref.gpu} measured model scaled to {gpu.name}'s idle power and TDP "
                               f"(catalog spec)")
 
@@ -216,11 +238,33 @@ def power_params(gpu: GPUSpec) -> PowerParams:
 
 @lru_cache(maxsize=64)
 def _power_params(gpu_json: str, user_root: str) -> PowerParams:
+    gpu = GPUSpec.model_validate_json(gpu_json)
+    return _with_issue(_measured_or_derived(gpu), gpu)
+
+
+def _with_issue(p: PowerParams, gpu: GPUSpec) -> PowerParams:
+    """``p`` with an ``issue_w``: its own, else that of a measured profile that has one, scaled
+    by the two GPUs' dynamic ranges (labelled in ``source``)."""
     from fleetsim.hardware.catalog import get_gpu
 
     from .measured import profile_dirs
 
-    gpu = GPUSpec.model_validate_json(gpu_json)
+    if p.issue_w is not None:
+        return p
+    for name, d in sorted(profile_dirs().items()):
+        other = load_power_params(d, get_gpu(name)) if (d / POWER_MODEL_FILE).exists() else None
+        if other is not None and other.issue_w is not None:
+            scale = (p.tdp_w - p.idle_w) / (other.tdp_w - other.idle_w)
+            return replace(p, issue_w=round(other.issue_w * scale, 3),
+                           source=f"{p.source}; issue_w from {name}'s expand_copy rows, scaled")
+    return replace(p, issue_w=0.0)
+
+
+def _measured_or_derived(gpu: GPUSpec) -> PowerParams:
+    from fleetsim.hardware.catalog import get_gpu
+
+    from .measured import profile_dirs
+
     dirs = profile_dirs()
     own = dirs.get(gpu.name)
     if own is not None:
@@ -308,13 +352,13 @@ class PowerState:
         return replace(cm, cap_headroom=1.0) if self.params.source.startswith("measured") else cm
 
     def kernels(self, gpu: GPUSpec, flops: np.ndarray, moved: np.ndarray, peaks: np.ndarray,
-                times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                times_s: np.ndarray, issue: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(time factor, board power W before the iteration limiter) of kernels of ``flops``
         and ``moved`` bytes each, on dtypes of ``peaks`` FLOP/s (``op_peaks``), tabled at
-        ``times_s``."""
+        ``times_s``; ``issue``: 1 for kernels bound by SM instruction issue (``issue_w``)."""
         t = np.asarray(times_s, float)
         uc, um = utilisation(flops, moved, t, peaks, gpu)
-        demand = self.params.demand_w(uc, um)
+        demand = self.params.demand_w(uc, um, 0.0 if issue is None else issue)
         if not self.capped:
             return np.ones(len(t)), demand
         clock = self.clock()

@@ -222,7 +222,8 @@ def price_ops(ops: Sequence[Op], gpu: GPUSpec, cost: IterationCostModel, engine:
     pstate = power if power is not None else power_state(gpu)
     flops = np.fromiter((op.flops for op in ops), float, len(ops))
     moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
-    slow, watts = pstate.kernels(gpu, flops, moved, op_peaks(ops, gpu), burst * ratio)
+    issue = np.fromiter((op.name == KV_EXPAND for op in ops), float, len(ops))
+    slow, watts = pstate.kernels(gpu, flops, moved, op_peaks(ops, gpu), burst * ratio, issue)
     ratio = ratio * slow
     dev = burst * ratio
     counts = [op.count for op in ops]

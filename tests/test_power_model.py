@@ -71,7 +71,15 @@ def test_derived_model_scales_the_reference_to_the_gpu_spec() -> None:
     scale = (a100.tdp_w - a100.idle_power_w) / (ref.tdp_w - ref.idle_w)
     assert d.memory_w == pytest.approx(ref.memory_w * scale, abs=1e-3)
     assert d.base_w == pytest.approx(a100.idle_power_w + (ref.base_w - ref.idle_w) * scale, abs=1e-3)
-    assert power_params(a100) == d
+    from dataclasses import replace
+
+    got = power_params(a100)
+    assert replace(got, issue_w=d.issue_w, source=d.source) == d  # plus the issue term borrowed from the H100
+    h100 = power_params(H100)
+    assert h100.issue_w is not None and h100.issue_w > 100
+    assert got.issue_w == pytest.approx(h100.issue_w * (a100.tdp_w - a100.idle_power_w) / (h100.tdp_w - h100.idle_w),
+                                        abs=1e-3)
+    assert "issue_w from H100-SXM" in got.source
 
 
 def _iteration(gpu=H200, cap=None):  # noqa: ANN001, ANN202
@@ -141,9 +149,9 @@ def test_state_is_plain_data() -> None:
 
 def test_whole_iterations_against_nvml() -> None:
     """Held-out check against the committed NVML rows (hf_power.csv): training steps and long
-    prefills within 5%, small-batch CUDA-graph decodes within 10% (large-batch HF decode is a
-    known miss of its time model, see docs/power.md)."""
-    from fleetsim.power_validation import power_rows
+    prefills within 5%, CUDA-graph decode rows within 15% each and 10% on average (the
+    repeat_kv copy priced by its SM issue rate and drawing ``issue_w``)."""
+    from fleetsim.power_validation import power_rows, summary
 
     rows = power_rows()
     assert len(rows) >= 10
@@ -151,8 +159,10 @@ def test_whole_iterations_against_nvml() -> None:
     assert len(train) and (train["power_err"].abs() < 0.05).all(), train
     long_pre = rows[(rows["phase"] == "prefill") & (rows["pred_time_s"] > 0.05)]
     assert len(long_pre) and (long_pre["power_err"].abs() < 0.05).all(), long_pre
-    small_dec = rows[(rows["phase"] == "decode") & rows["shape"].str.match(r"b=[14] ")]
-    assert len(small_dec) and (small_dec["power_err"].abs() < 0.10).all(), small_dec
+    dec = rows[rows["phase"] == "decode"]
+    assert len(dec) >= 5 and (dec["power_err"].abs() < 0.15).all(), dec
+    summ = summary(rows).set_index("phase")
+    assert summ.loc["decode", "power_mape_pct"] < 10 and summ.loc["train", "power_mape_pct"] < 5
 
 
 def test_validate_power_section_prints_the_three_tables(capsys) -> None:  # noqa: ANN001

@@ -57,7 +57,7 @@ from fleetsim.sim.iteration import (
     price_ops,
 )
 from fleetsim.workloads.graph import serving_step_ops
-from fleetsim.workloads.graph_serving import kv_expand_op
+from fleetsim.workloads.graph_serving import KV_EXPAND, kv_expand_op
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.parallel import ParallelConfig, Seq
 
@@ -186,7 +186,8 @@ class GraphStepTimer:
             return self._kernels_scalar(ops, t)
         flops = np.fromiter((op.flops for op in ops), float, len(ops))
         moved = np.fromiter((op.bytes_moved for op in ops), float, len(ops))
-        slow, watts = self.power.kernels(self.gpu, flops, moved, op_peaks(ops, self.gpu), t)
+        issue = np.fromiter((op.name == KV_EXPAND for op in ops), float, len(ops))
+        slow, watts = self.power.kernels(self.gpu, flops, moved, op_peaks(ops, self.gpu), t, issue)
         counts = np.fromiter((op.count for op in ops), dtype=float, count=len(ops))
         sec = t * slow * counts
         return sec, sec * watts
@@ -208,7 +209,8 @@ class GraphStepTimer:
                 uc = um = 0.0
             s = ti * op.count
             sec.append(s)
-            joules.append(s * (p.base_w + p.memory_w * um + p.compute_w * uc))
+            iw = (p.issue_w or 0.0) if op.name == KV_EXPAND else 0.0
+            joules.append(s * (p.base_w + p.memory_w * um + p.compute_w * uc + iw))
         return np.array(sec), np.array(joules)
 
     def _price(self, ops: Sequence[Op], graphs: bool, cached: bool = True) -> tuple[float, float]:
