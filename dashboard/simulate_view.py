@@ -152,20 +152,23 @@ def render(s: sc.Scenario) -> None:
     st.markdown(fmt.escape_md(f"Result: {got['label']}{src} - {res.model.name} on {res.cluster.name}, "
                               f"{fmt.count(sm['num_requests'])} requests, simulated in {fmt.seconds(got['seconds'])}"))
     att = slo_attainment(res.requests, ttft_slo, tpot_slo)
-    m = st.columns(6)
-    m[0].metric("SLO attainment", fmt.share(att.get("both")) if att else "no SLO set")
-    m[1].metric("Goodput", fmt.rate(sm.get("goodput_rps"), "req/s"))
-    m[2].metric("Throughput", fmt.rate(sm.get("output_tokens_per_s"), "tok/s"))
-    m[3].metric("TTFT p90", fmt.seconds(sm.get("ttft_p90_s")))
-    m[4].metric("TPOT p90", fmt.seconds(sm.get("tpot_p90_s")))
-    m[5].metric("Energy per output token", fmt.joules(sm.get("j_per_output_token")) + "/tok")
-    m = st.columns(6)
-    m[0].metric("Finished", f"{fmt.count(sm['finished'])} of {fmt.count(sm['num_requests'])}")
-    m[1].metric("Avg GPU power", fmt.watts(sm.get("avg_power_w")))
-    m[2].metric("Peak GPU power", fmt.watts(sm.get("peak_power_w")))
-    m[3].metric("Energy (facility)", fmt.joules(sm.get("energy_facility_j")))
-    m[4].metric("Replicas", fmt.count(sm.get("num_replicas")))
-    m[5].metric("Simulated time", fmt.seconds(sm.get("duration_s")))
+    shown = [
+        ("SLO attainment", fmt.share(att.get("both")) if att else "no SLO set"),
+        ("Goodput", fmt.rate(sm.get("goodput_rps"), "req/s")),
+        ("Output throughput", fmt.rate(sm.get("output_tokens_per_s"), "tok/s")),
+        ("TTFT p90", fmt.seconds(sm.get("ttft_p90_s"))),
+        ("TPOT p90", fmt.seconds(sm.get("tpot_p90_s"))),
+        ("Energy per output token", fmt.joules(sm.get("j_per_output_token")) + "/tok"),
+        ("Avg GPU power", fmt.watts(sm.get("avg_power_w"))),
+        ("Peak GPU power", fmt.watts(sm.get("peak_power_w"))),
+        ("Finished", f"{fmt.count(sm['finished'])} of {fmt.count(sm['num_requests'])}"),
+        ("Energy (facility)", fmt.joules(sm.get("energy_facility_j"))),
+        ("Replicas", fmt.count(sm.get("num_replicas"))),
+        ("Simulated time", fmt.seconds(sm.get("duration_s"))),
+    ]
+    for i in range(0, len(shown), 4):
+        for col, (label, value) in zip(st.columns(4), shown[i:i + 4], strict=False):
+            col.metric(label, value)
     if st.button("Pin this simulation", key="sim_pin"):
         pin("simulation", got["label"], {
             "goodput": (sm.get("goodput_rps"), "req/s"), "throughput": (sm.get("output_tokens_per_s"), "tok/s"),
@@ -176,12 +179,12 @@ def render(s: sc.Scenario) -> None:
         st.toast("pinned")
     rq = res.requests
     lat = st.tabs(["TTFT", "TPOT", "E2E", "queue delay"])
-    for tab, (col, name, slo) in zip(lat, (("ttft_s", "TTFT", ttft_slo), ("tpot_s", "TPOT", tpot_slo),
+    for tab, (column, name, slo) in zip(lat, (("ttft_s", "TTFT", ttft_slo), ("tpot_s", "TPOT", tpot_slo),
                                           ("e2e_s", "E2E latency", None), ("queue_delay_s", "queue delay", None)),
                                      strict=True):
         with tab:
             a, b = st.columns(2)
-            vals = rq[col].to_numpy(dtype=float)
+            vals = rq[column].to_numpy(dtype=float)
             a.altair_chart(charts.latency_cdf(vals, name, slo), width="stretch")
             b.altair_chart(charts.latency_hist(vals, name, slo), width="stretch")
     ts = res.timeseries.assign(tok_per_s=lambda d: d["tokens"] * d["iterations"] / (d["end_s"] - d["start_s"]).where(

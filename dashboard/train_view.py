@@ -63,7 +63,9 @@ def _form(s: sc.Scenario) -> None:
         v["zero"] = c[4].selectbox("ZeRO stage", ("auto", "0", "1", "2", "3"), key="tr_zero")
         v["schedule"] = c[5].selectbox("schedule", ("auto", "1f1b", "gpipe", "interleaved"), key="tr_sched")
         c3 = st.columns(3)
-        v["engine"] = c3[0].selectbox("training engine profile", engines("training"), key="tr_engine")
+        names = engines("training")
+        v["engine"] = c3[0].selectbox("training engine profile", names, key="tr_engine",
+                                      index=names.index("megatron") if "megatron" in names else 0)
         v["tokens"] = c3[1].number_input("tokens to train", 1e6, 1e15, 1e12, format="%.3g", key="tr_tokens")
         c1, c2 = st.columns(2)
         go = c1.form_submit_button("Estimate step", type="primary")
@@ -138,18 +140,18 @@ def render(s: sc.Scenario) -> None:
         return
     est, tokens = got["est"], got["tokens"]
     cost = est.train_cost(tokens)
-    m = st.columns(6)
-    m[0].metric("Step time", fmt.seconds(est.time_s))
-    m[1].metric("MFU", fmt.share(est.mfu))
-    m[2].metric("Throughput", fmt.rate(est.tokens_per_s, "tok/s"))
-    m[3].metric("Peak memory", fmt.nbytes(est.peak_memory_bytes))
-    m[4].metric("Avg GPU power", fmt.watts(est.avg_power_w))
-    m[5].metric("GPUs", fmt.count(est.num_gpus))
-    m4 = st.columns(4)
-    m4[0].metric(f"Time to train {tokens:.3g} tokens", fmt.seconds(cost["time_s"]))
-    m4[1].metric("GPU-hours", f"{fmt.count(cost['gpu_hours'])} h")
-    m4[2].metric("Cost", fmt.usd(cost["cost_usd"]) if cost["cost_usd"] is not None else "n/a (no catalog price)")
-    m4[3].metric("Energy (facility)", fmt.joules(cost["energy_j"]))
+    shown = [
+        ("Step time", fmt.seconds(est.time_s)), ("MFU", fmt.share(est.mfu)),
+        ("Throughput", fmt.rate(est.tokens_per_s, "tok/s")), ("Peak memory", fmt.nbytes(est.peak_memory_bytes)),
+        ("Avg GPU power", fmt.watts(est.avg_power_w)), ("GPUs", fmt.count(est.num_gpus)),
+        (f"Time to train {tokens:.3g} tokens", fmt.seconds(cost["time_s"])),
+        ("GPU-hours", f"{fmt.count(cost['gpu_hours'])} h"),
+        ("Cost", fmt.usd(cost["cost_usd"]) if cost["cost_usd"] is not None else "n/a (no catalog price)"),
+        ("Energy (facility)", fmt.joules(cost["energy_j"])),
+    ]
+    for i in range(0, len(shown), 4):
+        for col, (label, value) in zip(st.columns(4), shown[i:i + 4], strict=False):
+            col.metric(label, value)
     if st.button("Pin this training estimate", key="train_pin"):
         pin("training", got["label"], {
             "step time": (est.time_s, "s"), "MFU": (est.mfu, "share"), "throughput": (est.tokens_per_s, "tok/s"),

@@ -55,7 +55,7 @@ def test_plan_simulate_row_pin_and_compare_show_api_numbers() -> None:
                                     seed=0, num_requests=100)
     m = _metrics(at)
     assert m["TTFT p90"] == fmt.seconds(sim.summary["ttft_p90_s"])
-    assert m["Throughput"] == fmt.rate(sim.summary["output_tokens_per_s"], "tok/s")
+    assert m["Output throughput"] == fmt.rate(sim.summary["output_tokens_per_s"], "tok/s")
     # the simulation survives a widget change on another tab and in the sidebar
     at.selectbox(key="tr_rc").set_value("full").run()
     at.number_input(key="sc_seed").set_value(3).run()
@@ -122,7 +122,7 @@ def test_train_view_shows_estimate_and_tp_cp_pp_dp_error_literally() -> None:
     assert not at.error, _errors(at)
     est = fleetsim.estimate_train_step("llama-3.1-8b", "8xH100", tp=2, pp=2, cp=1, ep=1, vpp=1,
                                        sequence_parallel=True, micro_batch=1, global_batch=16, seq_len=2048,
-                                       recompute="selective", engine="hf-transformers")
+                                       recompute="selective", engine="megatron")
     m = _metrics(at)
     assert m["Step time"] == fmt.seconds(est.time_s)
     assert m["MFU"] == fmt.share(est.mfu)
