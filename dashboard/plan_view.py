@@ -15,6 +15,7 @@ from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
 from fleetsim.dashboard.common import model_and_cluster, pin, run_simulation
 from fleetsim.dashboard.format import show_error
+from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
 
 import fleetsim
@@ -175,7 +176,7 @@ def render(s: sc.Scenario) -> None:
         st.dataframe(plan.table(), hide_index=True)
     payload = {"scenario": got["scenario"], "plans": res.to_json()}
     st.download_button("Download plans (JSON)", json.dumps(payload, indent=2, default=_json_default),
-                       "plans.json", "application/json", key="plan_download")
+                       f"{scenario_name(s)}_plans.json", "application/json", key="plan_download")
 
 
 def _json_default(v: Any) -> Any:

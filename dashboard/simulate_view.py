@@ -20,6 +20,7 @@ from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
 from fleetsim.dashboard.common import engine_config, pin, run_simulation
 from fleetsim.dashboard.format import show_error
+from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
 
 ROUTERS = ("least_outstanding_tokens", "round_robin", "prefix_aware")
@@ -210,7 +211,7 @@ def render(s: sc.Scenario) -> None:
         st.dataframe(rq.head(10_000), hide_index=True)
         if len(rq) > 10_000:
             st.caption(f"first 10,000 of {len(rq):,} requests shown; the CSV download has all")
-    name = f"{res.model.name}_{res.cluster.name}".replace("/", "_").replace(" ", "_")
+    name = scenario_name(sc.Scenario(**got["scenario"]))
     d = st.columns(3)
     d[0].download_button("Requests (CSV)", rq.to_csv(index=False), f"{name}_requests.csv", "text/csv",
                          key="sim_dl_requests")

@@ -18,7 +18,7 @@ from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
 from fleetsim.dashboard.common import model_and_cluster, pin
 from fleetsim.dashboard.format import show_error
-from fleetsim.dashboard.sidebar import engines
+from fleetsim.dashboard.sidebar import engines, scenario_name
 from fleetsim.hardware.errors import FleetsimError
 
 import fleetsim
@@ -176,5 +176,5 @@ def render(s: sc.Scenario) -> None:
         summ = est.summary(tokens)
         summ["value"] = summ["value"].map(lambda x: f"{x:.4g}" if isinstance(x, float) else str(x))
         st.dataframe(summ, hide_index=True, key="train_summary")
-    st.download_button("Pipeline timeline (Perfetto .json.gz)", _trace(est), "train_trace.json.gz",
+    st.download_button("Pipeline timeline (Perfetto .json.gz)", _trace(est), f"{scenario_name(s)}_train_trace.json.gz",
                        "application/gzip", key="train_dl_trace")

@@ -176,3 +176,28 @@ def test_loaded_scenario_sets_the_widgets() -> None:
     assert at.number_input(key="sc_seed").value == 7
     assert at.number_input(key="sc_ttft_slo_s").value == 250.0
     assert at.selectbox(key="sc_objective").value == "min_cost"
+
+
+def test_uploaded_model_and_built_cluster_reach_the_api() -> None:
+    import json
+
+    from fleetsim.dashboard.scenario import parse_model_config
+
+    cfg = parse_model_config(json.dumps({
+        "model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16,
+        "num_key_value_heads": 4, "intermediate_size": 4096, "vocab_size": 32000,
+        "max_position_embeddings": 4096}).encode(), "tiny/config.json")
+    at = _app()
+    at.session_state["model_config"] = cfg
+    at.session_state["cluster_pools"] = [{"gpu": "H100", "count": 2}]
+    at.radio(key="sc_model_kind").set_value("config.json upload").run()
+    at.radio(key="sc_cluster_kind").set_value("builder").run()
+    at.number_input(key="tr_gb").set_value(8)
+    at.button(key="FormSubmitter:train_form-Estimate step").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, _errors(at)
+    est = fleetsim.estimate_train_step(fleetsim.load_model(cfg), "2xH100", tp=1, pp=1, cp=1, ep=1, vpp=1,
+                                       sequence_parallel=False, micro_batch=1, global_batch=8, seq_len=2048,
+                                       recompute="selective", engine="megatron")
+    assert _metrics(at)["Step time"] == fmt.seconds(est.time_s)
+    assert _metrics(at)["GPUs"] == "2"

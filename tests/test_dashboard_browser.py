@@ -188,6 +188,24 @@ def test_plan_simulate_row_and_results_survive_other_tabs(page: object) -> None:
     assert result.first.is_visible()
     assert pg.get_by_text("TTFT p90").first.is_visible()  # type: ignore[attr-defined]
     _no_exception(pg)
+    # a download carries the simulation's requests
+    with pg.expect_download() as dl:  # type: ignore[attr-defined]
+        pg.get_by_role("button", name="Requests (CSV)").click()  # type: ignore[attr-defined]
+    assert dl.value.suggested_filename == "llama-3.1-8b_2xH100_requests.csv"  # named after the scenario
+    head = Path(dl.value.path()).read_text().splitlines()
+    assert head[0].startswith("req_id,arrival_s") and len(head) == 101
+    # pin the simulation and the plan, compare them
+    pg.get_by_role("button", name="Pin this simulation").click()  # type: ignore[attr-defined]
+    _idle(pg)
+    pg.get_by_role("tab", name="Plan").click()  # type: ignore[attr-defined]
+    pg.get_by_role("button", name="Pin this plan").click()  # type: ignore[attr-defined]
+    _idle(pg)
+    pg.get_by_role("tab", name="Compare").click()  # type: ignore[attr-defined]
+    with pg.expect_download() as dl:  # type: ignore[attr-defined]
+        pg.get_by_role("button", name="Comparison (CSV)").click()  # type: ignore[attr-defined]
+    table = Path(dl.value.path()).read_text()
+    assert "delta (B - A)" in table.splitlines()[0] and "TTFT p90" in table
+    _no_exception(pg)
     print("browser interaction times (s):", {k: round(v, 2) for k, v in times.items()})
 
 
