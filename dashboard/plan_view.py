@@ -20,11 +20,12 @@ from fleetsim.hardware.errors import FleetsimError
 
 import fleetsim
 
+POWER_CAP_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 FLAG_ENGINES = {"sglang": "sglang", "trtllm": "trtllm"}
 """Serving profile -> the engine whose command line ``planner.flags`` writes (else vLLM)."""
 
 
-def _plan(s: sc.Scenario, simulate: bool) -> dict[str, Any]:
+def _plan(s: sc.Scenario, simulate: bool, caps: tuple[float, ...] = (1.0,)) -> dict[str, Any]:
     model, cluster = model_and_cluster(s)
     kw: dict[str, Any] = {}
     if s.workload_kind == "trace upload":
@@ -40,7 +41,7 @@ def _plan(s: sc.Scenario, simulate: bool) -> dict[str, Any]:
     plan = fleetsim.plan_serving(
         model, cluster, rate_rps=s.rate_rps or None, ttft_s=s.ttft_slo_s or None, tpot_s=s.tpot_slo_s or None,
         engine=s.engine, objective=s.objective, power_budget_w=s.power_budget_w or None, simulate=simulate,
-        seed=s.seed, **kw)
+        seed=s.seed, search_space=None if caps == (1.0,) else {"power_caps": caps}, **kw)
     res = plan.search
     return {"plan": plan, "search": res, "seconds": time.perf_counter() - t0, "scenario": s.to_dict()}
 
@@ -107,13 +108,16 @@ def pareto_frame(res: Any) -> tuple[pd.DataFrame, str, str, str]:
 
 def render(s: sc.Scenario) -> None:
     st.subheader("Serving plan")
-    c1, c2 = st.columns([1, 3])
+    c1, c2, c3 = st.columns([1, 2, 1])
     simulate = c1.checkbox("simulate capacities", value=False, key="plan_simulate",
                            help="bisect each top candidate's capacity by simulation (slower, more exact)")
-    if c2.button("Plan", key="plan_go", type="primary"):
+    caps = c2.multiselect("power caps to try (share of each GPU's TDP)", POWER_CAP_SHARES, default=[1.0],
+                          key="plan_caps", help="searched with a power budget or the min_energy objective "
+                          "(nvidia-smi -pl; clipped to the GPU's lowest settable cap)")
+    if c3.button("Plan", key="plan_go", type="primary"):
         try:
             with st.spinner("planning ..."):
-                st.session_state["plan"] = _plan(s, simulate)
+                st.session_state["plan"] = _plan(s, simulate, tuple(sorted(caps or [1.0], reverse=True)))
             st.session_state.pop("plan_error", None)
         except FleetsimError as exc:
             st.session_state["plan_error"] = str(exc)

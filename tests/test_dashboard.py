@@ -201,3 +201,21 @@ def test_uploaded_model_and_built_cluster_reach_the_api() -> None:
                                        recompute="selective", engine="megatron")
     assert _metrics(at)["Step time"] == fmt.seconds(est.time_s)
     assert _metrics(at)["GPUs"] == "2"
+
+
+def test_plan_with_power_budget_and_caps_matches_the_api() -> None:
+    at = _app()
+    at.number_input(key="sc_rate_rps").set_value(4.0)
+    at.selectbox(key="sc_objective").set_value("min_energy")
+    at.multiselect(key="plan_caps").set_value([1.0, 0.7]).run()
+    at.button(key="plan_go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, _errors(at)
+    res = fleetsim.plan_serving("llama-3.1-8b", "2xH100", workload="azure-conv", rate_rps=4.0, engine="vllm",
+                                objective="min_energy", simulate=False, seed=0,
+                                search_space={"power_caps": (1.0, 0.7)}).search
+    shown = at.dataframe[0].value
+    assert list(shown["pools"]) == [" + ".join(f"{x.replicas}x{x.gpu} tp{x.tp}pp{x.pp}"
+                                               + (f"@{x.power_cap_w:g}W" if x.power_cap_w else "") for x in p.pools)
+                                    for p in res.plans]
+    assert _metrics(at)["Power"] == fmt.watts(res.plans[0].power_w)
