@@ -1,0 +1,223 @@
+"""Simulate: every deployment and engine option of ``simulate_serving`` (TP/PP/EP, replicas,
+prefill/decode split, scheduler, router, prefix caching, speculative decoding, fp8 KV, power
+cap); SLO attainment and goodput up front; latency CDFs and histograms with SLO lines;
+throughput, queue, KV occupancy and power over time; the per-request table; downloads
+including the Perfetto timeline. The last result stays in ``st.session_state['sim']``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from fleetsim.dashboard import charts
+from fleetsim.dashboard import format as fmt
+from fleetsim.dashboard import scenario as sc
+from fleetsim.dashboard.common import engine_config, pin, run_simulation
+from fleetsim.dashboard.format import show_error
+from fleetsim.dashboard.sidebar import scenario_name
+from fleetsim.hardware.errors import FleetsimError
+
+ROUTERS = ("least_outstanding_tokens", "round_robin", "prefix_aware")
+
+
+def deployment_from_form(v: dict[str, Any], s: sc.Scenario) -> dict[str, Any] | None:
+    """The ``Deployment`` dict of the form's values ``v`` (None: the API's default layout
+    with the scenario's engine profile and power cap)."""
+    if v["default_layout"]:
+        return None
+    sched: dict[str, Any] = {"kind": v["scheduler"], "max_num_seqs": int(v["max_num_seqs"])}
+    if v["scheduler"] == "vllm":
+        sched |= {"max_num_batched_tokens": int(v["max_num_batched_tokens"]), "chunked_prefill": bool(v["chunked"])}
+    knobs: dict[str, Any] = {"scheduler": sched, "enable_prefix_caching": bool(v["prefix_caching"])}
+    if v["fp8_kv"]:
+        knobs["kv_dtype"] = "fp8"
+    if v["spec"] != "none":
+        spec: dict[str, Any] = {"method": v["spec"], "num_speculative_tokens": int(v["spec_k"]),
+                                "acceptance_rate": float(v["spec_accept"])}
+        if v["spec"] == "draft":
+            spec["draft_model"] = v["draft_model"]
+        knobs["spec_decode"] = spec
+    eng = engine_config(s, **knobs)
+    base = {"pool": int(v["pool"]), "tp": int(v["tp"]), "pp": int(v["pp"]), "ep": int(v["ep"])}
+    if int(v["prefill_replicas"]) > 0:
+        pools = [base | {"replicas": int(v["prefill_replicas"]), "role": "prefill", "engine": eng},
+                 base | {"replicas": int(v["decode_replicas"]), "role": "decode", "engine": eng}]
+    else:
+        pools = [base | {"replicas": int(v["replicas"]) or None, "engine": eng}]
+    return {"pools": pools, "router": v["router"]}
+
+
+def _form(s: sc.Scenario) -> None:
+    ss = st.session_state
+    with st.form("sim_form"):
+        v: dict[str, Any] = {}
+        v["default_layout"] = st.checkbox("API default layout (one replica per GPU, or the smallest TP that fits)",
+                                          value=True, key="sim_default")
+        c = st.columns(6)
+        v["pool"] = c[0].number_input("Cluster pool", 0, 63, 0, key="sim_pool")
+        v["tp"] = c[1].number_input("TP", 1, 64, 1, key="sim_tp")
+        v["pp"] = c[2].number_input("PP", 1, 64, 1, key="sim_pp")
+        v["ep"] = c[3].number_input("EP", 1, 256, 1, key="sim_ep")
+        v["replicas"] = c[4].number_input("Replicas (0 = all that fit)", 0, 4096, 0, key="sim_replicas")
+        v["router"] = c[5].selectbox("Router", ROUTERS, key="sim_router")
+        c = st.columns(6)
+        v["prefill_replicas"] = c[0].number_input("PD split: prefill replicas (0 = none)", 0, 4096, 0, key="sim_pd_p")
+        v["decode_replicas"] = c[1].number_input("PD split: decode replicas", 1, 4096, 1, key="sim_pd_d")
+        v["scheduler"] = c[2].selectbox("Scheduler", ("vllm", "static"), key="sim_sched")
+        v["max_num_seqs"] = c[3].number_input("max_num_seqs", 1, 65536, 256, key="sim_seqs")
+        v["max_num_batched_tokens"] = c[4].number_input("max_num_batched_tokens", 1, 10**7, 8192, key="sim_tokens")
+        v["chunked"] = c[5].checkbox("chunked prefill", value=True, key="sim_chunked")
+        c = st.columns(6)
+        v["prefix_caching"] = c[0].checkbox("prefix caching", key="sim_prefix")
+        v["fp8_kv"] = c[1].checkbox("fp8 KV cache", key="sim_fp8kv")
+        v["spec"] = c[2].selectbox("Speculative decoding", ("none", "ngram", "draft"), key="sim_spec")
+        v["spec_k"] = c[3].number_input("speculative tokens", 1, 64, 4, key="sim_spec_k")
+        v["spec_accept"] = c[4].number_input("acceptance rate", 0.0, 0.99, 0.7, key="sim_spec_acc")
+        v["draft_model"] = c[5].text_input("draft model", "llama-3.2-1b", key="sim_draft")
+        go = st.form_submit_button("Simulate", type="primary")
+    if go:
+        try:
+            dep = deployment_from_form(v, s)
+            engine = None if dep is not None else engine_config(s)
+            run_simulation(s, dep, "simulation" if dep is None else "custom deployment", engine=engine)
+        except FleetsimError as exc:
+            ss["sim_error"] = str(exc)
+        except ValueError as exc:  # pydantic's ValidationError of a deployment field
+            ss["sim_error"] = fmt.one_line(exc)
+
+
+def slo_attainment(requests: pd.DataFrame, ttft_slo_s: float | None, tpot_slo_s: float | None) -> dict[str, float]:
+    """Share of arrived requests that finished within each target and within both."""
+    n = len(requests)
+    if not n:
+        return {}
+    ok = requests["finished"].astype(bool).to_numpy()
+    out = {}
+    both = ok.copy()
+    for col, slo in (("ttft_s", ttft_slo_s), ("tpot_s", tpot_slo_s)):
+        if slo:
+            v = requests[col].to_numpy(dtype=float)
+            within = ok & (np.nan_to_num(v, nan=math.inf) <= slo)
+            out[col] = float(within.sum() / n)
+            both &= within
+    if out:
+        out["both"] = float(both.sum() / n)
+    return out
+
+
+def _trace_bytes(res: Any) -> bytes:
+    """The Perfetto/Chrome trace of a result (iterations, KV occupancy and power counters),
+    gzip-compressed JSON, made once per result."""
+    from fleetsim.traces.chrome import write_chrome_trace
+
+    cached = st.session_state.get("sim_trace_bytes")
+    if cached is not None:
+        return bytes(cached)
+    spans = res.trace_spans()
+    counters = [{"process": x["process"], "name": "kv_occupancy", "time_s": x["start_s"] + x["dur_s"],
+                 "values": {"kv": x["args"]["kv_occupancy"]}} for x in spans] + res.power_counters()
+    fd, tmp = tempfile.mkstemp(suffix=".json.gz", prefix="fleetsim-trace-")
+    os.close(fd)
+    try:
+        write_chrome_trace(spans, tmp, counters, metadata={"model": res.model.name, "cluster": res.cluster.name})
+        with open(tmp, "rb") as f:
+            data = f.read()
+    finally:
+        os.unlink(tmp)
+    st.session_state["sim_trace_bytes"] = data
+    return data
+
+
+def render(s: sc.Scenario) -> None:
+    st.subheader("Serving simulation")
+    _form(s)
+    ss = st.session_state
+    if ss.get("sim_error"):
+        show_error(ss["sim_error"])
+    got = ss.get("sim")
+    if got is None:
+        st.caption("Press Simulate, or simulate a plan row on the Plan tab.")
+        return
+    res = got["result"]
+    sm = res.summary
+    ttft_slo, tpot_slo = sm.get("ttft_slo_s"), sm.get("tpot_slo_s")
+    ttft_slo = ttft_slo if isinstance(ttft_slo, float) and math.isfinite(ttft_slo) else None
+    tpot_slo = tpot_slo if isinstance(tpot_slo, float) and math.isfinite(tpot_slo) else None
+    src = f" of trace {got['trace_name']}" if got.get("trace_name") else ""
+    st.markdown(fmt.escape_md(f"Result: {got['label']}{src} - {res.model.name} on {res.cluster.name}, "
+                              f"{fmt.count(sm['num_requests'])} requests, simulated in {fmt.seconds(got['seconds'])}"))
+    att = slo_attainment(res.requests, ttft_slo, tpot_slo)
+    shown = [
+        ("SLO attainment", fmt.share(att.get("both")) if att else "no SLO set"),
+        ("Goodput", fmt.rate(sm.get("goodput_rps"), "req/s")),
+        ("Output throughput", fmt.rate(sm.get("output_tokens_per_s"), "tok/s")),
+        ("TTFT p90", fmt.seconds(sm.get("ttft_p90_s"))),
+        ("TPOT p90", fmt.seconds(sm.get("tpot_p90_s"))),
+        ("Energy per output token", fmt.joules(sm.get("j_per_output_token")) + "/tok"),
+        ("Avg GPU power", fmt.watts(sm.get("avg_power_w"))),
+        ("Peak GPU power", fmt.watts(sm.get("peak_power_w"))),
+        ("Finished", f"{fmt.count(sm['finished'])} of {fmt.count(sm['num_requests'])}"),
+        ("Energy (facility)", fmt.joules(sm.get("energy_facility_j"))),
+        ("Replicas", fmt.count(sm.get("num_replicas"))),
+        ("Simulated time", fmt.seconds(sm.get("duration_s"))),
+    ]
+    for i in range(0, len(shown), 4):
+        for col, (label, value) in zip(st.columns(4), shown[i:i + 4], strict=False):
+            col.metric(label, value)
+    if st.button("Pin this simulation", key="sim_pin"):
+        pin("simulation", got["label"], {
+            "goodput": (sm.get("goodput_rps"), "req/s"), "throughput": (sm.get("output_tokens_per_s"), "tok/s"),
+            "TTFT p90": (sm.get("ttft_p90_s"), "s"), "TPOT p90": (sm.get("tpot_p90_s"), "s"),
+            "E2E p90": (sm.get("e2e_p90_s"), "s"), "avg GPU power": (sm.get("avg_power_w"), "W"),
+            "energy per output token": (sm.get("j_per_output_token"), "J/tok"),
+            "SLO attainment": (att.get("both"), "share")})
+        st.toast("pinned")
+    rq = res.requests
+    lat = st.tabs(["TTFT", "TPOT", "E2E", "queue delay"])
+    for tab, (column, name, slo) in zip(lat, (("ttft_s", "TTFT", ttft_slo), ("tpot_s", "TPOT", tpot_slo),
+                                          ("e2e_s", "E2E latency", None), ("queue_delay_s", "queue delay", None)),
+                                     strict=True):
+        with tab:
+            a, b = st.columns(2)
+            vals = rq[column].to_numpy(dtype=float)
+            a.altair_chart(charts.latency_cdf(vals, name, slo), width="stretch")
+            b.altair_chart(charts.latency_hist(vals, name, slo), width="stretch")
+    ts = res.timeseries.assign(tok_per_s=lambda d: d["tokens"] * d["iterations"] / (d["end_s"] - d["start_s"]).where(
+        lambda x: x > 0))
+    a, b = st.columns(2)
+    a.altair_chart(charts.over_time(ts.dropna(subset=["tok_per_s"]), "start_s", "tok_per_s",
+                                    "tokens per second per engine", "tok/s", color="replica"), width="stretch")
+    b.altair_chart(charts.over_time(ts, "start_s", "kv_occupancy", "KV cache occupancy", "share of KV blocks",
+                                    color="replica"), width="stretch")
+    a, b = st.columns(2)
+    queue = rq.dropna(subset=["queue_delay_s"]).sort_values("arrival_s")
+    a.altair_chart(charts.over_time(queue, "arrival_s", "queue_delay_s", "queue delay by arrival", "s"),
+                   width="stretch")
+    if len(res.power):
+        b.altair_chart(charts.over_time(res.power, "start_s", "power_w", "GPU power per pool", "W", color="pool"),
+                       width="stretch")
+    with st.expander("Summary (all figures, with units)"):
+        st.dataframe(pd.DataFrame(fmt.summary_rows(sm), columns=["metric", "value"]), hide_index=True,
+                     key="sim_summary")
+    with st.expander("Replicas"):
+        st.dataframe(res.replicas, hide_index=True)
+    with st.expander("Per-request table"):
+        st.dataframe(rq.head(10_000), hide_index=True)
+        if len(rq) > 10_000:
+            st.caption(f"first 10,000 of {len(rq):,} requests shown; the CSV download has all")
+    name = scenario_name(sc.Scenario(**got["scenario"]))
+    d = st.columns(3)
+    d[0].download_button("Requests (CSV)", rq.to_csv(index=False), f"{name}_requests.csv", "text/csv",
+                         key="sim_dl_requests")
+    payload = {"scenario": got["scenario"], "deployment": json.loads(res.deployment.model_dump_json()),
+               "summary": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in sm.items()}}
+    d[1].download_button("Inputs and summary (JSON)", json.dumps(payload, indent=2, default=float),
+                         f"{name}_summary.json", "application/json", key="sim_dl_summary")
+    d[2].download_button("Perfetto timeline (.json.gz)", _trace_bytes(res), f"{name}_trace.json.gz",
+                         "application/gzip", key="sim_dl_trace", help="open in ui.perfetto.dev")
