@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from fleetsim.plan_training import plan_training
+from fleetsim.training_plans import plan_training
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 recomputation, ZeRO, schedule, engine profile, power cap) estimated by
 ``fleetsim.estimate_train_step``: step time and its breakdown, memory per stage, the
 pipeline schedule as a timeline, MFU, and time, cost and energy to train N tokens; and the
-training planner (``fleetsim.plan_training``) for the best layouts."""
+training planner (``fleetsim.training_plans``) for the best layouts."""
 
 from __future__ import annotations
 

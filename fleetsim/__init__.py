@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "simulate_serving": "fleetsim.serving",
     "estimate_train_step": "fleetsim.training",
     "plan_serving": "fleetsim.planning",
-    "plan_training": "fleetsim.plan_training",
+    "plan_training": "fleetsim.training_plans",
     "get_workload": "fleetsim.workloads.defaults",
     # result invariants
     "check_serving_result": "fleetsim.sim.check",

@@ -216,6 +216,7 @@ def test_plan_with_power_budget_and_caps_matches_the_api() -> None:
                                 search_space={"power_caps": (1.0, 0.7)}).search
     shown = at.dataframe[0].value
     assert list(shown["pools"]) == [" + ".join(f"{x.replicas}x{x.gpu} tp{x.tp}pp{x.pp}"
-                                               + (f"@{x.power_cap_w:g}W" if x.power_cap_w else "") for x in p.pools)
+                                               + (f"@{x.power_cap_w:g}W" if x.power_cap_w else "")
+                                               + ("" if x.role == "both" else f" {x.role}") for x in p.pools)
                                     for p in res.plans]
     assert _metrics(at)["Power"] == fmt.watts(res.plans[0].power_w)

@@ -21,8 +21,8 @@ from fleetsim.planner.training import TrainEvaluation, search
 from fleetsim.sim.training.job import TrainJob
 
 from fleetsim.cli import main as cli_main
-from fleetsim.plan_training import Simulate, plan_training
 from fleetsim.training import build_train_job, estimate_train_step
+from fleetsim.training_plans import Simulate, plan_training
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT.parent / "shared" / "data" / "published"

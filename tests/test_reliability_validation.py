@@ -8,8 +8,8 @@ import pytest
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.failures import load_failures
 
-from fleetsim.plan_training import FAILURE_CANDIDATES, plan_training
 from fleetsim.reliability import estimate_training_run
+from fleetsim.training_plans import FAILURE_CANDIDATES, plan_training
 
 # Llama 3 paper (arXiv:2407.21783) Table 4, 405B row at 16,384 GPUs (also in P. Balaji's SC'24
 # slide): TP 8, CP 1, PP 16, DP 128, seq 8192, 16M tokens per batch (2048 sequences), 400

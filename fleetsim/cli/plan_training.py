@@ -20,7 +20,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 
 def run_training(args: argparse.Namespace) -> int:
     from fleetsim.hardware.errors import ConfigError
-    from fleetsim.plan_training import plan_training
+    from fleetsim.training_plans import plan_training
 
     if args.global_batch is None:
         raise ConfigError("--training needs --global-batch (sequences per step)")
