@@ -9,11 +9,11 @@ carries the stage, the bottleneck category and the reason, a :class:`ServingPlan
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from fleetsim.hardware.checks import validation_line
 from fleetsim.hardware.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from fleetsim.planner.milp import _Record as StrictRecord
+from pydantic import ConfigDict, Field, model_validator
 
 Objective = Literal["min_cost", "min_gpus", "min_energy", "max_goodput"]
 OBJECTIVES: tuple[str, ...] = ("min_cost", "min_gpus", "min_energy", "max_goodput")
@@ -22,22 +22,11 @@ Bottleneck = Literal["memory", "kv_capacity", "compute", "tpot_slo", "ttft_slo",
                      "queue", "inventory", "power_budget", "layout", "max_num_seqs"]
 
 
-class _Record(BaseModel):
-    """Frozen, no unknown keys; a validation failure is one ConfigError line."""
+class _Record(StrictRecord):
+    """Frozen, no unknown keys, lists as tuples; a validation failure is one ConfigError line
+    (``planner.milp``'s record base, without strict type coercion)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    _what: ClassVar[str] = "record"
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(validation_line(exc, type(self)._what)) from None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _lists_are_tuples(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    model_config = ConfigDict(strict=False)
 
 
 class Slo(_Record):
