@@ -88,69 +88,35 @@ class VllmSchedulerStrategy:
             i += 1
         if plan.preempted:
             return plan
-        if eng.lora is not None:
-            self._admit_lora(eng, plan, budget)
-            return plan
-        waiting = eng.waiting
-        while waiting and len(running) < cfg.max_num_seqs and budget > 0:
-            seq = waiting[0]
-            if seq.swapped_blocks:
-                n = min(seq.prompt + seq.generated - seq.computed, budget)
-                extra = max(0, kv.blocks_for(seq.computed + n + eng.lookahead) - seq.swapped_blocks)
-                if seq.swapped_blocks + extra > kv.available():
-                    break
-                eng.swap_in(seq, plan)
-                kv.allocate(extra)
-                seq.own_blocks += extra
-            else:
-                hit, pinned = eng.match_prefix(seq) if seq.computed == 0 else (0, 0)
-                start = seq.computed + hit * kv.block_size
-                n = seq.prompt + seq.generated - start
-                if n > budget:
-                    if not cfg.chunked_prefill:
-                        break
-                    n = budget
-                need = max(0, kv.blocks_for(start + n + eng.lookahead) - seq.own_blocks - hit)
-                if need + pinned > kv.available():
-                    eng.unmatch_prefix(seq)
-                    break
-                eng.take_prefix(seq)
-                kv.allocate(need)
-                seq.own_blocks += need
-            waiting.popleft()
-            running.append(seq)
-            eng.on_admit(seq)
-            plan.items.append((seq, n))
-            plan.admitted += 1
-            budget -= n
+        self._admit(eng, plan, budget)
         return plan
 
-
-    def _admit_lora(self, eng: Engine, plan: Plan, budget: int) -> None:
-        """The waiting loop with LoRA adapters (``sim.serving.lora``): as above, but a
-        request whose adapter would exceed ``max_loras`` distinct adapters in the batch is
-        skipped (it keeps its place; later requests may go first, as in vLLM), and under
-        unified adapter memory an adapter that must load needs KV blocks of its own."""
+    def _admit(self, eng: Engine, plan: Plan, budget: int) -> None:
+        """Admit waiting requests in order while sequences, tokens and KV blocks allow (a
+        swapped-out sequence swaps back in; a new one takes its cached prefix). With LoRA
+        adapters (``sim.serving.lora``) a request whose adapter would exceed ``max_loras``
+        distinct adapters in the batch is skipped (it keeps its place; later requests may go
+        first, as in vLLM), and under unified adapter memory an adapter that must load needs
+        KV blocks of its own."""
         cfg = self.cfg
         lora = eng.lora
-        assert lora is not None
         running = eng.running
         kv = eng.kv
         waiting = eng.waiting
         i = 0
         while i < len(waiting) and len(running) < cfg.max_num_seqs and budget > 0:
             seq = waiting[i]
-            extra = lora.blocks_needed(seq) if seq.adapter >= 0 else 0
+            extra = lora.blocks_needed(seq) if lora is not None and seq.adapter >= 0 else 0
             if extra < 0:
                 i += 1
                 continue
-            idle = lora.idle_blocks()
+            idle = lora.idle_blocks() if lora is not None else 0
             if seq.swapped_blocks:
                 n = min(seq.prompt + seq.generated - seq.computed, budget)
                 more = max(0, kv.blocks_for(seq.computed + n + eng.lookahead) - seq.swapped_blocks)
                 if seq.swapped_blocks + more + extra > kv.available() + idle:
                     break
-                if seq.adapter >= 0:
+                if lora is not None and seq.adapter >= 0:
                     lora.admit(seq, seq.swapped_blocks + more)
                 eng.swap_in(seq, plan)
                 kv.allocate(more)
@@ -167,7 +133,7 @@ class VllmSchedulerStrategy:
                 if need + pinned + extra > kv.available() + idle:
                     eng.unmatch_prefix(seq)
                     break
-                if seq.adapter >= 0:
+                if lora is not None and seq.adapter >= 0:
                     lora.admit(seq, need + pinned)
                 eng.take_prefix(seq)
                 kv.allocate(need)
