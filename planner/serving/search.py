@@ -315,7 +315,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
         return ServingPlans(**base | failed | {"evaluations": everything, "rejected": tuple(rejected),
                                                "simulations": sims, "seconds": time.perf_counter() - t0})
     sign = -1.0 if objective == "max_goodput" else 1.0
-    entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.name))
+    # ties on the objective: cheaper, then fewer GPUs, then less power, then the name
+    entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w, p.name))
     checked = []
     for i, p in enumerate(entries):
         p = p.model_copy(update={"pools": tuple(with_commands(pc, model.name, dtype, kv_dtype) for pc in p.pools)})
@@ -325,7 +326,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
                                                            dtype, kv_dtype, seed + 1, space.sim_requests)})
             sims += 1
         checked.append(p)
-    checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.name))
+    checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w,
+                                p.name))
     return ServingPlans(**base | {"plans": tuple(checked), "evaluations": everything, "rejected": tuple(rejected),
                                   "pareto": tuple(_frontier(checked, evals)), "simulations": sims,
                                   "seconds": time.perf_counter() - t0})
