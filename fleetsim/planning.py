@@ -198,6 +198,20 @@ def tpot_class(prof: EngineProfile, b: int, context: int) -> str:
     return forward_class(False, captures(prof, [Seq(1, context)] * b))
 
 
+MAX_RATE_RPS = 1e7
+"""The largest demand the full planner takes: its integer programs count replicas, and a
+rate beyond this (a unit slip, 1e300) would only overflow the solver's numerics."""
+
+
+def _too_fast(rate_rps: float) -> ConfigError:
+    return ConfigError(f"rate_rps={rate_rps:g} is beyond what the planner sizes ({MAX_RATE_RPS:g} req/s, "
+                       "about a million GPUs of a small model): check the units (requests per second)")
+
+
+def planner_flags(*values: Any) -> bool:
+    return any(v is not None for v in values)
+
+
 def plan_serving(
     model: str | ModelSpec,
     cluster: str | ClusterSpec | None,
@@ -276,6 +290,9 @@ def plan_serving(
     isl = None if isl is None else positive_int(isl, "isl")
     osl = None if osl is None else positive_int(osl, "osl")
     rate_rps = None if rate_rps is None else positive(rate_rps, "rate_rps")
+    if rate_rps is not None and rate_rps > MAX_RATE_RPS and (market is not None or planner_flags(
+            objective, power_budget_w, search_space, executor)):
+        raise _too_fast(rate_rps)
     ttft_s = None if ttft_s is None else positive(ttft_s, "ttft_s")
     tpot_s = None if tpot_s is None else positive(tpot_s, "tpot_s")
     if workload is not None and not isinstance(workload, str):
@@ -314,7 +331,7 @@ def plan_serving(
         lambda pool, gpu, tp, pp: make_replica_timer(spec, pool, gpu, tp, pp, eng, targets.isl),
         spec.num_layers,
     )
-    planner_mode = any(v is not None for v in (objective, market, power_budget_w, search_space, executor))
+    planner_mode = market is not None or planner_flags(objective, power_budget_w, search_space, executor)
     if not fp.rows and not planner_mode:
         reasons = "; ".join(f"{r.gpu} TP={r.tp} PP={r.pp}: {r.reason}" for r in fp.rejected)
         raise InfeasibleError(f"no deployment of {spec.name} runs on {cl.name}: {reasons}")
@@ -323,6 +340,8 @@ def plan_serving(
     wl = _search_workload(workload, lengths_from, isl, osl, rate_rps)
 
     def searched() -> Any:
+        if rate_rps is not None and rate_rps > MAX_RATE_RPS:
+            raise _too_fast(rate_rps)
         return run_search(spec, cl, supplies, wl, rate_rps, slo, objective, eng,
                           lambda pool, gpu, tp, pp, ep, e: make_replica_timer(spec, pool, gpu, tp, pp, e, isl, ep),
                           budget_w=budget_w, simulate=simulate, seed=seed, space=search_space, buckets=buckets,

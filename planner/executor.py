@@ -3,18 +3,25 @@
 An ``Executor`` maps a function over a list of items and returns the results in the items'
 order, whichever worker finished first, so a plan never depends on where it was computed.
 The function must be importable at module level (picklable) for the process pool and Ray;
-``workers=1`` runs in-process and accepts any callable. The pool uses the ``spawn`` start
-method (no forked copies of the parent's threads or state), so it behaves the same on
-Linux, macOS and Windows. Ray is imported only when asked for (the ``fleetsim[ray]`` extra).
+``workers=1`` runs in-process and accepts any callable. The local pool is started once per
+process and worker count and reused by every later ``map`` (a plan's analytic stage, its
+capacity simulations and its re-check share it). Its workers are forked where that is safe
+(Linux, and only this thread running: the workers start in milliseconds with the parent's
+modules already imported) and spawned otherwise (macOS, Windows, or a threaded parent
+such as the dashboard's server), so no worker inherits another thread's locks. Ray is
+imported only when asked for (the ``fleetsim[ray]`` extra).
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
 from fleetsim.hardware.errors import ConfigError, suggest
@@ -37,9 +44,37 @@ def _chunksize(n: int, workers: int) -> int:
     return max(1, n // (4 * workers))
 
 
+_POOLS: dict[tuple[int, str], ProcessPoolExecutor] = {}
+
+
+def start_method() -> str:
+    """``fork`` on Linux while this is the only thread running, else ``spawn``."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool of ``workers`` for the current start method, started on first use."""
+    key = (workers, start_method())
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(key[1]))
+        _POOLS[key] = pool
+    return pool
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    """Stop every local pool this process started (at exit, or to free the workers)."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class LocalExecutor:
     """A pool of ``workers`` processes on this machine (None: the CPUs this process may
-    use); ``workers=1`` evaluates in-process."""
+    use); ``workers=1`` evaluates in-process, and so does a single item."""
 
     def __init__(self, workers: int | None = None) -> None:
         if workers is None:
@@ -52,10 +87,12 @@ class LocalExecutor:
         items = list(items)
         if self.workers == 1 or len(items) <= 1:
             return [fn(x) for x in items]
-        n = min(self.workers, len(items))
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            return list(pool.map(fn, items, chunksize=_chunksize(len(items), n)))
+        pool = _pool(self.workers)
+        try:
+            return list(pool.map(fn, items, chunksize=_chunksize(len(items), self.workers)))
+        except BrokenProcessPool:
+            _POOLS.pop((self.workers, start_method()), None)
+            raise
 
 
 def _import_ray() -> Any:

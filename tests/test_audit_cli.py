@@ -157,11 +157,14 @@ def test_same_seed_gives_byte_identical_outputs(tmp_path: Path, capsys: pytest.C
 
 
 def test_plan_without_rate_shows_dash_and_singular_gpu(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*PLAN, "--isl", "512", "--osl", "64"]) == 0
+    assert main([*PLAN, "--analytic", "--isl", "512", "--osl", "64"]) == 0
     out = capsys.readouterr().out
     assert "on 1xH100 (1 GPU)" in out
     assert "True" not in out and "False" not in out
-    assert main([*PLAN, "--isl", "512", "--osl", "64", "--rate", "1e300"]) == 0
+    assert main([*PLAN, "--isl", "512", "--osl", "64", "--rate", "1e300"]) == 2  # the full planner refuses it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rate_rps=1e+300" in err[0]
+    assert main([*PLAN, "--analytic", "--isl", "512", "--osl", "64", "--rate", "1e300"]) == 0
     out = capsys.readouterr().out
     note = next(ln for ln in out.splitlines() if "needs " in ln)
     assert "False" in note and "e+" in note.split("needs ", 1)[1] and len(note) < 250

@@ -182,10 +182,10 @@ CLI_CASES: list[tuple[str, str]] = [
     (P + " --osl abc", "--osl"), (P + " --isl 100000 --osl 100000", "200000"),
     (P + " --rate 0", "--rate"), (P + " --rate -1", "--rate"), (P + " --rate inf", "--rate"),
     (P + " --rate nan", "--rate"), (P + " --ttft-s 0", "--ttft-s"), (P + " --ttft-s -0.1", "--ttft-s"),
-    (P + " --tpot-s nan", "--tpot-s"), (P + " --tpot-s 1e-9", "TPOT"), (P + " --ttft-s 1e-9", "TTFT"),
+    (P + " --tpot-s nan", "--tpot-s"), (P + " --analytic --tpot-s 1e-9", "TPOT"), (P + " --analytic --ttft-s 1e-9", "TTFT"),
     (P + " --dtype int3", "int3"), (P + " --kv-dtype fp4x", "fp4x"), (P + " --top 0", "--top"),
     (P + " --top -1", "--top"), (P + " --workload nope", "nope"), (P + " --bogus", "--bogus"),
-    ("plan --model llama-3.1-405b --cluster 1xL4", "llama-3.1-405b"),
+    ("plan --analytic --model llama-3.1-405b --cluster 1xL4", "llama-3.1-405b"),
     # model files
     ("plan --model '' --cluster 1xH100", "config.json"),
     ("plan --model {F}/emptydir --cluster 1xH100", "emptydir"),

@@ -92,8 +92,8 @@ def test_placement_oracle(nodes: int, per_node: int, tp: int, pp: int, used: int
 def test_plan_engine_flag_names_the_profile_and_matches_the_api(capsys: pytest.CaptureFixture[str]) -> None:
     from fleetsim.cli import main
 
-    assert main(["plan", "--model", "llama-3.1-8b", "--cluster", "1xH100", "--isl", "512", "--osl", "128",
-                 "--engine", "hf-transformers"]) == 0
+    assert main(["plan", "--analytic", "--model", "llama-3.1-8b", "--cluster", "1xH100", "--isl", "512",
+                 "--osl", "128", "--engine", "hf-transformers"]) == 0
     out = capsys.readouterr().out
     assert "engine profile: hf-transformers" in out
     api = fleetsim.plan_serving("llama-3.1-8b", "1xH100", isl=512, osl=128, engine="hf-transformers")

@@ -128,8 +128,8 @@ def test_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) 
 
     plan = _run(fleetsim, ["plan", "--model", "llama-3.1-8b", "--cluster", "1xH100"], work, env)
     assert plan.returncode == 0, plan.stderr[-2000:]
-    assert "Serving plan for llama-3.1-8b" in plan.stdout and "engine profile: vllm" in plan.stdout
-    assert any(line.split()[:2] == ["1", "H100-SXM"] for line in plan.stdout.splitlines())
+    assert "Serving plans for llama-3.1-8b" in plan.stdout and "engine profile: vllm" in plan.stdout
+    assert any(line.split()[:1] == ["1"] and "H100-SXM" in line for line in plan.stdout.splitlines())
     # the shipped H100 profile is found: operator costs are not all roofline
     assert "operator costs on H100-SXM: measured" in plan.stdout and "measured 0%" not in plan.stdout
     specs = _run(fleetsim, ["specs", "gpus"], work, env)

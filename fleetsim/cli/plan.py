@@ -1,4 +1,9 @@
-"""``fleetsim plan``: a ranked serving plan for a model on a cluster."""
+"""``fleetsim plan``: what to run for a model on a cluster or a GPU market.
+
+Serving (the default) runs the full planner (``fleetsim.cli.plan_serving``: candidates,
+analytic pruning, simulated capacities, integer programs, a re-simulated choice);
+``--training`` the training planner; ``--analytic`` the quick analytic ranking of TP x
+replica deployments, one GPU type at a time, with no simulation."""
 
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ the decimals ``ServingPlan.table`` rounds them to."""
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
-        help="rank feasible TP x replica deployments of a model on a cluster",
-        description="Rank feasible tensor-parallel x replica deployments by estimated throughput "
-        "under latency targets. Lengths default to the built-in azure-conv workload's means.",
+        help="choose what to run: parallelism, GPU mix, replicas, disaggregation, power caps",
+        description="Plan serving (default) or training (--training) of a model on a cluster or a GPU "
+        "market: candidates are pruned analytically, the survivors' capacities simulated, GPU mix, "
+        "disaggregation and power caps chosen by integer programs, and the chosen plan re-simulated "
+        "with another seed. Lengths default to the built-in azure-conv workload's means.",
     )
     p.add_argument("--model", required=True, help="catalog name, HF config.json path or directory")
     p.add_argument("--cluster", default=None, help="shorthand such as 8xH100, 16xH100+32xL4, or a YAML path")
@@ -35,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine profile (fleetsim specs engines) or a profile YAML (default vllm; "
                    "megatron with --training)")
     p.add_argument("--top", type=positive_int, default=10, help="rows to show")
+    p.add_argument("--analytic", action="store_true",
+                   help="serving: the quick analytic ranking of TP x replica deployments per GPU type "
+                   "(no simulation, no integer program) instead of the full planner")
     p.add_argument("--objective", default=None,
                    help="serving: min_cost, min_gpus, min_energy (need --rate) or max_goodput; "
                    "training: throughput (default), time, cost or energy")
@@ -43,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="explain the best plan's bottleneck (training: with Megatron-LM arguments and a torchtitan config)")
     p.add_argument("--executor", default=None, metavar="{local,ray}",
                    help="where candidate evaluations run: local (a process pool on this machine's cores) "
-                   "or ray (a Ray cluster; pip install 'fleetsim[ray]'); default in-process. "
+                   "or ray (a Ray cluster; pip install 'fleetsim[ray]'); default local. "
                    "Results are the same whichever runs them")
     from fleetsim.cli import plan_serving as planner
     from fleetsim.cli.plan_training import add_training_args
@@ -63,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         return run_training(args)
     from fleetsim.planning import plan_serving
 
-    if planner.wanted(args):
+    if not args.analytic:
         return planner.run(args)
+    if planner.wanted(args):
+        raise ConfigError("--analytic takes none of the planner's flags (" + ", ".join(
+            "--" + f.replace("_", "-") for f in planner.PLANNER_FLAGS if getattr(args, f, None) not in (None, False)) + ")")
     if args.cluster is None:
         raise ConfigError("--cluster is required (or --market with the serving planner)")
 

@@ -1,6 +1,7 @@
-"""``fleetsim plan`` with the serving planner's flags: objective, market, power budget,
-SLO percentile, simulation, JSON, explanation. Parses, calls ``fleetsim.plan_serving``,
-prints; the default ``fleetsim plan`` output (no planner flag) is ``fleetsim.cli.plan``'s."""
+"""``fleetsim plan`` for serving (the default): objective, market, power budget, SLO
+percentile, simulation, JSON, explanation. Parses, calls ``fleetsim.plan_serving(...)``'s
+full search, prints; ``fleetsim plan --analytic`` (``fleetsim.cli.plan``) is the quick
+analytic ranking instead."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ PLANNER_FLAGS = ("objective", "market", "power_budget_w", "simulate", "json", "e
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     """The planner's flags on the ``plan`` parser."""
-    g = p.add_argument_group("serving planner (any of these runs the full planner)")
+    g = p.add_argument_group("serving planner")
     g.add_argument("--market", default=None, metavar="GPU:USD_H:N,...",
                    help="GPU types for rent instead of --cluster, e.g. H100:3.0:64,H200:3.5:32")
     g.add_argument("--power-budget-w", type=positive_float, default=None, help="facility power budget (W)")
@@ -42,12 +43,13 @@ def wanted(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fleetsim.hardware.errors import ConfigError
     from fleetsim.planning import plan_serving
 
     if args.cluster is not None and args.market is not None:
-        from fleetsim.hardware.errors import ConfigError
-
         raise ConfigError("give either --cluster or --market, not both")
+    if args.cluster is None and args.market is None:
+        raise ConfigError("--cluster is required (or --market GPU:USD_H:N,... for GPUs for rent)")
     plan = plan_serving(
         args.model, args.cluster if args.market is None else None, isl=args.isl, osl=args.osl,
         workload=args.workload, rate_rps=args.rate, ttft_s=args.ttft_s, tpot_s=args.tpot_s, dtype=args.dtype,
@@ -57,21 +59,43 @@ def run(args: argparse.Namespace) -> int:
         slo_percentile=90.0 if args.slo_percentile is None else args.slo_percentile,
         goodput_share=0.9 if args.goodput_share is None else args.goodput_share,
         simulate=args.simulate is not False, seed=args.seed or 0, buckets=args.buckets or 1,
-        executor=getattr(args, "executor", None), disaggregate=args.disaggregate or "auto")
+        executor=getattr(args, "executor", None) or "local", disaggregate=args.disaggregate or "auto")
     res = plan.search
     if args.json:
         print(json.dumps(_finite(res.to_json()), indent=2))
         return 0 if res.status == "optimal" else 1
-    print(f"Serving plans for {plan.model.name} ({res.objective}; {res.isl} prompt + {res.osl} output tokens "
-          f"mean; {res.simulations} simulations, {res.seconds:.1f} s)")
+    print(header(plan, res, args))
     if res.status != "optimal":
         print(res.explain())
         return 1
-    print_frame(table(res))
+    print_frame(table(res).head(args.top))
     if args.explain:
         print()
         print(res.explain())
     return 0
+
+
+def header(plan: Any, res: Any, args: argparse.Namespace) -> str:
+    """What was planned: model, supply, engine, workload, targets, objective, effort."""
+    cl = plan.cluster
+    supply = (f"a market of {cl.name.replace('+', ', ')} GPUs" if args.market is not None
+              else f"{cl.name} ({cl.num_gpus} GPU{'' if cl.num_gpus == 1 else 's'})")
+    slo = res.slo
+    goals = [f"{name} p{slo.percentile:g} <= {v * 1e3:g} ms" for name, v in (("TTFT", slo.ttft_s), ("TPOT", slo.tpot_s))
+             if v is not None]
+    targets = (", ".join(goals) + f", {slo.goodput_share:.0%} of requests within both" if goals else
+               f"no latency target: a rate counts while the p{slo.percentile:g} queueing delay stays under "
+               f"{slo.max_queue_delay_s:g} s")
+    demand = f"; demand {res.demand_rps:g} req/s" if res.demand_rps else ""
+    lines = [f"Serving plans for {plan.model.name} ({plan.model.params_total() / 1e9:.1f}B params) on {supply}",
+             f"engine profile: {plan.engine}",
+             f"workload: {res.isl} prompt + {res.osl} output tokens per request, mean ({plan.lengths_from}){demand}",
+             f"targets: {targets}",
+             f"objective: {res.objective}; {res.simulations} simulations in {res.seconds:.1f} s; "
+             "the plans' figures are re-simulated with another seed"]
+    for gpu, share in plan.provenance.items():
+        lines.append(f"operator costs on {gpu}: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items() if v > 0))
+    return "\n".join(lines) + "\n"
 
 
 def table(res: Any) -> pd.DataFrame:

@@ -32,7 +32,7 @@ def run_training(args: argparse.Namespace) -> int:
         raise ConfigError("--training needs --cluster")
     plan = plan_training(args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
                          tokens=args.tokens, objective=objective, engine=args.engine or "megatron",
-                         top=args.top, dtype=args.dtype, executor=getattr(args, "executor", None))
+                         top=args.top, dtype=args.dtype, executor=getattr(args, "executor", None) or "local")
     if args.json:
         print(json.dumps(plan.as_dict(), indent=1, sort_keys=True))
         return 0

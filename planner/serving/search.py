@@ -110,7 +110,7 @@ class ServingPlans(_Record):
         """Why the best plan is what it is: per pool what limits a replica's capacity, and
         which selection constraint binds; or, when infeasible, the binding constraint."""
         if self.best is None:
-            return f"No plan: {self.reason}" + (f"\nclosest miss: {self.closest_miss}" if self.closest_miss else "")
+            return f"No plan (infeasible): {self.reason}" + (f"\nclosest miss: {self.closest_miss}" if self.closest_miss else "")
         p = self.best
         lines = [f"Best plan {p.name!r}: {p.gpus} GPUs ({', '.join(f'{n} {g}' for g, n in p.gpus_by_type.items())}), "
                  f"${p.cost_per_hour:.2f}/h, objective {p.objective} = {p.objective_value:.4g}"]
