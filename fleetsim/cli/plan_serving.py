@@ -99,8 +99,10 @@ def header(plan: Any, res: Any, args: argparse.Namespace) -> str:
 
 
 def table(res: Any) -> pd.DataFrame:
-    """One row per plan, best first, in human units."""
+    """One row per plan, best first, in human units; ``pareto``: no other plan that meets
+    the SLO is at once cheaper, faster (p90 TTFT and TPOT) and less energy per token."""
     rows = []
+    front = {r["name"]: r["on_frontier"] for r in res.pareto if r.get("kind") == "plan"}
     for i, p in enumerate(res.plans, 1):
         c = p.checked
         ms = (lambda v: None if v is None else round(v * 1e3, 1))  # noqa: E731
@@ -115,7 +117,8 @@ def table(res: Any) -> pd.DataFrame:
                      "tpot_p90_ms": ms(c and c.tpot_p90_s), "tpot_p99_ms": ms(c and c.tpot_p99_s),
                      "j_per_tok": None if c is None or c.j_per_output_token is None else round(c.j_per_output_token, 3),
                      "power_kw": None if c is None or c.avg_power_w is None else round(c.avg_power_w / 1e3, 2),
-                     "meets_slo": "-" if c is None else ("yes" if c.meets_slo else "NO")})
+                     "meets_slo": "-" if c is None else ("yes" if c.meets_slo else "NO"),
+                     "pareto": "yes" if front.get(p.name) else "-"})
     return pd.DataFrame.from_records(rows)
 
 
