@@ -26,6 +26,7 @@ from fleetsim.hardware.cluster import (
 from fleetsim.hardware.errors import ConfigError, suggest
 from fleetsim.hardware.specs import ClusterSpec
 from fleetsim.planner.executor import make_executor
+from fleetsim.planner.serving.lora import adapter_need, search_adapters
 from fleetsim.planner.serving.records import OBJECTIVES, MarketOffer, SearchSpace, Slo
 from fleetsim.planner.serving.search import DISAGGREGATE, ServingPlans, plain_map, search
 from fleetsim.planner.serving.space import Supply, TimerFactory
@@ -136,7 +137,8 @@ def run_search(spec: ModelSpec, cl: ClusterSpec, supplies: list[Supply], workloa
                make_timer: Callable[..., Any], *, budget_w: float | None, simulate: bool, seed: int,
                space: SearchSpace | None, buckets: int,
                evaluate_many: Callable[..., list[Any]] | None, disaggregate: str = "auto") -> ServingPlans:
-    """Validate the planner's own inputs and run the search."""
+    """Validate the planner's own inputs and run the search; a workload that carries LoRA
+    adapters is planned with adapter slots (``planner.serving.lora``)."""
     obj = objective or ("min_cost" if demand_rps is not None else "max_goodput")
     if obj not in OBJECTIVES:
         raise ConfigError(f"objective {obj!r} is not one of {', '.join(OBJECTIVES)}")
@@ -151,6 +153,18 @@ def run_search(spec: ModelSpec, cl: ClusterSpec, supplies: list[Supply], workloa
         return make_timer(pool, gpu, tp, pp, ep, e)
 
     factory: TimerFactory = timer
+    need = adapter_need(workload, spec)
+    if need is not None:
+        def timer_for(lora: Any) -> TimerFactory:
+            def with_slots(pool: Any, gpu: Any, tp: int, pp: int, ep: int, tokens: int) -> Any:
+                e = eng.model_copy(update={"scheduler": VllmScheduler(max_num_batched_tokens=tokens), "lora": lora})
+                return make_timer(pool, gpu, tp, pp, ep, e)
+            return with_slots
+
+        return search_adapters(spec, cl, supplies, workload, demand_rps, slo, obj, eng.profile, eng.dtype,
+                               eng.kv_dtype, timer_for, need, space=space, buckets=buckets, power_budget_w=budget_w,
+                               simulate_capacity=simulate, seed=seed, evaluate_many=evaluate_many or plain_map,
+                               disaggregate=disaggregate)
     return search(spec, cl, supplies, workload, demand_rps, slo, obj, eng.profile, eng.dtype, eng.kv_dtype,
                   factory, space=space, buckets=buckets, power_budget_w=budget_w, simulate_capacity=simulate,
                   seed=seed, evaluate_many=evaluate_many or plain_map, disaggregate=disaggregate)

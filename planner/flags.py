@@ -34,6 +34,15 @@ Flag names follow the engines' own documentation:
   ``speculative_config`` (``decoding_type: Draft_Target``, ``max_draft_len``,
   ``speculative_model_dir``; https://nvidia.github.io/TensorRT-LLM/features/speculative-decoding.html),
   ``cache_transceiver_config`` for disaggregated context/generation servers.
+- LoRA adapters: vLLM ``--enable-lora --max-loras N --max-lora-rank R --max-cpu-loras M``
+  (``LoRAConfig``: https://docs.vllm.ai/en/v0.14.0/api/vllm/config/lora/ ; ``max_lora_rank``
+  one of 1, 8, 16, 32, 64, 128, 256, 320, 512; ``max_cpu_loras >= max_loras``); SGLang
+  ``--enable-lora --max-loras-per-batch N --max-loaded-loras M --max-lora-rank R
+  --lora-target-modules ...`` (https://docs.sglang.io/advanced_features/lora.html; the target
+  modules let adapters load at run time without ``--lora-paths``); TensorRT-LLM (PyTorch
+  backend) ``lora_config`` in the extra options YAML with ``max_lora_rank``, ``max_loras``,
+  ``max_cpu_loras`` and ``lora_target_modules``
+  (https://nvidia.github.io/TensorRT-LLM/llm-api/reference/LoraConfig.html).
 - Power caps: ``nvidia-smi -i IDS -pl W`` (NVIDIA System Management Interface; needs root).
   fleetsim prints the line for the operator and never runs it.
 - Megatron-LM ``pretrain_gpt.py`` arguments (megatron/training/arguments.py;
@@ -138,6 +147,11 @@ class ServingDeployment(_Record):
     role: Role = "both"
     kv_connector: str = "NixlConnector"
     port: int = Field(8000, ge=1, le=65535)
+    max_loras: int | None = Field(None, ge=1)
+    """LoRA adapters resident on the GPU and per batch (None: no LoRA)."""
+    max_lora_rank: int | None = Field(None, ge=1)
+    max_cpu_loras: int | None = Field(None, ge=1)
+    """LoRA adapters cached in host memory (>= ``max_loras``)."""
 
     @property
     def gpus_per_server(self) -> int:
@@ -227,7 +241,34 @@ def check_serving(d: ServingDeployment) -> ModelSpec:
                           f"{d.num_speculative_tokens})")
     if d.power_cap_w is not None:
         _check_cap(d)
+    _check_lora(d, spec)
     return spec
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""``max_lora_rank`` values vLLM accepts (``MaxLoRARanks``)."""
+LORA_TARGETS_HF = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS_TRTLLM = ("attn_q", "attn_k", "attn_v", "attn_dense", "mlp_h_to_4h", "mlp_4h_to_h", "mlp_gate")
+"""The projections fleetsim's adapters cover (``workloads.lora.adapter_params_per_rank``),
+in Hugging Face/PEFT names and TensorRT-LLM's LoRA module names."""
+
+
+def _check_lora(d: ServingDeployment, spec: ModelSpec) -> None:
+    if d.max_loras is None:
+        if d.max_lora_rank is not None or d.max_cpu_loras is not None:
+            raise ConfigError("max_lora_rank and max_cpu_loras need max_loras (LoRA serving)")
+        return
+    if d.max_lora_rank is None:
+        raise ConfigError("max_loras needs max_lora_rank (the rank adapter slots are sized for)")
+    if d.max_lora_rank > spec.hidden_size:
+        raise ConfigError(f"max_lora_rank {d.max_lora_rank} exceeds {spec.name}'s hidden size {spec.hidden_size}")
+    if d.max_cpu_loras is not None and d.max_cpu_loras < d.max_loras:
+        raise ConfigError(f"max_cpu_loras {d.max_cpu_loras} < max_loras {d.max_loras} (engines cache at least "
+                          "the GPU's adapters in host memory)")
+
+
+def _lora_targets(spec: ModelSpec) -> tuple[str, ...]:
+    return LORA_TARGETS_HF if spec.mlp_gated else tuple(t for t in LORA_TARGETS_HF if t != "gate_proj")
 
 
 def _check_cap(d: ServingDeployment) -> None:
@@ -295,6 +336,13 @@ def vllm_command(d: ServingDeployment) -> EngineCommand:
         kv = {"kv_connector": d.kv_connector,
               "kv_role": "kv_producer" if d.role == "prefill" else "kv_consumer"}
         a += ["--kv-transfer-config", json.dumps(kv, sort_keys=True)]
+    if d.max_loras is not None:
+        if d.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ConfigError(f"max_lora_rank {d.max_lora_rank}: vLLM accepts "
+                              f"{', '.join(map(str, VLLM_LORA_RANKS))}")
+        a += ["--enable-lora", "--max-loras", str(d.max_loras), "--max-lora-rank", str(d.max_lora_rank)]
+        if d.max_cpu_loras is not None:
+            a += ["--max-cpu-loras", str(d.max_cpu_loras)]
     return EngineCommand(argv=tuple(a))
 
 
@@ -302,7 +350,7 @@ def sglang_command(d: ServingDeployment) -> EngineCommand:
     """``python -m sglang.launch_server`` for one server of ``d``. SGLang's chunked prefill
     size is the token budget (-1 turns chunking off); its radix prefix cache is on unless
     ``--disable-radix-cache``."""
-    check_serving(d)
+    spec = check_serving(d)
     a = ["python", "-m", "sglang.launch_server", "--model-path", hf_repo(d),
          "--port", str(d.port), "--tp-size", str(d.tp)]
     if d.pp > 1:
@@ -329,6 +377,11 @@ def sglang_command(d: ServingDeployment) -> EngineCommand:
               "--speculative-num-draft-tokens", str(k + 1)]
     if d.role != "both":
         a += ["--disaggregation-mode", d.role]
+    if d.max_loras is not None:
+        a += ["--enable-lora", "--max-loras-per-batch", str(d.max_loras), "--max-lora-rank", str(d.max_lora_rank)]
+        if d.max_cpu_loras is not None:
+            a += ["--max-loaded-loras", str(d.max_cpu_loras)]
+        a += ["--lora-target-modules", *_lora_targets(spec)]
     return EngineCommand(argv=tuple(a))
 
 
@@ -341,7 +394,7 @@ def trtllm_command(d: ServingDeployment) -> EngineCommand:
     tensor-parallel group (``moe_tp * ep = tp``); FP8 weights come from an FP8 checkpoint
     (``quant_config``); a ``prefill``/``decode`` role gets a KV ``cache_transceiver_config``
     for ``trtllm-serve disaggregated``."""
-    check_serving(d)
+    spec = check_serving(d)
     if d.dp > 1:
         raise ConfigError(f"dp={d.dp}: trtllm-serve has no data-parallel flag; use replicas={d.dp}")
     cfg: dict[str, object] = {
@@ -358,6 +411,10 @@ def trtllm_command(d: ServingDeployment) -> EngineCommand:
         cfg["disable_overlap_scheduler"] = True
     if d.role != "both":
         cfg["cache_transceiver_config"] = {"backend": "DEFAULT"}
+    if d.max_loras is not None:
+        targets = [t for t in LORA_TARGETS_TRTLLM if spec.mlp_gated or t != "mlp_gate"]
+        cfg["lora_config"] = {"max_lora_rank": d.max_lora_rank, "max_loras": d.max_loras,
+                              "max_cpu_loras": d.max_cpu_loras or d.max_loras, "lora_target_modules": targets}
     a = ["trtllm-serve", hf_repo(d), "--backend", "pytorch", "--port", str(d.port),
          "--tp_size", str(d.tp), "--pp_size", str(d.pp)]
     if d.ep > 1:

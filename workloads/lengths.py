@@ -209,6 +209,22 @@ LengthDist = Annotated[
 ]
 
 
+def max_tokens(dist: object) -> int | None:
+    """The largest length ``dist`` can draw where that is known (fixed, uniform, lognormal's
+    clip, an empirical list, a quantile table's top); None for a file-backed distribution."""
+    if isinstance(dist, FixedLength):
+        return dist.tokens
+    if isinstance(dist, UniformLength):
+        return dist.high
+    if isinstance(dist, LognormalLength):
+        return dist.max
+    if isinstance(dist, EmpiricalLength) and dist.values is not None:
+        return max(dist.values)
+    if isinstance(dist, QuantileLength):
+        return math.ceil(dist.values[-1])
+    return None
+
+
 def min_tokens(dist: object) -> int | None:
     """The smallest length ``dist`` can draw where that is known without data (fixed,
     uniform, lognormal); None for data-driven distributions."""

@@ -75,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.analytic:
         return planner.run(args)
+    given = ["--" + f.replace("_", "-") for f in planner.PLANNER_FLAGS if getattr(args, f, None) not in (None, False)]
+    if given:
+        raise ConfigError(f"--analytic takes none of the planner's flags ({', '.join(given)})")
     if planner.wanted(args):
-        raise ConfigError("--analytic takes none of the planner's flags (" + ", ".join(
-            "--" + f.replace("_", "-") for f in planner.PLANNER_FLAGS if getattr(args, f, None) not in (None, False)) + ")")
+        raise ConfigError(f"--analytic does not plan LoRA adapters (workload {args.workload!r}): drop --analytic")
     if args.cluster is None:
         raise ConfigError("--cluster is required (or --market with the serving planner)")
 

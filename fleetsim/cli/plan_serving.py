@@ -39,7 +39,19 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def wanted(args: argparse.Namespace) -> bool:
-    return any(getattr(args, f, None) not in (None, False) for f in PLANNER_FLAGS)
+    """Any planner flag, or a workload that carries LoRA adapters (planned with adapter slots)."""
+    if any(getattr(args, f, None) not in (None, False) for f in PLANNER_FLAGS):
+        return True
+    return _carries_adapters(getattr(args, "workload", None))
+
+
+def _carries_adapters(spec: str | None) -> bool:
+    if not spec:
+        return False
+    from fleetsim.workloads.defaults import get_workload
+
+    wl = get_workload(spec)
+    return wl.adapters is not None or bool((wl.generate(0, num_requests=200).column("adapter_id") >= 0).any())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         print(res.explain())
         return 1
     print_frame(table(res).head(args.top))
+    if res.adapters is not None and not args.explain:
+        print(res.adapters.describe()[0].strip())
     if args.explain:
         print()
         print(res.explain())

@@ -32,7 +32,13 @@ import numpy as np
 from fleetsim.hardware.specs import ClusterSpec
 from fleetsim.planner.serving.records import Bottleneck, Capacity, Knobs, Slo
 from fleetsim.sim.serving.cluster import ServingSimulation
-from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment, VllmScheduler
+from fleetsim.sim.serving.config import (
+    Deployment,
+    EngineConfig,
+    LoraConfig,
+    PoolDeployment,
+    VllmScheduler,
+)
 from fleetsim.sim.serving.feasibility import gpus_per_node
 from fleetsim.sim.serving.results import RawTables, collect
 from fleetsim.workloads.models import ModelSpec, over_context
@@ -61,11 +67,12 @@ class Verdict:
     raw: RawTables
 
 
-def engine_config(k: Knobs, profile: str, dtype: str, kv_dtype: str) -> EngineConfig:
-    """The engine knobs of a candidate (power cap only when one is chosen)."""
+def engine_config(k: Knobs, profile: str, dtype: str, kv_dtype: str, lora: LoraConfig | None = None) -> EngineConfig:
+    """The engine knobs of a candidate (power cap only when one is chosen; ``lora``: the
+    adapter slots when the workload carries LoRA adapters)."""
     fields: dict[str, object] = {
         "scheduler": VllmScheduler(max_num_seqs=k.max_num_seqs, max_num_batched_tokens=k.max_num_batched_tokens),
-        "profile": profile, "dtype": dtype, "kv_dtype": kv_dtype}
+        "profile": profile, "dtype": dtype, "kv_dtype": kv_dtype, "lora": lora}
     if k.power_cap_w is not None:
         fields["power_cap_w"] = k.power_cap_w
     return EngineConfig(**fields)  # type: ignore[arg-type]

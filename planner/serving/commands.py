@@ -35,7 +35,8 @@ def with_commands(pc: PoolChoice, model: str, dtype: str, kv_dtype: str) -> Pool
                               max_num_seqs=pc.max_num_seqs, max_num_batched_tokens=pc.max_num_batched_tokens,
                               dtype=dtype, kv_dtype="fp8" if kv_dtype == "fp8" else None,
                               power_cap_w=None if pc.power_cap_w is None else float(round(pc.power_cap_w)),
-                              role=pc.role)
+                              role=pc.role, max_loras=pc.max_loras, max_lora_rank=pc.max_lora_rank,
+                              max_cpu_loras=pc.max_cpu_loras)
         cmd = serving_command(d, engine_family(pc.engine))
         repo = hf_repo(d)
         cap = power_cap_command(d)

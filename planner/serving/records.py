@@ -66,10 +66,13 @@ class SearchSpace(_Record):
     sim_requests: int = Field(100, ge=10)
     """Requests per capacity simulation."""
     bisection_steps: int = Field(4, ge=0)
+    adapter_slots: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+    """GPU adapter slots tried when the workload carries LoRA adapters (vLLM ``max_loras``:
+    adapters resident and per batch); choices above the population size collapse to it."""
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
-        for name in ("max_num_seqs", "max_num_batched_tokens"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "adapter_slots"):
             vals = getattr(self, name)
             if not vals or any(v < 1 for v in vals):
                 raise ConfigError(f"search space: {name} must be positive integers, got {vals!r}")
@@ -198,6 +201,11 @@ class PoolChoice(_Record):
     """Files the command reads (name -> text), e.g. TensorRT-LLM's extra options YAML."""
     power_cap_command: str | None = None
     """``nvidia-smi -i IDS -pl W`` per server when a power cap is chosen."""
+    max_loras: int | None = None
+    """LoRA: GPU adapter slots (adapters resident and per batch); None without adapters."""
+    max_lora_rank: int | None = None
+    max_cpu_loras: int | None = None
+    """LoRA: adapters kept in pinned host memory."""
 
 
 class PlanMetrics(_Record):
@@ -219,6 +227,12 @@ class PlanMetrics(_Record):
     meets_slo: bool
     missed: str = ""
     """What failed when ``meets_slo`` is false (observed against target)."""
+    lora_hit_rate: float | None = None
+    """LoRA: share of first admissions that found their adapter resident."""
+    lora_load_stall_s: float | None = None
+    """LoRA: seconds iterations waited on adapter loads, all replicas together."""
+    lora_adapter_bytes_per_gpu: float | None = None
+    kv_bytes_per_gpu: float | None = None
 
 
 class PlanEntry(_Record):
@@ -247,3 +261,64 @@ class PlanEntry(_Record):
         if self.checked is None or self.checked.output_tokens_per_s <= 0:
             return None
         return self.cost_per_hour / (self.checked.output_tokens_per_s * 3600.0) * 1e6
+
+
+class SlotOption(_Record):
+    """The planner's answer for one adapter-slot count: its best plan's size and cost, the
+    re-simulated hit rate and SLO verdict, or why no plan runs with that many slots."""
+
+    _what: ClassVar[str] = "slot option"
+    slots: int = Field(ge=1)
+    status: str
+    gpus: int | None = None
+    cost_per_hour: float | None = None
+    objective_value: float | None = None
+    meets_slo: bool | None = None
+    hit_rate: float | None = None
+    reason: str = ""
+
+
+class AdapterPlan(_Record):
+    """LoRA settings of the chosen plan and the slot counts weighed against each other.
+
+    ``slots``: GPU adapter slots (vLLM ``max_loras``) of rank ``max_lora_rank``, reserved off
+    the KV cache (``adapter_bytes_per_gpu`` against ``kv_bytes_per_gpu``); ``max_cpu_loras``
+    adapters in pinned host memory; ``hit_rate`` and ``load_stall_s`` from the whole plan
+    re-simulated at the demand; ``hit_rate_by_slots``: one replica of the chosen layout at
+    its share of the demand, per slot count."""
+
+    _what: ClassVar[str] = "adapter plan"
+    adapters: int = Field(ge=1)
+    max_rank: int = Field(ge=1)
+    popularity: str
+    slots: int = Field(ge=1)
+    max_lora_rank: int = Field(ge=1)
+    max_cpu_loras: int = Field(ge=1)
+    adapter_bytes_per_gpu: float = Field(ge=0)
+    kv_bytes_per_gpu: float | None = None
+    hit_rate: float | None = None
+    load_stall_s: float | None = None
+    hit_rate_by_slots: tuple[tuple[int, float], ...] = ()
+    options: tuple[SlotOption, ...] = ()
+
+    def describe(self) -> list[str]:
+        """Lines of ``ServingPlans.explain`` for the adapters."""
+        gib = 2.0**30
+        kv = "" if self.kv_bytes_per_gpu is None else f" against {self.kv_bytes_per_gpu / gib:.1f} GiB KV"
+        hit = "-" if self.hit_rate is None else f"{self.hit_rate:.3f}"
+        stall = "" if self.load_stall_s is None else f", load stalls {self.load_stall_s:.3g} s"
+        out = [f"  LoRA: {self.adapters} adapters ({self.popularity}, rank <= {self.max_rank}): "
+               f"{self.slots} GPU adapter slots of rank {self.max_lora_rank}, {self.max_cpu_loras} in pinned "
+               f"host memory; {self.adapter_bytes_per_gpu / gib:.2f} GiB per GPU for adapters{kv}; "
+               f"hit rate {hit}{stall}"]
+        if self.hit_rate_by_slots:
+            out.append("  hit rate by slots (one replica at its share of the demand): "
+                       + ", ".join(f"{s}: {h:.3f}" for s, h in self.hit_rate_by_slots))
+        for o in self.options:
+            if o.status == "optimal" and o.cost_per_hour is not None:
+                verdict = "-" if o.meets_slo is None else ("meets" if o.meets_slo else "misses")
+                hr = "" if o.hit_rate is None else f", hit rate {o.hit_rate:.3f}"
+                out.append(f"    slots {o.slots}: {o.gpus} GPUs, ${o.cost_per_hour:.2f}/h, {verdict} the SLO{hr}")
+            else:
+                out.append(f"    slots {o.slots}: no plan ({o.reason})")
+        return out

@@ -29,6 +29,7 @@ from fleetsim.planner.serving.capacity import (
 )
 from fleetsim.planner.serving.commands import with_commands
 from fleetsim.planner.serving.records import (
+    AdapterPlan,
     Capacity,
     Evaluation,
     Knobs,
@@ -48,7 +49,7 @@ from fleetsim.planner.serving.space import (
     prune,
     rank_for_simulation,
 )
-from fleetsim.sim.serving.config import Deployment, PoolDeployment
+from fleetsim.sim.serving.config import Deployment, LoraConfig, PoolDeployment
 from fleetsim.workloads.models import ModelSpec, over_context
 from fleetsim.workloads.workload import Workload
 from pydantic import Field
@@ -83,6 +84,8 @@ class ServingPlans(_Record):
     pareto: tuple[dict[str, Any], ...] = ()
     simulations: int = 0
     seconds: float = Field(0.0, ge=0)
+    adapters: AdapterPlan | None = None
+    """LoRA: the adapter slots chosen and weighed (``planner.serving.lora``); None without adapters."""
 
     @property
     def best(self) -> PlanEntry | None:
@@ -104,7 +107,8 @@ class ServingPlans(_Record):
         return {"status": self.status, "objective": self.objective, "demand_rps": self.demand_rps,
                 "slo": self.slo.model_dump(), "plans": [plan(p) for p in self.plans],
                 "reason": self.reason, "binding": self.binding, "closest_miss": self.closest_miss,
-                "pareto": list(self.pareto), "simulations": self.simulations}
+                "pareto": list(self.pareto), "simulations": self.simulations,
+                "adapters": None if self.adapters is None else self.adapters.model_dump()}
 
     def explain(self) -> str:
         """Why the best plan is what it is: per pool what limits a replica's capacity, and
@@ -158,6 +162,8 @@ class ServingPlans(_Record):
             power = "" if c.avg_power_w is None else f", {c.avg_power_w / 1e3:.3g} kW GPU power"
             lines.append(f"  re-simulated with seed {c.seed} at {c.rate_rps:.3g} req/s: {verdict} the SLO; "
                          f"goodput {c.goodput_rps:.3g} req/s (share {c.goodput_share:.3f}){energy}{power}")
+        if self.adapters is not None:
+            lines += self.adapters.describe()
         return "\n".join(lines)
 
 
@@ -211,12 +217,13 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
            make_timer: TimerFactory, *, space: SearchSpace | None = None, buckets: int = 1,
            power_budget_w: float | None = None, simulate_capacity: bool = True, seed: int = 0,
            check_plans: int = 3, evaluate_many: Callable[..., list[Any]] = plain_map,
-           disaggregate: str = "auto") -> ServingPlans:
+           disaggregate: str = "auto", lora: LoraConfig | None = None) -> ServingPlans:
     """Plan serving ``model`` (see the module docstring). ``power_budget_w``: facility watts the
     chosen replicas may add (the caller takes the inventory's idle draw off first).
     ``disaggregate``: ``auto`` ranks co-located and xPyD plans together (xPyD needs a demand:
     its program covers token rates), ``never`` only co-located, ``only`` only xPyD.
-    ``evaluate_many(fn, items)``: where the capacity simulations run (``planner.executor``)."""
+    ``evaluate_many(fn, items)``: where the capacity simulations run (``planner.executor``).
+    ``lora``: every replica's adapter slots (``planner.serving.lora`` loops over them)."""
     if disaggregate not in DISAGGREGATE:
         raise ConfigError(f"disaggregate {disaggregate!r} is not one of {', '.join(DISAGGREGATE)}")
     if disaggregate == "only" and (demand_rps is None or objective == "max_goodput"):
@@ -254,7 +261,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
             for cap in caps_for(s.gpu, space.power_caps) if capped else [None]:
                 k = a.knobs.model_copy(update={"power_cap_w": cap})
                 jobs.append((s, a.model_copy(update={"knobs": k}), CapacityJob(
-                    model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype),
+                    model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype, lora),
                     workload=workload, buckets=bb, slo=slo, start_rps=a.replica_rps, seed=seed,
                     requests=space.sim_requests, steps=space.bisection_steps, prefill_replicas=feed)))
         results = evaluate_many(capacity, [j for *_, j in jobs])
@@ -319,11 +326,12 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
     entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w, p.name))
     checked = []
     for i, p in enumerate(entries):
-        p = p.model_copy(update={"pools": tuple(with_commands(pc, model.name, dtype, kv_dtype) for pc in p.pools)})
+        p = p.model_copy(update={"pools": tuple(with_commands(_with_lora(pc, lora), model.name, dtype, kv_dtype)
+                                                for pc in p.pools)})
         if i < check_plans:
             rate = demand_rps if demand_rps is not None else p.predicted_goodput_rps
             p = p.model_copy(update={"checked": check_plan(model, cluster, p, by_index, workload, rate, slo, engine,
-                                                           dtype, kv_dtype, seed + 1, space.sim_requests)})
+                                                           dtype, kv_dtype, seed + 1, space.sim_requests, lora)})
             sims += 1
         checked.append(p)
     checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w,
@@ -331,6 +339,13 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
     return ServingPlans(**base | {"plans": tuple(checked), "evaluations": everything, "rejected": tuple(rejected),
                                   "pareto": tuple(_frontier(checked, evals)), "simulations": sims,
                                   "seconds": time.perf_counter() - t0})
+
+
+def _with_lora(pc: Any, lora: LoraConfig | None) -> Any:
+    if lora is None:
+        return pc
+    return pc.model_copy(update={"max_loras": lora.max_loras, "max_lora_rank": lora.max_lora_rank,
+                                 "max_cpu_loras": lora.max_cpu_loras})
 
 
 def _layout_key(k: Knobs) -> tuple[int, int, int, int, int, float | None]:
@@ -384,20 +399,23 @@ def _nothing_works(rejected: list[Rejection]) -> dict[str, str]:
 
 def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: dict[int, Supply],
                workload: Workload, rate: float, slo: Slo, engine: str, dtype: str, kv_dtype: str, seed: int,
-               base_requests: int) -> PlanMetrics:
-    """Simulate the whole plan at ``rate`` with ``seed`` and judge it against ``slo``."""
+               base_requests: int, lora: LoraConfig | None = None) -> PlanMetrics:
+    """Simulate the whole plan at ``rate`` with ``seed`` and judge it against ``slo``; with
+    ``lora`` every replica has those adapter slots and several replicas route by adapter
+    affinity."""
 
     pools = []
     for pc in p.pools:
         k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
                   max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
         pools.append(PoolDeployment(pool=pc.pool, tp=pc.tp, pp=pc.pp, ep=pc.ep, replicas=pc.replicas,
-                                    role=pc.role, engine=engine_config(k, engine, dtype, kv_dtype)))
+                                    role=pc.role, engine=engine_config(k, engine, dtype, kv_dtype, lora)))
     replicas = sum(pc.replicas for pc in p.pools)
+    router = "adapter_affinity" if lora is not None and replicas > 1 else "least_outstanding_tokens"
     n = min(3000, max(base_requests, 40 * replicas))
     reqs = stream(workload, model, Bucket("all", 0.0, math.inf, 1.0), rate, n, seed)
     try:
-        v = simulate(model, cluster, Deployment(pools=tuple(pools)), reqs, slo, seed)
+        v = simulate(model, cluster, Deployment(pools=tuple(pools), router=router), reqs, slo, seed)
     except FleetsimError as exc:
         return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=0.0, goodput_share=0.0, ttft_p90_s=None,
                            ttft_p99_s=None, tpot_p90_s=None, tpot_p99_s=None, output_tokens_per_s=0.0,
@@ -413,7 +431,10 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
                        tpot_p90_s=num("tpot_p90_s"), tpot_p99_s=num("tpot_p99_s"),
                        output_tokens_per_s=float(s["output_tokens_per_s"]),
                        j_per_output_token=num("j_per_output_token"),
-                       avg_power_w=num("avg_power_w"), meets_slo=v.ok, missed=v.missed)
+                       avg_power_w=num("avg_power_w"), meets_slo=v.ok, missed=v.missed,
+                       lora_hit_rate=num("lora_hit_rate"), lora_load_stall_s=num("lora_load_stall_s"),
+                       lora_adapter_bytes_per_gpu=num("lora_adapter_bytes_per_gpu"),
+                       kv_bytes_per_gpu=num("kv_bytes_per_gpu"))
 
 
 def _frontier(plans: list[PlanEntry], evals: list[Evaluation]) -> list[dict[str, Any]]:

@@ -182,7 +182,7 @@ class AdapterCache:
         key = (tokens, adapters, rank)
         t = self._costs.get(key)
         if t is None:
-            t = self.applications * self.kernel.cost(self.hidden, tokens, adapters, rank).seconds
+            t = kernel_seconds(self.kernel, self.hidden, self.applications, tokens, adapters, rank)
             if len(self._costs) < 1_000_000:
                 self._costs[key] = t
         return t
@@ -191,6 +191,16 @@ class AdapterCache:
         t = self.pending_s
         self.pending_s = 0.0
         return t
+
+
+def kernel_seconds(kernel: LoraKernelModel, hidden: int, applications: int, tokens: int, adapters: int,
+                   rank: int) -> float:
+    """LoRA kernel seconds of ``applications`` applications over ``tokens`` tokens of
+    ``adapters`` distinct adapters padded to ``rank``: the one formula the engine and the
+    planner's analytic stage (``planner.serving.lora``) both use."""
+    if not adapters or tokens <= 0:
+        return 0.0
+    return applications * kernel.cost(hidden, tokens, adapters, rank).seconds
 
 
 def batch_shape(items: list[tuple[SeqState, int]]) -> tuple[int, int, int]:
@@ -207,4 +217,4 @@ def batch_shape(items: list[tuple[SeqState, int]]) -> tuple[int, int, int]:
     return tokens, len(seen), rank
 
 
-__all__ = ["AdapterCache", "batch_shape"]
+__all__ = ["AdapterCache", "batch_shape", "kernel_seconds"]
