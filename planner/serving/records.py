@@ -236,6 +236,10 @@ class PlanEntry(_Record):
     power_w: float
     binding: tuple[str, ...] = ()
     """Selection constraint families at their limit (availability, power budget)."""
+    kv_link: str = ""
+    """xPyD: the route and link the KV caches take from prefill to decode."""
+    kv_transfer_s: float | None = None
+    """xPyD: seconds one mean prompt's KV takes over that link when it is free."""
     checked: PlanMetrics | None = None
 
     @property
