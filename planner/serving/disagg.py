@@ -196,7 +196,8 @@ def candidates(layouts: list[tuple[Supply, Knobs, ReplicaTimer]], slo: Slo, isl:
 
 
 def rank(cands: list[RoleCandidate], objective: str, top: int) -> list[RoleCandidate]:
-    """The ``top`` candidates of each (GPU pool, role) by $/h, GPUs or W per token/s."""
+    """The ``top`` candidates of each (GPU pool, role) by $/h, GPUs or W per token/s, plus
+    the best of every TP degree not among them (as ``space.rank_for_simulation``)."""
     def score(c: RoleCandidate) -> tuple[float, str]:
         g = c.analytic.knobs.gpus
         per = {"min_cost": g * c.supply.price_per_gpu_hour, "min_gpus": float(g),
@@ -207,7 +208,11 @@ def rank(cands: list[RoleCandidate], objective: str, top: int) -> list[RoleCandi
     groups = dict.fromkeys((c.supply.index, c.analytic.knobs.role) for c in cands)
     for idx, role in groups:
         mine = sorted((c for c in cands if c.supply.index == idx and c.analytic.knobs.role == role), key=score)
-        out += mine[:top]
+        chosen = mine[:top]
+        for tp in dict.fromkeys(c.analytic.knobs.tp for c in mine) if top else ():
+            if all(c.analytic.knobs.tp != tp for c in chosen):
+                chosen.append(next(c for c in mine if c.analytic.knobs.tp == tp))
+        out += chosen
     return out
 
 

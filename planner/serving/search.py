@@ -209,6 +209,11 @@ def make_buckets(total: np.ndarray, n: int) -> tuple[Bucket, ...]:
 
 DISAGGREGATE: tuple[str, ...] = ("auto", "never", "only")
 
+CAP_FRACTIONS: tuple[float, ...] = (1.0, 0.8, 0.6)
+"""Power caps (fractions of TDP) tried under a budget or ``min_energy`` when the search space
+names none: uncapped, and two caps in the range where LLM inference loses little throughput
+for the power it saves (Patel et al., POLCA, arXiv:2308.12908)."""
+
 
 def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workload: Workload,
            demand_rps: float | None, slo: Slo, objective: str, engine: str, dtype: str, kv_dtype: str,
@@ -255,7 +260,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
              disagg_stage.feed_replicas(c, prefill_rate.get(_layout_key(c.analytic.knobs)), isl, osl)
              if c.analytic.knobs.role == "decode" else 0) for c in ranked]
         for s, a, bb, feed in todo:
-            for cap in caps_for(s.gpu, space.power_caps) if capped else [None]:
+            for cap in caps_for(s.gpu, space.power_caps or CAP_FRACTIONS) if capped else [None]:
                 k = a.knobs.model_copy(update={"power_cap_w": cap})
                 jobs.append((s, a.model_copy(update={"knobs": k}), CapacityJob(
                     model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype),
