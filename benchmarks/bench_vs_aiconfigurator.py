@@ -43,6 +43,7 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("qwen3-32b-8xH200", "qwen3-32b", "Qwen/Qwen3-32B", "8xH200", "h200_sxm", 8, 4000, 500, 2.0, 0.05),
+    Scenario("qwen3-32b-8xH100", "qwen3-32b", "Qwen/Qwen3-32B", "8xH100", "h100_sxm", 8, 4000, 500, 2.0, 0.05),
     Scenario("llama70b-8xH100", "llama-3.1-70b", "meta-llama/Meta-Llama-3.1-70B", "8xH100", "h100_sxm", 8,
              2000, 300, 2.0, 0.08),
 )

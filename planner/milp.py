@@ -352,10 +352,23 @@ class DecodeOption(_ReplicaOption):
     output_tokens_per_s: float = Field(gt=0)
 
 
+class KvRoute(_Record):
+    """The link a prefill option's KV caches take to a decode option: the prompt tokens/s one
+    prefill replica's share of that link carries (link bytes/s over KV bytes per prompt
+    token). With routes given, a pair of options without one may not serve together (its
+    TTFT with the transfer misses the target, say)."""
+
+    _what: ClassVar[str] = "kv route"
+    prefill: str = Field(min_length=1)
+    decode: str = Field(min_length=1)
+    prompt_tokens_per_s: float = Field(gt=0)
+
+
 class DisaggProblem(_Limits):
     """The workload's prompt and output token rates, the options of each role, an objective;
     ``single_pool`` keeps one option per role (one prefill pool, one decode pool; they may
-    be different GPU types), otherwise each role may mix options."""
+    be different GPU types), otherwise each role may mix options. ``routes`` (single pool
+    only): the KV transfer link of each allowed (prefill, decode) pair."""
 
     _what: ClassVar[str] = "disaggregation problem"
     prefill: tuple[PrefillOption, ...] = Field(min_length=1)
@@ -364,10 +377,19 @@ class DisaggProblem(_Limits):
     output_tokens_per_s: float = Field(gt=0)
     objective: DisaggObjective = "min_cost"
     single_pool: bool = True
+    routes: tuple[KvRoute, ...] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DisaggProblem:
         _unique([o.id for o in self.prefill] + [o.id for o in self.decode], "prefill and decode ids")
+        if self.routes is not None:
+            if not self.single_pool:
+                raise ConfigError("routes: KV transfer routes need single_pool=True (one pair of pools)")
+            _unique([f"{r.prefill}->{r.decode}" for r in self.routes], "routes")
+            pre, dec = {o.id for o in self.prefill}, {o.id for o in self.decode}
+            for r in self.routes:
+                if r.prefill not in pre or r.decode not in dec:
+                    raise ConfigError(f"routes: {r.prefill!r} -> {r.decode!r} names an unknown prefill or decode option")
         return self
 
 
@@ -383,6 +405,8 @@ class DisaggPlan(_Outcome):
     gpus: int = 0
     gpus_by_type: dict[str, int] = {}
     power_w: float = 0.0
+    kv_link_load: float | None = None
+    """Prompt tokens/s over what the chosen pair's KV links carry (routes given; 1 = full)."""
 
     @property
     def x(self) -> int:
@@ -407,22 +431,38 @@ def plan_disaggregated(problem: DisaggProblem | None = None, /, *, solver: str =
                      o.power_w) for o in p.decode], p.output_tokens_per_s),
     ]
     x: dict[str, pulp.LpVariable] = {}
+    u: dict[str, pulp.LpVariable] = {}
     items = []
+    slowest = {o.id: min((r.prompt_tokens_per_s for r in p.routes or () if r.prefill == o.id),
+                         default=math.inf) for o in p.prefill}
     for role, opts, rate in roles:
-        for oid, gpu, g, cap, _, pw in opts:
-            bound = math.ceil(rate / cap - 1e-9)  # more never helps an objective that grows with x
-            x[oid] = m.var(f"{role}[{oid}]", integer=True, high=bound)
+        # more replicas never help an objective that grows with x: the role's rate alone, or
+        # for a prefill option its slowest KV link's, bounds them
+        bounds = {oid: math.ceil(rate / min(cap, slowest.get(oid, math.inf)) - 1e-9)
+                  for oid, _, _, cap, _, _ in opts}
+        for oid, gpu, g, _, _, pw in opts:
+            x[oid] = m.var(f"{role}[{oid}]", integer=True, high=bounds[oid])
             items.append((oid, gpu, g, pw, x[oid]))
         family = "prompt_throughput" if role == "prefill" else "output_throughput"
         m.constrain(family, family, pulp.lpSum(cap * x[oid] for oid, _, _, cap, _, _ in opts) >= rate)
         if p.single_pool:
-            u = {oid: m.binary(f"use_{role}[{oid}]") for oid, *_ in opts}
-            m.constrain(f"one_{role}_pool", f"one_{role}_pool", pulp.lpSum(u.values()) <= 1,
+            mine = {oid: m.binary(f"use_{role}[{oid}]") for oid, *_ in opts}
+            u |= mine
+            m.constrain(f"one_{role}_pool", f"one_{role}_pool", pulp.lpSum(mine.values()) <= 1,
                         relaxable=False)
-            for oid, _, _, cap, _, _ in opts:
-                bound = math.ceil(rate / cap - 1e-9)
-                m.constrain(f"{role}_pool", f"{role}_pool[{oid}]", x[oid] - bound * u[oid] <= 0,
+            for oid, *_ in opts:
+                m.constrain(f"{role}_pool", f"{role}_pool[{oid}]", x[oid] - bounds[oid] * u[oid] <= 0,
                             relaxable=False)
+    routes = {(r.prefill, r.decode): r for r in p.routes or ()}
+    for pre_o in p.prefill if p.routes is not None else ():
+        for dec_o in p.decode:
+            pair, r = f"{pre_o.id}->{dec_o.id}", routes.get((pre_o.id, dec_o.id))
+            if r is None:
+                m.constrain("kv_route", f"kv_route[{pair}]", u[pre_o.id] + u[dec_o.id] <= 1, relaxable=False)
+            else:  # binds only for the chosen pair (both use_ binaries 1)
+                rate = p.prompt_tokens_per_s
+                m.constrain("kv_transfer", f"kv_transfer[{pair}]",
+                            r.prompt_tokens_per_s * x[pre_o.id] - rate * (u[pre_o.id] + u[dec_o.id]) >= -rate)
     _limits(m, items, p.availability, p.power_budget_w)
     every = [(o.id, o.gpus_per_replica, o.price_per_hour, o.power_w) for o in p.prefill] + [
         (o.id, o.gpus_per_replica, o.price_per_hour, o.power_w) for o in p.decode]
@@ -444,6 +484,10 @@ def plan_disaggregated(problem: DisaggProblem | None = None, /, *, solver: str =
             by_type[o.gpu] = by_type.get(o.gpu, 0) + o.gpus_per_replica * n
     opts_by_id: dict[str, _ReplicaOption] = {o.id: o for o in (*p.prefill, *p.decode)}
     used = {**pre, **dec}
+    load = None
+    if p.routes is not None:
+        ((pi, xp),), (di,) = pre.items(), dec
+        load = p.prompt_tokens_per_s / (routes[pi, di].prompt_tokens_per_s * xp)
     return DisaggPlan(
         status="optimal", objective_name=p.objective, objective=r.objective, solver=r.solver,
         seconds=r.seconds, prefill=pre, decode=dec,
@@ -451,10 +495,10 @@ def plan_disaggregated(problem: DisaggProblem | None = None, /, *, solver: str =
         decode_gpus=tuple(dict.fromkeys(o.gpu for o in p.decode if o.id in dec)),
         cost_per_hour=sum(opts_by_id[i].price_per_hour * n for i, n in used.items()),
         gpus=sum(by_type.values()), gpus_by_type=by_type,
-        power_w=sum(opts_by_id[i].power_w * n for i, n in used.items()),
+        power_w=sum(opts_by_id[i].power_w * n for i, n in used.items()), kv_link_load=load,
     )
 
 
 __all__ = ["Bucket", "CapOption", "CapPlan", "CapPool", "CapProblem", "DecodeOption",
-           "Deployment", "DisaggPlan", "DisaggProblem", "MixPlan", "MixProblem", "PrefillOption",
+           "Deployment", "DisaggPlan", "DisaggProblem", "KvRoute", "MixPlan", "MixProblem", "PrefillOption",
            "plan_caps", "plan_disaggregated", "plan_mix"]

@@ -122,7 +122,12 @@ def _check_token_times(result: Any, req: pd.DataFrame, out: list[str]) -> None:
             continue
         if np.any(np.diff(t) < -ABS_TOL):
             bad.setdefault("token times decreasing", []).append(rid)
-        if not _close(float(t[0]), row.arrival_s + row.ttft_s):
+        first = row.arrival_s + row.ttft_s
+        if getattr(row, "prefill_replica", -1) >= 0:
+            # disaggregated: computed at prefill, delivered once the KV reached the decode replica
+            if not (_le(float(t[0]), first) and (len(t) < 2 or _le(first, float(t[1])))):
+                bad.setdefault("first token delivered outside [prefill, second token]", []).append(rid)
+        elif not _close(float(t[0]), first):
             bad.setdefault("first token time != arrival_s + ttft_s", []).append(rid)
         if row.finished and not _le(float(t[-1]), row.arrival_s + row.e2e_s):
             bad.setdefault("last token after arrival_s + e2e_s", []).append(rid)

@@ -17,8 +17,8 @@ output tokens each: the first comes from the prefill replica (the engine stops a
 prefill-role sequence there, so its work does not depend on the output length), the second
 from one decode replica that costs the run almost nothing. A *decode* replica's capacity:
 ``prefill_replicas`` prefill replicas of the same layout feed the one decode replica over
-the pool's links, and the rate must keep the TPOT target (TPOT includes the KV transfer and
-the wait for a decode slot). The prefill side is sized from the analytic bound to be no
+the pool's links, and the rate must keep the TPOT target (TPOT includes the wait for a decode
+slot; the KV transfer is in TTFT, which the pair's link prices in ``planner.serving.disagg``). The prefill side is sized from the analytic bound to be no
 bottleneck; if it still is, the run fails and the decode capacity errs low, never high.
 """
 

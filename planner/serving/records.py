@@ -57,8 +57,9 @@ class SearchSpace(_Record):
     _what: ClassVar[str] = "search space"
     max_num_seqs: tuple[int, ...] = (64, 256)
     max_num_batched_tokens: tuple[int, ...] = (8192,)
-    power_caps: tuple[float, ...] = (1.0,)
-    """Power caps as fractions of the GPU's TDP (clipped to its lowest settable cap)."""
+    power_caps: tuple[float, ...] | None = None
+    """Power caps as fractions of the GPU's TDP (clipped to its lowest settable cap), tried
+    under a power budget or ``min_energy``; None: ``search.CAP_FRACTIONS``."""
     extra_pp: int = Field(0, ge=0)
     """Pipeline depths tried beyond the smallest that fits (each a doubling)."""
     sim_top: int = Field(2, ge=0)
@@ -76,7 +77,7 @@ class SearchSpace(_Record):
             vals = getattr(self, name)
             if not vals or any(v < 1 for v in vals):
                 raise ConfigError(f"search space: {name} must be positive integers, got {vals!r}")
-        if not self.power_caps or any(not 0 < c <= 1 for c in self.power_caps):
+        if self.power_caps is not None and (not self.power_caps or any(not 0 < c <= 1 for c in self.power_caps)):
             raise ConfigError(f"search space: power_caps are fractions of TDP in (0, 1], got {self.power_caps!r}")
         return self
 
@@ -250,6 +251,10 @@ class PlanEntry(_Record):
     power_w: float
     binding: tuple[str, ...] = ()
     """Selection constraint families at their limit (availability, power budget)."""
+    kv_link: str = ""
+    """xPyD: the route and link the KV caches take from prefill to decode."""
+    kv_transfer_s: float | None = None
+    """xPyD: seconds one mean prompt's KV takes over that link when it is free."""
     checked: PlanMetrics | None = None
 
     @property

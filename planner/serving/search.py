@@ -103,7 +103,7 @@ class ServingPlans(_Record):
                                 "gpus_by_type": p.gpus_by_type, "power_w": p.power_w,
                                 "usd_per_million_tokens": p.usd_per_million_tokens,
                                 **(c.model_dump() if c is not None else {})},
-                    "binding": list(p.binding)}
+                    "binding": list(p.binding), "kv_link": p.kv_link, "kv_transfer_s": p.kv_transfer_s}
         return {"status": self.status, "objective": self.objective, "demand_rps": self.demand_rps,
                 "slo": self.slo.model_dump(), "plans": [plan(p) for p in self.plans],
                 "reason": self.reason, "binding": self.binding, "closest_miss": self.closest_miss,
@@ -142,6 +142,9 @@ class ServingPlans(_Record):
                 lines += [f"      {row}" for row in text.rstrip().splitlines()]
             if pc.power_cap_command:
                 lines.append(f"    {pc.power_cap_command}")
+        if p.kv_link:
+            lines.append(f"  KV transfer prefill -> decode over {p.kv_link}: {p.kv_transfer_s * 1e3:.3g} ms a mean "
+                         f"prompt (in TTFT)" if p.kv_transfer_s is not None else f"  KV transfer over {p.kv_link}")
         if p.binding:
             lines.append("  binding: " + ", ".join(_words(b) for b in p.binding))
         else:
@@ -180,7 +183,8 @@ def _kid(pc: Any) -> str:
 _WORDS = {"kv_capacity": "memory/KV capacity", "memory": "memory", "compute": "compute",
           "tpot_slo": "TPOT SLO", "ttft_slo": "TTFT SLO", "goodput": "goodput share",
           "queue": "queueing (compute saturated)", "max_num_seqs": "max_num_seqs", "layout": "layout",
-          "power_budget": "power budget", "inventory": "inventory"}
+          "power_budget": "power budget", "inventory": "inventory",
+          "kv_transfer": "KV transfer link bandwidth"}
 
 
 def _words(key: str) -> str:
@@ -210,6 +214,11 @@ def make_buckets(total: np.ndarray, n: int) -> tuple[Bucket, ...]:
 
 
 DISAGGREGATE: tuple[str, ...] = ("auto", "never", "only")
+
+CAP_FRACTIONS: tuple[float, ...] = (1.0, 0.8, 0.6)
+"""Power caps (fractions of TDP) tried under a budget or ``min_energy`` when the search space
+names none: uncapped, and two caps in the range where LLM inference loses little throughput
+for the power it saves (Patel et al., POLCA, arXiv:2308.12908)."""
 
 
 def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workload: Workload,
@@ -258,7 +267,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
              disagg_stage.feed_replicas(c, prefill_rate.get(_layout_key(c.analytic.knobs)), isl, osl)
              if c.analytic.knobs.role == "decode" else 0) for c in ranked]
         for s, a, bb, feed in todo:
-            for cap in caps_for(s.gpu, space.power_caps) if capped else [None]:
+            for cap in caps_for(s.gpu, space.power_caps or CAP_FRACTIONS) if capped else [None]:
                 k = a.knobs.model_copy(update={"power_cap_w": cap})
                 jobs.append((s, a.model_copy(update={"knobs": k}), CapacityJob(
                     model=model, cluster=cluster, knobs=k, engine=engine_config(k, engine, dtype, kv_dtype, lora),
@@ -309,9 +318,12 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
             failed = {"status": mix.status, "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
                       "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses)}
     if disagg and demand_rps is not None:
-        dplan = disagg_stage.solve(role_evals, isl, osl, demand_rps, objective, availability, power_budget_w, measured)
+        links = disagg_stage.Links(cluster=cluster, model=model, kv_dtype=kv_dtype, ttft_s=slo.ttft_s)
+        dplan = disagg_stage.solve(role_evals, isl, osl, demand_rps, objective, availability, power_budget_w, measured,
+                                   links)
         if dplan is not None and dplan.status == "optimal":
-            entries.append(disagg_stage.entry(dplan, role_evals, engine, demand_rps, availability, power_budget_w))
+            entries.append(disagg_stage.entry(dplan, role_evals, engine, demand_rps, availability, power_budget_w,
+                                              links, isl))
         elif dplan is not None and not failed:
             failed = {"status": dplan.status, "reason": dplan.reason,
                       "binding": ", ".join(m.family for m in dplan.misses),

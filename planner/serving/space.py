@@ -179,7 +179,9 @@ def _miss(timer: ReplicaTimer, slo: Slo, isl: int, osl: int, cat: Bottleneck) ->
 def rank_for_simulation(pairs: list[tuple[Supply, Analytic]], objective: str, top: int
                         ) -> list[tuple[Supply, Analytic]]:
     """The ``top`` candidates of each GPU pool by the objective per request/s the analytic
-    bound gives ($/h, GPUs or W per request/s; requests/s per GPU for max goodput)."""
+    bound gives ($/h, GPUs or W per request/s; requests/s per GPU for max goodput), plus the
+    best of every TP degree not among them: the analytic bound is optimistic by different
+    amounts for different layouts, so each degree's best option gets a simulated capacity."""
     def score(pair: tuple[Supply, Analytic]) -> tuple[float, str]:
         s, a = pair
         g = a.knobs.gpus
@@ -190,7 +192,11 @@ def rank_for_simulation(pairs: list[tuple[Supply, Analytic]], objective: str, to
     out: list[tuple[Supply, Analytic]] = []
     for idx in dict.fromkeys(s.index for s, _ in pairs):
         mine = sorted((p for p in pairs if p[0].index == idx), key=score)
-        out += mine[:top]
+        chosen = mine[:top]
+        for tp in dict.fromkeys(a.knobs.tp for _, a in mine) if top else ():
+            if all(a.knobs.tp != tp for _, a in chosen):
+                chosen.append(next(p for p in mine if p[1].knobs.tp == tp))
+        out += chosen
     return out
 
 

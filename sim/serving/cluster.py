@@ -32,7 +32,7 @@ from fleetsim.hardware.errors import ConfigError, InfeasibleError
 from fleetsim.hardware.specs import ClusterSpec, GPUSpec, LinkSpec
 from fleetsim.sim.serving.autoscale import AutoscaleConfig
 from fleetsim.sim.serving.config import Deployment, EngineConfig, PoolDeployment
-from fleetsim.sim.serving.disagg import TransferLink
+from fleetsim.sim.serving.disagg import TransferLink, kv_transfer_bytes, transfer_route
 from fleetsim.sim.serving.engine import Engine, SeqState
 from fleetsim.sim.serving.feasibility import (
     check_draft,
@@ -495,14 +495,8 @@ class ServingSimulation:
 
     def _link(self, src: Replica, dst: Replica) -> TransferLink:
         sp, dp = src.plan, dst.plan
-        node = self.cluster.pools[sp.pool].node
-        if sp.pool == dp.pool and sp.node == dp.node:
-            key: tuple = ("scale_up", sp.index)
-            name = node.scale_up_link
-        elif sp.pool == dp.pool:
-            key, name = ("nic", sp.pool, sp.node), node.nic_link
-        else:
-            key, name = ("fabric", sp.pool, sp.node), self.cluster.scale_out_link
+        route, name = transfer_route(self.cluster, sp.pool, dp.pool, sp.node == dp.node)
+        key: tuple = ("scale_up", sp.index) if route == "scale_up" else (route, sp.pool, sp.node)
         link = self.links.get(key)
         if link is None:
             link = TransferLink(self.env, get_link(name), sp.parallel.tp * sp.parallel.pp)
@@ -511,11 +505,8 @@ class ServingSimulation:
 
     def kv_transfer_bytes(self, seq: SeqState) -> float:
         """Whole-model KV bytes of the prompt (all layers, all KV heads)."""
-        m = self.model
         eng = self.replicas[seq.prefill_replica].plan.entry.engine
-        from fleetsim.calibration.ops import dtype_bytes
-        kvd = eng.kv_dtype
-        return float(seq.prompt * m.num_layers * m.kv_cache_width * dtype_bytes(kvd))
+        return kv_transfer_bytes(self.model, seq.prompt, eng.kv_dtype)
 
     def _handoff(self, seq: SeqState, src: Replica) -> Generator[simpy.Event, Any, None]:
         while not self.back:
@@ -531,6 +522,7 @@ class ServingSimulation:
         t0 = self.env.now
         yield from link.transfer(nbytes)
         self.transfers.append((seq.req_id, t0, self.env.now, nbytes))
+        seq.first_token_s = self.env.now  # the decode replica streams the first token
         seq.status = "waiting"
         dst.add(seq)
 
