@@ -18,7 +18,7 @@ from fleetsim.workloads.parallel import ParallelConfig, Seq
 from fleetsim import plan_serving
 
 ARGS = dict(model="llama-3.1-70b", cluster="8xH100", tpot_s=0.05, rate_rps=10.0)
-CLI = "plan --model llama-3.1-70b --cluster 8xH100 --tpot-s 0.05 --rate 10"
+CLI = "plan --analytic --model llama-3.1-70b --cluster 8xH100 --tpot-s 0.05 --rate 10"
 
 
 @pytest.fixture(scope="module")
