@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from fleetsim.cli.args import positive_float, positive_int
+from fleetsim.cli.args import check_out_dir, positive_float, positive_int
 from fleetsim.cli.table import print_frame
 
 PLANNER_FLAGS = ("objective", "market", "power_budget_w", "simulate", "json", "explain", "slo_percentile",
-                 "goodput_share", "buckets", "seed", "executor", "disaggregate")
+                 "goodput_share", "buckets", "seed", "executor", "disaggregate", "out")
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from fleetsim.hardware.errors import ConfigError
 
         raise ConfigError("give either --cluster or --market, not both")
+    check_out_dir(getattr(args, "out", None))
     plan = plan_serving(
         args.model, args.cluster if args.market is None else None, isl=args.isl, osl=args.osl,
         workload=args.workload, rate_rps=args.rate, ttft_s=args.ttft_s, tpot_s=args.tpot_s, dtype=args.dtype,
@@ -59,9 +60,18 @@ def run(args: argparse.Namespace) -> int:
         simulate=args.simulate is not False, seed=args.seed or 0, buckets=args.buckets or 1,
         executor=getattr(args, "executor", None), disaggregate=args.disaggregate or "auto")
     res = plan.search
+    files = None
+    if getattr(args, "out", None):
+        from fleetsim.cli.plan_out import write_serving_plans
+
+        files = write_serving_plans(args.out, res, table(res))
     if args.json:
         print(json.dumps(_finite(res.to_json()), indent=2))
         return 0 if res.status == "optimal" else 1
+    if files is not None:
+        from fleetsim.cli.plan_out import written
+
+        print(written(files))
     print(f"Serving plans for {plan.model.name} ({res.objective}; {res.isl} prompt + {res.osl} output tokens "
           f"mean; {res.simulations} simulations, {res.seconds:.1f} s)")
     if res.status != "optimal":
