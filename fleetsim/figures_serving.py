@@ -71,7 +71,7 @@ def _slo_line(ax: Axes, values: np.ndarray, slo_s: float | None, scale: float, u
     v = values[np.isfinite(values)]
     share = float(np.mean(v <= slo_s)) if len(v) else math.nan
     ax.axvline(slo_s * scale, color="red", linestyle="--", linewidth=1.2,
-               label=f"SLO {slo_s * scale:.4g} {unit} ({share:.1%} within)")
+               label=f"SLO {slo_s * scale:.4g} {unit} ({share:.1%} of these {len(v):,} within)")
 
 
 def latency_cdf(result: Any, slo: dict[str, float]) -> Figure:

@@ -134,7 +134,7 @@ def test_slo_lines_at_the_targets(served: Any, served_figs: dict[str, Any]) -> N
     ttft = served.requests["ttft_s"].dropna().to_numpy()
     label = next(ln.get_label() for ln in served_figs["latency_cdf"].axes[0].get_lines()
                  if str(ln.get_label()).startswith("SLO"))
-    assert f"({np.mean(ttft <= SLO['ttft_slo_s']):.1%} within)" in label
+    assert f"({np.mean(ttft <= SLO['ttft_slo_s']):.1%} of these {len(ttft):,} within)" in label
     custom = served.figures(slo={"e2e_slo_s": 2.5})["latency_cdf"]
     lines = [ln for ax in custom.axes for ln in ax.get_lines() if str(ln.get_label()).startswith("SLO")]
     assert len(lines) == 1 and float(lines[0].get_xdata()[0]) == 2.5
