@@ -74,6 +74,13 @@ class ServingPlan:
     def best(self):  # type: ignore[no-untyped-def]
         return self.first.best
 
+    def figures(self) -> dict[str, Any]:
+        """Matplotlib figures of the full planner's answer (``fleetsim.figures.plan_figures``;
+        runs ``search`` if not yet run): ``pareto`` (cost vs latency vs energy) and ``gpu_mix``."""
+        from fleetsim.figures import plan_figures
+
+        return plan_figures(self.search)
+
     def headline(self) -> str:
         t = self.first.targets
         parts = [

@@ -162,6 +162,14 @@ class ServingResult:
                            metadata={"model": self.model.name, "cluster": self.cluster.name})
         return out
 
+    def figures(self, slo: dict[str, float] | None = None) -> dict[str, Any]:
+        """Matplotlib figures (``fleetsim.figures.serving_figures``): ``latency_cdf``,
+        ``latency_hist``, ``timeseries``; SLO lines from ``slo`` or the run's own targets.
+        ``fleetsim.figures.save_figures`` writes them as PNGs."""
+        from fleetsim.figures import serving_figures
+
+        return serving_figures(self, slo)
+
     def __repr__(self) -> str:
         s = self.summary
         return (f"ServingResult({s['num_requests']} requests, {s['finished']} finished, "

@@ -305,6 +305,13 @@ class TrainEstimate:
                      ("energy cost", c["energy_cost_usd"], "USD")]
         return pd.DataFrame(rows, columns=["metric", "value", "unit"])
 
+    def figures(self) -> dict[str, Any]:
+        """Matplotlib figures (``fleetsim.figures.training_figures``): ``pipeline_timeline``
+        (when the timeline was recorded), ``memory`` per stage and ``step_breakdown``."""
+        from fleetsim.figures import training_figures
+
+        return training_figures(self)
+
     def to_chrome_trace(self, path: str | Path) -> Path:
         """Write the per-stage timeline as a Chrome/Perfetto JSON trace."""
         from fleetsim.traces.chrome import write_chrome_trace

@@ -207,6 +207,13 @@ class TrainPlan:
     def best(self) -> TrainPlanEntry:
         return self.plans[0]
 
+    def figures(self) -> dict[str, Any]:
+        """Matplotlib figures (``fleetsim.figures.plan_figures``): ``train_frontier`` (step
+        time vs cost and MFU) and ``train_memory``."""
+        from fleetsim.figures import plan_figures
+
+        return plan_figures(self)
+
     def headline(self) -> str:
         lines = [
             f"Training plan for {self.model.name} ({self.model.params_total() / 1e9:.1f}B params) on "

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where candidate evaluations run: local (a process pool on this machine's cores) "
                    "or ray (a Ray cluster; pip install 'fleetsim[ray]'); default local. "
                    "Results are the same whichever runs them")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for plans.json, plans.csv and the figures (Pareto frontier, GPU mix; "
+                   "training: step time vs cost and MFU, memory) as PNGs; runs the full serving planner")
     from fleetsim.cli import plan_serving as planner
     from fleetsim.cli.plan_training import add_training_args
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from fleetsim.cli.args import positive_float, positive_int
+from fleetsim.cli.args import check_out_dir, positive_float, positive_int
 from fleetsim.cli.table import print_frame
 
 PLANNER_FLAGS = ("objective", "market", "power_budget_w", "simulate", "json", "explain", "slo_percentile",
-                 "goodput_share", "buckets", "seed", "executor", "disaggregate")
+                 "goodput_share", "buckets", "seed", "executor", "disaggregate", "out")
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give either --cluster or --market, not both")
     if args.cluster is None and args.market is None:
         raise ConfigError("--cluster is required (or --market GPU:USD_H:N,... for GPUs for rent)")
+    check_out_dir(getattr(args, "out", None))
     plan = plan_serving(
         args.model, args.cluster if args.market is None else None, isl=args.isl, osl=args.osl,
         workload=args.workload, rate_rps=args.rate, ttft_s=args.ttft_s, tpot_s=args.tpot_s, dtype=args.dtype,
@@ -73,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         simulate=args.simulate is not False, seed=args.seed or 0, buckets=args.buckets or 1,
         executor=getattr(args, "executor", None) or "local", disaggregate=args.disaggregate or "auto")
     res = plan.search
+    files = None
+    if getattr(args, "out", None):
+        from fleetsim.cli.plan_out import write_serving_plans
+
+        files = write_serving_plans(args.out, res, table(res))
     if args.json:
         print(json.dumps(_finite(res.to_json()), indent=2))
         return 0 if res.status == "optimal" else 1
@@ -86,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         print()
         print(res.explain())
+    if files is not None:
+        from fleetsim.cli.plan_out import written
+
+        print(written(files))
     return 0
 
 

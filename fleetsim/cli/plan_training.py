@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fleetsim.cli.args import positive_float, positive_int
+from fleetsim.cli.args import check_out_dir, positive_float, positive_int
 from fleetsim.cli.table import print_frame
 
 
@@ -30,12 +30,22 @@ def run_training(args: argparse.Namespace) -> int:
         raise ConfigError(f"--objective {objective!r}: with --training one of {', '.join(objectives)}")
     if args.cluster is None:
         raise ConfigError("--training needs --cluster")
+    check_out_dir(getattr(args, "out", None))
     plan = plan_training(args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
                          tokens=args.tokens, objective=objective, engine=args.engine or "megatron",
                          top=args.top, dtype=args.dtype, executor=getattr(args, "executor", None) or "local")
+    files = None
+    if getattr(args, "out", None):
+        from fleetsim.cli.plan_out import write_training_plans
+
+        files = write_training_plans(args.out, plan)
     if args.json:
         print(json.dumps(plan.as_dict(), indent=1, sort_keys=True))
         return 0
+    if files is not None:
+        from fleetsim.cli.plan_out import written
+
+        print(written(files))
     print(plan.headline())
     print()
     print_frame(plan.table())

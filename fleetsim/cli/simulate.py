@@ -142,7 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--no-fast-forward", action="store_true", help="price every decode iteration")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when not a TTY")
-    p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace")
+    p.add_argument("--out", default=None, help="directory for requests/timeseries tables, summary, trace and PNG figures "
+                   "(latency CDFs and histograms, throughput/queue/KV/power over time)")
     p.add_argument("--check", action="store_true", help="check the result's invariants (exit 2 on a violation)")
     p.add_argument("--load-profile", default=None, metavar="SPEC",
                    help="time-varying rate for --duration-s, e.g. diurnal:peak=20,trough=5[,peak_hour=14,weekend=0.6,"
@@ -416,8 +417,12 @@ def run(args: argparse.Namespace) -> int:
     print("80% interval (iteration times scaled, docs/intervals.md): " + ", ".join(
         f"{k.removesuffix('_s')} {a:.4g}-{b:.4g} s" for k, (a, b) in band.items()))
     if args.out:
+        from fleetsim.figures import save_figures
+
         out = result.save(args.out)
-        print(f"wrote {out}/ (requests, timeseries, replicas, summary.json, trace.json.gz)")
+        pngs = save_figures(result.figures(), out)
+        print(f"wrote {out}/ (requests, timeseries, replicas, summary.json, trace.json.gz, "
+              + ", ".join(p.name for p in pngs) + ")")
     if args.check:
         from fleetsim.cli.checks import report_checks
 

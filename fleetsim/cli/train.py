@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=positive_int, default=8, help="with --failures: simulated runs (default 8)")
     p.add_argument("--power-cap-w", type=positive_float, default=None, metavar="W",
                    help="board power limit of every GPU in watts (default: the GPU's TDP)")
-    p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json")
+    p.add_argument("--out", default=None, help="directory for summary.csv, memory.csv, timeline.csv, trace.json and PNG figures "
+                   "(pipeline timeline, memory per stage, step-time breakdown)")
     p.add_argument("--check", action="store_true", help="check the estimate's invariants (exit 2 on a violation)")
     p.set_defaults(func=run)
 
@@ -175,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         est.memory.to_csv(out / "memory.csv", index=False)
         est.timeline.to_csv(out / "timeline.csv", index=False)
         est.to_chrome_trace(out / "trace.json")
-        print(f"wrote {out}/summary.csv, memory.csv, timeline.csv, trace.json")
+        from fleetsim.figures import save_figures
+
+        pngs = save_figures(est.figures(), out)
+        print(f"wrote {out}/summary.csv, memory.csv, timeline.csv, trace.json, " + ", ".join(p.name for p in pngs))
     if args.failures is not None:
         run_failures(args, est)
     if args.check:
