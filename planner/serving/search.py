@@ -302,6 +302,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
         availability[s.gpu.name] = availability.get(s.gpu.name, 0) + s.available
     measured = objective == "min_energy" and power_budget_w is None
     entries: list[PlanEntry] = []
+    solved_by: dict[str, str | None] = {}  # mix entries by name: the GPU type they were restricted to
+    loads: dict[str, float] = {}
     failed: dict[str, str] = {}
     if any(e.capacity_rps() for e in evals):
         loads = _loads(bks, demand_rps, evals, availability, objective)
@@ -309,11 +311,13 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
         assert mix is not None
         if mix.status == "optimal":
             entries.append(entry("optimal mix", mix, evals, engine, availability, power_budget_w))
+            solved_by["optimal mix"] = None
             gpu_types = list(dict.fromkeys(e.knobs.gpu for e in evals if e.capacity_rps()))
             for g in gpu_types if len(gpu_types) > 1 else []:
                 alt = solve_mix(evals, loads, objective, availability, power_budget_w, measured, only_gpu=g)
                 if alt is not None and alt.status == "optimal" and alt.replicas != mix.replicas:
                     entries.append(entry(f"only {g}", alt, evals, engine, availability, power_budget_w))
+                    solved_by[f"only {g}"] = g
         else:
             failed = {"status": mix.status, "reason": mix.reason, "binding": ", ".join(m.family for m in mix.misses),
                       "closest_miss": "; ".join(f"{m.family} short by {m.slack:.4g}" for m in mix.misses)}
@@ -336,21 +340,90 @@ def search(model: ModelSpec, cluster: ClusterSpec, supplies: list[Supply], workl
     sign = -1.0 if objective == "max_goodput" else 1.0
     # ties on the objective: cheaper, then fewer GPUs, then less power, then the name
     entries.sort(key=lambda p: (sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w, p.name))
+    def commands(p: PlanEntry) -> PlanEntry:
+        return p.model_copy(update={"pools": tuple(with_commands(_with_lora(pc, lora), model.name, dtype, kv_dtype)
+                                                   for pc in p.pools)})
+
+    def check(p: PlanEntry, rate: float) -> PlanMetrics:
+        nonlocal sims
+        sims += 1
+        return check_plan(model, cluster, p, by_index, workload, rate, slo, engine, dtype, kv_dtype, seed + 1,
+                          space.sim_requests, lora)
+
     checked = []
     for i, p in enumerate(entries):
-        p = p.model_copy(update={"pools": tuple(with_commands(_with_lora(pc, lora), model.name, dtype, kv_dtype)
-                                                for pc in p.pools)})
+        p = commands(p)
         if i < check_plans:
             rate = demand_rps if demand_rps is not None else p.predicted_goodput_rps
-            p = p.model_copy(update={"checked": check_plan(model, cluster, p, by_index, workload, rate, slo, engine,
-                                                           dtype, kv_dtype, seed + 1, space.sim_requests, lora)})
-            sims += 1
+            p = p.model_copy(update={"checked": check(p, rate)})
+            if not p.meets_slo and demand_rps is None:
+                p = _back_off(p, check)
+            elif not p.meets_slo and p.name in solved_by:
+                p = _derate(p, evals, solved_by[p.name], partial(
+                    _mix_entry, p.name, loads=loads, objective=objective, availability=availability,
+                    budget_w=power_budget_w, measured=measured, engine=engine), commands, check, rate)
         checked.append(p)
     checked.sort(key=lambda p: (p.meets_slo is False, sign * p.objective_value, p.cost_per_hour, p.gpus, p.power_w,
                                 p.name))
     return ServingPlans(**base | {"plans": tuple(checked), "evaluations": everything, "rejected": tuple(rejected),
                                   "pareto": tuple(_frontier(checked, evals)), "simulations": sims,
                                   "seconds": time.perf_counter() - t0})
+
+
+BACK_OFF = (0.85, 0.7, 0.55)
+"""Rates (shares of the predicted goodput) at which a ``max_goodput`` plan that missed its
+SLO on re-simulation is checked again, highest first; the first that meets it is reported."""
+
+DERATE = (0.85, 0.7)
+"""Capacity shares every candidate is re-solved with, in turn, when a demand-sized plan missed
+its SLO on re-simulation: capacities come from short simulations judged at the edge of a noisy
+criterion, so they err alike for all candidates (a sibling of the failed one would take its
+place if only the failed one were scaled)."""
+
+
+def _back_off(p: PlanEntry, check: Callable[[PlanEntry, float], PlanMetrics]) -> PlanEntry:
+    """A ``max_goodput`` plan checked at lower rates until one meets the SLO: its goodput is
+    then the verified rate's, never the prediction's; the miss is kept when none does."""
+    for share in BACK_OFF:
+        m = check(p, p.predicted_goodput_rps * share)
+        if m.meets_slo:
+            return p.model_copy(update={"checked": m, "objective_value": m.goodput_rps})
+    return p
+
+
+def _mix_entry(name: str, evals: list[Evaluation], only_gpu: str | None, *, loads: dict[str, float],
+               objective: str, availability: dict[str, int], budget_w: float | None, measured: bool,
+               engine: str) -> PlanEntry | None:
+    mix = solve_mix(evals, loads, objective, availability, budget_w, measured, only_gpu=only_gpu)
+    if mix is None or mix.status != "optimal":
+        return None
+    return entry(name, mix, evals, engine, availability, budget_w)
+
+
+def _derate(p: PlanEntry, evals: list[Evaluation], only_gpu: str | None,
+            solve: Callable[[list[Evaluation], str | None], PlanEntry | None],
+            commands: Callable[[PlanEntry], PlanEntry], check: Callable[[PlanEntry, float], PlanMetrics],
+            rate: float) -> PlanEntry:
+    """A demand-sized plan that missed its SLO re-solved with every candidate's capacity scaled
+    by each ``DERATE`` share in turn (more replicas), until a re-simulation meets the SLO; the
+    original miss is kept when none does."""
+    for share in DERATE:
+        scaled = [e.model_copy(update={"capacity": tuple(c.model_copy(update={"rps": c.rps * share})
+                                                         for c in e.capacity)}) for e in evals]
+        q = solve(scaled, only_gpu)
+        if q is None:
+            return p
+        q = commands(q)
+        q = q.model_copy(update={"checked": check(q, rate)})
+        if q.meets_slo:
+            return q
+    return p
+
+
+def _knobs(pc: Any) -> Knobs:
+    """The candidate knobs a plan's pool choice was made from."""
+    return Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
+                 max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
 
 
 def _with_lora(pc: Any, lora: LoraConfig | None) -> Any:
@@ -418,8 +491,7 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
 
     pools = []
     for pc in p.pools:
-        k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
-                  max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
+        k = _knobs(pc)
         pools.append(PoolDeployment(pool=pc.pool, tp=pc.tp, pp=pc.pp, ep=pc.ep, replicas=pc.replicas,
                                     role=pc.role, engine=engine_config(k, engine, dtype, kv_dtype, lora)))
     replicas = sum(pc.replicas for pc in p.pools)
