@@ -86,3 +86,16 @@ def test_every_reported_pass_was_simulated_at_its_rate() -> None:
             assert p.objective_value <= p.predicted_goodput_rps * (1 + 1e-6)
             shares = [1.0, *BACK_OFF]
             assert any(abs(p.checked.rate_rps - p.predicted_goodput_rps * s) < 1e-9 for s in shares)
+
+
+def test_plan_power_counts_its_own_gpus_only() -> None:
+    """A one-GPU plan out of a 32-GPU market draws at most one GPU's board power: the other 31
+    idle GPUs of the market cluster are not the plan's (they were, 6 kW for a 4-GPU plan)."""
+    from fleetsim.hardware.catalog import get_gpu
+
+    res = plan_serving("llama-3.2-1b", None, market="H100:3.0:16,L40S:1.0:16", isl=512, osl=64, rate_rps=5,
+                       ttft_s=0.5, tpot_s=0.05, objective="min_cost", disaggregate="never").search
+    best = res.plans[0]
+    assert best.gpus == 1 and best.checked is not None and best.checked.avg_power_w is not None
+    gpu = get_gpu(best.pools[0].gpu)
+    assert gpu.idle_power_w <= best.checked.avg_power_w <= gpu.tdp_w

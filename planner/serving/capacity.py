@@ -161,21 +161,25 @@ class CapacityJob:
 
 def _power(raw: RawTables, role: str = "both") -> tuple[float | None, float | None]:
     """(mean GPU power of the candidate's replicas, J per output token) when the simulator
-    reports energy (``avg_power_w`` and ``j_per_output_token`` in its summary); for a
-    decode candidate only its replica (the prefill replicas that feed it are not its own),
-    for a prefill candidate no J per output token (it makes one token a request)."""
+    reports energy per replica (``energy_j``: busy and idle GPU energy of the replica's own
+    GPUs; the cluster's other GPUs idle whether or not the plan runs, so they are not the
+    candidate's). For a decode candidate only its replica (the prefill replicas that feed it
+    are not its own), for a prefill candidate no J per output token (it makes one token a
+    request)."""
+    return replica_power(raw, role)
+
+
+def replica_power(raw: RawTables, role: str | None = None) -> tuple[float | None, float | None]:
+    """(watts, J per output token) of the replicas with ``role`` (None: every replica) over
+    the run; (None, None) when the simulator reports no energy."""
     s = raw.summary
-    if "avg_power_w" not in s or "energy_j" not in raw.replicas.columns:
+    if "energy_j" not in raw.replicas.columns:
         return None, None
-    if role == "both":
-        w, jt = s.get("avg_power_w"), s.get("j_per_output_token")
-        return (float(w) if isinstance(w, float | int) and math.isfinite(w) else None,
-                float(jt) if isinstance(jt, float | int) and math.isfinite(jt) else None)
     dur = float(s["duration_s"])
-    mine = raw.replicas[raw.replicas["role"] == role]
+    mine = raw.replicas if role in (None, "both") else raw.replicas[raw.replicas["role"] == role]
     e = float(mine["energy_j"].sum())
     watts = e / dur if dur > 0 else None
-    if role == "prefill" or "both" in set(raw.replicas["role"]):
+    if role == "prefill" or (role == "decode" and "both" in set(raw.replicas["role"])):
         return watts, None
     out = float(raw.requests["generated_tokens"].sum())
     return watts, (e / out if out > 0 else None)

@@ -24,6 +24,7 @@ from fleetsim.planner.serving.capacity import (
     CapacityJob,
     capacity,
     engine_config,
+    replica_power,
     simulate,
     stream,
 )
@@ -510,12 +511,12 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
         x = s.get(key)
         return float(x) if isinstance(x, float | int) and math.isfinite(x) else None
 
+    watts, jpt = replica_power(v.raw)
     return PlanMetrics(seed=seed, rate_rps=rate, goodput_rps=rate * v.goodput_share,
                        goodput_share=v.goodput_share, ttft_p90_s=num("ttft_p90_s"), ttft_p99_s=num("ttft_p99_s"),
                        tpot_p90_s=num("tpot_p90_s"), tpot_p99_s=num("tpot_p99_s"),
                        output_tokens_per_s=float(s["output_tokens_per_s"]),
-                       j_per_output_token=num("j_per_output_token"),
-                       avg_power_w=num("avg_power_w"), meets_slo=v.ok, missed=v.missed,
+                       j_per_output_token=jpt, avg_power_w=watts, meets_slo=v.ok, missed=v.missed,
                        lora_hit_rate=num("lora_hit_rate"), lora_load_stall_s=num("lora_load_stall_s"),
                        lora_adapter_bytes_per_gpu=num("lora_adapter_bytes_per_gpu"),
                        kv_bytes_per_gpu=num("kv_bytes_per_gpu"))
