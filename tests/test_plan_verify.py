@@ -99,3 +99,32 @@ def test_plan_power_counts_its_own_gpus_only() -> None:
     assert best.gpus == 1 and best.checked is not None and best.checked.avg_power_w is not None
     gpu = get_gpu(best.pools[0].gpu)
     assert gpu.idle_power_w <= best.checked.avg_power_w <= gpu.tdp_w
+
+
+def test_decode_capacity_is_bounded_by_a_full_batch_step() -> None:
+    """A decode candidate's capacity (output tokens/s) cannot beat ``max_num_seqs`` sequences
+    stepping together at the cheapest context they can have (the prompt length): the step
+    time of that batch, priced by ``estimate_forward`` with the same engine, bounds it. Before
+    the fill and feed rules a decode replica given fewer requests than its slots (or starved
+    by its prefill feed) passed every rate the bracket tried."""
+    import math
+
+    from fleetsim.hardware.cluster import load_cluster
+    from fleetsim.planner.serving.capacity import Bucket, CapacityJob, capacity, engine_config
+    from fleetsim.planner.serving.records import Knobs, Slo
+    from fleetsim.workloads.defaults import get_workload
+    from fleetsim.workloads.models import load_model
+    from fleetsim.workloads.parallel import Seq
+
+    from fleetsim.estimate import estimate_forward
+
+    model, isl, osl, seqs = load_model("llama-3.2-1b"), 512, 64, 16
+    k = Knobs(pool=0, gpu="H100-SXM", tp=1, pp=1, ep=1, max_num_seqs=seqs, max_num_batched_tokens=8192,
+              role="decode")
+    job = CapacityJob(model=model, cluster=load_cluster("8xH100"), knobs=k, engine=engine_config(k, "vllm", "bf16", "bf16"),
+                      workload=get_workload(f"poisson:rate=1,isl={isl},osl={osl}"),
+                      buckets=(Bucket("all", 0.0, math.inf, 1.0),), slo=Slo(ttft_s=10.0, tpot_s=1.0),
+                      start_rps=50.0, seed=0, requests=10, steps=3, prefill_replicas=4)
+    (cap,) = capacity(job)
+    step = estimate_forward(model, "H100-SXM", [Seq(1, isl)] * seqs, tp=1, engine="vllm").time_s
+    assert 0 < cap.rps * osl <= seqs / step * 1.05

@@ -215,17 +215,71 @@ def grow_pool(cluster: ClusterSpec, pool: int, replicas: int, gpus_per_replica: 
     return cluster.model_copy(update={"pools": tuple(pools)})
 
 
+DECODE_FILL = 3
+"""A decode candidate's runs have at least this many times ``max_num_seqs`` requests: a
+decode replica judged only on TPOT, fed fewer requests than it has sequence slots, decodes
+them all at once and meets the target at any offered rate."""
+
+MIN_FED_SHARE = 0.8
+"""A decode candidate's run counts only while its prefill feed delivers at least this share of
+the offered rate: a decode replica starved by its feed meets any TPOT target at any offered
+rate, and would otherwise be credited with the feed's queue as its capacity."""
+
+
+def fed_share(raw: RawTables) -> float:
+    """The rate requests reach the decode side (their first tokens, which wait for the KV
+    transfer) over the rate they arrive, between the 10th and 90th request of each order."""
+    req = raw.requests
+    n = len(req)
+    if n < 10:
+        return 1.0
+    arr = np.sort(req["arrival_s"].to_numpy(dtype=float))
+    first = np.sort((req["arrival_s"] + req["ttft_s"]).to_numpy(dtype=float))
+    i, j = n // 10, (9 * n) // 10
+    if not math.isfinite(first[j]):
+        return 0.0
+    span_in, span_out = arr[j] - arr[i], first[j] - first[i]
+    return 1.0 if span_out <= 0 else min(1.0, span_in / span_out)
+
+
+def decode_occupancy(raw: RawTables, rate: float) -> float:
+    """Little's law at the decode side: the offered rate times the mean time a finished
+    request spends there (first token to last, its wait for a sequence slot included) is the
+    mean number of requests the decode replica holds. Above its ``max_num_seqs`` a queue
+    stands on average: the replica is saturated however lenient the TPOT target (a finite
+    run spreads the wait over every token and hides it from TPOT)."""
+    req = raw.requests
+    fin = req[req["finished"]]
+    if not len(fin):
+        return math.inf
+    stay = (fin["e2e_s"] - fin["ttft_s"]).to_numpy(dtype=float)
+    return rate * float(np.mean(stay))
+
+
 def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tuple, Any]) -> Capacity:
     runs = 0
     cache: dict[float, Verdict] = {}
+    requests = job.requests
+    if job.knobs.role == "decode":  # enough to fill its batch, or no rate would overload it
+        requests = max(requests, DECODE_FILL * job.knobs.max_num_seqs)
 
     def at(rate: float) -> Verdict:
         nonlocal runs
         if rate not in cache:
             runs += 1
-            reqs = stream(job.workload, job.model, bucket, rate, job.requests, job.seed,
+            reqs = stream(job.workload, job.model, bucket, rate, requests, job.seed,
                           outputs=PREFILL_OUTPUTS if job.knobs.role == "prefill" else None)
-            cache[rate] = simulate(job.model, job.cluster, dep, reqs, job.slo, job.seed, timers)
+            v = simulate(job.model, job.cluster, dep, reqs, job.slo, job.seed, timers)
+            if job.knobs.role == "decode" and v.ok:
+                got, held = fed_share(v.raw), decode_occupancy(v.raw, rate)
+                if got < MIN_FED_SHARE:
+                    v = replace(v, ok=False, limited_by="prefill_feed",
+                                missed=f"the prefill replicas feeding it deliver {got:.0%} of the offered rate")
+                elif held > job.knobs.max_num_seqs:
+                    v = replace(v, ok=False, limited_by="max_num_seqs",
+                                missed=f"it holds {held:.0f} requests on average, over its {job.knobs.max_num_seqs} "
+                                       "sequence slots (a queue stands)")
+            cache[rate] = v
         return cache[rate]
 
     r0 = max(job.start_rps * bucket.share, 1e-3)

@@ -19,7 +19,7 @@ Objective = Literal["min_cost", "min_gpus", "min_energy", "max_goodput"]
 OBJECTIVES: tuple[str, ...] = ("min_cost", "min_gpus", "min_energy", "max_goodput")
 Role = Literal["both", "prefill", "decode"]
 Bottleneck = Literal["memory", "kv_capacity", "compute", "tpot_slo", "ttft_slo", "goodput",
-                     "queue", "inventory", "power_budget", "layout", "max_num_seqs"]
+                     "queue", "inventory", "power_budget", "layout", "max_num_seqs", "prefill_feed"]
 
 
 class _Record(StrictRecord):

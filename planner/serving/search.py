@@ -185,7 +185,7 @@ _WORDS = {"kv_capacity": "memory/KV capacity", "memory": "memory", "compute": "c
           "tpot_slo": "TPOT SLO", "ttft_slo": "TTFT SLO", "goodput": "goodput share",
           "queue": "queueing (compute saturated)", "max_num_seqs": "max_num_seqs", "layout": "layout",
           "power_budget": "power budget", "inventory": "inventory",
-          "kv_transfer": "KV transfer link bandwidth"}
+          "kv_transfer": "KV transfer link bandwidth", "prefill_feed": "its prefill feed"}
 
 
 def _words(key: str) -> str:
