@@ -100,9 +100,14 @@ def _check_requests(req: pd.DataFrame, out: list[str]) -> None:
         if np.any(mask):
             out.append(f"requests: {name} for req {_ids(req, mask)}")
     p50, p99, mx = (req[c].to_numpy(float) for c in ("itl_p50_s", "itl_p99_s", "itl_max_s"))
-    disorder = ~_le(p50, p99) | ~_le(p99, mx)
+    has = ~np.isnan(p50) & ~np.isnan(p99) & ~np.isnan(mx)
+    disorder = has & (~_le(p50, p99) | ~_le(p99, mx))
     if disorder.any():
         out.append(f"requests: itl_p50_s <= itl_p99_s <= itl_max_s broken for req {_ids(req, disorder)}")
+    # an inter-token latency needs two tokens: none for one-token requests, all three for more
+    partial = (np.isnan(p50) | np.isnan(p99) | np.isnan(mx)) & ~(np.isnan(p50) & np.isnan(p99) & np.isnan(mx))
+    if partial.any():
+        out.append(f"requests: ITL percentiles partly missing for req {_ids(req, partial)}")
 
 
 def _check_token_times(result: Any, req: pd.DataFrame, out: list[str]) -> None:

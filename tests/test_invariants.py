@@ -148,3 +148,19 @@ def test_cli_check_flag(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     err = capsys.readouterr().err.splitlines()
     assert err == ["fleetsim train: invariant violated: step_s = nan, expected",
                    "fleetsim train: invariant violated: mfu = 2"]
+
+
+def test_one_token_requests_have_no_itl_and_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """A request that asks for one output token has no inter-token gap: its ITL percentiles are
+    all missing, which is consistent (the check used to report NaN <= NaN as a disorder); one
+    percentile missing of three is not."""
+    res = fleetsim.simulate_serving("llama-3.2-1b", "1xH100", "poisson:rate=5,isl=128,osl=1", num_requests=20)
+    assert res.requests["itl_p50_s"].isna().all()
+    assert check_serving_result(res) == []
+    bad = copy.copy(res)
+    bad.requests = res.requests.copy()
+    bad.requests.loc[0, "itl_max_s"] = 0.01
+    assert any("ITL percentiles partly missing for req 0" in v for v in check_serving_result(bad))
+    assert main(["simulate", "--model", "llama-3.2-1b", "--cluster", "1xH100", "--workload",
+                 "poisson:rate=5,isl=128,osl=1", "--num-requests", "20", "--check"]) == 0
+    assert "nan" not in capsys.readouterr().out.split("80% interval")[1]

@@ -415,7 +415,8 @@ def run(args: argparse.Namespace) -> int:
 
     band = latency_intervals(result)
     print("80% interval (iteration times scaled, docs/intervals.md): " + ", ".join(
-        f"{k.removesuffix('_s')} {a:.4g}-{b:.4g} s" for k, (a, b) in band.items()))
+        f"{k.removesuffix('_s')} {a:.4g}-{b:.4g} s" for k, (a, b) in band.items()
+        if math.isfinite(a) and math.isfinite(b)) or "none (no latency to scale)")
     if args.out:
         from fleetsim.figures import save_figures
 
