@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetsim.hardware.checks import make_out_dir
 from fleetsim.hardware.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -135,12 +136,7 @@ def save_figures(figs: Mapping[str, Figure], out_dir: str | Path, dpi: int = DPI
     """Write each figure as ``<name>.png`` in ``out_dir`` (created if missing); returns the
     paths in the order given. The PNGs carry no software-version stamp, so the same figure
     gives the same bytes."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{out_dir}: cannot create the output directory "
-                          f"({exc.strerror or type(exc).__name__})") from None
+    out = make_out_dir(out_dir)
     paths = []
     for name, fig in figs.items():
         path = out / f"{name}.png"

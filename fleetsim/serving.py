@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fleetsim.hardware.checks import non_negative_int, positive, positive_int, warn_user
+from fleetsim.hardware.checks import (
+    make_out_dir,
+    non_negative_int,
+    positive,
+    positive_int,
+    warn_user,
+)
 from fleetsim.hardware.cluster import load_cluster
 from fleetsim.hardware.errors import ConfigError
 from fleetsim.hardware.specs import ClusterSpec
@@ -127,12 +133,7 @@ class ServingResult:
         summary.json and a Chrome trace ``trace.json.gz``; returns the directory."""
         from fleetsim.traces.chrome import write_chrome_trace
 
-        out = Path(out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"{out_dir}: cannot create the output directory "
-                              f"({exc.strerror or type(exc).__name__})") from None
+        out = make_out_dir(out_dir)
         try:
             import pyarrow  # noqa: F401
 

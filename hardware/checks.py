@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from fleetsim.hardware.errors import ConfigError, FleetsimError
@@ -132,3 +133,15 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 
 __all__ = ["fraction", "integer", "non_negative", "non_negative_int", "number", "positive", "positive_int",
            "probability", "validation_line", "warn_user"]
+
+
+def make_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` created (with its parents) for a command's files; one line naming it when
+    it cannot be."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot create the output directory "
+                          f"({exc.strerror or type(exc).__name__})") from None
+    return out
