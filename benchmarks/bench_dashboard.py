@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ class Bench:
     def __init__(self, page: Any, clock: RerunClock) -> None:
         self.pg, self.clock = page, clock
         self.rows: dict[str, list[tuple[float, float | None]]] = {}
+        self.api: dict[str, list[float]] = {}
+
+    def api_time(self, name: str, text: str) -> None:
+        """The API's own seconds for the last ``name``, read from the page ("planned in 1.2 s")."""
+        shown = self.pg.get_by_text(re.compile(f"{text} [0-9.]+ (us|ms|s)")).first.inner_text()
+        value, unit = re.search(f"{text} ([0-9.]+) (us|ms|s)", shown).groups()  # type: ignore[union-attr]
+        self.api.setdefault(name, []).append(float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit])
 
     def time(self, name: str, action: Any, visible: Any = None, run: bool | None = True) -> float:
         """Run ``action``; wait for ``visible`` and for the script run (``run`` None: only if
@@ -68,13 +76,14 @@ class Bench:
         return done
 
     def report(self) -> None:
-        print(f"{'interaction':58s} {'done ms':>9s} {'first ms':>9s}  range (done, ms)")
+        print(f"{'interaction':58s} {'done ms':>9s} {'first ms':>9s} {'API ms':>8s}  range (done, ms)")
         for name, vals in self.rows.items():
             done = [d for d, _ in vals]
             first = [f for _, f in vals if f is not None]
             fm = f"{statistics.median(first) * 1e3:9.0f}" if first else f"{'-':>9s}"
+            api = f"{statistics.median(self.api[name]) * 1e3:8.0f}" if name in self.api else f"{'':8s}"
             rng = f"{min(done) * 1e3:.0f}-{max(done) * 1e3:.0f}" if len(done) > 1 else ""
-            print(f"{name:58s} {statistics.median(done) * 1e3:9.0f} {fm}  {rng}")
+            print(f"{name:58s} {statistics.median(done) * 1e3:9.0f} {fm} {api}  {rng}")
 
 
 def _enter(locator: Any, value: str) -> Any:
@@ -104,16 +113,18 @@ def walk(url: str, repeat: int, trace: Path | None, big: int) -> tuple[Bench, di
         for _ in range(repeat):
             b.time("plan (analytic capacities)", lambda: pg.get_by_role("button", name="Plan", exact=True).click(),
                    pg.get_by_text("Simulate this plan"))
+            b.api_time("plan (analytic capacities)", "planned in")
         for _ in range(repeat):
             b.time("widget change in the Plan tab (plan shown)", lambda: pg.get_by_text("simulate capacities").click())
         for _ in range(repeat):
             b.time("simulate a plan row (500 requests)", lambda: pg.get_by_role("button", name="Simulate this plan")
                    .click(), pg.get_by_text("Simulated: the result"))
         tab["Simulate"].click()
-        pg.get_by_text("Result: plan").first.wait_for()
+        b.api_time("simulate a plan row (500 requests)", "simulated in")
         for _ in range(repeat):
             b.time("simulate (form, 500 requests)", lambda: pg.get_by_role("button", name="Simulate", exact=True)
                    .click(), pg.get_by_text("Result: simulation"))
+            b.api_time("simulate (form, 500 requests)", "simulated in")
         tab["Train"].click()
         pg.get_by_label("TP", exact=True).last.fill("2")  # llama-3.1-8b needs TP 2 on H100 (memory)
         for _ in range(repeat):
@@ -124,10 +135,10 @@ def walk(url: str, repeat: int, trace: Path | None, big: int) -> tuple[Bench, di
                    None)
             b.time("tab switch (results shown)", lambda: tab["Plan"].click(), pg.get_by_text("Simulate this plan"), None)
             b.time("sidebar widget change (results shown)", _enter(seed, str(20 + i)))
-        b.time("pin a simulation", lambda: (tab["Simulate"].click(),
-                                            pg.get_by_role("button", name="Pin this simulation").click()))
-        b.time("pin a training estimate", lambda: (tab["Train"].click(),
-                                                   pg.get_by_role("button", name="Pin this training estimate").click()))
+        tab["Simulate"].click()
+        b.time("pin a simulation", lambda: pg.get_by_role("button", name="Pin this simulation").click())
+        tab["Train"].click()
+        b.time("pin a training estimate", lambda: pg.get_by_role("button", name="Pin this training estimate").click())
         b.time("tab switch to Compare (2 pins)", lambda: tab["Compare"].click(), pg.get_by_role("button", name="Comparison (CSV)"), None)
         if trace is not None:
             b.time("workload: trace upload (radio)", lambda: side.get_by_text("trace upload").click())
@@ -138,6 +149,7 @@ def walk(url: str, repeat: int, trace: Path | None, big: int) -> tuple[Bench, di
             extra["trace replay in the browser"] = b.time(
                 "trace replay (Simulate)", lambda: pg.get_by_role("button", name="Simulate", exact=True).click(),
                 pg.get_by_text(f"of trace {trace.name}"))
+            b.api_time("trace replay (Simulate)", "simulated in")
             extra["trace replay: API"] = _api_replay(trace)
             for i in range(repeat):
                 b.time("sidebar widget change (trace result shown)", _enter(seed, str(30 + i)))

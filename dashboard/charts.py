@@ -102,6 +102,7 @@ def latency_hist(values_s: np.ndarray, name: str, slo_s: float | None = None, bi
     d = pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "requests": counts})
     bars = {"mark": {"type": "bar"},
             "encoding": {"x": _q("lo", f"{name} (ms)"), "x2": {"field": "hi"}, "y": _q("requests", "requests"),
+                         "y2": {"datum": 0},  # bars from zero (with x2 alone Vega-Lite draws thin blocks)
                          "tooltip": [_tip("lo", fmt=".4g"), _tip("hi", fmt=".4g"), _tip("requests")]}}
     return Chart(d, _with_slo(bars, slo_s, 1e3, f"{name} histogram", 260))
 
