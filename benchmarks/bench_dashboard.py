@@ -7,7 +7,9 @@ the click (or key press) to the end of the script run it starts, read from Strea
 websocket messages, plus two animation frames so the page has drawn it:
 
 * ``done``: the script run finished and the page drew what it received;
-* ``first``: the first new element arrived (the page starts to change).
+* ``first``: the first new element arrived (the page starts to change);
+* ``API``: for plan and simulate clicks, the API's own time inside the server, as the page
+  shows it ("planned in", "simulated in"); ``done`` minus it is the dashboard's part.
 
 An interaction that runs no script (a tab switch, when tabs are drawn up front) is timed
 until its content is visible. Each repeatable interaction runs ``--repeat`` times; the
@@ -18,7 +20,8 @@ With ``--trace`` (default: the Azure conversation trace in ``../shared/data``), 
 is uploaded and replayed whole (Simulate), then the same replay runs through
 ``fleetsim.simulate_serving`` in this process (after a small warm-up run, as the server is
 warm) and both times are printed. ``--big N`` also simulates N requests of azure-conv on
-8xH100 and times a widget change and a tab switch with that result on the page.
+8xH100 and times a widget change and a tab switch with that result on the page (the
+simulation alone takes minutes on a 2-core machine).
 
 Run: ``python benchmarks/bench_dashboard.py [--repeat 3] [--trace CSV | --no-trace] [--big 100000]``.
 Figures only: nothing here is a test assertion.

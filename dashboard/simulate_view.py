@@ -24,6 +24,8 @@ from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
 
 ROUTERS = ("least_outstanding_tokens", "round_robin", "prefix_aware")
+TABLE_ROWS = 2_000
+"""Rows of the per-request table sent to the page (the CSV download has every request)."""
 
 
 def deployment_from_form(v: dict[str, Any], s: sc.Scenario) -> dict[str, Any] | None:
@@ -181,7 +183,7 @@ def result_view(got: dict[str, Any]) -> dict[str, Any]:
                 "SLO attainment": (att.get("both"), "share")},
         "latency": latency, "over_time": over_time,
         "summary": pd.DataFrame(fmt.summary_rows(sm), columns=["metric", "value"]),
-        "requests_head": rq.head(10_000), "num_requests": len(rq),
+        "requests_head": rq.head(TABLE_ROWS), "num_requests": len(rq),
         "name": scenario_name(sc.Scenario(**got["scenario"])),
     }
 
@@ -244,6 +246,6 @@ def render(s: sc.Scenario) -> None:
         st.dataframe(got["result"].replicas, hide_index=True)
     with st.expander("Per-request table"):
         st.dataframe(v["requests_head"], hide_index=True)
-        if v["num_requests"] > 10_000:
-            st.caption(f"first 10,000 of {v['num_requests']:,} requests shown; the CSV download has all")
+        if v["num_requests"] > TABLE_ROWS:
+            st.caption(f"first {TABLE_ROWS:,} of {v['num_requests']:,} requests shown; the CSV download has all")
     _downloads(got, v["name"])
