@@ -26,6 +26,21 @@ def pin(kind: str, label: str, metrics: dict[str, tuple[float | None, str]]) -> 
     pins.append({"kind": kind, "label": label if not n else f"{label} ({n + 1})", "metrics": metrics})
 
 
+def pin_and_show(kind: str, label: str, metrics: dict[str, tuple[float | None, str]], fragment: str) -> None:
+    """A pin button's callback: pin, then rerun only the pinning tab and Compare (the
+    fragments keyed ``fragment`` and ``compare``), not the whole page."""
+    pin(kind, label, metrics)
+    st.session_state["pinned_note"] = (fragment, st.session_state["pins"][-1]["label"])
+    st.rerun([fragment, "compare"])
+
+
+def pinned_note(fragment: str) -> None:
+    """'pinned ...' under the pin button that was pressed last."""
+    note = st.session_state.get("pinned_note")
+    if note and note[0] == fragment:
+        st.caption(f"pinned as {note[1]!r} (see the Compare tab)")
+
+
 def run_simulation(s: sc.Scenario, deployment: Any, label: str, engine: Any = None) -> None:
     """Simulate ``deployment`` (None: the API's default) on the scenario's workload with a
     progress bar; the result goes to ``st.session_state['sim']`` (kept across reruns)."""
@@ -48,7 +63,6 @@ def run_simulation(s: sc.Scenario, deployment: Any, label: str, engine: Any = No
     st.session_state["sim"] = {"result": res, "label": label, "seconds": time.perf_counter() - t0,
                                "scenario": s.to_dict(), "trace_name": st.session_state.get("trace_name")
                                if is_trace else None}
-    st.session_state.pop("sim_trace_bytes", None)
     st.session_state.pop("sim_error", None)
 
 

@@ -38,7 +38,9 @@ def compare_frame(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@st.fragment(key="compare")
 def render() -> None:
+    """The Compare tab; a fragment, rerun by its own widgets and by a pin on another tab."""
     st.subheader("Compare")
     pins: list[dict[str, Any]] = st.session_state.get("pins", [])
     if len(pins) < 2:
@@ -51,9 +53,11 @@ def render() -> None:
     ib = c2.selectbox("B", range(len(pins)), index=len(pins) - 1, format_func=lambda i: labels[i], key="cmp_b")
     if c3.button("Clear pins", key="cmp_clear"):
         st.session_state["pins"] = []
-        st.rerun()
+        st.session_state.pop("pinned_note", None)
+        st.rerun(scope="fragment")
     a, b = pins[ia], pins[ib]
     a_label, b_label = f"A: {a['label']}", f"B: {b['label']}"
     frame = compare_frame({**a, "label": a_label}, {**b, "label": b_label})
     st.dataframe(frame, hide_index=True, key="cmp_table")
-    st.download_button("Comparison (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv", key="cmp_dl")
+    st.download_button("Comparison (CSV)", frame.to_csv(index=False), "comparison.csv", "text/csv", key="cmp_dl",
+                       on_click="ignore")

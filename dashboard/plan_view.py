@@ -13,7 +13,7 @@ import streamlit as st
 from fleetsim.dashboard import charts
 from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
-from fleetsim.dashboard.common import model_and_cluster, pin, run_simulation
+from fleetsim.dashboard.common import model_and_cluster, pin_and_show, pinned_note, run_simulation
 from fleetsim.dashboard.format import show_error
 from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
@@ -106,7 +106,52 @@ def pareto_frame(res: Any) -> tuple[pd.DataFrame, str, str, str]:
     return plans[cols], "cost_per_hour", "tpot_p90_ms", "USD/h"
 
 
+def _plan_metrics(entry: Any) -> dict[str, tuple[float | None, str]]:
+    c = entry.checked
+    return {"cost": (entry.cost_per_hour, "USD/h"), "GPUs": (float(entry.gpus), ""), "power": (entry.power_w, "W"),
+            "goodput": (None if c is None else c.goodput_rps, "req/s"),
+            "TTFT p90": (None if c is None else c.ttft_p90_s, "s"),
+            "TPOT p90": (None if c is None else c.tpot_p90_s, "s"),
+            "energy per output token": (None if c is None else c.j_per_output_token, "J/tok")}
+
+
+def plan_view(got: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a plan that every rank shares (the ranked table, the Pareto
+    chart, the explanation, the analytic first pass), computed once per plan."""
+    plan, res = got["plan"], got["search"]
+    view: dict[str, Any] = {"headline": plan.headline(), "ranks": {}}
+    if res.status == "optimal" and res.plans:
+        view["table"] = plans_table(res)
+        pts, x, y, xt = pareto_frame(res)
+        view["pareto"] = charts.pareto(pts, x, y, "j_per_output_token", xt, "TPOT p90 (ms)") if len(pts) else None
+        view["explain"] = res.explain()
+        view["analytic"] = plan.table()
+    return view
+
+
+def rank_view(got: dict[str, Any], rank: int) -> dict[str, Any]:
+    """What the page shows of one plan row (metrics, GPU mix, flags), computed once per row."""
+    ranks = got["view"]["ranks"]
+    if rank not in ranks:
+        plan, entry = got["plan"], got["search"].plans[rank - 1]
+        try:
+            flags: str | None = "\n".join(engine_lines(plan.model, entry, plan.engine))
+            flags_error = None
+        except FleetsimError as exc:
+            flags, flags_error = None, str(exc)
+        ranks[rank] = {
+            "metrics": [("Cost", fmt.usd(entry.cost_per_hour, "h")), ("GPUs", fmt.count(entry.gpus)),
+                        ("Power", fmt.watts(entry.power_w))]
+            + ([("Goodput", fmt.rate(entry.checked.goodput_rps, "req/s"))] if entry.checked is not None else []),
+            "gpu_mix": charts.gpu_mix(dict(entry.gpus_by_type)), "flags": flags, "flags_error": flags_error,
+            "why": got["view"]["explain"] if rank == 1 else
+            f"plan {entry.name}: binding {', '.join(entry.binding) or 'none'}"}
+    return dict(ranks[rank])
+
+
+@st.fragment(key="plan")
 def render(s: sc.Scenario) -> None:
+    """The Plan tab; a fragment: its own widgets rerun only this tab."""
     st.subheader("Serving plan")
     c1, c2, c3 = st.columns([1, 2, 1])
     simulate = c1.checkbox("simulate capacities", value=False, key="plan_simulate",
@@ -127,60 +172,57 @@ def render(s: sc.Scenario) -> None:
     if got is None:
         st.caption("Press Plan to rank deployments of the scenario's model on its cluster.")
         return
-    plan, res = got["plan"], got["search"]
-    st.text(plan.headline())
+    if "view" not in got:
+        got["view"] = plan_view(got)
+    view, res = got["view"], got["search"]
+    st.text(view["headline"])
     st.caption(f"planned in {fmt.seconds(got['seconds'])}; {res.simulations} simulations")
-    if res.status != "optimal" or not res.plans:
+    if "table" not in view:
         show_error(f"no plan: {res.reason or res.status}")
         if res.closest_miss:
             st.text(f"closest miss: {res.closest_miss}")
         return
-    table = plans_table(res)
-    st.dataframe(table, hide_index=True, key="plan_table")
+    st.dataframe(view["table"], hide_index=True, key="plan_table")
     ranks = list(range(1, len(res.plans) + 1))
     rank = st.selectbox("Plan", ranks, format_func=lambda r: f"{r}: {res.plans[r - 1].name}", key="plan_rank")
     entry = res.plans[rank - 1]
+    rv = rank_view(got, rank)
     b1, b2 = st.columns(2)
     if b1.button("Simulate this plan", key="plan_simulate_row"):
         try:
             run_simulation(s, plan_deployment(entry, s), f"plan {rank}: {entry.name}")
-            st.success("Simulated: the result is on the Simulate tab.")
         except FleetsimError as exc:
             show_error(exc)
-    if b2.button("Pin this plan", key="plan_pin"):
-        c = entry.checked
-        pin("plan", f"plan {rank}: {entry.name}", {
-            "cost": (entry.cost_per_hour, "USD/h"), "GPUs": (float(entry.gpus), ""),
-            "power": (entry.power_w, "W"),
-            "goodput": (None if c is None else c.goodput_rps, "req/s"),
-            "TTFT p90": (None if c is None else c.ttft_p90_s, "s"),
-            "TPOT p90": (None if c is None else c.tpot_p90_s, "s"),
-            "energy per output token": (None if c is None else c.j_per_output_token, "J/tok")})
-        st.toast("pinned")
-    m = st.columns(4)
-    m[0].metric("Cost", fmt.usd(entry.cost_per_hour, "h"))
-    m[1].metric("GPUs", fmt.count(entry.gpus))
-    m[2].metric("Power", fmt.watts(entry.power_w))
-    if entry.checked is not None:
-        m[3].metric("Goodput", fmt.rate(entry.checked.goodput_rps, "req/s"))
+        else:
+            st.session_state["plan_simulated"] = True
+            st.rerun()  # the whole page: the Simulate tab shows the new result
+    if st.session_state.pop("plan_simulated", False):
+        st.success("Simulated: the result is on the Simulate tab.")
+    b2.button("Pin this plan", key="plan_pin", on_click=pin_and_show,
+              args=("plan", f"plan {rank}: {entry.name}", _plan_metrics(entry), "plan"))
+    with b2:
+        pinned_note("plan")
+    for col, (label, value) in zip(st.columns(4), rv["metrics"], strict=False):
+        col.metric(label, value)
     g1, g2 = st.columns([1, 2])
-    g1.altair_chart(charts.gpu_mix(dict(entry.gpus_by_type)), width="stretch")
-    pts, x, y, xt = pareto_frame(res)
-    if len(pts):
-        g2.altair_chart(charts.pareto(pts, x, y, "j_per_output_token", xt, "TPOT p90 (ms)"), width="stretch")
+    charts.draw(g1, rv["gpu_mix"])
+    if view["pareto"] is not None:
+        charts.draw(g2, view["pareto"])
     with st.expander("Why this plan", expanded=rank == 1):
-        st.code(res.explain() if rank == 1 else f"plan {entry.name}: binding {', '.join(entry.binding) or 'none'}",
-                language=None)
+        st.code(rv["why"], language=None)
     with st.expander("Engine flags", expanded=True):
-        try:
-            st.code("\n".join(engine_lines(plan.model, entry, plan.engine)), language="bash")
-        except FleetsimError as exc:
-            show_error(exc)
+        if rv["flags"] is not None:
+            st.code(rv["flags"], language="bash")
+        else:
+            show_error(rv["flags_error"])
     with st.expander("Analytic candidates (first pass)"):
-        st.dataframe(plan.table(), hide_index=True)
-    payload = {"scenario": got["scenario"], "plans": res.to_json()}
-    st.download_button("Download plans (JSON)", json.dumps(payload, indent=2, default=_json_default),
-                       f"{scenario_name(s)}_plans.json", "application/json", key="plan_download")
+        st.dataframe(view["analytic"], hide_index=True)
+
+    def plans_json() -> str:
+        return json.dumps({"scenario": got["scenario"], "plans": res.to_json()}, indent=2, default=_json_default)
+
+    st.download_button("Download plans (JSON)", plans_json, f"{scenario_name(s)}_plans.json", "application/json",
+                       key="plan_download", on_click="ignore")
 
 
 def _json_default(v: Any) -> Any:

@@ -163,8 +163,10 @@ def _save_load(s: sc.Scenario) -> None:
     st.subheader("Save / load")
     name = scenario_name(s)
     c1, c2 = st.columns(2)
-    c1.download_button("Save YAML", sc.scenario_yaml(s), f"{name}.yaml", "application/yaml", key="save_yaml")
-    c2.download_button("Save JSON", sc.scenario_json(s), f"{name}.json", "application/json", key="save_json")
+    c1.download_button("Save YAML", sc.scenario_yaml(s), f"{name}.yaml", "application/yaml", key="save_yaml",
+                        on_click="ignore")
+    c2.download_button("Save JSON", sc.scenario_json(s), f"{name}.json", "application/json", key="save_json",
+                        on_click="ignore")
     f = st.file_uploader("Load scenario (YAML/JSON)", type=["yaml", "yml", "json"], key="up_scenario")
     if f is not None and st.session_state.get("scenario_loaded_id") != f.file_id:
         st.session_state["scenario_loaded_id"] = f.file_id

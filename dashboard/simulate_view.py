@@ -18,12 +18,14 @@ import streamlit as st
 from fleetsim.dashboard import charts
 from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
-from fleetsim.dashboard.common import engine_config, pin, run_simulation
+from fleetsim.dashboard.common import engine_config, pin_and_show, pinned_note, run_simulation
 from fleetsim.dashboard.format import show_error
 from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
 
 ROUTERS = ("least_outstanding_tokens", "round_robin", "prefix_aware")
+TABLE_ROWS = 2_000
+"""Rows of the per-request table sent to the page (the CSV download has every request)."""
 
 
 def deployment_from_form(v: dict[str, Any], s: sc.Scenario) -> dict[str, Any] | None:
@@ -113,12 +115,9 @@ def slo_attainment(requests: pd.DataFrame, ttft_slo_s: float | None, tpot_slo_s:
 
 def _trace_bytes(res: Any) -> bytes:
     """The Perfetto/Chrome trace of a result (iterations, KV occupancy and power counters),
-    gzip-compressed JSON, made once per result."""
+    gzip-compressed JSON; made when the download is clicked."""
     from fleetsim.traces.chrome import write_chrome_trace
 
-    cached = st.session_state.get("sim_trace_bytes")
-    if cached is not None:
-        return bytes(cached)
     spans = res.trace_spans()
     counters = [{"process": x["process"], "name": "kv_occupancy", "time_s": x["start_s"] + x["dur_s"],
                  "values": {"kv": x["args"]["kv_occupancy"]}} for x in spans] + res.power_counters()
@@ -127,14 +126,92 @@ def _trace_bytes(res: Any) -> bytes:
     try:
         write_chrome_trace(spans, tmp, counters, metadata={"model": res.model.name, "cluster": res.cluster.name})
         with open(tmp, "rb") as f:
-            data = f.read()
+            return f.read()
     finally:
         os.unlink(tmp)
-    st.session_state["sim_trace_bytes"] = data
-    return data
 
 
+def _finite_or_none(v: Any) -> float | None:
+    return v if isinstance(v, float) and math.isfinite(v) else None
+
+
+def result_view(got: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a simulation (metrics, charts, tables), computed once per
+    result and kept with it: a rerun that computes nothing redraws it without recomputing."""
+    res = got["result"]
+    sm = res.summary
+    ttft_slo, tpot_slo = _finite_or_none(sm.get("ttft_slo_s")), _finite_or_none(sm.get("tpot_slo_s"))
+    rq = res.requests
+    att = slo_attainment(rq, ttft_slo, tpot_slo)
+    src = f" of trace {got['trace_name']}" if got.get("trace_name") else ""
+    latency = {}
+    for column, name, slo in (("ttft_s", "TTFT", ttft_slo), ("tpot_s", "TPOT", tpot_slo),
+                              ("e2e_s", "E2E latency", None), ("queue_delay_s", "queue delay", None)):
+        vals = rq[column].to_numpy(dtype=float)
+        latency[name] = (charts.latency_cdf(vals, name, slo), charts.latency_hist(vals, name, slo))
+    span = (res.timeseries["end_s"] - res.timeseries["start_s"]).where(lambda x: x > 0)
+    ts = res.timeseries.assign(tok_per_s=res.timeseries["tokens"] * res.timeseries["iterations"] / span)
+    queue = rq.dropna(subset=["queue_delay_s"]).sort_values("arrival_s")
+    over_time = [
+        charts.over_time(ts.dropna(subset=["tok_per_s"]), "start_s", "tok_per_s", "tokens per second per engine",
+                         "tok/s", color="replica"),
+        charts.over_time(ts, "start_s", "kv_occupancy", "KV cache occupancy", "share of KV blocks", color="replica"),
+        charts.over_time(queue, "arrival_s", "queue_delay_s", "queue delay by arrival", "s")]
+    if len(res.power):
+        over_time.append(charts.over_time(res.power, "start_s", "power_w", "GPU power per pool", "W", color="pool"))
+    return {
+        "headline": fmt.escape_md(f"Result: {got['label']}{src} - {res.model.name} on {res.cluster.name}, "
+                                  f"{fmt.count(sm['num_requests'])} requests, simulated in "
+                                  f"{fmt.seconds(got['seconds'])}"),
+        "metrics": [
+            ("SLO attainment", fmt.share(att.get("both")) if att else "no SLO set"),
+            ("Goodput", fmt.rate(sm.get("goodput_rps"), "req/s")),
+            ("Output throughput", fmt.rate(sm.get("output_tokens_per_s"), "tok/s")),
+            ("TTFT p90", fmt.seconds(sm.get("ttft_p90_s"))),
+            ("TPOT p90", fmt.seconds(sm.get("tpot_p90_s"))),
+            ("Energy per output token", fmt.joules(sm.get("j_per_output_token")) + "/tok"),
+            ("Avg GPU power", fmt.watts(sm.get("avg_power_w"))),
+            ("Peak GPU power", fmt.watts(sm.get("peak_power_w"))),
+            ("Finished", f"{fmt.count(sm['finished'])} of {fmt.count(sm['num_requests'])}"),
+            ("Energy (facility)", fmt.joules(sm.get("energy_facility_j"))),
+            ("Replicas", fmt.count(sm.get("num_replicas"))),
+            ("Simulated time", fmt.seconds(sm.get("duration_s")))],
+        "pin": {"goodput": (sm.get("goodput_rps"), "req/s"), "throughput": (sm.get("output_tokens_per_s"), "tok/s"),
+                "TTFT p90": (sm.get("ttft_p90_s"), "s"), "TPOT p90": (sm.get("tpot_p90_s"), "s"),
+                "E2E p90": (sm.get("e2e_p90_s"), "s"), "avg GPU power": (sm.get("avg_power_w"), "W"),
+                "energy per output token": (sm.get("j_per_output_token"), "J/tok"),
+                "SLO attainment": (att.get("both"), "share")},
+        "latency": latency, "over_time": over_time,
+        "summary": pd.DataFrame(fmt.summary_rows(sm), columns=["metric", "value"]),
+        "requests_head": rq.head(TABLE_ROWS), "num_requests": len(rq),
+        "name": scenario_name(sc.Scenario(**got["scenario"])),
+    }
+
+
+def _downloads(got: dict[str, Any], name: str) -> None:
+    """Requests CSV, inputs and summary JSON, Perfetto timeline: each made when clicked
+    (never on a rerun), without a rerun of its own."""
+    res = got["result"]
+
+    def summary_json() -> str:
+        sm = res.summary
+        payload = {"scenario": got["scenario"], "deployment": json.loads(res.deployment.model_dump_json()),
+                   "summary": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                               for k, v in sm.items()}}
+        return json.dumps(payload, indent=2, default=float)
+
+    d = st.columns(3)
+    d[0].download_button("Requests (CSV)", lambda: res.requests.to_csv(index=False), f"{name}_requests.csv",
+                         "text/csv", key="sim_dl_requests", on_click="ignore")
+    d[1].download_button("Inputs and summary (JSON)", summary_json, f"{name}_summary.json", "application/json",
+                         key="sim_dl_summary", on_click="ignore")
+    d[2].download_button("Perfetto timeline (.json.gz)", lambda: _trace_bytes(res), f"{name}_trace.json.gz",
+                         "application/gzip", key="sim_dl_trace", help="open in ui.perfetto.dev", on_click="ignore")
+
+
+@st.fragment(key="simulate")
 def render(s: sc.Scenario) -> None:
+    """The Simulate tab; a fragment: its own widgets rerun only this tab."""
     st.subheader("Serving simulation")
     _form(s)
     ss = st.session_state
@@ -144,80 +221,31 @@ def render(s: sc.Scenario) -> None:
     if got is None:
         st.caption("Press Simulate, or simulate a plan row on the Plan tab.")
         return
-    res = got["result"]
-    sm = res.summary
-    ttft_slo, tpot_slo = sm.get("ttft_slo_s"), sm.get("tpot_slo_s")
-    ttft_slo = ttft_slo if isinstance(ttft_slo, float) and math.isfinite(ttft_slo) else None
-    tpot_slo = tpot_slo if isinstance(tpot_slo, float) and math.isfinite(tpot_slo) else None
-    src = f" of trace {got['trace_name']}" if got.get("trace_name") else ""
-    st.markdown(fmt.escape_md(f"Result: {got['label']}{src} - {res.model.name} on {res.cluster.name}, "
-                              f"{fmt.count(sm['num_requests'])} requests, simulated in {fmt.seconds(got['seconds'])}"))
-    att = slo_attainment(res.requests, ttft_slo, tpot_slo)
-    shown = [
-        ("SLO attainment", fmt.share(att.get("both")) if att else "no SLO set"),
-        ("Goodput", fmt.rate(sm.get("goodput_rps"), "req/s")),
-        ("Output throughput", fmt.rate(sm.get("output_tokens_per_s"), "tok/s")),
-        ("TTFT p90", fmt.seconds(sm.get("ttft_p90_s"))),
-        ("TPOT p90", fmt.seconds(sm.get("tpot_p90_s"))),
-        ("Energy per output token", fmt.joules(sm.get("j_per_output_token")) + "/tok"),
-        ("Avg GPU power", fmt.watts(sm.get("avg_power_w"))),
-        ("Peak GPU power", fmt.watts(sm.get("peak_power_w"))),
-        ("Finished", f"{fmt.count(sm['finished'])} of {fmt.count(sm['num_requests'])}"),
-        ("Energy (facility)", fmt.joules(sm.get("energy_facility_j"))),
-        ("Replicas", fmt.count(sm.get("num_replicas"))),
-        ("Simulated time", fmt.seconds(sm.get("duration_s"))),
-    ]
+    if "view" not in got:
+        got["view"] = result_view(got)
+    v = got["view"]
+    st.markdown(v["headline"])
+    shown = v["metrics"]
     for i in range(0, len(shown), 4):
         for col, (label, value) in zip(st.columns(4), shown[i:i + 4], strict=False):
             col.metric(label, value)
-    if st.button("Pin this simulation", key="sim_pin"):
-        pin("simulation", got["label"], {
-            "goodput": (sm.get("goodput_rps"), "req/s"), "throughput": (sm.get("output_tokens_per_s"), "tok/s"),
-            "TTFT p90": (sm.get("ttft_p90_s"), "s"), "TPOT p90": (sm.get("tpot_p90_s"), "s"),
-            "E2E p90": (sm.get("e2e_p90_s"), "s"), "avg GPU power": (sm.get("avg_power_w"), "W"),
-            "energy per output token": (sm.get("j_per_output_token"), "J/tok"),
-            "SLO attainment": (att.get("both"), "share")})
-        st.toast("pinned")
-    rq = res.requests
-    lat = st.tabs(["TTFT", "TPOT", "E2E", "queue delay"])
-    for tab, (column, name, slo) in zip(lat, (("ttft_s", "TTFT", ttft_slo), ("tpot_s", "TPOT", tpot_slo),
-                                          ("e2e_s", "E2E latency", None), ("queue_delay_s", "queue delay", None)),
-                                     strict=True):
-        with tab:
-            a, b = st.columns(2)
-            vals = rq[column].to_numpy(dtype=float)
-            a.altair_chart(charts.latency_cdf(vals, name, slo), width="stretch")
-            b.altair_chart(charts.latency_hist(vals, name, slo), width="stretch")
-    ts = res.timeseries.assign(tok_per_s=lambda d: d["tokens"] * d["iterations"] / (d["end_s"] - d["start_s"]).where(
-        lambda x: x > 0))
-    a, b = st.columns(2)
-    a.altair_chart(charts.over_time(ts.dropna(subset=["tok_per_s"]), "start_s", "tok_per_s",
-                                    "tokens per second per engine", "tok/s", color="replica"), width="stretch")
-    b.altair_chart(charts.over_time(ts, "start_s", "kv_occupancy", "KV cache occupancy", "share of KV blocks",
-                                    color="replica"), width="stretch")
-    a, b = st.columns(2)
-    queue = rq.dropna(subset=["queue_delay_s"]).sort_values("arrival_s")
-    a.altair_chart(charts.over_time(queue, "arrival_s", "queue_delay_s", "queue delay by arrival", "s"),
-                   width="stretch")
-    if len(res.power):
-        b.altair_chart(charts.over_time(res.power, "start_s", "power_w", "GPU power per pool", "W", color="pool"),
-                       width="stretch")
+    st.button("Pin this simulation", key="sim_pin", on_click=pin_and_show,
+              args=("simulation", got["label"], v["pin"], "simulate"))
+    pinned_note("simulate")
+    lat = st.tabs(list(v["latency"]))
+    for tab, (cdf, hist) in zip(lat, v["latency"].values(), strict=True):
+        a, b = tab.columns(2)
+        charts.draw(a, cdf)
+        charts.draw(b, hist)
+    for i in range(0, len(v["over_time"]), 2):
+        for col, chart in zip(st.columns(2), v["over_time"][i:i + 2], strict=False):
+            charts.draw(col, chart)
     with st.expander("Summary (all figures, with units)"):
-        st.dataframe(pd.DataFrame(fmt.summary_rows(sm), columns=["metric", "value"]), hide_index=True,
-                     key="sim_summary")
+        st.dataframe(v["summary"], hide_index=True, key="sim_summary")
     with st.expander("Replicas"):
-        st.dataframe(res.replicas, hide_index=True)
+        st.dataframe(got["result"].replicas, hide_index=True)
     with st.expander("Per-request table"):
-        st.dataframe(rq.head(10_000), hide_index=True)
-        if len(rq) > 10_000:
-            st.caption(f"first 10,000 of {len(rq):,} requests shown; the CSV download has all")
-    name = scenario_name(sc.Scenario(**got["scenario"]))
-    d = st.columns(3)
-    d[0].download_button("Requests (CSV)", rq.to_csv(index=False), f"{name}_requests.csv", "text/csv",
-                         key="sim_dl_requests")
-    payload = {"scenario": got["scenario"], "deployment": json.loads(res.deployment.model_dump_json()),
-               "summary": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in sm.items()}}
-    d[1].download_button("Inputs and summary (JSON)", json.dumps(payload, indent=2, default=float),
-                         f"{name}_summary.json", "application/json", key="sim_dl_summary")
-    d[2].download_button("Perfetto timeline (.json.gz)", _trace_bytes(res), f"{name}_trace.json.gz",
-                         "application/gzip", key="sim_dl_trace", help="open in ui.perfetto.dev")
+        st.dataframe(v["requests_head"], hide_index=True)
+        if v["num_requests"] > TABLE_ROWS:
+            st.caption(f"first {TABLE_ROWS:,} of {v['num_requests']:,} requests shown; the CSV download has all")
+    _downloads(got, v["name"])

@@ -16,7 +16,7 @@ import streamlit as st
 from fleetsim.dashboard import charts
 from fleetsim.dashboard import format as fmt
 from fleetsim.dashboard import scenario as sc
-from fleetsim.dashboard.common import model_and_cluster, pin
+from fleetsim.dashboard.common import model_and_cluster, pin_and_show, pinned_note
 from fleetsim.dashboard.format import show_error
 from fleetsim.dashboard.sidebar import engines, scenario_name
 from fleetsim.hardware.errors import FleetsimError
@@ -78,7 +78,6 @@ def _form(s: sc.Scenario) -> None:
             ss["train"] = {"est": est, "tokens": float(v["tokens"]), "seconds": time.perf_counter() - t0,
                            "label": f"train {est.job.model.name} tp{v['tp']} cp{v['cp']} pp{v['pp']}"}
             ss.pop("train_error", None)
-            ss.pop("train_trace_bytes", None)
         except FleetsimError as exc:
             ss["train_error"] = str(exc)
     if plan:
@@ -96,19 +95,15 @@ def _form(s: sc.Scenario) -> None:
 
 
 def _trace(est: Any) -> bytes:
-    cached = st.session_state.get("train_trace_bytes")
-    if cached is not None:
-        return bytes(cached)
+    """The step's Perfetto trace (gzip JSON), made when the download is clicked."""
     fd, tmp = tempfile.mkstemp(suffix=".json.gz", prefix="fleetsim-train-")
     os.close(fd)
     try:
         est.to_chrome_trace(tmp)
         with open(tmp, "rb") as f:
-            data = f.read()
+            return f.read()
     finally:
         os.unlink(tmp)
-    st.session_state["train_trace_bytes"] = data
-    return data
 
 
 def memory_frame(memory: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +118,41 @@ def memory_frame(memory: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
+def estimate_view(got: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a training estimate, computed once per estimate."""
+    est, tokens = got["est"], got["tokens"]
+    cost = est.train_cost(tokens)
+    br = est.breakdown
+    parts = pd.DataFrame({"step": "step", "part": [k.removesuffix("_s") for k in BREAKDOWN],
+                          "ms": [br[k] * 1e3 for k in BREAKDOWN]})
+    summ = est.summary(tokens)
+    summ["value"] = summ["value"].map(lambda x: f"{x:.4g}" if isinstance(x, float) else str(x))
+    tl = est.timeline
+    return {
+        "metrics": [
+            ("Step time", fmt.seconds(est.time_s)), ("MFU", fmt.share(est.mfu)),
+            ("Throughput", fmt.rate(est.tokens_per_s, "tok/s")), ("Peak memory", fmt.nbytes(est.peak_memory_bytes)),
+            ("Avg GPU power", fmt.watts(est.avg_power_w)), ("GPUs", fmt.count(est.num_gpus)),
+            (f"Time to train {tokens:.3g} tokens", fmt.seconds(cost["time_s"])),
+            ("GPU-hours", f"{fmt.count(cost['gpu_hours'])} h"),
+            ("Cost", fmt.usd(cost["cost_usd"]) if cost["cost_usd"] is not None else "n/a (no catalog price)"),
+            ("Energy (facility)", fmt.joules(cost["energy_j"]))],
+        "pin": {"step time": (est.time_s, "s"), "MFU": (est.mfu, "share"), "throughput": (est.tokens_per_s, "tok/s"),
+                "peak memory": (est.peak_memory_bytes, "B"), "avg GPU power": (est.avg_power_w, "W"),
+                "time to train": (cost["time_s"], "s"), "cost to train": (cost["cost_usd"], "USD"),
+                "energy per token": (est.facility_j_per_token, "J/tok")},
+        "breakdown": charts.stacked_bars(parts, "step", "part", "ms", "step-time breakdown (max over stages)", "ms"),
+        "breakdown_note": f"bubble fraction {fmt.share(br['bubble_fraction'])}; gradient accumulation "
+                          f"{int(br['grad_accum'])} micro-batches",
+        "memory": charts.stacked_bars(memory_frame(est.memory), "stage", "part", "GiB", "memory per stage", "GiB"),
+        "timeline": charts.timeline(tl) if len(tl) else None,
+        "summary": summ,
+    }
+
+
+@st.fragment(key="train")
 def render(s: sc.Scenario) -> None:
+    """The Train tab; a fragment: its own widgets rerun only this tab."""
     st.subheader("Training job")
     _form(s)
     ss = st.session_state
@@ -138,43 +167,25 @@ def render(s: sc.Scenario) -> None:
     if got is None:
         st.caption("Press Estimate step to simulate one optimizer step of the scenario's model.")
         return
-    est, tokens = got["est"], got["tokens"]
-    cost = est.train_cost(tokens)
-    shown = [
-        ("Step time", fmt.seconds(est.time_s)), ("MFU", fmt.share(est.mfu)),
-        ("Throughput", fmt.rate(est.tokens_per_s, "tok/s")), ("Peak memory", fmt.nbytes(est.peak_memory_bytes)),
-        ("Avg GPU power", fmt.watts(est.avg_power_w)), ("GPUs", fmt.count(est.num_gpus)),
-        (f"Time to train {tokens:.3g} tokens", fmt.seconds(cost["time_s"])),
-        ("GPU-hours", f"{fmt.count(cost['gpu_hours'])} h"),
-        ("Cost", fmt.usd(cost["cost_usd"]) if cost["cost_usd"] is not None else "n/a (no catalog price)"),
-        ("Energy (facility)", fmt.joules(cost["energy_j"])),
-    ]
+    if "view" not in got:
+        got["view"] = estimate_view(got)
+    v = got["view"]
+    shown = v["metrics"]
     for i in range(0, len(shown), 4):
         for col, (label, value) in zip(st.columns(4), shown[i:i + 4], strict=False):
             col.metric(label, value)
-    if st.button("Pin this training estimate", key="train_pin"):
-        pin("training", got["label"], {
-            "step time": (est.time_s, "s"), "MFU": (est.mfu, "share"), "throughput": (est.tokens_per_s, "tok/s"),
-            "peak memory": (est.peak_memory_bytes, "B"), "avg GPU power": (est.avg_power_w, "W"),
-            "time to train": (cost["time_s"], "s"), "cost to train": (cost["cost_usd"], "USD"),
-            "energy per token": (est.facility_j_per_token, "J/tok")})
-        st.toast("pinned")
-    br = est.breakdown
-    parts = pd.DataFrame({"step": "step", "part": [k.removesuffix("_s") for k in BREAKDOWN],
-                          "ms": [br[k] * 1e3 for k in BREAKDOWN]})
+    st.button("Pin this training estimate", key="train_pin", on_click=pin_and_show,
+              args=("training", got["label"], v["pin"], "train"))
+    pinned_note("train")
     a, b = st.columns(2)
-    a.altair_chart(charts.stacked_bars(parts, "step", "part", "ms", "step-time breakdown (max over stages)", "ms"),
-                   width="stretch")
-    a.caption(f"bubble fraction {fmt.share(br['bubble_fraction'])}; gradient accumulation "
-              f"{int(br['grad_accum'])} micro-batches")
-    b.altair_chart(charts.stacked_bars(memory_frame(est.memory), "stage", "part", "GiB", "memory per stage", "GiB"),
-                   width="stretch")
-    tl = est.timeline
-    if len(tl):
-        st.altair_chart(charts.timeline(tl), width="stretch")
+    charts.draw(a, v["breakdown"])
+    a.caption(v["breakdown_note"])
+    charts.draw(b, v["memory"])
+    if v["timeline"] is not None:
+        charts.draw(st, v["timeline"])
     with st.expander("All figures (with units)"):
-        summ = est.summary(tokens)
-        summ["value"] = summ["value"].map(lambda x: f"{x:.4g}" if isinstance(x, float) else str(x))
-        st.dataframe(summ, hide_index=True, key="train_summary")
-    st.download_button("Pipeline timeline (Perfetto .json.gz)", _trace(est), f"{scenario_name(s)}_train_trace.json.gz",
-                       "application/gzip", key="train_dl_trace")
+        st.dataframe(v["summary"], hide_index=True, key="train_summary")
+    est = got["est"]
+    st.download_button("Pipeline timeline (Perfetto .json.gz)", lambda: _trace(est),
+                       f"{scenario_name(s)}_train_trace.json.gz", "application/gzip", key="train_dl_trace",
+                       on_click="ignore")

@@ -60,9 +60,13 @@ def test_plan_simulate_row_pin_and_compare_show_api_numbers() -> None:
     at.selectbox(key="tr_rc").set_value("full").run()
     at.number_input(key="sc_seed").set_value(3).run()
     assert _metrics(at)["TTFT p90"] == fmt.seconds(sim.summary["ttft_p90_s"])
-    # pin both and compare: the delta is B - A of the API's numbers
+    # pin both and compare: the delta is B - A of the API's numbers. A pin reruns only its own
+    # tab and Compare (keyed fragments); AppTest then holds only those, so a full run first
     at.button(key="plan_pin").click().run()
+    at.run()
     at.button(key="sim_pin").click().run()
+    assert not at.exception, at.exception
+    assert [b.key for b in at.button if b.key == "plan_go"] == []  # the Plan tab did not rerun
     table = at.dataframe[-1].value
     row = table[table["metric"] == "TPOT p90"].iloc[0]
     delta = sim.summary["tpot_p90_s"] - best.checked.tpot_p90_s

@@ -1,63 +1,38 @@
-"""The dashboard in a real browser: ``fleetsim dashboard`` on a free loopback port, driven by
-Playwright with the distribution's headless Chromium (no display needed).
+"""The dashboard in a real browser: ``fleetsim dashboard`` on a free loopback port (one
+server for the module), driven by Playwright with the distribution's headless Chromium
+(``fleetsim.dashboard.browser``; no display needed, Playwright's own browsers unused).
+Each test opens its own page, so its own Streamlit session.
 
-Skips, naming the reason, when Playwright or a Chromium binary is missing (install:
-``python3 -m pip install playwright`` and ``apt-get install chromium``; Playwright's own
-browser download is not used). The walk: plan a scenario, simulate a plan row, change a
-widget on another tab and find the simulation still shown, an error with ``tp*cp*pp*dp``
-shown literally, a trace upload replayed whole; and the server listens on 127.0.0.1 only."""
+Skips, naming the reason, when Playwright or a Chromium binary is missing. Covered: every
+page renders without an exception; plan, then simulate the top plan row in one click;
+an Azure CSV trace uploaded and replayed whole; two pinned results compared with their
+deltas (the API's numbers); downloads carry the API's numbers; bad input in each widget
+gives one line, shown exactly as the API words it (no traceback, no Markdown mangling of
+``tp*cp*pp*dp`` or ``['x']``); results survive a widget change on another tab and in the
+sidebar; the server listens on 127.0.0.1 only. Every wait is on the page's content or on
+Streamlit's own end-of-run message, with generous timeouts."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import io
+import json
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
+from fleetsim.dashboard import browser
+from fleetsim.dashboard import format as fmt
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-TIMEOUT_MS = 60_000
+import fleetsim
 
+pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=browser.missing() or "")
 
-def chromium_path() -> str | None:
-    """The distribution's Chromium (``FLEETSIM_CHROMIUM`` overrides), or None."""
-    env = os.environ.get("FLEETSIM_CHROMIUM")
-    if env:
-        return env if Path(env).is_file() else None
-    for name in CHROMIUM_CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    for p in sorted(Path("/usr/lib").glob("chromium*/chromium")):
-        if p.is_file():
-            return str(p)
-    return None
-
-
-def _skip_reason() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright is not installed (python3 -m pip install playwright)"
-    if chromium_path() is None:
-        return "no Chromium binary found (apt-get install chromium, or set FLEETSIM_CHROMIUM)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+TIMEOUT_MS = 120_000
+N = 60
+"""Requests per simulation in these tests (small: the browser, not the simulator, is tested)."""
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -83,63 +58,76 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    port = free_port()
-    log = open(os.devnull, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fleetsim", "dashboard", "--port", str(port)], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start (exit {proc.poll()})")
-            time.sleep(0.3)
+    with browser.serve() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[object]:
+def chromium(server: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        pg = browser.new_page(viewport={"width": 1600, "height": 1200})
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(server)
-        pg.get_by_text("fleetsim what-if").first.wait_for()
-        yield pg
-        browser.close()
+        b = browser.launch(p)
+        yield b
+        b.close()
 
 
-def _idle(pg: object) -> None:
-    """Wait until the app finished its rerun (Streamlit shows a 'Running...' status widget)."""
-    pg.wait_for_timeout(300)  # type: ignore[attr-defined]
-    pg.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")  # type: ignore[attr-defined]
+class Page:
+    """One browser page (one Streamlit session) and the helpers the tests share."""
+
+    def __init__(self, pg: Any, url: str) -> None:
+        self.pg = pg
+        self.clock = browser.RerunClock(pg)
+        self.side = pg.locator('[data-testid="stSidebar"]')
+        m = self.clock.mark()
+        pg.goto(url)
+        pg.get_by_text("Press Plan").first.wait_for()
+        self.clock.wait_done(m, TIMEOUT_MS / 1e3)
+
+    def act(self, action: Any) -> None:
+        """``action`` (a click, a key press, an upload), then wait for the script run it starts."""
+        m = self.clock.mark()
+        action()
+        self.clock.wait_done(m, TIMEOUT_MS / 1e3)
+
+    def enter(self, label: str, value: str, where: Any = None) -> None:
+        box = (where or self.side).get_by_label(label, exact=True).and_((where or self.side).get_by_role(
+            "spinbutton").or_((where or self.side).get_by_role("textbox")))
+        box.fill(value)
+        self.act(lambda: box.press("Enter"))
+
+    def click(self, name: str, exact: bool = True) -> None:
+        self.act(lambda: self.pg.get_by_role("button", name=name, exact=exact).click())
+
+    def tab(self, name: str) -> None:
+        self.pg.get_by_role("tab", name=name, exact=True).click()
+
+    def upload(self, uploader_label: str, path: Path) -> None:
+        box = self.side.locator('[data-testid="stFileUploader"]').filter(has_text=uploader_label)
+        self.act(lambda: box.locator('input[type="file"]').set_input_files(str(path)))
+
+    def download(self, name: str) -> bytes:
+        with self.pg.expect_download() as dl:
+            self.pg.get_by_role("button", name=name).click()
+        return Path(dl.value.path()).read_bytes()
+
+    def errors(self) -> list[str]:
+        return [e.inner_text().strip() for e in self.pg.locator('[data-testid="stAlertContentError"]').all()]
+
+    def no_exception(self) -> None:
+        assert self.pg.locator('[data-testid="stException"]').count() == 0
+        assert "Traceback" not in self.pg.content()
 
 
-def _no_exception(pg: object) -> None:
-    assert pg.locator('[data-testid="stException"]').count() == 0  # type: ignore[attr-defined]
-
-
-def _timed(pg: object, action, done: str) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    action()
-    pg.get_by_text(done).first.wait_for()  # type: ignore[attr-defined]
-    return time.perf_counter() - t0
+@pytest.fixture
+def page(chromium: Any, server: str) -> Iterator[Page]:
+    ctx = chromium.new_context(viewport={"width": 1600, "height": 1200}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield Page(pg, server)
+    finally:
+        ctx.close()
 
 
 def test_listens_on_loopback_only(server: str) -> None:
@@ -150,77 +138,184 @@ def test_listens_on_loopback_only(server: str) -> None:
     assert addrs == {"127.0.0.1"}, addrs
 
 
-def test_plan_simulate_row_and_results_survive_other_tabs(page: object) -> None:
-    pg = page
-    times = {}
-    side = pg.locator('[data-testid="stSidebar"]')  # type: ignore[attr-defined]
-    req = side.get_by_label("Requests")
-    req.fill("100")
-    req.press("Enter")
-    _idle(pg)
-    times["plan"] = _timed(pg, lambda: pg.get_by_role("button", name="Plan", exact=True).click(),  # type: ignore[attr-defined]
-                           "Simulate this plan")
-    code = pg.locator('[data-testid="stCode"]').filter(has_text="--tensor-parallel-size")  # type: ignore[attr-defined]
-    code.first.wait_for()
-    assert "vllm serve" in code.first.inner_text()
-    _no_exception(pg)
-    times["simulate plan row"] = _timed(
-        pg, lambda: pg.get_by_role("button", name="Simulate this plan").click(),  # type: ignore[attr-defined]
-        "Simulated: the result is on the Simulate tab.")
-    pg.get_by_role("tab", name="Simulate").click()  # type: ignore[attr-defined]
-    result = pg.get_by_text("Result: plan 1")  # type: ignore[attr-defined]
-    result.first.wait_for()
-    # a widget change on another tab reruns the page; the simulation stays
-    pg.get_by_role("tab", name="Train").click()  # type: ignore[attr-defined]
-    dp = pg.get_by_label("DP (0 = GPUs left)")  # type: ignore[attr-defined]
-    dp.fill("3")
-    dp.press("Tab")
-    t0 = time.perf_counter()
-    pg.get_by_role("button", name="Estimate step").click()  # type: ignore[attr-defined]
-    err = pg.get_by_text("tp*cp*pp*dp", exact=False)  # type: ignore[attr-defined]
-    err.first.wait_for()
-    times["train error"] = time.perf_counter() - t0
-    assert "tpcpppdp" not in pg.content()  # type: ignore[attr-defined]
-    side.get_by_label("Seed").fill("5")
-    side.get_by_label("Seed").press("Enter")
-    _idle(pg)
-    pg.get_by_role("tab", name="Simulate").click()  # type: ignore[attr-defined]
+def test_every_page_renders(page: Page) -> None:
+    pg = page.pg
+    for name, text in (("Plan", "Press Plan"), ("Simulate", "Press Simulate"), ("Train", "Press Estimate step"),
+                       ("Compare", "0 pinned")):
+        page.tab(name)
+        pg.get_by_text(text).first.wait_for(state="visible")
+        page.no_exception()
+    assert page.errors() == []
+
+
+def test_plan_then_simulate_top_row_pin_compare_and_download(page: Page) -> None:
+    pg = page.pg
+    page.enter("Requests", str(N))
+    page.click("Plan")
+    pg.get_by_text("Simulate this plan").first.wait_for()
+    flags = pg.locator('[data-testid="stCode"]').filter(has_text="--tensor-parallel-size")
+    assert "vllm serve" in flags.first.inner_text()
+    plan = fleetsim.plan_serving("llama-3.1-8b", "2xH100", workload="azure-conv", engine="vllm",
+                                 objective="max_goodput", simulate=False, seed=0).search
+    best = plan.plans[0]
+    assert pg.get_by_text(fmt.usd(best.cost_per_hour, "h"), exact=True).first.is_visible()
+    page.click("Simulate this plan")  # one click: the top row, on the scenario's workload
+    pg.get_by_text("Simulated: the result is on the Simulate tab.").wait_for()
+    page.tab("Simulate")
+    pg.get_by_text(f"Result: plan 1: {best.name}").first.wait_for(state="visible")
+    from fleetsim.dashboard.plan_view import plan_deployment
+    from fleetsim.dashboard.scenario import Scenario
+
+    sim = fleetsim.simulate_serving("llama-3.1-8b", "2xH100", "azure-conv", plan_deployment(best, Scenario()),
+                                    seed=0, num_requests=N)
+    assert pg.get_by_text(fmt.seconds(sim.summary["ttft_p90_s"]), exact=True).first.is_visible()
+    # the requests download is the API's per-request table
+    got = pd.read_csv(io.BytesIO(page.download("Requests (CSV)")))
+    assert len(got) == N
+    pd.testing.assert_series_equal(got["ttft_s"], sim.requests["ttft_s"].reset_index(drop=True), check_names=False)
+    summary = json.loads(page.download("Inputs and summary (JSON)"))
+    assert summary["summary"]["num_requests"] == N and summary["scenario"]["num_requests"] == N
+    # pin the simulation, then the plan; Compare shows B - A of the API's numbers
+    page.click("Pin this simulation")
+    pg.get_by_text("pinned as 'plan 1").first.wait_for()
+    page.tab("Plan")
+    page.click("Pin this plan")
+    page.tab("Compare")
+    table = pd.read_csv(io.BytesIO(page.download("Comparison (CSV)")))
+    row = table[table["metric"] == "TPOT p90"].iloc[0]
+    delta = best.checked.tpot_p90_s - sim.summary["tpot_p90_s"]  # B (plan) - A (simulation)
+    assert row["delta (B - A)"] == ("+" if delta >= 0 else "-") + fmt.seconds(abs(delta))
+    assert row["relative"] == f"{delta / abs(sim.summary['tpot_p90_s']) * 100:+.1f} %"
+    page.no_exception()
+
+
+def test_results_survive_widget_changes_elsewhere(page: Page) -> None:
+    pg = page.pg
+    page.enter("Requests", str(N))
+    page.tab("Simulate")
+    page.click("Simulate")
+    result = pg.get_by_text("Result: simulation")
+    result.first.wait_for(state="visible")
+    shown = pg.locator('[data-testid="stMetric"]').filter(has_text="TTFT p90").inner_text()
+    page.tab("Train")
+    train = pg.locator('[data-testid="stForm"]').filter(has_text="Estimate step")
+    train.get_by_label("TP", exact=True).fill("2")
+    page.click("Estimate step")
+    pg.get_by_text("Step time").first.wait_for(state="visible")
+    page.enter("Seed", "5")  # the sidebar: a whole-page rerun
+    page.enter("TTFT (ms; 0 = none)", "250")
+    page.tab("Simulate")
     assert result.first.is_visible()
-    assert pg.get_by_text("TTFT p90").first.is_visible()  # type: ignore[attr-defined]
-    _no_exception(pg)
-    # a download carries the simulation's requests
-    with pg.expect_download() as dl:  # type: ignore[attr-defined]
-        pg.get_by_role("button", name="Requests (CSV)").click()  # type: ignore[attr-defined]
-    assert dl.value.suggested_filename == "llama-3.1-8b_2xH100_requests.csv"  # named after the scenario
-    head = Path(dl.value.path()).read_text().splitlines()
-    assert head[0].startswith("req_id,arrival_s") and len(head) == 101
-    # pin the simulation and the plan, compare them
-    pg.get_by_role("button", name="Pin this simulation").click()  # type: ignore[attr-defined]
-    _idle(pg)
-    pg.get_by_role("tab", name="Plan").click()  # type: ignore[attr-defined]
-    pg.get_by_role("button", name="Pin this plan").click()  # type: ignore[attr-defined]
-    _idle(pg)
-    pg.get_by_role("tab", name="Compare").click()  # type: ignore[attr-defined]
-    with pg.expect_download() as dl:  # type: ignore[attr-defined]
-        pg.get_by_role("button", name="Comparison (CSV)").click()  # type: ignore[attr-defined]
-    table = Path(dl.value.path()).read_text()
-    assert "delta (B - A)" in table.splitlines()[0] and "TTFT p90" in table
-    _no_exception(pg)
-    print("browser interaction times (s):", {k: round(v, 2) for k, v in times.items()})
+    assert pg.locator('[data-testid="stMetric"]').filter(has_text="TTFT p90").inner_text() == shown
+    page.tab("Train")
+    assert pg.get_by_text("Step time").first.is_visible()
+    page.no_exception()
+    assert page.errors() == []
 
 
-def test_trace_upload_is_replayed_whole(page: object, tmp_path: Path) -> None:
-    pg = page
-    trace = tmp_path / "mine.jsonl"
-    trace.write_text("\n".join(f'{{"arrival_s": {0.2 * i}, "prompt_tokens": {100 + i}, "output_tokens": {20 + i % 7}}}'
-                               for i in range(37)) + "\n")
-    side = pg.locator('[data-testid="stSidebar"]')  # type: ignore[attr-defined]
-    side.get_by_text("trace upload").click()
-    _idle(pg)
-    side.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(trace))
-    side.get_by_text("mine.jsonl: 37 requests").wait_for()
-    pg.get_by_role("tab", name="Simulate").click()  # type: ignore[attr-defined]
-    pg.get_by_role("button", name="Simulate", exact=True).click()  # type: ignore[attr-defined]
-    pg.get_by_text("of trace mine.jsonl").first.wait_for()  # type: ignore[attr-defined]
-    assert pg.get_by_text("37 of 37").first.is_visible()  # type: ignore[attr-defined]
-    _no_exception(pg)
+def test_azure_trace_upload_is_replayed_whole(page: Page, tmp_path: Path) -> None:
+    from fleetsim.dashboard.scenario import parse_trace
+
+    rows = [f"2023-11-16 18:15:{10 + i // 4:02d}.{(i % 4) * 25:02d}00000,{100 + 7 * i},{20 + i % 9}" for i in range(41)]
+    trace = tmp_path / "azure_small.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    pg = page.pg
+    page.act(lambda: page.side.get_by_text("trace upload").click())
+    page.upload("Trace", trace)
+    page.side.get_by_text("azure_small.csv: 41 requests").wait_for()
+    page.tab("Simulate")
+    page.click("Simulate")
+    pg.get_by_text("of trace azure_small.csv").first.wait_for(state="visible")
+    sim = fleetsim.simulate_serving("llama-3.1-8b", "2xH100", parse_trace(trace.read_bytes(), trace.name), None,
+                                    seed=0, engine={"profile": "vllm"})
+    assert sim.summary["num_requests"] == 41  # whole: not cut or looped to the sidebar's request count
+    finished = pg.locator('[data-testid="stMetric"]').filter(has_text="Finished").inner_text()
+    assert f"{sim.summary['finished']} of 41" in finished
+    assert pg.get_by_text(fmt.seconds(sim.summary["ttft_p90_s"]), exact=True).first.is_visible()
+    page.no_exception()
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Any, str]]:
+    """Widget -> (what to do on the page, the API's one-line message it must show)."""
+    from fleetsim.dashboard import scenario as sc
+
+    def api_error(fn: Any, *args: Any, **kw: Any) -> str:
+        with pytest.raises(fleetsim.FleetsimError) as e:
+            fn(*args, **kw)
+        return fmt.one_line(e.value)
+
+    files = {"bad_config.json": b'{"model_type": "llama",', "bad_cluster.yaml": b"pools: [",
+             "bad_azure.csv": b"TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.6805900,374\n",
+             "bad_scenario.yaml": b"clustr: 8xH100\n"}
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+
+    def sidebar_text(radio: str | None, label: str, value: str, button: str, tab: str = "Plan") -> Any:
+        def go(page: Page) -> None:
+            if radio:
+                page.act(lambda: page.side.get_by_text(radio, exact=True).click())
+            page.enter(label, value)
+            page.tab(tab)
+            page.click(button)
+        return go
+
+    def form(tab: str, fields: dict[str, str], button: str, uncheck: str | None = None) -> Any:
+        def go(page: Page) -> None:
+            page.tab(tab)
+            f = page.pg.locator('[data-testid="stForm"]').filter(has=page.pg.get_by_role("button", name=button))
+            if uncheck:
+                f.get_by_text(uncheck).click()
+            for label, value in fields.items():
+                f.get_by_label(label, exact=True).fill(value)
+            page.click(button)
+        return go
+
+    def upload(radio: str | None, uploader: str, name: str) -> Any:
+        def go(page: Page) -> None:
+            if radio:
+                page.act(lambda: page.side.get_by_text(radio, exact=True).click())
+            page.upload(uploader, tmp / name)
+        return go
+
+    tp64 = {"pools": [{"pool": 0, "tp": 64, "pp": 1, "ep": 1, "replicas": None, "engine": {
+        "profile": "vllm", "enable_prefix_caching": False, "scheduler": {
+            "kind": "vllm", "max_num_seqs": 256, "max_num_batched_tokens": 8192, "chunked_prefill": True}}}],
+        "router": "least_outstanding_tokens"}
+    return {
+        "cluster shorthand": (sidebar_text(None, "Cluster shorthand", "8xNOPE", "Plan"),
+                              api_error(fleetsim.load_cluster, "8xNOPE")),
+        "cluster path": (sidebar_text(None, "Cluster shorthand", "/etc/passwd", "Plan"),
+                         api_error(sc.Scenario(cluster="/etc/passwd").cluster_source)),
+        "workload spec": (sidebar_text("spec", "Workload spec", "poisson:rate=oops", "Simulate", "Simulate"),
+                          api_error(sc.workload_for_api, sc.Scenario(workload_kind="spec",
+                                                                     workload="poisson:rate=oops"), None)),
+        "simulate form": (form("Simulate", {"TP": "64"}, "Simulate", uncheck="API default layout"),
+                          api_error(fleetsim.simulate_serving, "llama-3.1-8b", "2xH100", "azure-conv", tp64,
+                                    seed=0, num_requests=N)),
+        "train form": (form("Train", {"DP (0 = GPUs left)": "3"}, "Estimate step"),
+                       api_error(fleetsim.estimate_train_step, "llama-3.1-8b", "2xH100", dp=3, micro_batch=1,
+                                 global_batch=64, seq_len=2048, engine="megatron")),
+        "model upload": (upload("config.json upload", "Hugging Face config.json", "bad_config.json"),
+                         api_error(sc.parse_model_config, files["bad_config.json"], "bad_config.json")),
+        "cluster upload": (upload("YAML upload", "Cluster YAML", "bad_cluster.yaml"),
+                           api_error(sc.parse_cluster_yaml, files["bad_cluster.yaml"], "bad_cluster.yaml")),
+        "trace upload": (upload("trace upload", "Trace", "bad_azure.csv"),
+                         api_error(sc.parse_trace, files["bad_azure.csv"], "bad_azure.csv")),
+        "scenario load": (upload(None, "Load scenario", "bad_scenario.yaml"),
+                          api_error(sc.scenario_from_text, files["bad_scenario.yaml"].decode(), "bad_scenario.yaml")),
+    }
+
+
+BAD = ("cluster shorthand", "cluster path", "workload spec", "simulate form", "train form", "model upload",
+       "cluster upload", "trace upload", "scenario load")
+
+
+@pytest.mark.parametrize("widget", BAD)
+def test_bad_input_is_one_line_shown_as_typed(page: Page, tmp_path: Path, widget: str) -> None:
+    go, message = _bad_inputs(tmp_path)[widget]
+    page.enter("Requests", str(N))
+    go(page)
+    page.pg.locator('[data-testid="stAlertContentError"]').first.wait_for(state="visible")
+    assert page.errors() == [message]  # one line, every character as the API wrote it
+    assert "\n" not in message and "root:" not in message
+    page.no_exception()

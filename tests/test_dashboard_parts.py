@@ -69,6 +69,44 @@ def test_bin_mean_downsamples_to_bin_means() -> None:
     assert len(charts.bin_mean(df.head(50), "t", ["y"], max_points=100)) == 50
 
 
+def _every_chart() -> list[charts.Chart]:
+    rng = np.random.default_rng(0)
+    lat = rng.exponential(0.1, 5000)
+    ts = pd.DataFrame({"t": np.arange(6000.0), "y": rng.random(6000), "replica": np.arange(6000) % 3})
+    pts = pd.DataFrame({"name": ["a", "b"], "usd_per_hour_per_rps": [1.0, 2.0], "tpot_ms": [30.0, 20.0],
+                        "j_per_output_token": [0.5, np.nan], "on_frontier": [True, False]})
+    bars = pd.DataFrame({"stage": ["stage 0", "stage 0"], "part": ["weights", "grads"], "GiB": [15.0, 30.0]})
+    events = pd.DataFrame({"stage": [0, 1], "stream": ["compute", "comm"], "name": ["fwd_0", "send act"],
+                           "start_s": [0.0, 0.01], "end_s": [0.01, 0.012], "micro_batch": [0, None]})
+    return [charts.latency_cdf(lat, "TTFT", 0.2), charts.latency_cdf(lat, "E2E"), charts.latency_hist(lat, "TPOT", 0.05),
+            charts.latency_hist(np.array([np.nan]), "TPOT"), charts.over_time(ts, "t", "y", "y", "share"),
+            charts.over_time(ts, "t", "y", "y", "share", color="replica"),
+            charts.pareto(pts, "usd_per_hour_per_rps", "tpot_ms", "j_per_output_token", "USD/h", "ms"),
+            charts.gpu_mix({"H100": 8, "L4": 4}), charts.stacked_bars(bars, "stage", "part", "GiB", "memory", "GiB"),
+            charts.timeline(events)]
+
+
+def test_chart_specs_are_valid_vega_lite_with_few_points() -> None:
+    """Every chart is a valid Vega-Lite spec (the schema altair bundles) once its points are
+    attached, and refers only to columns its points have; a 6,000-row series is binned."""
+    import jsonschema
+    from altair.vegalite.v6.schema import core
+
+    validator = jsonschema.Draft7Validator(core.load_schema())
+    for c in _every_chart():
+        spec = dict(c.spec, data={"values": json.loads(c.data.to_json(orient="records"))})
+        errors = [e.message[:200] for e in validator.iter_errors(spec)]
+        assert not errors, (c.spec.get("title"), errors)
+        for layer in c.spec.get("layer", [c.spec]):
+            if "data" in layer:
+                continue
+            for ch in layer["encoding"].values():
+                for f in ch if isinstance(ch, list) else [ch]:
+                    assert "field" not in f or f["field"] in c.data.columns, (c.spec["title"], f["field"])
+        assert len(c.data) <= charts.MAX_POINTS
+    assert not validator.is_valid({"mark": "nope", "data": {"values": []}})  # the validator does refuse
+
+
 def test_scenario_round_trips_and_refuses_unknown_keys() -> None:
     s = scenario.Scenario(cluster="4xA100-80GB", seed=7, ttft_slo_s=0.25, cluster_pools=[{"gpu": "H100", "count": 2}])
     assert scenario.scenario_from_text(scenario.scenario_yaml(s), "s.yaml") == s
