@@ -17,15 +17,17 @@ from fleetsim.dashboard.common import model_and_cluster, pin_and_show, pinned_no
 from fleetsim.dashboard.format import show_error
 from fleetsim.dashboard.sidebar import scenario_name
 from fleetsim.hardware.errors import FleetsimError
+from fleetsim.planner.serving.search import CAP_FRACTIONS
 
 import fleetsim
 
 POWER_CAP_SHARES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+"""Caps offered; the planner's own default (``CAP_FRACTIONS``) is preselected."""
 FLAG_ENGINES = {"sglang": "sglang", "trtllm": "trtllm"}
 """Serving profile -> the engine whose command line ``planner.flags`` writes (else vLLM)."""
 
 
-def _plan(s: sc.Scenario, simulate: bool, caps: tuple[float, ...] = (1.0,)) -> dict[str, Any]:
+def _plan(s: sc.Scenario, simulate: bool, caps: tuple[float, ...] = CAP_FRACTIONS) -> dict[str, Any]:
     model, cluster = model_and_cluster(s)
     kw: dict[str, Any] = {}
     if s.workload_kind == "trace upload":
@@ -41,7 +43,7 @@ def _plan(s: sc.Scenario, simulate: bool, caps: tuple[float, ...] = (1.0,)) -> d
     plan = fleetsim.plan_serving(
         model, cluster, rate_rps=s.rate_rps or None, ttft_s=s.ttft_slo_s or None, tpot_s=s.tpot_slo_s or None,
         engine=s.engine, objective=s.objective, power_budget_w=s.power_budget_w or None, simulate=simulate,
-        seed=s.seed, search_space=None if caps == (1.0,) else {"power_caps": caps}, **kw)
+        seed=s.seed, search_space={"power_caps": caps}, **kw)
     res = plan.search
     return {"plan": plan, "search": res, "seconds": time.perf_counter() - t0, "scenario": s.to_dict()}
 
@@ -156,13 +158,14 @@ def render(s: sc.Scenario) -> None:
     c1, c2, c3 = st.columns([1, 2, 1])
     simulate = c1.checkbox("simulate capacities", value=False, key="plan_simulate",
                            help="bisect each top candidate's capacity by simulation (slower, more exact)")
-    caps = c2.multiselect("power caps to try (share of each GPU's TDP)", POWER_CAP_SHARES, default=[1.0],
+    caps = c2.multiselect("power caps to try (share of each GPU's TDP)", POWER_CAP_SHARES,
+                          default=list(CAP_FRACTIONS),
                           key="plan_caps", help="searched with a power budget or the min_energy objective "
                           "(nvidia-smi -pl; clipped to the GPU's lowest settable cap)")
     if c3.button("Plan", key="plan_go", type="primary"):
         try:
             with st.spinner("planning ..."):
-                st.session_state["plan"] = _plan(s, simulate, tuple(sorted(caps or [1.0], reverse=True)))
+                st.session_state["plan"] = _plan(s, simulate, tuple(sorted(caps or CAP_FRACTIONS, reverse=True)))
             st.session_state.pop("plan_error", None)
         except FleetsimError as exc:
             st.session_state["plan_error"] = str(exc)

@@ -149,8 +149,7 @@ def result_view(got: dict[str, Any]) -> dict[str, Any]:
                               ("e2e_s", "E2E latency", None), ("queue_delay_s", "queue delay", None)):
         vals = rq[column].to_numpy(dtype=float)
         latency[name] = (charts.latency_cdf(vals, name, slo), charts.latency_hist(vals, name, slo))
-    span = (res.timeseries["end_s"] - res.timeseries["start_s"]).where(lambda x: x > 0)
-    ts = res.timeseries.assign(tok_per_s=res.timeseries["tokens"] * res.timeseries["iterations"] / span)
+    ts = with_token_rate(res.timeseries)
     queue = rq.dropna(subset=["queue_delay_s"]).sort_values("arrival_s")
     over_time = [
         charts.over_time(ts.dropna(subset=["tok_per_s"]), "start_s", "tok_per_s", "tokens per second per engine",
@@ -249,3 +248,11 @@ def render(s: sc.Scenario) -> None:
         if v["num_requests"] > TABLE_ROWS:
             st.caption(f"first {TABLE_ROWS:,} of {v['num_requests']:,} requests shown; the CSV download has all")
     _downloads(got, v["name"])
+
+
+def with_token_rate(timeseries: pd.DataFrame) -> pd.DataFrame:
+    """``timeseries`` with ``tok_per_s``: a segment's tokens over its span (``tokens`` is the
+    segment's total already: a fast-forwarded decode run of n iterations at batch b logs
+    b * n); NaN for a segment of no duration."""
+    span = (timeseries["end_s"] - timeseries["start_s"]).where(lambda x: x > 0)
+    return timeseries.assign(tok_per_s=timeseries["tokens"] / span)

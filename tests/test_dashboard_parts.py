@@ -180,3 +180,19 @@ def test_app_ignores_a_folder_named_fleetsim_in_the_working_directory(tmp_path: 
     before, after = out.stdout.split()
     assert before == "False"  # the shadowing happens without the guard
     assert after == "True"
+
+
+def test_token_rate_integrates_to_the_tokens_processed() -> None:
+    """The Simulate tab's tokens/s series, times each segment's span, adds up to every prompt
+    token computed plus every output token generated (the requests table: an independent
+    count); it was counted iterations times over for fast-forwarded decode runs."""
+    from fleetsim.dashboard.simulate_view import with_token_rate
+
+    import fleetsim
+
+    res = fleetsim.simulate_serving("llama-3.2-1b", "1xH100", "poisson:rate=20,isl=256,osl=64", num_requests=200)
+    ts = with_token_rate(res.timeseries).dropna(subset=["tok_per_s"])
+    processed = float((ts["tok_per_s"] * (ts["end_s"] - ts["start_s"])).sum())
+    rq = res.requests
+    expected = float(rq["prompt_tokens"].sum() + rq["generated_tokens"].sum())
+    assert abs(processed - expected) <= 0.02 * expected
