@@ -24,6 +24,17 @@ llama-style model), so an iteration runs ``n_proj x layers`` applications per st
 The measured plain-torch kernels cost a fixed ~25-30 us (grouped) or ~8 us per adapter
 (loop) however small the matrices; the roofline does not see that overhead.
 
+**Projection shapes** (``sgmv_grouped_mm`` where the GPU has ``lora_split.csv``, written by
+``calibration/bench/engines/lora_split.py``): ``lora.csv`` tabulates a square ``h x h``
+projection, but a model's are not square (llama-3.1-8b: k/v 4096 -> 1024, gate/up 4096 ->
+14336, down 14336 -> 4096), and the two grouped GEMMs of an application each depend on one
+dimension: the shrink ``x [T, in] -> [T, r]`` on ``in``, the expand ``[T, r] -> y [T, out]``
+(accumulated into ``y``) on ``out``. Each half is measured alone over dims 1024-14336
+(``shrink`` / ``expand`` rows) and a projection ``in -> out`` costs ``shrink(in) +
+expand(out)``, each interpolated like ``lora.csv`` (linear in dim and A, log T and log r).
+Check (``apply`` rows, whole applications at llama-3.1-8b's four shapes, not used by the
+pricing): the sum is within 1.6 % mean / 8.8 % worst of the whole application.
+
 **Loads.** An adapter moves host -> GPU over the node's host link in
 ``2 x n_proj x layers`` tensor copies: ``latency + bytes / bandwidth + copies x per_copy``.
 Where the GPU has ``lora_load.csv`` the three constants come from a least-squares fit of
@@ -48,6 +59,9 @@ from fleetsim.hardware.specs import GPUSpec, LinkSpec
 
 KERNELS = ("sgmv_grouped_mm", "sgmv_loop", "bgmv_gather", "roofline")
 LOAD_FIT_FILE = "lora_load_fit.json"
+SPLIT_FILE = "lora_split.csv"
+SPLIT_KERNEL = "sgmv_grouped_mm"
+"""The kernel whose halves ``lora_split.csv`` measures."""
 
 
 
@@ -157,12 +171,30 @@ def roofline_cost(gpu: GPUSpec, hidden: int, tokens: int, adapters: int, rank: i
 class LoraKernelModel:
     """Per-application LoRA time on one GPU: measured table when present, else roofline."""
 
-    def __init__(self, gpu: GPUSpec, kernel: str, table: LoraKernelTable | None) -> None:
+    def __init__(self, gpu: GPUSpec, kernel: str, table: LoraKernelTable | None,
+                 split: tuple[LoraKernelTable, LoraKernelTable] | None = None) -> None:
         if kernel not in KERNELS:
             raise ConfigError(f"LoRA kernel {kernel!r} is not one of {', '.join(KERNELS)}")
         self.gpu = gpu
         self.kernel = kernel
         self.table = table if kernel != "roofline" else None
+        self.split = split if kernel == SPLIT_KERNEL and self.table is not None else None
+        """(shrink, expand) tables by one dimension (``lora_split.csv``), or None."""
+
+    def projection_cost(self, in_features: int, out_features: int, tokens: int, adapters: int,
+                        rank: int) -> LoraCost:
+        """One application on an ``in -> out`` projection: ``shrink(in) + expand(out)`` where
+        the GPU has the split table, else the square table (or roofline) at ``in``."""
+        if tokens <= 0 or adapters <= 0 or rank <= 0:
+            return LoraCost(0.0, "none")
+        if self.split is None:
+            return self.cost(in_features, tokens, adapters, rank)
+        shrink, expand = self.split
+        a = shrink.cost(in_features, tokens, adapters, rank)
+        b = expand.cost(out_features, tokens, adapters, rank)
+        order = ("measured", "interpolated", "extrapolated")
+        src = max(a.source.split(" ")[0], b.source.split(" ")[0], key=order.index)
+        return LoraCost(a.seconds + b.seconds, f"{src} (shrink(in) + expand(out), {SPLIT_FILE})")
 
     def cost(self, hidden: int, tokens: int, adapters: int, rank: int) -> LoraCost:
         if tokens <= 0 or adapters <= 0 or rank <= 0:
@@ -205,6 +237,27 @@ def _read_profile(path: str) -> tuple[pd.DataFrame | None, dict | None]:
     return table, fit
 
 
+@lru_cache(maxsize=8)
+def _read_split(path: str) -> pd.DataFrame | None:
+    """``lora_split.csv`` of a profile folder as ``lora.csv``-style rows: ``impl`` = shrink /
+    expand, ``hidden`` = the one dimension the half depends on."""
+    f = Path(path) / SPLIT_FILE
+    if not f.is_file():
+        return None
+    d = pd.read_csv(f)
+    d = d[d["kind"].isin(["shrink", "expand"])].copy()
+    d["hidden"] = np.where(d["kind"] == "shrink", d["in_features"], d["out_features"])
+    return d.rename(columns={"kind": "impl"})
+
+
+def split_tables(where: str) -> tuple[LoraKernelTable, LoraKernelTable] | None:
+    """(shrink, expand) tables of the profile folder ``where``, or None without ``lora_split.csv``."""
+    rows = _read_split(where) if where else None
+    if rows is None:
+        return None
+    return LoraKernelTable(rows, "shrink", f"{where}/{SPLIT_FILE}"), LoraKernelTable(rows, "expand", f"{where}/{SPLIT_FILE}")
+
+
 def _profile(gpu: GPUSpec) -> tuple[pd.DataFrame | None, dict | None, str]:
     from fleetsim.calibration.measured import profile_dirs
 
@@ -221,7 +274,8 @@ def kernel_model(gpu: GPUSpec, kernel: str = "sgmv_grouped_mm") -> LoraKernelMod
         raise ConfigError(f"LoRA kernel {kernel!r} is not one of {', '.join(KERNELS)}")
     rows, _, where = _profile(gpu) if kernel != "roofline" else (None, None, "")
     table = LoraKernelTable(rows, kernel, where) if rows is not None else None
-    return LoraKernelModel(gpu, kernel, table)
+    split = split_tables(where) if kernel == SPLIT_KERNEL and table is not None else None
+    return LoraKernelModel(gpu, kernel, table, split)
 
 
 def load_model(gpu: GPUSpec, host: LinkSpec, pinned: bool) -> LoadModel:
@@ -246,5 +300,5 @@ def _reference_fit() -> dict:
     return json.loads((PROFILE_ROOT / "H200-SXM" / LOAD_FIT_FILE).read_text())
 
 
-__all__ = ["KERNELS", "LoadModel", "LoraCost", "LoraKernelModel", "LoraKernelTable", "fit_loads",
-           "kernel_model", "load_model", "roofline_cost"]
+__all__ = ["KERNELS", "SPLIT_FILE", "LoadModel", "LoraCost", "LoraKernelModel", "LoraKernelTable", "fit_loads",
+           "kernel_model", "load_model", "roofline_cost", "split_tables"]

@@ -162,6 +162,19 @@ def adapter_params_per_rank(model: ModelSpec) -> tuple[int, int]:
     return (attn + mlp) * model.num_layers, 4 + mlp_n
 
 
+def projection_shapes(model: ModelSpec) -> tuple[tuple[int, int], ...]:
+    """(in, out) features of each adapted projection of one layer, in the order q, k, v, o,
+    then the MLP's (gate,) up, down: the shapes ``adapter_params_per_rank`` counts
+    (llama-3.1-8b: (4096, 4096), (4096, 1024) x 2, (4096, 4096), (4096, 14336) x 2, (14336, 4096))."""
+    h = model.hidden_size
+    kv = model.num_kv_heads * model.head_dim
+    kv_v = model.num_kv_heads * model.value_head_dim
+    f = model.intermediate_size
+    attn = ((h, model.q_width), (h, kv), (h, kv_v), (model.num_heads * model.value_head_dim, h))
+    mlp = ((h, f), (h, f), (f, h)) if model.mlp_gated else ((h, f), (f, h))
+    return attn + mlp
+
+
 def adapter_bytes(model: ModelSpec, rank: int, dtype_bytes: float = 2.0) -> float:
     """Bytes of one rank-``rank`` adapter of ``model`` (all layers, unsharded)."""
     return float(adapter_params_per_rank(model)[0] * rank * dtype_bytes)
@@ -179,4 +192,5 @@ def top_share_ids(ids: np.ndarray, share: float = 0.1) -> set[int]:
     return {int(x) for x in uniq[order[:k]]}
 
 
-__all__ = ["AdapterPopulation", "adapter_bytes", "adapter_params_per_rank", "check_lora_ranks", "fit_zipf_exponent", "top_share_ids", "with_adapters"]
+__all__ = ["AdapterPopulation", "adapter_bytes", "adapter_params_per_rank", "check_lora_ranks", "fit_zipf_exponent",
+           "projection_shapes", "top_share_ids", "with_adapters"]

@@ -45,7 +45,7 @@ from fleetsim.planner.serving.search import ServingPlans, plain_map, sample_leng
 from fleetsim.planner.serving.space import Supply, TimerFactory
 from fleetsim.sim.serving.config import Deployment, LoraConfig, PoolDeployment
 from fleetsim.workloads.lengths import max_tokens
-from fleetsim.workloads.lora import adapter_bytes, adapter_params_per_rank
+from fleetsim.workloads.lora import adapter_bytes, adapter_params_per_rank, projection_shapes
 from fleetsim.workloads.models import ModelSpec
 from fleetsim.workloads.workload import Workload
 
@@ -135,16 +135,18 @@ def priced(timer: ReplicaTimer, model: ModelSpec, gpu: GPUSpec, lora: LoraConfig
     kernel = kernel_model(gpu, lora.kernel)
     apps = adapter_params_per_rank(model)[1] * model.num_layers
     h = model.hidden_size
+    proj = projection_shapes(model)
 
     def adapters(seqs: int) -> int:
         return max(1, min(lora.max_loras, math.ceil(expected_distinct(need.probabilities, seqs))))
 
     def prefill(n: int) -> float:
-        return timer.prefill_s(n) + kernel_seconds(kernel, h, apps, n, 1, need.max_rank)
+        return timer.prefill_s(n) + kernel_seconds(kernel, h, apps, n, 1, need.max_rank, proj)
 
     def iteration(b: int, c: int, k: int) -> float:
         seqs = b + math.ceil(k / max(1, isl))
-        return timer.iteration_s(b, c, k) + kernel_seconds(kernel, h, apps, b + k, adapters(seqs), need.max_rank)
+        return timer.iteration_s(b, c, k) + kernel_seconds(kernel, h, apps, b + k, adapters(seqs), need.max_rank,
+                                                           proj)
 
     return replace(timer, prefill_s=prefill, iteration_s=iteration)
 

@@ -320,7 +320,7 @@ class ServingSimulation:
             return None
         from fleetsim.calibration.lora import kernel_model, load_model
         from fleetsim.calibration.ops import dtype_bytes
-        from fleetsim.workloads.lora import adapter_params_per_rank
+        from fleetsim.workloads.lora import adapter_params_per_rank, projection_shapes
 
         kernel = kernel_model(plan.gpu, cfg.kernel)
         pinned = load_model(plan.gpu, host, True)
@@ -333,7 +333,8 @@ class ServingSimulation:
         def build(kv: KVCache) -> AdapterCache:
             cache = AdapterCache(cfg, kernel, pinned, kv, hidden=self.model.hidden_size,
                                  params_per_rank=per_rank, n_proj=n_proj, layers_per_stage=layers,
-                                 shards=par.tp * par.pp, dtype_bytes=db, block_bytes=block_bytes)
+                                 shards=par.tp * par.pp, dtype_bytes=db, block_bytes=block_bytes,
+                                 projections=projection_shapes(self.model))
             cache.pageable = pageable
             return cache
 

@@ -18,7 +18,9 @@ pass), so with nothing else running a load of ``L`` seconds delays its request b
 Kernel time of an iteration: ``applications x kernel.cost(h, T, A, r)`` per pipeline
 stage, with ``T`` the tokens of sequences that carry an adapter, ``A`` their distinct
 adapters and ``r`` the largest of their ranks (vLLM pads a batch to one rank), and
-``applications = n_proj x layers / pp``.
+``applications = n_proj x layers / pp``. Where the kernel model has per-projection pricing
+(``LoraKernelModel.split``), each layer's applications are priced at their own (in, out)
+shapes (``projections``) instead of ``n_proj`` square ``h x h`` ones.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class AdapterCache:
 
     def __init__(self, cfg: LoraConfig, kernel: LoraKernelModel, loads: LoadModel, kv: KVCache, *,
                  hidden: int, params_per_rank: int, n_proj: int, layers_per_stage: int,
-                 shards: int, dtype_bytes: float, block_bytes: float) -> None:
+                 shards: int, dtype_bytes: float, block_bytes: float,
+                 projections: tuple[tuple[int, int], ...] = ()) -> None:
         self.cfg = cfg
         self.kernel = kernel
         self.loads = loads
@@ -48,6 +51,7 @@ class AdapterCache:
         self.hidden = hidden
         self.params_per_rank = params_per_rank
         self.applications = n_proj * layers_per_stage
+        self.projections = projections
         self.tensors = 2 * n_proj * layers_per_stage
         self.shards = shards
         self.dtype_bytes = dtype_bytes
@@ -182,7 +186,8 @@ class AdapterCache:
         key = (tokens, adapters, rank)
         t = self._costs.get(key)
         if t is None:
-            t = kernel_seconds(self.kernel, self.hidden, self.applications, tokens, adapters, rank)
+            t = kernel_seconds(self.kernel, self.hidden, self.applications, tokens, adapters, rank,
+                               self.projections)
             if len(self._costs) < 1_000_000:
                 self._costs[key] = t
         return t
@@ -194,12 +199,19 @@ class AdapterCache:
 
 
 def kernel_seconds(kernel: LoraKernelModel, hidden: int, applications: int, tokens: int, adapters: int,
-                   rank: int) -> float:
+                   rank: int, projections: tuple[tuple[int, int], ...] = ()) -> float:
     """LoRA kernel seconds of ``applications`` applications over ``tokens`` tokens of
     ``adapters`` distinct adapters padded to ``rank``: the one formula the engine and the
-    planner's analytic stage (``planner.serving.lora``) both use."""
+    planner's analytic stage (``planner.serving.lora``) both use. With ``projections`` (one
+    layer's (in, out) shapes, ``workloads.lora.projection_shapes``) and a kernel model that
+    prices shapes (``split``), ``applications / len(projections)`` layers each cost the sum
+    of their projections' ``projection_cost``; otherwise every application is a square
+    ``hidden x hidden`` one."""
     if not adapters or tokens <= 0:
         return 0.0
+    if projections and kernel.split is not None:
+        layer = sum(kernel.projection_cost(i, o, tokens, adapters, rank).seconds for i, o in projections)
+        return applications / len(projections) * layer
     return applications * kernel.cost(hidden, tokens, adapters, rank).seconds
 
 
