@@ -69,7 +69,24 @@ def test_worked_plan_example_is_real_output(capsys: pytest.CaptureFixture[str]) 
     assert block[0].startswith("$ fleetsim plan ")
     assert main(shlex.split(block[0])[2:]) == 0
     got = [ln.rstrip() for ln in capsys.readouterr().out.strip("\n").splitlines()]
-    assert got == [ln.rstrip() for ln in block[1:]]
+    assert [_untimed(ln) for ln in got] == [_untimed(ln.rstrip()) for ln in block[1:]]
+
+
+def test_quick_start_output_is_real(capsys: pytest.CaptureFixture[str]) -> None:
+    """The output printed under the quick start is what its first command prints today."""
+    from fleetsim.cli import main
+
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", quick, flags=re.S)
+    cmd = blocks[0].strip().splitlines()[0].split("python3 -m fleetsim ", 1)[1]
+    assert main(shlex.split(cmd)) == 0
+    got = [_untimed(ln.rstrip()) for ln in capsys.readouterr().out.strip("\n").splitlines()]
+    assert got == [_untimed(ln.rstrip()) for ln in blocks[1].strip("\n").splitlines()]
+
+
+def _untimed(line: str) -> str:
+    """A printed line with the planner's wall time masked (the only figure that varies)."""
+    return re.sub(r"simulations in [0-9.]+ s", "simulations in <t> s", line)
 
 
 def test_serving_doc_simulate_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
