@@ -108,3 +108,14 @@ def test_kernel_seconds_prices_each_projection() -> None:
     assert h200.split is None
     assert kernel_seconds(h200, 4096, 224, 8, 8, 16, proj) == kernel_seconds(h200, 4096, 224, 8, 8, 16)
     assert kernel_model(get_gpu(GPU), "sgmv_loop").split is None
+
+
+def test_validate_cli_prints_the_lora_section(capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetsim.cli import main
+    from fleetsim.lora_validation import lora_rows, lora_summary
+
+    assert main(["validate", "--only", "lora"]) == 0
+    out = capsys.readouterr().out
+    summ = lora_summary(lora_rows())
+    shapes = summ[summ["pricing"] == "shapes"].iloc[0]
+    assert "== LoRA" in out and f"{shapes.delta_mape_pct:.3f}"[:4] in out and "all targets met" in out

@@ -23,7 +23,7 @@ import pandas as pd
 from fleetsim.cli.args import check_out_dir
 
 SECTIONS = ("ops", "forward", "training")
-OPTIONAL = ("intervals", "power")
+OPTIONAL = ("intervals", "power", "lora")
 """Sections run only when ``--only`` names them."""
 
 
@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("validate", help="compare predictions with measured ground truth",
                               description=__doc__)
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections to run (default: {','.join(SECTIONS)})")
+                   help=f"comma-separated sections to run (default: {','.join(SECTIONS)}; also "
+                   f"{', '.join(OPTIONAL)})")
     p.add_argument("--gpu", action="append", default=None,
                    help="validate only this GPU's ground truth (repeatable), e.g. H100-SXM")
     p.add_argument("--validation-dir", type=Path, default=None,
@@ -111,7 +112,7 @@ def _check(args: argparse.Namespace) -> _Inputs:
     published = published_dir(args.published_dir) if "training" in sections or args.published_dir else None
     if args.csv_dir is not None and args.csv_dir.exists() and not args.csv_dir.is_dir():
         raise ConfigError(f"--csv-dir {str(args.csv_dir)!r} is not a directory")
-    files_of = {**SECTION_FILES, "power": POWER_FILE}
+    files_of = {**SECTION_FILES, "power": POWER_FILE, "lora": "engines/hf_lora.csv"}
     section_gpus = {s: gpus_with_data(root, [files_of[s]] if s in files_of else SECTION_FILES.values())
                     for s in sections}
     if published is not None and "training" in sections:
@@ -231,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         tables.update(_intervals(root, proot, gpus, args.points, missed))
     if "power" in inp.sections and not _absent("power", inp, "power"):
         tables.update(_power(root, gpus, args.points, missed))
+    if "lora" in inp.sections and not _absent("LoRA", inp, "lora"):
+        tables.update(_lora(root, gpus, args.points, missed))
     if args.csv_dir is not None:
         for name, df in tables.items():
             vf.write_csv(df, args.csv_dir / f"{name}.csv")
@@ -300,6 +303,27 @@ POWER_FILE = "engines/hf_power.csv"
 
 POWER_TARGET = 0.10
 """Average board power of whole forward passes and training steps: |error| per phase MAPE."""
+
+
+LORA_TARGET_PCT = 10.0
+"""Held-out MAPE target of the time LoRA adds to a whole decode step."""
+
+
+def _lora(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) -> dict[str, pd.DataFrame]:
+    """Whole Hugging Face decode steps with LoRA against the base model's estimate plus the
+    simulator's LoRA kernel pricing (``fleetsim.lora_validation``; nothing fitted on them)."""
+    from fleetsim.lora_validation import lora_rows, lora_summary
+
+    rows = lora_rows(root)
+    if gpus is not None:
+        rows = rows[rows["gpu"].isin(gpus)]
+    summ = lora_summary(rows) if len(rows) else pd.DataFrame()
+    _show("LoRA: whole HF decode steps with adapters vs base estimate + LoRA kernel pricing (held out)", summ)
+    if points and len(rows):
+        _show("LoRA rows", rows)
+    missed += [f"LoRA {r.gpu} ({r.pricing} pricing): added-time MAPE {r.delta_mape_pct:.1f}%"
+               for r in summ.itertuples() if r.pricing == "shapes" and r.delta_mape_pct > LORA_TARGET_PCT]
+    return {"lora_summary": summ, "lora_points": rows}
 
 
 def _power(root: Path, gpus: list[str] | None, points: bool, missed: list[str]) -> dict[str, pd.DataFrame]:
