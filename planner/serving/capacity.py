@@ -215,11 +215,6 @@ def grow_pool(cluster: ClusterSpec, pool: int, replicas: int, gpus_per_replica: 
     return cluster.model_copy(update={"pools": tuple(pools)})
 
 
-DECODE_FILL = 3
-"""A decode candidate's runs have at least this many times ``max_num_seqs`` requests: a
-decode replica judged only on TPOT, fed fewer requests than it has sequence slots, decodes
-them all at once and meets the target at any offered rate."""
-
 MIN_FED_SHARE = 0.8
 """A decode candidate's run counts only while its prefill feed delivers at least this share of
 the offered rate: a decode replica starved by its feed meets any TPOT target at any offered
@@ -245,9 +240,11 @@ def fed_share(raw: RawTables) -> float:
 def decode_occupancy(raw: RawTables, rate: float) -> float:
     """Little's law at the decode side: the offered rate times the mean time a finished
     request spends there (first token to last, its wait for a sequence slot included) is the
-    mean number of requests the decode replica holds. Above its ``max_num_seqs`` a queue
-    stands on average: the replica is saturated however lenient the TPOT target (a finite
-    run spreads the wait over every token and hides it from TPOT)."""
+    mean number of requests the decode replica would hold in a long run. Above its
+    ``max_num_seqs`` a queue stands on average: the replica is saturated however lenient the
+    TPOT target. This holds for a run of fewer requests than slots, which decodes them all at
+    once and would otherwise meet TPOT at any rate, and for one that spreads a queue's wait
+    over every token and hides it from TPOT."""
     req = raw.requests
     fin = req[req["finished"]]
     if not len(fin):
@@ -260,8 +257,6 @@ def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tupl
     runs = 0
     cache: dict[float, Verdict] = {}
     requests = job.requests
-    if job.knobs.role == "decode":  # enough to fill its batch, or no rate would overload it
-        requests = max(requests, DECODE_FILL * job.knobs.max_num_seqs)
 
     def at(rate: float) -> Verdict:
         nonlocal runs
