@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.analytic:
         return planner.run(args)
-    given = ["--" + f.replace("_", "-") for f in planner.PLANNER_FLAGS if getattr(args, f, None) not in (None, False)]
+    given = planner.given_flags(args)
     if given:
         raise ConfigError(f"--analytic takes none of the planner's flags ({', '.join(given)})")
     if planner.wanted(args):

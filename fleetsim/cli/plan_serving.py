@@ -40,9 +40,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def wanted(args: argparse.Namespace) -> bool:
     """Any planner flag, or a workload that carries LoRA adapters (planned with adapter slots)."""
-    if any(getattr(args, f, None) not in (None, False) for f in PLANNER_FLAGS):
-        return True
-    return _carries_adapters(getattr(args, "workload", None))
+    return bool(given_flags(args)) or _carries_adapters(getattr(args, "workload", None))
+
+
+def given_flags(args: argparse.Namespace) -> list[str]:
+    """The planner's flags given on the command line, as typed (``--power-budget-w``)."""
+    return ["--" + f.replace("_", "-") for f in PLANNER_FLAGS if getattr(args, f, None) not in (None, False)]
 
 
 def _carries_adapters(spec: str | None) -> bool:

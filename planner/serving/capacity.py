@@ -159,19 +159,13 @@ class CapacityJob:
     """Prefill replicas feeding a decode candidate (``knobs.role == "decode"``)."""
 
 
-def _power(raw: RawTables, role: str = "both") -> tuple[float | None, float | None]:
-    """(mean GPU power of the candidate's replicas, J per output token) when the simulator
-    reports energy per replica (``energy_j``: busy and idle GPU energy of the replica's own
-    GPUs; the cluster's other GPUs idle whether or not the plan runs, so they are not the
-    candidate's). For a decode candidate only its replica (the prefill replicas that feed it
-    are not its own), for a prefill candidate no J per output token (it makes one token a
-    request)."""
-    return replica_power(raw, role)
-
-
 def replica_power(raw: RawTables, role: str | None = None) -> tuple[float | None, float | None]:
-    """(watts, J per output token) of the replicas with ``role`` (None: every replica) over
-    the run; (None, None) when the simulator reports no energy."""
+    """(watts, J per output token) of the replicas with ``role`` (None or ``both``: every
+    replica) over the run, from their own GPUs' busy and idle energy (the cluster's other GPUs
+    idle whether or not the plan runs, so they are not its); a decode candidate's run counts
+    only its decode replica (the prefill replicas feeding it are not its own), a prefill
+    candidate's gives no J per output token (it makes one token a request); (None, None) when
+    the simulator reports no energy."""
     s = raw.summary
     if "energy_j" not in raw.replicas.columns:
         return None, None
@@ -307,7 +301,7 @@ def _search(job: CapacityJob, dep: Deployment, bucket: Bucket, timers: dict[tupl
         else:
             hi, first_fail = mid, v
     best = cache[lo]
-    watts, jt = _power(best.raw, job.knobs.role)
+    watts, jt = replica_power(best.raw, job.knobs.role)
     limit: Bottleneck = first_fail.limited_by if first_fail is not None else "compute"
     return Capacity(bucket=bucket.name, rps=lo, simulations=runs, limited_by=limit, ttft_s=best.ttft_s,
                     tpot_s=best.tpot_s, avg_power_w=watts, j_per_output_token=jt)

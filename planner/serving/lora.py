@@ -40,7 +40,7 @@ from fleetsim.hardware.specs import ClusterSpec, GPUSpec
 from fleetsim.planner.first_plan import ReplicaTimer
 from fleetsim.planner.flags import VLLM_LORA_RANKS
 from fleetsim.planner.serving.capacity import Bucket, engine_config, simulate, stream
-from fleetsim.planner.serving.records import AdapterPlan, Knobs, SearchSpace, Slo, SlotOption
+from fleetsim.planner.serving.records import AdapterPlan, SearchSpace, Slo, SlotOption
 from fleetsim.planner.serving.search import ServingPlans, plain_map, sample_lengths, search
 from fleetsim.planner.serving.space import Supply, TimerFactory
 from fleetsim.sim.serving.config import Deployment, LoraConfig, PoolDeployment
@@ -260,8 +260,7 @@ def hit_rate_curve(model: ModelSpec, cluster: ClusterSpec, pc: Any, engine: str,
 
     n = max(4 * requests, 400)
     reqs = stream(workload, model, Bucket("all", 0.0, math.inf, 1.0), rate_rps, n, seed)
-    k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
-              max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w)
+    k = pc.knobs()  # a LoRA plan's pools are co-located (role "both")
     out = []
     timers: dict[tuple, Any] = {}
     for s in slots:

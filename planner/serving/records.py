@@ -208,6 +208,12 @@ class PoolChoice(_Record):
     max_cpu_loras: int | None = None
     """LoRA: adapters kept in pinned host memory."""
 
+    def knobs(self) -> Knobs:
+        """The candidate knobs this pool choice was made from."""
+        return Knobs(pool=self.pool, gpu=self.gpu, tp=self.tp, pp=self.pp, ep=self.ep, max_num_seqs=self.max_num_seqs,
+                     max_num_batched_tokens=self.max_num_batched_tokens, power_cap_w=self.power_cap_w,
+                     role=self.role)
+
 
 class PlanMetrics(_Record):
     """A plan's numbers from a simulation of the whole deployment at the demanded rate."""

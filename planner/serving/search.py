@@ -121,8 +121,7 @@ class ServingPlans(_Record):
                  f"${p.cost_per_hour:.2f}/h, objective {p.objective} = {p.objective_value:.4g}"]
         by_id = {e.knobs.id: e for e in self.evaluations}
         for pc in p.pools:
-            k = Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
-                      max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
+            k = pc.knobs()
             e = by_id.get(k.id)
             if e is None:
                 continue
@@ -150,7 +149,7 @@ class ServingPlans(_Record):
             lines.append("  binding: " + ", ".join(_words(b) for b in p.binding))
         else:
             lines.append("  binding: none of inventory and power budget; the demand sets the size")
-        limits = [c.limited_by for pc in p.pools for e in [by_id.get(_kid(pc))] if e for c in e.capacity]
+        limits = [c.limited_by for pc in p.pools for e in [by_id.get(pc.knobs().id)] if e for c in e.capacity]
         main = max(set(limits), key=limits.count) if limits else None
         if any(b.startswith("inventory") for b in p.binding):
             head = "inventory"
@@ -175,10 +174,6 @@ def _rate(rps: float, per: tuple[int, str] | None) -> str:
     """A capacity in requests/s, or for a prefill/decode replica in tokens/s of its role."""
     return f"{rps:.3g} req/s" if per is None else f"{rps * per[0]:.4g} {per[1]}"
 
-
-def _kid(pc: Any) -> str:
-    return Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
-                 max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role).id
 
 
 _WORDS = {"kv_capacity": "memory/KV capacity", "memory": "memory", "compute": "compute",
@@ -421,11 +416,6 @@ def _derate(p: PlanEntry, evals: list[Evaluation], only_gpu: str | None,
     return p
 
 
-def _knobs(pc: Any) -> Knobs:
-    """The candidate knobs a plan's pool choice was made from."""
-    return Knobs(pool=pc.pool, gpu=pc.gpu, tp=pc.tp, pp=pc.pp, ep=pc.ep, max_num_seqs=pc.max_num_seqs,
-                 max_num_batched_tokens=pc.max_num_batched_tokens, power_cap_w=pc.power_cap_w, role=pc.role)
-
 
 def _with_lora(pc: Any, lora: LoraConfig | None) -> Any:
     if lora is None:
@@ -492,7 +482,7 @@ def check_plan(model: ModelSpec, cluster: ClusterSpec, p: PlanEntry, supplies: d
 
     pools = []
     for pc in p.pools:
-        k = _knobs(pc)
+        k = pc.knobs()
         pools.append(PoolDeployment(pool=pc.pool, tp=pc.tp, pp=pc.pp, ep=pc.ep, replicas=pc.replicas,
                                     role=pc.role, engine=engine_config(k, engine, dtype, kv_dtype, lora)))
     replicas = sum(pc.replicas for pc in p.pools)
